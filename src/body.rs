@@ -1,0 +1,176 @@
+//! Body types of both directions of the proxy.
+//!
+//! [`UpstreamBody`] streams the client's request body upstream, enforcing the
+//! listener's size limit as bytes pass. [`ResponseBody`] streams the upstream's response
+//! to the client, carrying the exchange's guard (its concurrency permit, endpoint load
+//! and timer) until the last byte is sent or the client goes away. Nothing is buffered.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::proxy::ExchangeGuard;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request body could not be streamed upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading the client's request body failed: {0}")]
+    Client(#[source] hyper::Error),
+}
+
+/// The body of a request sent upstream.
+pub enum UpstreamBody {
+    Empty,
+    /// The client's body, streamed as it arrives, cut off beyond `limit` bytes.
+    Client {
+        inner: Incoming,
+        limit: u64,
+        seen: u64,
+    },
+}
+
+impl UpstreamBody {
+    pub fn client(inner: Incoming, limit: u64) -> Self {
+        UpstreamBody::Client {
+            inner,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Client { inner, limit, seen } => {
+                match ready!(Pin::new(inner).poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            *seen += data.len() as u64;
+                            if *seen > *limit {
+                                return Poll::Ready(Some(Err(BodyError::TooLarge {
+                                    limit: *limit,
+                                })));
+                            }
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(error)) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Client { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Client { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// The body of a response sent to the client.
+pub enum ResponseBody {
+    /// A body the gateway made itself (errors, admin pages).
+    Full(Option<Bytes>),
+    /// An upstream's body, streamed; `guard` is dropped at its end.
+    Upstream {
+        inner: Incoming,
+        guard: Option<ExchangeGuard>,
+    },
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+
+    pub fn upstream(inner: Incoming, guard: ExchangeGuard) -> Self {
+        ResponseBody::Upstream {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            ResponseBody::Upstream { inner, guard } => {
+                let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
+                match polled {
+                    Some(Ok(frame)) => {
+                        if inner.is_end_stream() {
+                            guard.take();
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(error)) => {
+                        if let Some(mut guard) = guard.take() {
+                            guard.body_failed(&error);
+                        }
+                        Poll::Ready(Some(Err(error.into())))
+                    }
+                    None => {
+                        guard.take();
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

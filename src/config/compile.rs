@@ -1,0 +1,577 @@
+//! From the raw file to a [`Config`]: every value checked, every cross-reference
+//! resolved, every problem collected (not only the first) with its location.
+
+use std::collections::{HashMap, HashSet};
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Uri};
+
+use super::error::ConfigError;
+use super::locate::LocationIndex;
+use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
+use super::{
+    defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, RouteConfig,
+    UpstreamConfig,
+};
+use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec, RouteTable};
+
+/// Collects problems by key path; locations are resolved at the end.
+struct Problems<'a> {
+    file: &'a str,
+    index: LocationIndex,
+    found: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let location = self.index.locate(&key);
+        self.found.push(ConfigError {
+            file: self.file.to_owned(),
+            line: location.map_or(1, |l| l.line),
+            column: location.map_or(1, |l| l.column),
+            key,
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
+    let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(text) {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            return Err(vec![ConfigError {
+                file: file.to_owned(),
+                line: 1,
+                column: 1,
+                key: String::new(),
+                message:
+                    "the file is empty; it needs at least `listeners`, `upstreams` and `routes`"
+                        .to_owned(),
+            }])
+        }
+        Err(error) => return Err(vec![serde_error(&error, file)]),
+    };
+    let mut problems = Problems {
+        file,
+        index: LocationIndex::build(text),
+        found: Vec::new(),
+    };
+
+    if raw.listeners.is_empty() {
+        problems.add("listeners", "at least one listener is needed");
+    }
+    let listeners = compile_listeners(&raw.listeners, &mut problems);
+    let upstream_names: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
+    let upstreams: Vec<UpstreamConfig> = raw
+        .upstreams
+        .iter()
+        .filter_map(|(name, upstream)| compile_upstream(name, upstream, &mut problems))
+        .collect();
+    let routes = compile_routes(&raw.routes, &upstream_names, &mut problems);
+
+    if let Some(admin) = &raw.admin {
+        if listeners.iter().any(|l| l.address == admin.address) {
+            problems.add(
+                "admin.address",
+                format!("{} is also a listener's address", admin.address),
+            );
+        }
+    }
+
+    let specs: Vec<RouteSpec> = routes.iter().map(|r| r.spec.clone()).collect();
+    let router = match RouteTable::build(&specs) {
+        Ok(router) => Some(router),
+        Err(errors) => {
+            for error in errors {
+                let key = match &raw.routes[error.route].matcher.path {
+                    Some(_) => format!("routes[{}].match.path", error.route),
+                    None => format!("routes[{}].match.path_prefix", error.route),
+                };
+                problems.add(key, error.message);
+            }
+            None
+        }
+    };
+
+    match router {
+        Some(router) if problems.found.is_empty() => Ok(Config {
+            source: file.to_owned(),
+            listeners,
+            admin: raw.admin.map(|a| AdminConfig { address: a.address }),
+            upstreams,
+            routes,
+            router,
+            shutdown_timeout: raw
+                .shutdown_timeout
+                .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
+        }),
+        _ => {
+            let mut found = problems.found;
+            found.sort_by_key(|e| (e.line, e.column));
+            Err(found)
+        }
+    }
+}
+
+/// serde_yaml's own error, with its location split out of the message.
+fn serde_error(error: &serde_yaml::Error, file: &str) -> ConfigError {
+    let mut message = error.to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let (key, message) = match message.split_once(": ") {
+        Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
+        _ => (String::new(), message),
+    };
+    let location = error.location();
+    ConfigError {
+        file: file.to_owned(),
+        line: location.as_ref().map_or(1, |l| l.line()),
+        column: location.as_ref().map_or(1, |l| l.column()),
+        key,
+        message,
+    }
+}
+
+fn check_name(kind: &str, name: &str, key: String, problems: &mut Problems) {
+    if name.is_empty() {
+        problems.add(key, format!("{kind} name must not be empty"));
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        problems.add(
+            key,
+            format!("{kind} name {name:?} may contain only letters, digits, `-`, `_` and `.`"),
+        );
+    }
+}
+
+fn compile_listeners(raw: &[RawListener], problems: &mut Problems) -> Vec<ListenerConfig> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let defaults = ClientLimits::default();
+    raw.iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let key = |field: &str| format!("listeners[{i}].{field}");
+            check_name("listener", &listener.name, key("name"), problems);
+            if !names.insert(listener.name.as_str()) {
+                problems.add(
+                    key("name"),
+                    format!("listener name {:?} is used twice", listener.name),
+                );
+            }
+            if !addresses.insert(listener.address) {
+                problems.add(
+                    key("address"),
+                    format!("address {} is used by two listeners", listener.address),
+                );
+            }
+            let max_connections = listener
+                .max_connections
+                .unwrap_or(defaults::MAX_CONNECTIONS);
+            if max_connections == 0 {
+                problems.add(key("max_connections"), "must be at least 1");
+            }
+            let max_header_size = listener
+                .max_header_size
+                .map_or(defaults.max_header_size, |s| {
+                    usize::try_from(s.0).unwrap_or(usize::MAX)
+                });
+            if max_header_size < 8192 {
+                problems.add(key("max_header_size"), "must be at least 8KiB (8192 bytes)");
+            }
+            let max_headers = listener.max_headers.unwrap_or(defaults.max_headers);
+            if max_headers == 0 {
+                problems.add(key("max_headers"), "must be at least 1");
+            }
+            let max_uri_length = listener.max_uri_length.unwrap_or(defaults.max_uri_length);
+            if max_uri_length < 16 {
+                problems.add(key("max_uri_length"), "must be at least 16");
+            }
+            let idle_timeout = listener.idle_timeout.map_or(defaults.idle_timeout, |d| d.0);
+            if idle_timeout.is_zero() {
+                problems.add(key("idle_timeout"), "must be longer than 0s");
+            }
+            ListenerConfig {
+                name: listener.name.clone(),
+                address: listener.address,
+                max_connections,
+                limits: ClientLimits {
+                    idle_timeout,
+                    max_header_size,
+                    max_headers,
+                    max_uri_length,
+                    max_request_body: listener
+                        .max_request_body
+                        .map_or(defaults.max_request_body, |s| s.0),
+                },
+            }
+        })
+        .collect()
+}
+
+fn compile_upstream(
+    name: &str,
+    raw: &RawUpstream,
+    problems: &mut Problems,
+) -> Option<UpstreamConfig> {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    check_name("upstream", name, format!("upstreams.{name}"), problems);
+    if raw.endpoints.is_empty() {
+        problems.add(key("endpoints"), "at least one endpoint is needed");
+    }
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    for (i, text) in raw.endpoints.iter().enumerate() {
+        match parse_endpoint(text) {
+            Ok(endpoint) => {
+                if endpoints.contains(&endpoint) {
+                    problems.add(
+                        format!("upstreams.{name}.endpoints[{i}]"),
+                        format!("endpoint {text:?} is listed twice"),
+                    );
+                }
+                endpoints.push(endpoint);
+            }
+            Err(message) => problems.add(format!("upstreams.{name}.endpoints[{i}]"), message),
+        }
+    }
+    let max_in_flight = raw.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
+    if max_in_flight == 0 {
+        problems.add(key("max_in_flight"), "must be at least 1");
+    }
+    let positive = |value: Option<super::units::HumanDuration>,
+                    default,
+                    field: &str,
+                    problems: &mut Problems| {
+        let value = value.map_or(default, |d| d.0);
+        if value.is_zero() {
+            problems.add(key(field), "must be longer than 0s");
+        }
+        value
+    };
+    let queue_timeout = positive(
+        raw.queue_timeout,
+        defaults::QUEUE_TIMEOUT,
+        "queue_timeout",
+        problems,
+    );
+    let connect_timeout = positive(
+        raw.connect_timeout,
+        defaults::CONNECT_TIMEOUT,
+        "connect_timeout",
+        problems,
+    );
+    let timeout = positive(raw.timeout, defaults::TIMEOUT, "timeout", problems);
+    let pool_idle_timeout = positive(
+        raw.pool.idle_timeout,
+        defaults::POOL_IDLE_TIMEOUT,
+        "pool.idle_timeout",
+        problems,
+    );
+    Some(UpstreamConfig {
+        name: name.to_owned(),
+        endpoints,
+        balance: raw.balance,
+        max_in_flight,
+        max_queue: raw.max_queue.unwrap_or(defaults::MAX_QUEUE),
+        queue_timeout,
+        connect_timeout,
+        timeout,
+        max_idle_per_endpoint: raw
+            .pool
+            .max_idle_per_endpoint
+            .unwrap_or(defaults::MAX_IDLE_PER_ENDPOINT),
+        pool_idle_timeout,
+        host_header: raw.host_header,
+    })
+}
+
+fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {
+    let uri: Uri = text.parse().map_err(|e| {
+        format!("endpoint {text:?} is not a valid URI ({e}); write e.g. http://10.0.0.5:8080")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "endpoint {text:?}: https upstreams are not supported yet; use http://"
+            ))
+        }
+        _ => return Err(format!("endpoint {text:?} needs the http:// scheme")),
+    }
+    let authority: Authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("endpoint {text:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("endpoint {text:?} must not contain credentials"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "endpoint {text:?} must not have a path; use the route's `rewrite` to change paths"
+        ));
+    }
+    let authority = if authority.port().is_some() {
+        authority
+    } else {
+        Authority::try_from(format!("{}:80", authority.host()).as_str())
+            .map_err(|e| format!("endpoint {text:?}: {e}"))?
+    };
+    Ok(EndpointAddress {
+        label: format!("http://{authority}"),
+        scheme: Scheme::HTTP,
+        authority,
+    })
+}
+
+fn compile_routes(
+    raw: &[RawRoute],
+    upstream_names: &[&str],
+    problems: &mut Problems,
+) -> Vec<RouteConfig> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut routes = Vec::with_capacity(raw.len());
+    for (i, route) in raw.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        check_name("route", &route.name, key("name"), problems);
+        if let Some(first) = names.insert(route.name.as_str(), i) {
+            problems.add(
+                key("name"),
+                format!(
+                    "route name {:?} is already used by routes[{first}]",
+                    route.name
+                ),
+            );
+        }
+        let matcher = &route.matcher;
+        let path = match (&matcher.path, &matcher.path_prefix) {
+            (Some(path), None) => PathPattern::path(path)
+                .map_err(|e| problems.add(key("match.path"), e))
+                .ok(),
+            (None, Some(prefix)) => PathPattern::prefix(prefix)
+                .map_err(|e| problems.add(key("match.path_prefix"), e))
+                .ok(),
+            (Some(_), Some(_)) => {
+                problems.add(
+                    key("match"),
+                    "give either `path` or `path_prefix`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                problems.add(
+                    key("match"),
+                    "needs `path` or `path_prefix` (use `path_prefix: /` to match everything)",
+                );
+                None
+            }
+        };
+        let host = matcher.host.as_deref().and_then(|h| {
+            HostPattern::parse(h)
+                .map_err(|e| problems.add(key("match.host"), e))
+                .ok()
+        });
+        let mut headers = Vec::with_capacity(matcher.headers.len());
+        for (name, value) in &matcher.headers {
+            let header_key = format!("routes[{i}].match.headers.{name}");
+            match (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.0.as_str()),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Err(_), _) => {
+                    problems.add(header_key, format!("{name:?} is not a valid header name"))
+                }
+                (_, Err(_)) => problems.add(
+                    header_key,
+                    format!("{:?} is not a valid header value", value.0),
+                ),
+            }
+        }
+        if let Some(methods) = &matcher.methods {
+            if methods.is_empty() {
+                problems.add(
+                    key("match.methods"),
+                    "list at least one method, or leave `methods` out to allow all",
+                );
+            }
+        }
+        let upstream = match &route.upstream {
+            None => {
+                problems.add(key("upstream"), "every route needs an `upstream`");
+                None
+            }
+            Some(name) => match upstream_names.iter().position(|u| u == name) {
+                Some(index) => Some(index),
+                None => {
+                    problems.add(key("upstream"), unknown_upstream(name, upstream_names));
+                    None
+                }
+            },
+        };
+        let rewrite = match (&route.rewrite, &path) {
+            (None, _) => Some(Rewrite::Keep),
+            (Some(rewrite), path) => compile_rewrite(i, rewrite, path.as_ref(), problems),
+        };
+        let timeout = route.timeout.map(|d| d.0);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            problems.add(key("timeout"), "must be longer than 0s");
+        }
+        if let (Some(path), Some(upstream), Some(rewrite)) = (path, upstream, rewrite) {
+            routes.push(RouteConfig {
+                name: route.name.clone(),
+                spec: RouteSpec {
+                    host,
+                    path,
+                    methods: matcher
+                        .methods
+                        .as_ref()
+                        .map(|m| m.iter().map(|m| m.to_method()).collect()),
+                    headers,
+                },
+                upstream,
+                rewrite,
+                timeout,
+            });
+        }
+    }
+    routes
+}
+
+fn compile_rewrite(
+    i: usize,
+    rewrite: &super::raw::RawRewrite,
+    path: Option<&PathPattern>,
+    problems: &mut Problems,
+) -> Option<Rewrite> {
+    let key = |field: &str| format!("routes[{i}].rewrite.{field}");
+    if let Some(template) = &rewrite.path {
+        if rewrite.strip_prefix.is_some() || rewrite.add_prefix.is_some() {
+            problems.add(
+                key("path"),
+                "give either `path` or `strip_prefix`/`add_prefix`, not both",
+            );
+            return None;
+        }
+        let captured = path.map(PathPattern::params).unwrap_or_default();
+        return Rewrite::template(template, &captured)
+            .map_err(|e| problems.add(key("path"), e.to_string()))
+            .ok();
+    }
+    if let (Some(strip), Some(PathPattern::Prefix(prefix))) = (&rewrite.strip_prefix, path) {
+        let strip_clean = strip.trim_end_matches('/');
+        let segment_prefix = prefix == strip_clean
+            || prefix
+                .strip_prefix(strip_clean)
+                .is_some_and(|rest| rest.starts_with('/'));
+        if !segment_prefix {
+            problems.add(
+                key("strip_prefix"),
+                format!("{strip:?} is not a prefix of the route's path_prefix {prefix:?}, so it would never apply"),
+            );
+        }
+    }
+    Rewrite::prefix(
+        rewrite.strip_prefix.as_deref(),
+        rewrite.add_prefix.as_deref(),
+    )
+    .map_err(|e| problems.add(key("strip_prefix"), e.to_string()))
+    .ok()
+}
+
+fn unknown_upstream(name: &str, known: &[&str]) -> String {
+    let suggestion = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
+        .min();
+    match suggestion {
+        Some((_, k)) => format!("unknown upstream {name:?} (did you mean {k:?}?)"),
+        None if known.is_empty() => format!("unknown upstream {name:?}: no upstreams are defined"),
+        None => format!(
+            "unknown upstream {name:?}; defined upstreams: {}",
+            known.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+upstreams:
+  orders:
+    endpoints: ["http://127.0.0.1:9201"]
+routes:
+  - name: orders
+    match: { path_prefix: /api/orders }
+    upstream: orders
+    rewrite: { strip_prefix: /api }
+"#;
+
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        match compile(text, "g.yaml") {
+            Ok(_) => panic!("expected errors"),
+            Err(errors) => errors,
+        }
+    }
+
+    #[test]
+    fn valid_file_compiles() {
+        let config = compile(VALID, "g.yaml").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(config.routes.len(), 1);
+        assert_eq!(
+            config.upstreams[0].endpoints[0].label,
+            "http://127.0.0.1:9201"
+        );
+    }
+
+    #[test]
+    fn unknown_upstream_suggests_and_locates() {
+        let text = VALID.replace("upstream: orders", "upstream: ordres");
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1);
+        let e = &errors[0];
+        assert_eq!((e.line, e.column), (11, 15));
+        assert_eq!(e.key, "routes[0].upstream");
+        assert!(
+            e.message.contains("did you mean \"orders\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_located_by_serde() {
+        let text = VALID.replace(
+            "path_prefix: /api/orders",
+            "path_prefix: /api/orders, hots: x",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 10);
+        assert!(
+            errors[0].message.contains("unknown field `hots`"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(errors[0].key, "routes[0].match");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = VALID
+            .replace("http://127.0.0.1:9201", "ftp://x")
+            .replace("upstream: orders", "upstream: nope")
+            .replace("strip_prefix: /api", "strip_prefix: /v1");
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+    }
+}

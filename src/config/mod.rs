@@ -1,0 +1,160 @@
+//! Configuration: `gateway.yaml` read, validated and compiled into a [`Config`].
+//!
+//! Two stages: [`raw`] mirrors the file for serde (unknown keys are errors), then
+//! [`compile`] checks every value and cross-reference, collecting all problems with
+//! their file, line, column and key path, and builds the route table. A `Config` is
+//! immutable; the gateway turns it into a runtime snapshot (see `crate::gateway`).
+
+mod compile;
+mod error;
+mod locate;
+pub mod raw;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+
+pub use error::{ConfigError, LoadError};
+pub use raw::{Balance, HostHeader};
+
+use crate::routing::{Rewrite, RouteSpec, RouteTable};
+
+/// A validated configuration, ready to serve.
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: String,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    /// Sorted by name.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// In file order; the route table refers to them by index.
+    pub routes: Vec<RouteConfig>,
+    pub router: RouteTable,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    /// Connections open at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    pub limits: ClientLimits,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Time allowed for a request's headers to arrive, counted from accept or from the
+    /// end of the previous response: bounds idle keep-alive connections and slow clients.
+    pub idle_timeout: Duration,
+    /// Request line plus headers, in bytes (431 beyond).
+    pub max_header_size: usize,
+    /// Number of request headers (431 beyond).
+    pub max_headers: usize,
+    /// Bytes of path and query (414 beyond).
+    pub max_uri_length: usize,
+    /// Bytes of request body (413 beyond).
+    pub max_request_body: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            idle_timeout: Duration::from_secs(60),
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            max_uri_length: 8 * 1024,
+            max_request_body: 1 << 30,
+        }
+    }
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/ready`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+/// One upstream service and how to reach it.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub endpoints: Vec<EndpointAddress>,
+    pub balance: Balance,
+    /// Requests in flight at once (the upstream's semaphore).
+    pub max_in_flight: usize,
+    /// Requests allowed to wait for a permit; beyond that, 503 at once.
+    pub max_queue: usize,
+    /// Longest wait for a permit before 503.
+    pub queue_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Until the upstream's response headers.
+    pub timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub pool_idle_timeout: Duration,
+    pub host_header: HostHeader,
+}
+
+/// An endpoint's address, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddress {
+    /// As written, for labels and messages (`http://127.0.0.1:9101`).
+    pub label: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+}
+
+/// One route: what it matches and where it sends requests.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub spec: RouteSpec,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    pub rewrite: Rewrite,
+    /// Overrides the upstream's `timeout`.
+    pub timeout: Option<Duration>,
+}
+
+impl Config {
+    /// Reads and compiles the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// Compiles YAML text; `file` names it in error messages.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config, LoadError> {
+        compile::compile(text, file).map_err(LoadError::Invalid)
+    }
+
+    /// The upstream a route sends to.
+    pub fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
+        &self.upstreams[route.upstream]
+    }
+}
+
+/// Defaults that apply when a key is left out.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_IN_FLIGHT: usize = 512;
+    pub const MAX_QUEUE: usize = 512;
+    pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+}

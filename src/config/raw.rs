@@ -1,0 +1,150 @@
+//! The file as written: serde structs that mirror `gateway.yaml` key for key.
+//!
+//! Nothing here is validated beyond its type; [`super::compile`] turns these into a
+//! [`super::Config`]. Unknown keys are rejected here, with their location.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration, ScalarString};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub shutdown_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub max_header_size: Option<ByteSize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_length: Option<usize>,
+    pub max_request_body: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub endpoints: Vec<String>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub max_in_flight: Option<usize>,
+    pub max_queue: Option<usize>,
+    pub queue_timeout: Option<HumanDuration>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub pool: RawPool,
+    #[serde(default)]
+    pub host_header: HostHeader,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max_idle_per_endpoint: Option<usize>,
+    pub idle_timeout: Option<HumanDuration>,
+}
+
+/// How an upstream spreads requests over its endpoints.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Of two endpoints picked at random, the one with fewer requests in flight.
+    LeastRequest,
+    /// An endpoint picked at random.
+    Random,
+}
+
+/// Which `Host` header an upstream receives.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// The client's `Host`, unchanged.
+    #[default]
+    Client,
+    /// The endpoint's own `host:port`.
+    Endpoint,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    pub upstream: Option<String>,
+    pub rewrite: Option<RawRewrite>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub methods: Option<Vec<HttpMethod>>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, ScalarString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+    pub path: Option<String>,
+}
+
+/// The request methods a route can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Patch,
+    Options,
+    Trace,
+}
+
+impl HttpMethod {
+    pub fn to_method(self) -> http::Method {
+        match self {
+            HttpMethod::Get => http::Method::GET,
+            HttpMethod::Head => http::Method::HEAD,
+            HttpMethod::Post => http::Method::POST,
+            HttpMethod::Put => http::Method::PUT,
+            HttpMethod::Delete => http::Method::DELETE,
+            HttpMethod::Patch => http::Method::PATCH,
+            HttpMethod::Options => http::Method::OPTIONS,
+            HttpMethod::Trace => http::Method::TRACE,
+        }
+    }
+}

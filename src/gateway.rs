@@ -1,0 +1,179 @@
+//! The gateway's life: bind every listener (fail before serving anything), serve, and
+//! shut down in steps: stop accepting and report not-ready, let in-flight requests
+//! finish for up to `shutdown_timeout`, then close what is left.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::ListenerContext;
+use crate::server::{self, Listener, Shutdown};
+use crate::snapshot::Snapshot;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} for {what}: {source}")]
+    Bind {
+        what: String,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A gateway that is serving. Dropping it starts a graceful shutdown.
+pub struct RunningGateway {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    drain: watch::Sender<bool>,
+    stopped: JoinHandle<()>,
+}
+
+impl RunningGateway {
+    /// The bound address of the listener called `name` (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// Every listener's name and bound address, in configuration order.
+    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Stops accepting, waits for in-flight requests (at most `shutdown_timeout`), and
+    /// returns when everything is closed.
+    pub async fn shutdown(self) {
+        let _ = self.drain.send(true);
+        let _ = self.stopped.await;
+    }
+}
+
+/// Binds and starts serving `config`.
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    start_with_metrics(config, Metrics::new()).await
+}
+
+/// Like [`start`], with a metrics registry the caller provides.
+pub async fn start_with_metrics(
+    config: Config,
+    metrics: Metrics,
+) -> Result<RunningGateway, StartError> {
+    let shutdown_timeout = config.shutdown_timeout;
+    let listener_configs = config.listeners.clone();
+    let admin_config = config.admin.clone();
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &metrics)));
+
+    let mut bound = Vec::with_capacity(listener_configs.len());
+    for listener in &listener_configs {
+        let tcp = server::bind(listener.address).map_err(|source| StartError::Bind {
+            what: format!("listener {:?}", listener.name),
+            address: listener.address,
+            source,
+        })?;
+        bound.push(tcp);
+    }
+    let admin_tcp = match &admin_config {
+        Some(admin) => Some(
+            server::bind(admin.address).map_err(|source| StartError::Bind {
+                what: "the admin listener".to_owned(),
+                address: admin.address,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (close_tx, close_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(true));
+    let mut addresses = Vec::with_capacity(bound.len());
+    let mut serving = JoinSet::new();
+    for (index, (tcp, listener)) in bound.into_iter().zip(&listener_configs).enumerate() {
+        let address = tcp.local_addr().unwrap_or(listener.address);
+        addresses.push((listener.name.clone(), address));
+        tracing::info!(listener = %listener.name, %address, "listening");
+        let listener = Listener {
+            tcp,
+            context: Arc::new(ListenerContext {
+                index,
+                name: listener.name.clone(),
+                limits: listener.limits,
+                state: state.clone(),
+                forwarded_proto: HeaderValue::from_static("http"),
+            }),
+            max_connections: listener.max_connections,
+            metrics: metrics.listener(&listener.name),
+        };
+        serving.spawn(listener.serve(Shutdown {
+            drain: drain_rx.clone(),
+            close: close_rx.clone(),
+        }));
+    }
+    let admin_address = admin_tcp.as_ref().and_then(|tcp| tcp.local_addr().ok());
+    let admin_task = admin_tcp.map(|tcp| {
+        if let Some(address) = admin_address {
+            tracing::info!(%address, "admin listening: /metrics /healthz /ready");
+        }
+        tokio::spawn(crate::admin::serve(
+            tcp,
+            metrics.clone(),
+            ready.clone(),
+            close_rx.clone(),
+        ))
+    });
+
+    let mut drain_signal = drain_rx;
+    let stopped = tokio::spawn(async move {
+        crate::server::signalled(&mut drain_signal).await;
+        ready.store(false, Ordering::Release);
+        tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new connections; waiting for in-flight requests");
+        let drained = tokio::time::timeout(shutdown_timeout, async {
+            while serving.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout elapsed; closing the connections still open");
+        }
+        let _ = close_tx.send(true);
+        while serving.join_next().await.is_some() {}
+        if let Some(admin) = admin_task {
+            let _ = admin.await;
+        }
+        // Keep the snapshot (and its upstream pools) alive until every connection is done.
+        drop(state);
+        tracing::info!("stopped");
+    });
+
+    Ok(RunningGateway {
+        listeners: addresses,
+        admin: admin_address,
+        drain: drain_tx,
+        stopped,
+    })
+}
+
+/// Serves `config` until `shutdown` completes, then shuts down gracefully.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let gateway = start(config).await?;
+    shutdown.await;
+    gateway.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! Portcullis: an async API gateway and reverse proxy.
+//!
+//! # Layout
+//! Modules follow a request's path through the gateway:
+//!
+//! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`];
+//! - [`gateway`]: start, serve and shut down; [`snapshot`]: a config compiled for
+//!   serving, swapped atomically;
+//! - [`server`]: listeners, accept loop, connection limits, graceful drain;
+//! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
+//! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back;
+//! - [`upstream`]: pooled clients, load balancing, per-upstream concurrency limits;
+//! - [`body`]: streaming bodies both ways; [`metrics`] and [`admin`]: observability;
+//! - [`demo`]: sample services for `portcullis demo`.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+pub use config::Config;
+pub use gateway::{run, start, RunningGateway, StartError};
+
+/// Raises the open-files soft limit to the hard limit, so the gateway can hold as many
+/// connections as the system allows. Returns the new soft limit.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}

@@ -1,0 +1,200 @@
+//! The `portcullis` command: parses arguments, sets up logging and the runtime, and
+//! hands over to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use portcullis::config::{Config, LoadError};
+use tracing_subscriber::EnvFilter;
+
+/// An async API gateway and reverse proxy.
+#[derive(Parser)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "gateway.yaml",
+        env = "PORTCULLIS_CONFIG"
+    )]
+    config: PathBuf,
+    /// Log line format. Filter with RUST_LOG (e.g. `RUST_LOG=portcullis=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// Serve the configuration (the default).
+    Run,
+    /// Validate the configuration: print a summary and exit 0, or every error and exit 2.
+    Check,
+    /// Start sample services on loopback and the gateway in front of them.
+    Demo,
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Exit code for an invalid configuration.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Run);
+    let config = match (command, Config::load(&cli.config)) {
+        (_, Ok(config)) => config,
+        (_, Err(error @ LoadError::Invalid(_))) | (_, Err(error @ LoadError::Read { .. })) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    if let Command::Check = command {
+        print_summary(&cli.config, &config);
+        return ExitCode::SUCCESS;
+    }
+    match serve(config, matches!(command, Command::Demo)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    match portcullis::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => tracing::warn!("cannot raise the open-files limit: {error}"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let mut services = tokio::task::JoinSet::new();
+        if demo {
+            let addresses =
+                portcullis::demo::start(&portcullis::demo::services(), &mut services).await?;
+            tracing::info!(?addresses, "demo services listening");
+        }
+        let gateway = portcullis::start(config).await?;
+        if demo {
+            print_demo_tour(&gateway);
+        }
+        shutdown_signal().await;
+        gateway.shutdown().await;
+        services.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::warn!("cannot listen for SIGTERM: {error}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn print_demo_tour(gateway: &portcullis::RunningGateway) {
+    let Some(public) = gateway.listener_addrs().first().map(|(_, a)| *a) else {
+        return;
+    };
+    let admin = gateway.admin_addr().map_or_else(
+        || "(no admin listener configured)".to_owned(),
+        |a| format!("curl -s http://{a}/metrics | grep portcullis_"),
+    );
+    println!(
+        "\nPortcullis demo is running. Try:\n\
+         \n  curl -s http://{public}/api/users               # users, balanced over two instances\
+         \n  curl -s http://{public}/api/users/2\
+         \n  curl -s http://{public}/v2/users/3              # templated path rewrite\
+         \n  curl -s 'http://{public}/api/orders?user=2'\
+         \n  curl -s -X POST http://{public}/api/users -d '{{\"name\":\"Alan\"}}'\
+         \n  curl -s -i http://{public}/api/slow              # upstream too slow: 504 after 1s\
+         \n  curl -s -i http://{public}/api/fail              # upstream error passed through\
+         \n  curl -s -i http://{public}/nowhere               # no route: 404\
+         \n  {admin}\
+         \n\nPress Ctrl-C to stop.\n"
+    );
+}
+
+fn print_summary(path: &Path, config: &Config) {
+    println!("{}: configuration is valid", path.display());
+    println!("\nlisteners:");
+    for listener in &config.listeners {
+        println!(
+            "  {:<12} {:<22} max_connections {}",
+            listener.name, listener.address, listener.max_connections
+        );
+    }
+    if let Some(admin) = &config.admin {
+        println!(
+            "  {:<12} {:<22} /metrics /healthz /ready",
+            "(admin)", admin.address
+        );
+    }
+    println!("\nupstreams:");
+    for upstream in &config.upstreams {
+        let endpoints: Vec<&str> = upstream
+            .endpoints
+            .iter()
+            .map(|e| e.label.as_str())
+            .collect();
+        println!(
+            "  {:<12} {:?}, max_in_flight {}, max_queue {}, timeout {:?}: {}",
+            upstream.name,
+            upstream.balance,
+            upstream.max_in_flight,
+            upstream.max_queue,
+            upstream.timeout,
+            endpoints.join(" ")
+        );
+    }
+    println!("\nroutes, in match order:");
+    for (position, index) in
+        portcullis::routing::match_order(&config.routes.iter().map(|r| &r.spec).collect::<Vec<_>>())
+            .into_iter()
+            .enumerate()
+    {
+        let route = &config.routes[index];
+        println!(
+            "  {:>3}. {:<16} {} -> {}",
+            position + 1,
+            route.name,
+            portcullis::routing::describe(&route.spec),
+            config.upstream_of(route).name
+        );
+    }
+}

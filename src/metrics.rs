@@ -1,0 +1,381 @@
+//! Prometheus metrics: one registry per process, families defined once, and handles
+//! resolved per listener, route, upstream and endpoint when a configuration is compiled,
+//! so the request path touches only atomics.
+//!
+//! Names follow Prometheus conventions: `portcullis_` prefix, base units, `_total` for
+//! counters. Label values come from the configuration (names), never from requests.
+
+use std::sync::{Arc, OnceLock};
+
+use http::{Method, StatusCode};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from half a millisecond to a minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Method label values; anything else is counted as `OTHER` so labels stay bounded.
+const METHOD_LABELS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "OTHER",
+];
+
+/// Status codes whose counters are cached per route; others take the slower labelled path.
+const CACHED_STATUSES: [u16; 30] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413,
+    414, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504,
+];
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        _ => 8,
+    }
+}
+
+/// The label value for the pseudo-route of requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "_unmatched";
+
+/// Outcome label values of `portcullis_upstream_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    Status1xx,
+    Status2xx,
+    Status3xx,
+    Status4xx,
+    Status5xx,
+    ConnectFailure,
+    Timeout,
+    Error,
+}
+
+impl UpstreamOutcome {
+    const ALL: [UpstreamOutcome; 8] = [
+        UpstreamOutcome::Status1xx,
+        UpstreamOutcome::Status2xx,
+        UpstreamOutcome::Status3xx,
+        UpstreamOutcome::Status4xx,
+        UpstreamOutcome::Status5xx,
+        UpstreamOutcome::ConnectFailure,
+        UpstreamOutcome::Timeout,
+        UpstreamOutcome::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Status1xx => "1xx",
+            UpstreamOutcome::Status2xx => "2xx",
+            UpstreamOutcome::Status3xx => "3xx",
+            UpstreamOutcome::Status4xx => "4xx",
+            UpstreamOutcome::Status5xx => "5xx",
+            UpstreamOutcome::ConnectFailure => "connect_failure",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+
+    pub fn of_status(status: StatusCode) -> Self {
+        match status.as_u16() / 100 {
+            1 => UpstreamOutcome::Status1xx,
+            2 => UpstreamOutcome::Status2xx,
+            3 => UpstreamOutcome::Status3xx,
+            4 => UpstreamOutcome::Status4xx,
+            _ => UpstreamOutcome::Status5xx,
+        }
+    }
+}
+
+/// Every metric family of the gateway, registered once per process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_in_flight: IntGaugeVec,
+    upstream_queue_depth: IntGaugeVec,
+    upstream_queue_wait: HistogramVec,
+    upstream_rejected: IntCounterVec,
+    connections_active: IntGaugeVec,
+    connections_total: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the registry and registers every family. Panics only on a programming
+    /// error (a malformed or duplicate family definition), at startup.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric families are defined once with valid names");
+            c
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"),
+            )
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    labels,
+                )
+                .expect("valid histogram"),
+            )
+        };
+        let metrics = Metrics {
+            http_requests: counter(
+                "portcullis_http_requests_total",
+                "Requests answered, by listener, route, method and status.",
+                &["listener", "route", "method", "status"],
+            ),
+            http_duration: histogram(
+                "portcullis_http_request_duration_seconds",
+                "Time from a request's arrival until its response body was sent, by route.",
+                &["route"],
+            ),
+            upstream_requests: counter(
+                "portcullis_upstream_requests_total",
+                "Requests sent to upstream endpoints, by outcome (status class or failure).",
+                &["upstream", "endpoint", "outcome"],
+            ),
+            upstream_duration: histogram(
+                "portcullis_upstream_request_duration_seconds",
+                "Time from sending a request upstream until its response headers arrived.",
+                &["upstream"],
+            ),
+            upstream_in_flight: gauge(
+                "portcullis_upstream_in_flight",
+                "Requests holding one of the upstream's concurrency permits.",
+                &["upstream"],
+            ),
+            upstream_queue_depth: gauge(
+                "portcullis_upstream_queue_depth",
+                "Requests waiting for one of the upstream's concurrency permits.",
+                &["upstream"],
+            ),
+            upstream_queue_wait: histogram(
+                "portcullis_upstream_queue_wait_seconds",
+                "Time requests that found no free permit waited in the upstream's queue.",
+                &["upstream"],
+            ),
+            upstream_rejected: counter(
+                "portcullis_upstream_rejected_total",
+                "Requests refused with 503 by the upstream's concurrency limit, by reason.",
+                &["upstream", "reason"],
+            ),
+            connections_active: gauge(
+                "portcullis_connections_active",
+                "Client connections open now.",
+                &["listener"],
+            ),
+            connections_total: counter(
+                "portcullis_connections_total",
+                "Client connections accepted.",
+                &["listener"],
+            ),
+            registry,
+        };
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid gauge");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        reg(&metrics.registry, build_info);
+        metrics
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        buffer
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            active: self.connections_active.with_label_values(&[listener]),
+            accepted: self.connections_total.with_label_values(&[listener]),
+        }
+    }
+
+    /// Handles for one route on every listener (`listeners` in configuration order).
+    pub fn route(&self, route: &str, listeners: &[String]) -> RouteMetrics {
+        let route: Arc<str> = route.into();
+        RouteMetrics {
+            requests: listeners
+                .iter()
+                .map(|listener| RequestCounters {
+                    family: self.http_requests.clone(),
+                    listener: listener.as_str().into(),
+                    route: route.clone(),
+                    cells: OnceLock::new(),
+                })
+                .collect(),
+            duration: self.http_duration.with_label_values(&[&*route]),
+        }
+    }
+
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            duration: self.upstream_duration.with_label_values(&[upstream]),
+            in_flight: self.upstream_in_flight.with_label_values(&[upstream]),
+            queue_depth: self.upstream_queue_depth.with_label_values(&[upstream]),
+            queue_wait: self.upstream_queue_wait.with_label_values(&[upstream]),
+            rejected_queue_full: self
+                .upstream_rejected
+                .with_label_values(&[upstream, "queue_full"]),
+            rejected_queue_timeout: self
+                .upstream_rejected
+                .with_label_values(&[upstream, "queue_timeout"]),
+        }
+    }
+
+    pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
+        EndpointMetrics {
+            outcomes: UpstreamOutcome::ALL.map(|o| {
+                self.upstream_requests
+                    .with_label_values(&[upstream, endpoint, o.label()])
+            }),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct ListenerMetrics {
+    pub active: IntGauge,
+    pub accepted: IntCounter,
+}
+
+/// Counters of one route on one listener, by method and status, created on first use.
+pub struct RequestCounters {
+    family: IntCounterVec,
+    listener: Arc<str>,
+    route: Arc<str>,
+    cells: OnceLock<Box<[OnceLock<IntCounter>]>>,
+}
+
+impl RequestCounters {
+    pub fn inc(&self, method: &Method, status: StatusCode) {
+        let m = method_index(method);
+        match CACHED_STATUSES.binary_search(&status.as_u16()) {
+            Ok(s) => {
+                let cells = self.cells.get_or_init(|| {
+                    (0..METHOD_LABELS.len() * CACHED_STATUSES.len())
+                        .map(|_| OnceLock::new())
+                        .collect()
+                });
+                cells[m * CACHED_STATUSES.len() + s]
+                    .get_or_init(|| self.labelled(m, status))
+                    .inc();
+            }
+            Err(_) => self.labelled(m, status).inc(),
+        }
+    }
+
+    fn labelled(&self, method: usize, status: StatusCode) -> IntCounter {
+        self.family.with_label_values(&[
+            &*self.listener,
+            &*self.route,
+            METHOD_LABELS[method],
+            status.as_str(),
+        ])
+    }
+}
+
+/// Handles for one route.
+pub struct RouteMetrics {
+    /// Indexed by listener.
+    pub requests: Vec<RequestCounters>,
+    pub duration: Histogram,
+}
+
+/// Handles for one upstream.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub duration: Histogram,
+    pub in_flight: IntGauge,
+    pub queue_depth: IntGauge,
+    pub queue_wait: Histogram,
+    pub rejected_queue_full: IntCounter,
+    pub rejected_queue_timeout: IntCounter,
+}
+
+/// Handles for one endpoint of an upstream.
+pub struct EndpointMetrics {
+    outcomes: [IntCounter; 8],
+}
+
+impl EndpointMetrics {
+    pub fn record(&self, outcome: UpstreamOutcome) {
+        let index = UpstreamOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(UpstreamOutcome::ALL.len() - 1);
+        self.outcomes[index].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_sorted_for_binary_search() {
+        assert!(CACHED_STATUSES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn request_counters_count_by_method_and_status() {
+        let metrics = Metrics::new();
+        let route = metrics.route("users", &["public".to_owned()]);
+        route.requests[0].inc(&Method::GET, StatusCode::OK);
+        route.requests[0].inc(&Method::GET, StatusCode::OK);
+        route.requests[0].inc(
+            &Method::from_bytes(b"PURGE").expect("valid"),
+            StatusCode::IM_A_TEAPOT,
+        );
+        let text = String::from_utf8(metrics.encode()).expect("utf-8");
+        assert!(text.contains(
+            "portcullis_http_requests_total{listener=\"public\",method=\"GET\",route=\"users\",status=\"200\"} 2"
+        ), "{text}");
+        assert!(
+            text.contains("method=\"OTHER\",route=\"users\",status=\"418\"} 1"),
+            "{text}"
+        );
+    }
+}

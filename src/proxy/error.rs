@@ -1,0 +1,101 @@
+//! Every way a request can fail at the gateway, and the one place where a failure
+//! becomes a status code and a JSON body carrying the request id.
+
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::body::ResponseBody;
+use crate::routing::MethodSet;
+use crate::upstream::{Rejection, UpstreamError};
+
+use super::headers::X_REQUEST_ID;
+
+/// Why the gateway answered instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this path")]
+    MethodNotAllowed(MethodSet),
+    #[error("the request target is longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("upstream {upstream:?} is overloaded: {reason}")]
+    Overloaded { upstream: String, reason: Rejection },
+    #[error("upstream {upstream:?}: {error}")]
+    Upstream {
+        upstream: String,
+        error: UpstreamError,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::Connect { .. } | UpstreamError::Protocol { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
+                UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                UpstreamError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            },
+        }
+    }
+
+    /// A stable, machine-readable name for the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Overloaded { .. } => "upstream_overloaded",
+            ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::Connect { .. } => "upstream_connect_failed",
+                UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
+                UpstreamError::Timeout { .. } => "upstream_timeout",
+                UpstreamError::Protocol { .. } => "upstream_bad_response",
+                UpstreamError::BodyTooLarge { .. } => "body_too_large",
+                UpstreamError::ClientBody(_) => "client_body_error",
+            },
+        }
+    }
+
+    /// The response the client gets: the status, a JSON body, the request id.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or_default(),
+        });
+        let mut response = Response::new(ResponseBody::full(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        match &self {
+            ProxyError::MethodNotAllowed(allowed) => {
+                headers.insert(ALLOW, allowed.allow_header());
+            }
+            ProxyError::Overloaded { .. } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

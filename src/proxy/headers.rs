@@ -1,0 +1,174 @@
+//! Header rules at the proxy boundary: hop-by-hop headers removed both ways,
+//! `X-Forwarded-*` set, the request id carried both ways, `Host` chosen per upstream.
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::HeaderMap;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Longest client-supplied request id that is passed on; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes hop-by-hop headers and every header the `Connection` header names. With
+/// `keep_te_trailers`, a `TE: trailers` survives (gRPC needs it).
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    if headers.contains_key(CONNECTION) {
+        let nominated: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in nominated {
+            // The request id and Host are ours to manage; never let a client strip them.
+            if name != X_REQUEST_ID && name != HOST {
+                headers.remove(name);
+            }
+        }
+    }
+    let te_trailers = keep_te_trailers
+        && headers
+            .get_all(TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Appends the client's address to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    proto: &HeaderValue,
+    host: Option<HeaderValue>,
+) {
+    let mut existing = headers.get_all(X_FORWARDED_FOR).iter();
+    let forwarded_for = match (existing.next(), existing.next()) {
+        (None, _) => peer_ip.clone(),
+        (Some(first), None) => join_list([first.as_bytes(), peer_ip.as_bytes()].into_iter()),
+        (Some(_), Some(_)) => {
+            let all = headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(HeaderValue::as_bytes);
+            join_list(all.chain(std::iter::once(peer_ip.as_bytes())))
+        }
+    };
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, proto.clone());
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+fn join_list<'a>(parts: impl Iterator<Item = &'a [u8]>) -> HeaderValue {
+    let mut joined = Vec::with_capacity(64);
+    for part in parts {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(part);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(joined))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The client's request id when it sent a usable one.
+pub fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(X_REQUEST_ID)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
+        .cloned()
+}
+
+/// A new random request id: 32 hex digits.
+pub fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut value = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for byte in text.iter_mut().rev() {
+        *byte = HEX[(value & 0xf) as usize];
+        value >>= 4;
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_nominated_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, X-Other"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x-other", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        headers.insert(TE, HeaderValue::from_static("gzip, trailers"));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[TE], "trailers");
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut headers = HeaderMap::new();
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        headers.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        set_forwarded(
+            &mut headers,
+            &HeaderValue::from_static("3.3.3.3"),
+            &HeaderValue::from_static("http"),
+            None,
+        );
+        assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3");
+        assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_distinct() {
+        let a = generate_request_id();
+        let b = generate_request_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a
+            .to_str()
+            .expect("ascii")
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,417 @@
+//! Forwarding one request. The phases, in order:
+//!
+//! 1. **admit**: take the configuration snapshot, assign the request id, reject what is
+//!    malformed or over a limit (414, 400, 413) before anything is sent;
+//! 2. **route**: find the route (404, 405) and compute the upstream path;
+//! 3. **limit**: take a permit from the upstream's limiter (503 when it is saturated);
+//! 4. **send**: pick an endpoint, rewrite headers, stream the request over a pooled
+//!    connection and wait for the response headers (502, 504);
+//! 5. **stream back**: return the upstream's response with its body streaming; the
+//!    permit and the endpoint's load are released when the body ends or the client
+//!    goes away.
+//!
+//! Every failure becomes a [`ProxyError`], turned into a response in one place.
+
+mod error;
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use prometheus::Histogram;
+
+pub use error::ProxyError;
+
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::config::{ClientLimits, HostHeader};
+use crate::metrics::{RequestCounters, UpstreamOutcome};
+use crate::routing::Lookup;
+use crate::snapshot::Snapshot;
+use crate::upstream::{Endpoint, Permit, Upstream};
+use headers::X_REQUEST_ID;
+
+/// What every connection of one listener shares.
+pub struct ListenerContext {
+    /// Position in the configuration's listeners, for per-listener metric handles.
+    pub index: usize,
+    pub name: String,
+    pub limits: ClientLimits,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    /// `X-Forwarded-Proto` for this listener's requests.
+    pub forwarded_proto: HeaderValue,
+}
+
+/// One client connection.
+pub struct ConnectionContext {
+    pub listener: Arc<ListenerContext>,
+    /// The client's IP address, ready for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+}
+
+/// A request routed and ready to forward.
+struct Routed {
+    route: usize,
+    /// The rewritten path and query, or `None` to forward the client's unchanged.
+    path_and_query: Option<String>,
+}
+
+impl ConnectionContext {
+    /// Answers one request; never fails (errors become responses).
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let snapshot = self.listener.state.load_full();
+        let request_id = headers::client_request_id(request.headers())
+            .unwrap_or_else(headers::generate_request_id);
+        let routed = admit_and_route(&snapshot, &self.listener.limits, &request);
+        let route_metrics = match &routed {
+            Ok(routed) => &snapshot.routes[routed.route].metrics,
+            Err(_) => &snapshot.unmatched,
+        };
+        let tally = Tally {
+            counters: &route_metrics.requests[self.listener.index],
+            method: request.method().clone(),
+            answered: false,
+        };
+        let result = match routed {
+            Ok(routed) => {
+                self.forward(&snapshot, routed, request, &request_id, started)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                log_failure(&error, &request_id);
+                route_metrics
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
+                error.into_response(&request_id)
+            }
+        };
+        tally.answered(response.status());
+        response
+    }
+
+    async fn forward(
+        &self,
+        snapshot: &Snapshot,
+        routed: Routed,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+        started: Instant,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let route = &snapshot.routes[routed.route];
+        let upstream = &route.upstream;
+        let permit = upstream
+            .limiter
+            .acquire()
+            .await
+            .map_err(|reason| ProxyError::Overloaded {
+                upstream: upstream.name.clone(),
+                reason,
+            })?;
+        let endpoint_index = upstream.pick();
+        let endpoint = &upstream.endpoints[endpoint_index];
+        let guard = ExchangeGuard::begin(upstream.clone(), endpoint_index, permit);
+        let request = self.upstream_request(
+            request,
+            routed.path_and_query,
+            endpoint,
+            upstream.host_header,
+            request_id,
+        )?;
+
+        let sent = Instant::now();
+        let result = upstream.send(endpoint, request, route.timeout).await;
+        upstream
+            .metrics
+            .duration
+            .observe(sent.elapsed().as_secs_f64());
+        let response = result.map_err(|error| {
+            if let Some(outcome) = error.outcome() {
+                endpoint.record(outcome);
+            }
+            ProxyError::Upstream {
+                upstream: upstream.name.clone(),
+                error,
+            }
+        })?;
+        endpoint.record(UpstreamOutcome::of_status(response.status()));
+
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        let guard = guard.timed(route.metrics.duration.clone(), started);
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, guard),
+        ))
+    }
+
+    /// The client's request, addressed to `endpoint`, with the header rules applied.
+    fn upstream_request(
+        &self,
+        request: Request<Incoming>,
+        path_and_query: Option<String>,
+        endpoint: &Endpoint,
+        host_header: HostHeader,
+        request_id: &HeaderValue,
+    ) -> Result<Request<UpstreamBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        let client_authority = uri.authority.take();
+        if let Some(rewritten) = path_and_query {
+            uri.path_and_query = Some(
+                PathAndQuery::from_maybe_shared(Bytes::from(rewritten))
+                    .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?,
+            );
+        }
+        uri.scheme = Some(endpoint.address.scheme.clone());
+        uri.authority = Some(endpoint.address.authority.clone());
+        parts.uri = Uri::from_parts(uri)
+            .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
+        parts.version = Version::HTTP_11;
+
+        let headers = &mut parts.headers;
+        headers::remove_hop_by_hop(headers, true);
+        let client_host = headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| client_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        match host_header {
+            HostHeader::Client => {
+                if let Some(host) = &client_host {
+                    headers.insert(HOST, host.clone());
+                }
+            }
+            HostHeader::Endpoint => {
+                headers.insert(HOST, endpoint.host_value.clone());
+            }
+        }
+        headers::set_forwarded(
+            headers,
+            &self.peer_ip,
+            &self.listener.forwarded_proto,
+            client_host,
+        );
+        headers.insert(X_REQUEST_ID, request_id.clone());
+        Ok(Request::from_parts(
+            parts,
+            UpstreamBody::client(body, self.listener.limits.max_request_body),
+        ))
+    }
+}
+
+/// Phases 1 and 2: checks that need no upstream, then the route lookup and rewrite.
+fn admit_and_route(
+    snapshot: &Snapshot,
+    limits: &ClientLimits,
+    request: &Request<Incoming>,
+) -> Result<Routed, ProxyError> {
+    let uri = request.uri();
+    let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > limits.max_uri_length {
+        return Err(ProxyError::UriTooLong {
+            limit: limits.max_uri_length,
+        });
+    }
+    let path = uri.path();
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest(
+            "the request target must be a path starting with `/`",
+        ));
+    }
+    if has_dot_segment(path) {
+        return Err(ProxyError::BadRequest(
+            "the path must not contain `.` or `..` segments",
+        ));
+    }
+    if content_length(request.headers()).is_some_and(|len| len > limits.max_request_body) {
+        return Err(ProxyError::BodyTooLarge {
+            limit: limits.max_request_body,
+        });
+    }
+    let host = uri.host().or_else(|| {
+        request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+    });
+    match snapshot
+        .config
+        .router
+        .lookup(host, path, request.method(), request.headers())
+    {
+        Lookup::NotFound => Err(ProxyError::NoRoute),
+        Lookup::MethodNotAllowed(allowed) => Err(ProxyError::MethodNotAllowed(allowed)),
+        Lookup::Matched { route, params } => Ok(Routed {
+            route,
+            path_and_query: snapshot.config.routes[route].rewrite.apply(
+                path,
+                uri.query(),
+                params.as_ref(),
+            ),
+        }),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// Whether the path has a `.` or `..` segment, also percent-encoded. Such paths could
+/// reach a different route's upstream path after the upstream normalises them.
+fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.`, `..`, or either spelled with `%2e`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while let Some(&first) = rest.first() {
+        if first == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && first == b'%' && rest[1] == b'2' && rest[2] | 0x20 == b'e' {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
+}
+
+fn log_failure(error: &ProxyError, request_id: &HeaderValue) {
+    let id = request_id.to_str().unwrap_or_default();
+    if error.status().is_server_error() {
+        tracing::warn!(request_id = id, status = error.status().as_u16(), "{error}");
+    } else {
+        tracing::debug!(request_id = id, status = error.status().as_u16(), "{error}");
+    }
+}
+
+/// Counts the request once answered; a request dropped before (the client went away)
+/// counts as 499, as nginx does.
+struct Tally<'a> {
+    counters: &'a RequestCounters,
+    method: Method,
+    answered: bool,
+}
+
+impl Tally<'_> {
+    fn answered(mut self, status: StatusCode) {
+        self.answered = true;
+        self.counters.inc(&self.method, status);
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            if let Ok(status) = StatusCode::from_u16(499) {
+                self.counters.inc(&self.method, status);
+            }
+        }
+    }
+}
+
+/// Held from the moment a request has its permit until its response body has been
+/// sent or dropped: releases the permit, the endpoint's load and records the duration.
+pub struct ExchangeGuard {
+    upstream: Arc<Upstream>,
+    endpoint: usize,
+    timer: Option<(Histogram, Instant)>,
+    _permit: Permit,
+}
+
+impl ExchangeGuard {
+    fn begin(upstream: Arc<Upstream>, endpoint: usize, permit: Permit) -> Self {
+        upstream.endpoints[endpoint].begin();
+        ExchangeGuard {
+            upstream,
+            endpoint,
+            timer: None,
+            _permit: permit,
+        }
+    }
+
+    fn timed(mut self, histogram: Histogram, started: Instant) -> Self {
+        self.timer = Some((histogram, started));
+        self
+    }
+
+    /// The upstream's body broke off mid-stream.
+    pub(crate) fn body_failed(&mut self, error: &hyper::Error) {
+        let endpoint = &self.upstream.endpoints[self.endpoint];
+        endpoint.record(UpstreamOutcome::Error);
+        tracing::warn!(
+            upstream = %self.upstream.name,
+            endpoint = %endpoint.address.label,
+            "upstream response body failed: {error}"
+        );
+    }
+}
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        self.upstream.endpoints[self.endpoint].end();
+        if let Some((histogram, started)) = &self.timer {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_also_encoded() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/%2e%2e/x",
+            "/a/.%2E/b",
+            "/..",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for good in ["/a/b.json", "/a/...", "/v1.2/x", "/a/%2e%2e%2e", "/"] {
+            assert!(!has_dot_segment(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    }
+}

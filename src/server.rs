@@ -1,0 +1,178 @@
+//! Client-facing listeners: binding, the accept loop with its connection limit, serving
+//! each connection with hyper (HTTP/1.1, and HTTP/2 with prior knowledge), and draining
+//! connections on shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::metrics::ListenerMetrics;
+use crate::proxy::{ConnectionContext, ListenerContext};
+
+/// Pending connections the kernel may hold for us while we are at `max_connections`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket with `SO_REUSEADDR` and a deep accept queue.
+pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+/// Signals that stop a listener: `drain` stops accepting and asks connections to finish
+/// their requests; `close` ends whatever is still open.
+#[derive(Clone)]
+pub struct Shutdown {
+    pub drain: watch::Receiver<bool>,
+    pub close: watch::Receiver<bool>,
+}
+
+/// Resolves once `signal` turns true, or its sender is gone (which also means stop).
+pub async fn signalled(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
+}
+
+/// A bound listener, ready to serve.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub context: Arc<ListenerContext>,
+    pub max_connections: usize,
+    pub metrics: ListenerMetrics,
+}
+
+impl Listener {
+    /// Accepts and serves connections until `shutdown.drain`; then waits until every
+    /// connection has finished (the caller bounds the wait with `shutdown.close`).
+    pub async fn serve(self, mut shutdown: Shutdown) {
+        let builder = Arc::new(http_builder(&self.context));
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = signalled(&mut shutdown.drain) => break,
+            };
+            let accepted = tokio::select! {
+                accepted = self.tcp.accept() => accepted,
+                _ = signalled(&mut shutdown.drain) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    backoff = Duration::from_millis(5);
+                    accepted
+                }
+                Err(error) if is_per_connection_error(&error) => continue,
+                Err(error) => {
+                    // EMFILE, ENFILE, ENOBUFS: the process is out of something; back
+                    // off instead of spinning, and keep the loop alive.
+                    tracing::error!(listener = %self.context.name, "accept failed: {error}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = signalled(&mut shutdown.drain) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.metrics.accepted.inc();
+            let connection = ConnectionContext {
+                listener: self.context.clone(),
+                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            };
+            let builder = builder.clone();
+            let shutdown = shutdown.clone();
+            let active = self.metrics.active.clone();
+            tokio::spawn(async move {
+                active.inc();
+                serve_connection(&builder, stream, connection, shutdown).await;
+                active.dec();
+                drop(permit);
+            });
+        }
+        drop(self.tcp);
+        // Every connection holds a permit: all permits back means all connections done.
+        let everyone = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let mut close = shutdown.close.clone();
+        tokio::select! {
+            _ = limit.acquire_many(everyone) => {}
+            _ = signalled(&mut close) => {}
+        }
+    }
+}
+
+fn http_builder(context: &ListenerContext) -> auto::Builder<TokioExecutor> {
+    let limits = &context.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.idle_timeout));
+    builder
+}
+
+async fn serve_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    context: ConnectionContext,
+    mut shutdown: Shutdown,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {error}");
+    }
+    let context = Arc::new(context);
+    let service = service_fn(move |request| {
+        let context = context.clone();
+        async move { Ok::<_, Infallible>(context.handle(request).await) }
+    });
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = signalled(&mut shutdown.drain) => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = signalled(&mut shutdown.close) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!("connection ended with an error: {error}");
+    }
+}
+
+/// Accept errors that concern one connection only (it was reset before we took it).
+fn is_per_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}

@@ -1,0 +1,227 @@
+//! Upstreams: a pooled HTTP client per upstream, its endpoints and load balancer, and
+//! its concurrency limit ([`limiter`]).
+//!
+//! An [`Upstream`] is built from its configuration once; the proxy takes a permit from
+//! its limiter, picks an endpoint, and sends through its client, whose keep-alive pool
+//! reuses connections per endpoint.
+
+pub mod limiter;
+
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{BodyError, BoxError, UpstreamBody};
+use crate::config::{Balance, EndpointAddress, HostHeader, UpstreamConfig};
+use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
+
+pub use limiter::{Limiter, Permit, Rejection};
+
+/// One address of an upstream.
+pub struct Endpoint {
+    pub address: EndpointAddress,
+    /// `host:port`, for upstreams that send the endpoint's own `Host`.
+    pub host_value: HeaderValue,
+    in_flight: AtomicUsize,
+    metrics: EndpointMetrics,
+}
+
+impl Endpoint {
+    /// Requests sent to this endpoint whose responses have not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn record(&self, outcome: UpstreamOutcome) {
+        self.metrics.record(outcome);
+    }
+}
+
+/// A failed upstream exchange, with what the status mapping needs to know.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("connecting to {endpoint} timed out")]
+    ConnectTimeout { endpoint: String },
+    #[error("{endpoint} sent no response headers within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
+    #[error("exchange with {endpoint} failed: {source}")]
+    Protocol {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl UpstreamError {
+    /// The outcome label this error counts under, or `None` when the client, not the
+    /// upstream, was at fault.
+    pub fn outcome(&self) -> Option<UpstreamOutcome> {
+        match self {
+            UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
+                Some(UpstreamOutcome::Timeout)
+            }
+            UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
+            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => None,
+        }
+    }
+}
+
+/// An upstream service: endpoints, balancer, limiter and connection pool.
+pub struct Upstream {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    balance: Balance,
+    next: AtomicUsize,
+    pub limiter: Limiter,
+    client: Client<HttpConnector, UpstreamBody>,
+    pub timeout: Duration,
+    pub host_header: HostHeader,
+    pub metrics: UpstreamMetrics,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Self {
+        let upstream_metrics = metrics.upstream(&config.name);
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .build(connector);
+        Upstream {
+            name: config.name.clone(),
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|address| Endpoint {
+                    host_value: HeaderValue::from_str(address.authority.as_str())
+                        .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                    metrics: metrics.endpoint(&config.name, &address.label),
+                    address: address.clone(),
+                    in_flight: AtomicUsize::new(0),
+                })
+                .collect(),
+            balance: config.balance,
+            next: AtomicUsize::new(0),
+            limiter: Limiter::new(
+                config.max_in_flight,
+                config.max_queue,
+                config.queue_timeout,
+                upstream_metrics.clone(),
+            ),
+            client,
+            timeout: config.timeout,
+            host_header: config.host_header,
+            metrics: upstream_metrics,
+        }
+    }
+
+    /// Chooses the endpoint for the next request, by the configured balance.
+    pub fn pick(&self) -> usize {
+        let count = self.endpoints.len();
+        if count <= 1 {
+            return 0;
+        }
+        match self.balance {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            Balance::Random => fastrand::usize(..count),
+            Balance::LeastRequest => {
+                let a = fastrand::usize(..count);
+                let mut b = fastrand::usize(..count - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if self.endpoints[b].in_flight() < self.endpoints[a].in_flight() {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// Sends `request` (already addressed to `endpoint`) and waits at most `timeout` for
+    /// the response headers. Dropping the future cancels the exchange.
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let label = || endpoint.address.label.clone();
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Err(_elapsed) => Err(UpstreamError::Timeout {
+                endpoint: label(),
+                timeout,
+            }),
+            Ok(Err(error)) => {
+                if let Some(body_error) = find_source::<BodyError>(&error) {
+                    return Err(match body_error {
+                        BodyError::TooLarge { limit } => {
+                            UpstreamError::BodyTooLarge { limit: *limit }
+                        }
+                        BodyError::Client(e) => UpstreamError::ClientBody(e.to_string()),
+                    });
+                }
+                if error.is_connect() {
+                    let timed_out = find_source::<std::io::Error>(&error)
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                    return Err(if timed_out {
+                        UpstreamError::ConnectTimeout { endpoint: label() }
+                    } else {
+                        UpstreamError::Connect {
+                            endpoint: label(),
+                            source: error.into(),
+                        }
+                    });
+                }
+                Err(UpstreamError::Protocol {
+                    endpoint: label(),
+                    source: error.into(),
+                })
+            }
+        }
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain.
+fn find_source<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
