@@ -71,7 +71,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     let routes = compile_routes(&raw.routes, &upstream_names, &mut problems);
 
     if let Some(admin) = &raw.admin {
-        if listeners.iter().any(|l| l.address == admin.address) {
+        if admin.address.port() != 0 && listeners.iter().any(|l| l.address == admin.address) {
             problems.add(
                 "admin.address",
                 format!("{} is also a listener's address", admin.address),
@@ -163,7 +163,8 @@ fn compile_listeners(raw: &[RawListener], problems: &mut Problems) -> Vec<Listen
                     format!("listener name {:?} is used twice", listener.name),
                 );
             }
-            if !addresses.insert(listener.address) {
+            // Port 0 asks the system for a free port: never a clash.
+            if listener.address.port() != 0 && !addresses.insert(listener.address) {
                 problems.add(
                     key("address"),
                     format!("address {} is used by two listeners", listener.address),

@@ -1,0 +1,181 @@
+//! The `portcullis` binary as users run it: `check` and its errors, and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use http::StatusCode;
+
+use crate::support::{eventually, within, Backend, Client};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, text).expect("writes config");
+    path
+}
+
+fn check(path: &std::path::Path) -> (i32, String, String) {
+    let output = Command::new(BINARY)
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_repository_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration is valid"), "{stdout}");
+    assert!(stdout.contains("routes, in match order"), "{stdout}");
+}
+
+#[test]
+fn every_config_error_is_reported_with_its_location_and_exit_code_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        r#"listeners:
+  - name: public
+    address: 127.0.0.1:8080
+upstreams:
+  orders:
+    endpoints: ["http://127.0.0.1:9201", "ftp://nowhere"]
+    max_in_flight: 0
+routes:
+  - name: orders
+    match: { path_prefix: orders }
+    upstream: ordres
+  - name: orders
+    match: { path: /x }
+    upstream: orders
+    rewrite: { path: "/y/{id}" }
+"#,
+    );
+    let (code, _, stderr) = check(&path);
+    assert_eq!(code, 2, "{stderr}");
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:6:42: upstreams.orders.endpoints[1]: endpoint \"ftp://nowhere\" needs the http:// scheme"),
+        format!("{file}:7:20: upstreams.orders.max_in_flight: must be at least 1"),
+        format!("{file}:10:27: routes[0].match.path_prefix: path_prefix \"orders\" must start with `/`"),
+        format!("{file}:11:15: routes[0].upstream: unknown upstream \"ordres\" (did you mean \"orders\"?)"),
+        format!("{file}:12:11: routes[1].name: route name \"orders\" is already used by routes[0]"),
+        format!("{file}:15:22: routes[1].rewrite.path: template \"/y/{{id}}\" uses `{{id}}`"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("6 errors in configuration"), "{stderr}");
+}
+
+#[test]
+fn type_errors_and_unknown_keys_are_located() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "listeners: [{ name: p, address: 127.0.0.1:1 }]\nupstreams:\n  u: { endpoints: [\"http://a:1\"], timeout: 5 }\n",
+            ":3:44: upstreams.u.timeout: duration 5 has no unit",
+        ),
+        (
+            "listeners: [{ name: p, address: 127.0.0.1:1, max_conections: 5 }]\n",
+            "listeners[0]: unknown field `max_conections`",
+        ),
+        (
+            "listeners: [{ name: p, address: 127.0.0.1:1 }]\nupstreams:\n  u: { endpoints: [\"http://a:1\"], balance: fastest }\n",
+            "unknown variant `fastest`, expected one of `round_robin`, `least_request`, `random`",
+        ),
+        ("listeners: [\n", "did not find expected"),
+    ];
+    for (text, expected) in cases {
+        let path = write_config(&dir, text);
+        let (code, _, stderr) = check(&path);
+        assert_eq!(code, 2, "{text}\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    let (code, _, stderr) = check(&dir.path().join("missing.yaml"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let held = Backend::holding().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        &format!(
+            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nshutdown_timeout: 30s\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}\n",
+            held.url()
+        ),
+    );
+    let mut child = Command::new(BINARY)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let address = within("the gateway logs its address", async {
+        loop {
+            let line = lines.recv().await.expect("the gateway is running");
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"] == "listening" {
+                return entry["fields"]["address"]
+                    .as_str()
+                    .expect("address")
+                    .to_owned();
+            }
+        }
+    })
+    .await;
+
+    let in_flight =
+        tokio::spawn(async move { Client::new().get(&format!("http://{address}/x")).await });
+    eventually("the request is in flight", || held.state.arrived() == 1).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    within("the gateway starts draining", async {
+        loop {
+            let line = lines.recv().await.expect("the gateway is running");
+            if line.contains("shutting down") {
+                break;
+            }
+        }
+    })
+    .await;
+    held.state.release(1);
+    let reply = within("the in-flight request", in_flight)
+        .await
+        .expect("joins");
+    assert_eq!(reply.status, StatusCode::OK);
+    let exit = within(
+        "the gateway exits",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("joins")
+    .expect("waits");
+    assert_eq!(exit.code(), Some(0));
+}

@@ -1,0 +1,203 @@
+//! Connection handling: thousands of keep-alive connections at once, pooled upstream
+//! connections that the upstream closes, and graceful shutdown.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+
+use crate::support::{eventually, gateway, metric, url, within, Backend, Client, Reply};
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns the status code.
+async fn read_response(reader: &mut BufReader<TcpStream>) -> u16 {
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("status line");
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let mut length = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).await.expect("header line");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("length");
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).await.expect("body");
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_keep_alive_connections_are_served_at_once() {
+    const CONNECTIONS: usize = 2000;
+    let _ = portcullis::raise_open_files_limit();
+    let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0", max_connections: 5000 }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  u: {{ endpoints: ["{url}"], max_in_flight: 4096, max_queue: 4096, queue_timeout: 30s }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    // All clients and this test meet twice: once every connection has been served,
+    // and again after the test has read the metrics while all of them are open.
+    let all_open = Arc::new(Barrier::new(CONNECTIONS + 1));
+    let measured = Arc::new(Barrier::new(CONNECTIONS + 1));
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let all_open = all_open.clone();
+            let measured = measured.clone();
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(addr).await.expect("connects");
+                let mut reader = BufReader::new(stream);
+                reader
+                    .get_mut()
+                    .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .expect("writes");
+                let first = read_response(&mut reader).await;
+                // Every connection stays open until all of them have been served once.
+                all_open.wait().await;
+                measured.wait().await;
+                reader
+                    .get_mut()
+                    .write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .expect("writes");
+                let second = read_response(&mut reader).await;
+                (first, second)
+            })
+        })
+        .collect();
+
+    within("all connections served once", all_open.wait()).await;
+    let text = Client::new()
+        .get(&format!(
+            "http://{}/metrics",
+            gw.admin_addr().expect("admin")
+        ))
+        .await
+        .text();
+    assert_eq!(
+        metric(&text, "portcullis_connections_active{listener=\"public\"}"),
+        Some(CONNECTIONS as f64),
+        "all client connections are open at once"
+    );
+    within("clients resume", measured.wait()).await;
+    for client in clients {
+        let (first, second) = within("a client", client).await.expect("joins");
+        assert_eq!((first, second), (200, 200));
+    }
+    let text = Client::new()
+        .get(&format!(
+            "http://{}/metrics",
+            gw.admin_addr().expect("admin")
+        ))
+        .await
+        .text();
+    assert_eq!(
+        metric(&text, "portcullis_connections_total{listener=\"public\"}"),
+        Some(CONNECTIONS as f64),
+        "each connection carried both of its requests (keep-alive)"
+    );
+}
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_are_replaced() {
+    let backend = Backend::start_with(
+        |_, _| async move { Reply::ok("pong") },
+        Some(Duration::from_millis(50)),
+    )
+    .await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["{url}"], pool: {{ idle_timeout: 60s }} }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let client = Client::new();
+    for round in 1..=3 {
+        let reply = client.get(&url(&gw, "/x")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            reply.text()
+        );
+        // The upstream closes the idle pooled connection; the next request must not fail.
+        eventually("the upstream closes its idle connection", || {
+            backend.state.connections_closed.load(Ordering::SeqCst) == round
+        })
+        .await;
+    }
+    assert_eq!(backend.state.connections_opened.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let held = Backend::holding().await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+shutdown_timeout: 30s
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = held.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let in_flight = {
+        let u = url(&gw, "/slow");
+        tokio::spawn(async move { Client::new().get(&u).await })
+    };
+    eventually("the request is in flight", || held.state.arrived() == 1).await;
+
+    let shutdown = tokio::spawn(gw.shutdown());
+    let mut refused = false;
+    for _ in 0..2000 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refused, "new connections are refused once shutdown begins");
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown waits for the in-flight request"
+    );
+
+    held.state.release(1);
+    let reply = within("the in-flight request", in_flight)
+        .await
+        .expect("joins");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "released");
+    within("shutdown completes", shutdown).await.expect("joins");
+}

@@ -1,0 +1,281 @@
+//! Per-upstream concurrency limits: in flight, queued, refused — and a saturated
+//! upstream never holds up another.
+
+use std::sync::atomic::Ordering;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::StatusCode;
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{eventually, gateway, metric, url, within, Backend, Client};
+
+async fn two_upstreams(
+    held: &Backend,
+    other: &Backend,
+    limits: &str,
+) -> portcullis::RunningGateway {
+    gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  slow: {{ endpoints: ["{held}"], {limits} }}
+  fast: {{ endpoints: ["{other}"] }}
+routes:
+  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: slow }}
+  - {{ name: fast, match: {{ path_prefix: /fast }}, upstream: fast }}
+"#,
+        held = held.url(),
+        other = other.url(),
+    ))
+    .await
+}
+
+async fn metrics_text(gw: &portcullis::RunningGateway) -> String {
+    Client::new()
+        .get(&format!(
+            "http://{}/metrics",
+            gw.admin_addr().expect("admin")
+        ))
+        .await
+        .text()
+}
+
+#[tokio::test]
+async fn in_flight_and_queue_are_bounded_and_the_rest_is_refused_at_once() {
+    let held = Backend::holding().await;
+    let other = Backend::echo().await;
+    let gw = two_upstreams(
+        &held,
+        &other,
+        "max_in_flight: 4, max_queue: 2, queue_timeout: 60s",
+    )
+    .await;
+    let client = Client::new();
+
+    let mut requests: FuturesUnordered<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let u = url(&gw, "/slow");
+            tokio::spawn(async move { client.get(&u).await })
+        })
+        .collect();
+
+    // 4 in flight + 2 queued leaves 4 to be refused while the backend still holds
+    // everything: the first four answers must be those refusals.
+    for _ in 0..4 {
+        let refused = within("a refusal", requests.next())
+            .await
+            .expect("a request")
+            .expect("joins");
+        assert_eq!(
+            refused.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            refused.text()
+        );
+        assert_eq!(refused.header("retry-after"), Some("1"));
+        assert_eq!(refused.json()["error"], "upstream_overloaded");
+    }
+    eventually("4 requests reach the backend", || held.state.arrived() == 4).await;
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&text, "portcullis_upstream_in_flight{upstream=\"slow\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&text, "portcullis_upstream_queue_depth{upstream=\"slow\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_upstream_rejected_total{reason=\"queue_full\",upstream=\"slow\"}"
+        ),
+        Some(4.0)
+    );
+
+    // The bulkhead: another upstream answers while this one is saturated.
+    let fast = within("the other upstream", client.get(&url(&gw, "/fast"))).await;
+    assert_eq!(fast.status, StatusCode::OK);
+
+    assert_eq!(
+        held.state.arrived(),
+        4,
+        "the queued requests are still waiting"
+    );
+    held.state.release(6);
+    for _ in 0..6 {
+        let served = within("a served request", requests.next())
+            .await
+            .expect("a request")
+            .expect("joins");
+        assert_eq!(served.status, StatusCode::OK);
+    }
+    assert_eq!(
+        held.state.arrived(),
+        6,
+        "exactly the admitted requests reached the backend"
+    );
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&text, "portcullis_upstream_in_flight{upstream=\"slow\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "portcullis_upstream_queue_depth{upstream=\"slow\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_waits_too_long_in_the_queue_gets_503() {
+    let held = Backend::holding().await;
+    let other = Backend::echo().await;
+    let gw = two_upstreams(
+        &held,
+        &other,
+        "max_in_flight: 1, max_queue: 1, queue_timeout: 50ms",
+    )
+    .await;
+    let client = Client::new();
+
+    let first = {
+        let client = client.clone();
+        let u = url(&gw, "/slow");
+        tokio::spawn(async move { client.get(&u).await })
+    };
+    eventually("the first request holds the permit", || {
+        held.state.arrived() == 1
+    })
+    .await;
+    let second = within("the queued request", client.get(&url(&gw, "/slow"))).await;
+    assert_eq!(second.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        second.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("queue timeout"),
+        "{}",
+        second.text()
+    );
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_upstream_rejected_total{reason=\"queue_timeout\",upstream=\"slow\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_upstream_queue_wait_seconds_count{upstream=\"slow\"}"
+        ),
+        Some(1.0)
+    );
+
+    held.state.release(1);
+    assert_eq!(
+        within("the first request", first)
+            .await
+            .expect("joins")
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(held.state.arrived(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_call_and_frees_its_permit() {
+    let held = Backend::holding().await;
+    let other = Backend::echo().await;
+    let gw = two_upstreams(&held, &other, "max_in_flight: 1, max_queue: 0").await;
+    let addr = gw.listener_addr("public").expect("listener");
+
+    let mut client_socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    client_socket
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("writes");
+    eventually("the request reaches the backend", || {
+        held.state.arrived() == 1
+    })
+    .await;
+    drop(client_socket);
+
+    eventually("the gateway cancels the upstream request", || {
+        held.state.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(&text, "portcullis_upstream_in_flight{upstream=\"slow\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_http_requests_total{listener=\"public\",method=\"GET\",route=\"slow\",status=\"499\"}"
+        ),
+        Some(1.0)
+    );
+
+    // The permit is free again: the next request is admitted, not refused.
+    held.state.release(1);
+    let next = within("the next request", Client::new().get(&url(&gw, "/slow"))).await;
+    assert_eq!(next.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_permit_is_held_until_the_response_body_has_been_sent() {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    let streaming = Backend::start(|_, state| async move {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+        tokio::spawn(async move {
+            let _ = sender.send(Bytes::from_static(b"first part;")).await;
+            state.hold().await;
+            let _ = sender.send(Bytes::from_static(b"last part")).await;
+        });
+        let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|chunk| {
+                (
+                    Ok::<_, std::io::Error>(http_body::Frame::data(chunk)),
+                    receiver,
+                )
+            })
+        });
+        http::Response::new(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+    })
+    .await;
+    let other = Backend::echo().await;
+    let gw = two_upstreams(&streaming, &other, "max_in_flight: 1, max_queue: 0").await;
+    let client = Client::new();
+
+    let request = http::Request::get(url(&gw, "/slow"))
+        .body(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("request");
+    let response = within("response headers", client.stream(request)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // Headers are in, the body is not finished: the permit is still taken.
+    let refused = within("a second request", client.get(&url(&gw, "/slow"))).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    streaming.state.release(1);
+    let body = within("the body", response.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"first part;last part");
+    eventually("the permit is released", || streaming.state.arrived() == 1).await;
+    streaming.state.release(1);
+    let after = within("the next request", client.get(&url(&gw, "/slow"))).await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.text());
+}

@@ -1,0 +1,8 @@
+mod cli;
+mod connections;
+mod failures;
+mod headers;
+mod limits;
+mod metrics;
+mod routing;
+mod streaming;

@@ -1,0 +1,67 @@
+//! The test harness: backends that record and hold requests, a client, and a gateway
+//! started from YAML with backend addresses filled in.
+
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+
+use std::future::Future;
+use std::time::Duration;
+
+use portcullis::{Config, RunningGateway};
+
+pub use backend::{Backend, Reply};
+pub use client::Client;
+
+/// Starts a gateway from `yaml` (listener `public` and the admin listener should use
+/// port 0).
+pub async fn gateway(yaml: &str) -> RunningGateway {
+    let config = Config::from_yaml(yaml, "test.yaml")
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    portcullis::start(config).await.expect("gateway starts")
+}
+
+/// The base URL of the gateway's `public` listener.
+pub fn url(gateway: &RunningGateway, path: &str) -> String {
+    format!(
+        "http://{}{}",
+        gateway.listener_addr("public").expect("listener `public`"),
+        path
+    )
+}
+
+/// Polls `condition` until it holds; fails the test after 10 s. This is a deadline for
+/// a condition that must come true, never a timing assertion.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Awaits `future`, failing the test after 10 s instead of hanging.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// The value of one sample line of a metrics text, e.g.
+/// `metric(&text, "portcullis_upstream_in_flight{upstream=\"a\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// An address on which nothing listens.
+pub fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}
