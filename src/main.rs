@@ -173,7 +173,7 @@ fn print_summary(path: &Path, config: &Config) {
             .map(|e| e.label.as_str())
             .collect();
         println!(
-            "  {:<12} {:?}, max_in_flight {}, max_queue {}, timeout {:?}: {}",
+            "  {:<12} {}, max_in_flight {}, max_queue {}, timeout {:?}: {}",
             upstream.name,
             upstream.balance,
             upstream.max_in_flight,

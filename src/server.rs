@@ -61,7 +61,21 @@ impl Listener {
         let builder = Arc::new(http_builder(&self.context));
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut backoff = Duration::from_millis(5);
+        let mut at_limit = false;
         loop {
+            if limit.available_permits() == 0 {
+                if !at_limit {
+                    tracing::warn!(
+                        listener = %self.context.name,
+                        max_connections = self.max_connections,
+                        "connection limit reached; new connections wait in the accept queue"
+                    );
+                }
+                at_limit = true;
+            } else if at_limit {
+                tracing::info!(listener = %self.context.name, "below the connection limit again");
+                at_limit = false;
+            }
             let permit = tokio::select! {
                 permit = limit.clone().acquire_owned() => match permit {
                     Ok(permit) => permit,

@@ -134,6 +134,16 @@ pub enum HttpMethod {
     Trace,
 }
 
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::Random => "random",
+        })
+    }
+}
+
 impl HttpMethod {
     pub fn to_method(self) -> http::Method {
         match self {

@@ -201,3 +201,72 @@ routes:
     assert_eq!(reply.text(), "released");
     within("shutdown completes", shutdown).await.expect("joins");
 }
+
+#[tokio::test]
+async fn beyond_max_connections_new_connections_wait_and_existing_ones_are_served() {
+    let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0", max_connections: 2 }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = BufReader::new(TcpStream::connect(addr).await.expect("connects"));
+    let mut second = BufReader::new(TcpStream::connect(addr).await.expect("connects"));
+    for connection in [&mut first, &mut second] {
+        connection
+            .get_mut()
+            .write_all(request)
+            .await
+            .expect("writes");
+        assert_eq!(within("a response", read_response(connection)).await, 200);
+    }
+
+    // A third connection is accepted by the kernel but not served while two are open.
+    let third = tokio::spawn(async move {
+        let mut third = BufReader::new(TcpStream::connect(addr).await.expect("connects"));
+        third
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("writes");
+        read_response(&mut third).await
+    });
+    // The open connections keep being served meanwhile.
+    for connection in [&mut first, &mut second] {
+        connection
+            .get_mut()
+            .write_all(request)
+            .await
+            .expect("writes");
+        assert_eq!(within("a response", read_response(connection)).await, 200);
+    }
+    let text = Client::new()
+        .get(&format!(
+            "http://{}/metrics",
+            gw.admin_addr().expect("admin")
+        ))
+        .await
+        .text();
+    assert_eq!(
+        metric(&text, "portcullis_connections_total{listener=\"public\"}"),
+        Some(2.0)
+    );
+    assert!(!third.is_finished(), "the third connection waits");
+
+    drop(first);
+    assert_eq!(
+        within("the third connection is served", third)
+            .await
+            .expect("joins"),
+        200
+    );
+}
