@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::proxy::ExchangeGuard;
+use crate::upstream::Exchange;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -98,7 +98,7 @@ pub enum ResponseBody {
     /// An upstream's body, streamed; `guard` is dropped at its end.
     Upstream {
         inner: Incoming,
-        guard: Option<ExchangeGuard>,
+        guard: Option<Exchange>,
     },
 }
 
@@ -111,7 +111,7 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
-    pub fn upstream(inner: Incoming, guard: ExchangeGuard) -> Self {
+    pub fn upstream(inner: Incoming, guard: Exchange) -> Self {
         ResponseBody::Upstream {
             inner,
             guard: Some(guard),

@@ -24,16 +24,15 @@ use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use prometheus::Histogram;
 
 pub use error::ProxyError;
 
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader};
-use crate::metrics::{RequestCounters, UpstreamOutcome};
+use crate::metrics::RequestCounters;
 use crate::routing::Lookup;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Endpoint, Permit, Upstream};
+use crate::upstream::{Endpoint, ExchangeError};
 use headers::X_REQUEST_ID;
 
 /// What every connection of one listener shares.
@@ -109,49 +108,37 @@ impl ConnectionContext {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &snapshot.routes[routed.route];
         let upstream = &route.upstream;
-        let permit = upstream
-            .limiter
-            .acquire()
+        let path_and_query = routed.path_and_query;
+        let (response, exchange) = upstream
+            .exchange(route.timeout, |endpoint| {
+                self.upstream_request(
+                    request,
+                    path_and_query,
+                    endpoint,
+                    upstream.host_header,
+                    request_id,
+                )
+            })
             .await
-            .map_err(|reason| ProxyError::Overloaded {
-                upstream: upstream.name.clone(),
-                reason,
+            .map_err(|error| match error {
+                ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
+                    upstream: upstream.name.clone(),
+                    reason,
+                },
+                ExchangeError::Build(error) => error,
+                ExchangeError::Upstream(error) => ProxyError::Upstream {
+                    upstream: upstream.name.clone(),
+                    error,
+                },
             })?;
-        let endpoint_index = upstream.pick();
-        let endpoint = &upstream.endpoints[endpoint_index];
-        let guard = ExchangeGuard::begin(upstream.clone(), endpoint_index, permit);
-        let request = self.upstream_request(
-            request,
-            routed.path_and_query,
-            endpoint,
-            upstream.host_header,
-            request_id,
-        )?;
-
-        let sent = Instant::now();
-        let result = upstream.send(endpoint, request, route.timeout).await;
-        upstream
-            .metrics
-            .duration
-            .observe(sent.elapsed().as_secs_f64());
-        let response = result.map_err(|error| {
-            if let Some(outcome) = error.outcome() {
-                endpoint.record(outcome);
-            }
-            ProxyError::Upstream {
-                upstream: upstream.name.clone(),
-                error,
-            }
-        })?;
-        endpoint.record(UpstreamOutcome::of_status(response.status()));
 
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, false);
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
-        let guard = guard.timed(route.metrics.duration.clone(), started);
+        let exchange = exchange.timed(route.metrics.duration.clone(), started);
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, guard),
+            ResponseBody::upstream(body, exchange),
         ))
     }
 
@@ -337,52 +324,6 @@ impl Drop for Tally<'_> {
             if let Ok(status) = StatusCode::from_u16(499) {
                 self.counters.inc(&self.method, status);
             }
-        }
-    }
-}
-
-/// Held from the moment a request has its permit until its response body has been
-/// sent or dropped: releases the permit, the endpoint's load and records the duration.
-pub struct ExchangeGuard {
-    upstream: Arc<Upstream>,
-    endpoint: usize,
-    timer: Option<(Histogram, Instant)>,
-    _permit: Permit,
-}
-
-impl ExchangeGuard {
-    fn begin(upstream: Arc<Upstream>, endpoint: usize, permit: Permit) -> Self {
-        upstream.endpoints[endpoint].begin();
-        ExchangeGuard {
-            upstream,
-            endpoint,
-            timer: None,
-            _permit: permit,
-        }
-    }
-
-    fn timed(mut self, histogram: Histogram, started: Instant) -> Self {
-        self.timer = Some((histogram, started));
-        self
-    }
-
-    /// The upstream's body broke off mid-stream.
-    pub(crate) fn body_failed(&mut self, error: &hyper::Error) {
-        let endpoint = &self.upstream.endpoints[self.endpoint];
-        endpoint.record(UpstreamOutcome::Error);
-        tracing::warn!(
-            upstream = %self.upstream.name,
-            endpoint = %endpoint.address.label,
-            "upstream response body failed: {error}"
-        );
-    }
-}
-
-impl Drop for ExchangeGuard {
-    fn drop(&mut self) {
-        self.upstream.endpoints[self.endpoint].end();
-        if let Some((histogram, started)) = &self.timer {
-            histogram.observe(started.elapsed().as_secs_f64());
         }
     }
 }

@@ -1,26 +1,27 @@
 //! Upstreams: a pooled HTTP client per upstream, its endpoints and load balancer, and
 //! its concurrency limit ([`limiter`]).
 //!
-//! An [`Upstream`] is built from its configuration once; the proxy takes a permit from
-//! its limiter, picks an endpoint, and sends through its client, whose keep-alive pool
-//! reuses connections per endpoint.
+//! An [`Upstream`] is built from its configuration once. Proxied requests and
+//! aggregate calls both go through [`Upstream::exchange`]: a permit from its limiter,
+//! an endpoint from its balancer, and its client, whose keep-alive pool reuses
+//! connections per endpoint.
 
+mod exchange;
 pub mod limiter;
 
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
+use http::HeaderValue;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{BodyError, BoxError, UpstreamBody};
+use crate::body::UpstreamBody;
 use crate::config::{Balance, EndpointAddress, HostHeader, UpstreamConfig};
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
+pub use exchange::{Exchange, ExchangeError, UpstreamError};
 pub use limiter::{Limiter, Permit, Rejection};
 
 /// One address of an upstream.
@@ -51,46 +52,6 @@ impl Endpoint {
     }
 }
 
-/// A failed upstream exchange, with what the status mapping needs to know.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("could not connect to {endpoint}: {source}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: BoxError,
-    },
-    #[error("connecting to {endpoint} timed out")]
-    ConnectTimeout { endpoint: String },
-    #[error("{endpoint} sent no response headers within {timeout:?}")]
-    Timeout { endpoint: String, timeout: Duration },
-    #[error("request body exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: u64 },
-    #[error("the client's request body failed: {0}")]
-    ClientBody(String),
-    #[error("exchange with {endpoint} failed: {source}")]
-    Protocol {
-        endpoint: String,
-        #[source]
-        source: BoxError,
-    },
-}
-
-impl UpstreamError {
-    /// The outcome label this error counts under, or `None` when the client, not the
-    /// upstream, was at fault.
-    pub fn outcome(&self) -> Option<UpstreamOutcome> {
-        match self {
-            UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
-            UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
-                Some(UpstreamOutcome::Timeout)
-            }
-            UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
-            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => None,
-        }
-    }
-}
-
 /// An upstream service: endpoints, balancer, limiter and connection pool.
 pub struct Upstream {
     pub name: String,
@@ -98,7 +59,7 @@ pub struct Upstream {
     balance: Balance,
     next: AtomicUsize,
     pub limiter: Limiter,
-    client: Client<HttpConnector, UpstreamBody>,
+    pub(crate) client: Client<HttpConnector, UpstreamBody>,
     pub timeout: Duration,
     pub host_header: HostHeader,
     pub metrics: UpstreamMetrics,
@@ -168,60 +129,4 @@ impl Upstream {
             }
         }
     }
-
-    /// Sends `request` (already addressed to `endpoint`) and waits at most `timeout` for
-    /// the response headers. Dropping the future cancels the exchange.
-    pub async fn send(
-        &self,
-        endpoint: &Endpoint,
-        request: Request<UpstreamBody>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let label = || endpoint.address.label.clone();
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Err(_elapsed) => Err(UpstreamError::Timeout {
-                endpoint: label(),
-                timeout,
-            }),
-            Ok(Err(error)) => {
-                if let Some(body_error) = find_source::<BodyError>(&error) {
-                    return Err(match body_error {
-                        BodyError::TooLarge { limit } => {
-                            UpstreamError::BodyTooLarge { limit: *limit }
-                        }
-                        BodyError::Client(e) => UpstreamError::ClientBody(e.to_string()),
-                    });
-                }
-                if error.is_connect() {
-                    let timed_out = find_source::<std::io::Error>(&error)
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-                    return Err(if timed_out {
-                        UpstreamError::ConnectTimeout { endpoint: label() }
-                    } else {
-                        UpstreamError::Connect {
-                            endpoint: label(),
-                            source: error.into(),
-                        }
-                    });
-                }
-                Err(UpstreamError::Protocol {
-                    endpoint: label(),
-                    source: error.into(),
-                })
-            }
-        }
-    }
-}
-
-/// The first error of type `T` in `error`'s source chain.
-fn find_source<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        current = e.source();
-    }
-    None
 }

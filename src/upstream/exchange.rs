@@ -1,0 +1,204 @@
+//! One exchange with an upstream, shared by proxied requests and aggregate calls:
+//! take a permit, pick an endpoint, send, wait for the response headers, and record the
+//! outcome. The returned [`Exchange`] guard holds the permit and the endpoint's load
+//! until the response body has been consumed or dropped.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use prometheus::Histogram;
+
+use super::{Endpoint, Permit, Rejection, Upstream};
+use crate::body::{BodyError, BoxError, UpstreamBody};
+use crate::metrics::UpstreamOutcome;
+
+/// A failed upstream exchange, with what the status mapping needs to know.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("connecting to {endpoint} timed out")]
+    ConnectTimeout { endpoint: String },
+    #[error("{endpoint} sent no response headers within {timeout:?}")]
+    Timeout { endpoint: String, timeout: Duration },
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
+    #[error("exchange with {endpoint} failed: {source}")]
+    Protocol {
+        endpoint: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl UpstreamError {
+    /// The outcome label this error counts under, or `None` when the client, not the
+    /// upstream, was at fault.
+    pub fn outcome(&self) -> Option<UpstreamOutcome> {
+        match self {
+            UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
+                Some(UpstreamOutcome::Timeout)
+            }
+            UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
+            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => None,
+        }
+    }
+}
+
+/// Why an exchange produced no response.
+#[derive(Debug)]
+pub enum ExchangeError<E> {
+    /// The upstream's limiter refused a permit.
+    Overloaded(Rejection),
+    /// The caller could not build the request for the chosen endpoint.
+    Build(E),
+    Upstream(UpstreamError),
+}
+
+impl Upstream {
+    /// Takes a permit, picks an endpoint, sends the request `build` makes for it, and
+    /// waits at most `timeout` for the response headers. Dropping the future cancels
+    /// the exchange and frees the permit.
+    pub async fn exchange<E>(
+        self: &Arc<Self>,
+        timeout: Duration,
+        build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
+    ) -> Result<(Response<Incoming>, Exchange), ExchangeError<E>> {
+        let permit = self
+            .limiter
+            .acquire()
+            .await
+            .map_err(ExchangeError::Overloaded)?;
+        let index = self.pick();
+        let endpoint = &self.endpoints[index];
+        let guard = Exchange::begin(self.clone(), index, permit);
+        let request = build(endpoint).map_err(ExchangeError::Build)?;
+        let sent = Instant::now();
+        let result = self.send(endpoint, request, timeout).await;
+        self.metrics.duration.observe(sent.elapsed().as_secs_f64());
+        match result {
+            Ok(response) => {
+                endpoint.record(UpstreamOutcome::of_status(response.status()));
+                Ok((response, guard))
+            }
+            Err(error) => {
+                if let Some(outcome) = error.outcome() {
+                    endpoint.record(outcome);
+                }
+                Err(ExchangeError::Upstream(error))
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let label = || endpoint.address.label.clone();
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Err(_elapsed) => Err(UpstreamError::Timeout {
+                endpoint: label(),
+                timeout,
+            }),
+            Ok(Err(error)) => {
+                if let Some(body_error) = find_source::<BodyError>(&error) {
+                    return Err(match body_error {
+                        BodyError::TooLarge { limit } => {
+                            UpstreamError::BodyTooLarge { limit: *limit }
+                        }
+                        BodyError::Client(e) => UpstreamError::ClientBody(e.to_string()),
+                    });
+                }
+                if error.is_connect() {
+                    let timed_out = find_source::<std::io::Error>(&error)
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                    return Err(if timed_out {
+                        UpstreamError::ConnectTimeout { endpoint: label() }
+                    } else {
+                        UpstreamError::Connect {
+                            endpoint: label(),
+                            source: error.into(),
+                        }
+                    });
+                }
+                Err(UpstreamError::Protocol {
+                    endpoint: label(),
+                    source: error.into(),
+                })
+            }
+        }
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain.
+fn find_source<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Held from the moment a request has its permit until its response body has been
+/// consumed or dropped: releases the permit and the endpoint's load, and records the
+/// request's duration when timed.
+pub struct Exchange {
+    upstream: Arc<Upstream>,
+    endpoint: usize,
+    timer: Option<(Histogram, Instant)>,
+    _permit: Permit,
+}
+
+impl Exchange {
+    fn begin(upstream: Arc<Upstream>, endpoint: usize, permit: Permit) -> Self {
+        upstream.endpoints[endpoint].begin();
+        Exchange {
+            upstream,
+            endpoint,
+            timer: None,
+            _permit: permit,
+        }
+    }
+
+    /// Observes `started.elapsed()` into `histogram` when the exchange ends.
+    pub fn timed(mut self, histogram: Histogram, started: Instant) -> Self {
+        self.timer = Some((histogram, started));
+        self
+    }
+
+    /// The upstream's body broke off mid-stream.
+    pub fn body_failed(&mut self, error: &dyn std::fmt::Display) {
+        let endpoint = &self.upstream.endpoints[self.endpoint];
+        endpoint.record(UpstreamOutcome::Error);
+        tracing::warn!(
+            upstream = %self.upstream.name,
+            endpoint = %endpoint.address.label,
+            "upstream response body failed: {error}"
+        );
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.upstream.endpoints[self.endpoint].end();
+        if let Some((histogram, started)) = &self.timer {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
