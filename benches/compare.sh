@@ -1,0 +1,714 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of Portcullis, nginx and HAProxy as reverse proxies in front of
+# one backend, on one machine (issue 6). Prints a markdown table of medians on stdout;
+# progress goes to stderr.
+#
+# Usage: benches/compare.sh [--quick] [--rounds N] [--duration SECONDS]
+#                           [--scenarios LIST] [--no-build] [--raw FILE]
+#
+#   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
+#   --scenarios    comma-separated subset of: small-c50 small-c1000 64k-c50 newconn-c50
+#                  h2c-c50x10 rate-half delay-c1000 idle-10k (default: all)
+#   --no-build     use target/release/portcullis as it is
+#   --raw FILE     also write every run as CSV to FILE
+#
+# Layout (what issue 6 found to be the least noisy on 2 cores): each proxy under test is
+# pinned to CPU 0 with one worker; the load generator and the backend (a one-worker
+# nginx) share CPU 1. Contestants alternate run by run (A B C A B C ...) and medians
+# are reported. The figure that separates fast proxies is the proxy's CPU time per
+# request: utime+stime from /proc/PID/stat before and after a run, divided by the
+# requests the load generator completed. A run where the proxy used less than 90% of
+# one CPU is marked load-side-limited: its req/s says more about wrk and the backend
+# than about the proxy.
+#
+# Everything started here is stopped on exit, by PID. Ports: 18081-18092 on 127.0.0.1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+ARGS="$*"
+QUICK=0
+ROUNDS=
+DURATION=
+SCENARIOS=
+BUILD=1
+RAW=
+ALL_SCENARIOS="small-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --scenarios) SCENARIOS=${2//,/ }; shift ;;
+        --no-build) BUILD=0 ;;
+        --raw) RAW=$2; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    ROUNDS=${ROUNDS:-3}
+    DURATION=${DURATION:-3}
+else
+    ROUNDS=${ROUNDS:-7}
+    DURATION=${DURATION:-10}
+fi
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+for s in $SCENARIOS; do
+    case " $ALL_SCENARIOS " in *" $s "*) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
+done
+
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CONTESTANTS="portcullis nginx haproxy"
+BACKEND_PORT=18081
+declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084)
+# h2c (prior knowledge): Portcullis serves HTTP/1.1 and HTTP/2 on one port; nginx 1.22
+# and HAProxy need a port of their own for it.
+declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086)
+ADMIN_PORT=18092
+IDLE_CONNS=${IDLE_CONNS:-10000}
+SATURATED_PCT=90
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+need_install=()
+for tool in nginx haproxy wrk h2load python3 taskset curl pgrep; do
+    command -v "$tool" >/dev/null 2>&1 || need_install+=("$tool")
+done
+ECHO_MODULE=
+for dir in /usr/lib/nginx/modules /usr/lib64/nginx/modules /usr/share/nginx/modules; do
+    [ -f "$dir/ngx_http_echo_module.so" ] && ECHO_MODULE=$dir/ngx_http_echo_module.so && break
+done
+[ -n "$ECHO_MODULE" ] || need_install+=(echo-module)
+if [ ${#need_install[@]} -gt 0 ]; then
+    log "missing: ${need_install[*]}; installing with apt-get"
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "install nginx, haproxy, wrk, nghttp2-client (h2load), libnginx-mod-http-echo and python3 first"
+    pkgs="nginx haproxy wrk nghttp2-client libnginx-mod-http-echo procps curl"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs >&2 ||
+        { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $pkgs >&2; }
+    for dir in /usr/lib/nginx/modules /usr/lib64/nginx/modules; do
+        [ -f "$dir/ngx_http_echo_module.so" ] && ECHO_MODULE=$dir/ngx_http_echo_module.so && break
+    done
+    [ -n "$ECHO_MODULE" ] || die "ngx_http_echo_module.so not found after installing libnginx-mod-http-echo"
+fi
+CLK_TCK=$(getconf CLK_TCK)
+
+for port in "$BACKEND_PORT" "${PORT[@]}" "${H2_PORT[@]}" "$ADMIN_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port is already in use; stop whatever listens there"
+    fi
+done
+
+# ---------------------------------------------------------------- build
+BIN=target/release/portcullis
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release"
+    cargo build --release >&2
+fi
+[ -x "$BIN" ] || die "$BIN not found (drop --no-build)"
+# What was built, for the report (src/ may be edited while the benchmark runs).
+SRC_STATE=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] ||
+    SRC_STATE="$SRC_STATE + uncommitted changes in src/"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+WORK=$(mktemp -d -t portcullis-compare.XXXXXX)
+chmod 755 "$WORK" # nginx workers may run as another user and must read the 64 KiB file
+STARTED=()        # PIDs of everything started here, stopped on exit
+
+cleanup() {
+    set +e
+    local pid deadline
+    for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    deadline=$((SECONDS + 10))
+    for pid in "${STARTED[@]}"; do
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits (at most 10 s) until URL answers 200.
+wait_http() {
+    local url=$1 i
+    for i in $(seq 100); do
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "$url did not answer within 10 s"
+}
+
+nginx_temp_paths() {
+    local dir=$1 kind
+    for kind in client_body proxy fastcgi uwsgi scgi; do
+        mkdir -p "$dir/tmp/$kind" && chmod 777 "$dir/tmp/$kind"
+        printf '    %s_temp_path %s;\n' "$kind" "$dir/tmp/$kind"
+    done
+}
+
+# ---------------------------------------------------------------- backend (CPU 1)
+start_backend() {
+    local dir=$WORK/backend
+    mkdir -p "$dir/www"
+    head -c 65536 /dev/urandom >"$dir/www/64k"
+    chmod 755 "$dir" "$dir/www" && chmod 644 "$dir/www/64k"
+    cat >"$dir/nginx.conf" <<EOF
+load_module $ECHO_MODULE;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+    sendfile on;
+$(nginx_temp_paths "$dir")
+    server {
+        listen 127.0.0.1:$BACKEND_PORT backlog=4096;
+        location = /small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
+        location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
+    }
+}
+EOF
+    taskset -c "$LOAD_CPU" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
+    STARTED+=($!)
+    wait_http "http://127.0.0.1:$BACKEND_PORT/small"
+}
+
+# ---------------------------------------------------------------- contestants (CPU 0)
+declare -A PID
+
+start_portcullis() {
+    local dir=$WORK/portcullis
+    mkdir -p "$dir"
+    # Configured as users run it: metrics on (admin listener), request ids, limits set
+    # high enough that the limiter never rejects during the benchmark.
+    cat >"$dir/gateway.yaml" <<EOF
+listeners:
+  - name: bench
+    address: 127.0.0.1:${PORT[portcullis]}
+    max_connections: 19000
+    idle_timeout: 75s
+admin:
+  address: 127.0.0.1:$ADMIN_PORT
+shutdown_timeout: 2s
+upstreams:
+  backend:
+    endpoints: ["http://127.0.0.1:$BACKEND_PORT"]
+    max_in_flight: 20000
+    max_queue: 20000
+    queue_timeout: 10s
+    connect_timeout: 2s
+    timeout: 30s
+    pool: { max_idle_per_endpoint: 1024, idle_timeout: 75s }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: backend
+EOF
+    "$BIN" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
+        { cat "$dir/check.log" >&2; die "the generated gateway.yaml is invalid"; }
+    # The binary builds a multi-thread runtime with one worker per core; give it one.
+    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN" run -c "$dir/gateway.yaml" \
+        >"$dir/portcullis.log" 2>&1 &
+    PID[portcullis]=$!
+    STARTED+=($!)
+    wait_http "http://127.0.0.1:${PORT[portcullis]}/small"
+    wait_http "http://127.0.0.1:$ADMIN_PORT/metrics"
+}
+
+start_nginx() {
+    local dir=$WORK/nginx
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+$(nginx_temp_paths "$dir")
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+    }
+    server {
+        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
+        listen 127.0.0.1:${H2_PORT[nginx]} http2 backlog=4096;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # The same work Portcullis does on every request.
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+            # Stream instead of spilling large responses to disk when the client is slow.
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    taskset -c "$PROXY_CPU" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" 2>>"$dir/error.log" &
+    PID[nginx]=$!
+    STARTED+=($!)
+    wait_http "http://127.0.0.1:${PORT[nginx]}/small"
+}
+
+start_haproxy() {
+    local dir=$WORK/haproxy
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 19000
+    # The open-files limit here (20,000) is below what maxconn asks for; run anyway.
+    no strict-limits
+    # Keep pooling upstream connections while many clients sit idle.
+    tune.pool-high-fd-ratio 90
+    tune.pool-low-fd-ratio 80
+
+defaults
+    mode http
+    maxconn 19000
+    timeout connect 5s
+    timeout client 75s
+    timeout server 30s
+    timeout http-keep-alive 75s
+    http-reuse always
+    # The same work Portcullis does on every request.
+    option forwardfor
+    unique-id-format %[uuid()]
+    unique-id-header X-Request-Id
+
+frontend bench
+    bind 127.0.0.1:${PORT[haproxy]}
+    bind 127.0.0.1:${H2_PORT[haproxy]} proto h2
+    http-response set-header X-Request-Id %[unique-id]
+    default_backend backend
+
+backend backend
+    server s1 127.0.0.1:$BACKEND_PORT
+EOF
+    taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    PID[haproxy]=$!
+    STARTED+=($!)
+    wait_http "http://127.0.0.1:${PORT[haproxy]}/small"
+}
+
+# The processes that make up a contestant: the main one and its children (nginx workers).
+pids_of() {
+    local main=${PID[$1]}
+    echo "$main" $(pgrep -P "$main" || true)
+}
+
+# utime + stime of a contestant, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in $(pids_of "$1"); do
+        read -r stat <"/proc/$pid/stat" || continue
+        stat=${stat##*) } # the command name may contain spaces; fields restart at 3
+        read -ra fields <<<"$stat"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+rss_kb() {
+    local total=0 pid kb
+    for pid in $(pids_of "$1"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+now_ns() { date +%s%N; }
+
+# Ticks CPU $PROXY_CPU spent in user, nice, system and steal time (/proc/stat): compared
+# with the proxy's own CPU time, this shows when something else ran on the proxy's CPU.
+cpu0_ticks() {
+    awk -v cpu="cpu$PROXY_CPU" '$1 == cpu { print $2 + $3 + $4 + $9 }' /proc/stat
+}
+
+# Between runs nothing of ours is busy, so CPU time used now is someone else's (a build, a
+# test suite). Waits until the machine has been quiet for half a second, at most
+# QUIET_WAIT_S seconds; runs that were disturbed anyway are marked in the table.
+QUIET_WAIT_S=${QUIET_WAIT_S:-30}
+wait_quiet() {
+    local a b deadline=$((SECONDS + QUIET_WAIT_S))
+    while :; do
+        a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+        sleep 0.5
+        b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat)
+        # less than 5% of one CPU over the half second
+        [ $((b - a)) -le $((CLK_TCK / 40)) ] && return 0
+        if [ $SECONDS -ge $deadline ]; then
+            log "the machine is still busy with other work after ${QUIET_WAIT_S}s; running anyway"
+            return 0
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- load generators (CPU 1)
+cat >"$WORK/report.lua" <<'EOF'
+-- Paces each connection when WRK_DELAY_MS is set (a fixed request rate), and prints one
+-- machine-readable line at the end.
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if delay_ms then
+    delay = function() return delay_ms end
+end
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        "RESULT requests=%d duration_us=%d errors=%d status_errors=%d p50_us=%d p99_us=%d p999_us=%d\n",
+        summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+        latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+EOF
+
+# run_wrk CONTESTANT CONNS PATH [wrk args...]: sets REQUESTS WALL_S CPU_S OTHER_S ERRORS
+# STATUS P50 P99 P999 (OTHER_S: time CPU $PROXY_CPU spent on anything but the proxy)
+run_wrk() {
+    local who=$1 conns=$2 path=$3 out=$WORK/wrk.out t0 t1 c0 c1 s0 s1 line
+    shift 3
+    c0=$(cpu_ticks "$who"); s0=$(cpu0_ticks); t0=$(now_ns)
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" \
+        --timeout 10s -s "$WORK/report.lua" "$@" "http://127.0.0.1:${PORT[$who]}$path" >"$out" 2>&1 || true
+    t1=$(now_ns); c1=$(cpu_ticks "$who"); s1=$(cpu0_ticks)
+    line=$(grep '^RESULT ' "$out" || true)
+    [ -n "$line" ] || { cat "$out" >&2; die "wrk produced no result for $who"; }
+    eval "$(echo "${line#RESULT }" | tr ' ' '\n' | sed 's/^/local _/')"
+    REQUESTS=$_requests ERRORS=$_errors STATUS=$_status_errors
+    P50=$_p50_us P99=$_p99_us P999=$_p999_us
+    WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    CPU_S=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / hz }')
+    OTHER_S=$(awk -v a="$s0" -v b="$s1" -v p="$CPU_S" -v hz="$CLK_TCK" 'BEGIN { o = (b - a) / hz - p; printf "%.3f", (o < 0 ? 0 : o) }')
+}
+
+# run_h2load CONTESTANT CONNS STREAMS PATH: the same variables; h2load gives no percentiles.
+run_h2load() {
+    local who=$1 conns=$2 streams=$3 path=$4 out=$WORK/h2load.out t0 t1 c0 c1 s0 s1
+    c0=$(cpu_ticks "$who"); s0=$(cpu0_ticks); t0=$(now_ns)
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" h2load -t1 -c"$conns" -m"$streams" \
+        -D "$DURATION" "http://127.0.0.1:${H2_PORT[$who]}$path" >"$out" 2>&1 || true
+    t1=$(now_ns); c1=$(cpu_ticks "$who"); s1=$(cpu0_ticks)
+    read -r REQUESTS ERRORS STATUS < <(awk '
+        /^requests:/ { done = $6; failed = $10 + $12 + $14 }
+        /^status codes:/ { bad = $7 + $9 }
+        END { print done + 0, failed + 0, bad + 0 }' "$out")
+    [ "$REQUESTS" -gt 0 ] || { cat "$out" >&2; die "h2load completed no request for $who"; }
+    P50=-1 P99=-1 P999=-1
+    WALL_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    CPU_S=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", (b - a) / hz }')
+    OTHER_S=$(awk -v a="$s0" -v b="$s1" -v p="$CPU_S" -v hz="$CLK_TCK" 'BEGIN { o = (b - a) / hz - p; printf "%.3f", (o < 0 ? 0 : o) }')
+}
+
+CSV=$WORK/runs.csv
+echo "scenario,proxy,round,requests,wall_s,cpu_s,other_cpu0_s,errors,status_errors,p50_us,p99_us,p999_us,rss_before_kb,rss_after_kb,idle_conns,probe_p99_before_us" >"$CSV"
+record() { # SCENARIO WHO ROUND [rss_before rss_after idle_conns probe_before]
+    local line="$1,$2,$3,$REQUESTS,$WALL_S,$CPU_S,$OTHER_S,$ERRORS,$STATUS,$P50,$P99,$P999,${4:-},${5:-},${6:-},${7:-}"
+    echo "$line" >>"$CSV"
+    log "$1 round $3 $(printf '%-10s' "$2") $(awk -v r="$REQUESTS" -v w="$WALL_S" -v c="$CPU_S" -v o="$OTHER_S" -v p="$P99" \
+        'BEGIN { printf "%8.0f req/s  p99 %7.2f ms  cpu %5.1f%%  %6.2f us/req  other on cpu %4.1f%%", r / w, p / 1000, 100 * c / w, (r > 0 ? 1e6 * c / r : 0), 100 * o / w }')$([ "$ERRORS$STATUS" = 00 ] || echo "  errors $ERRORS, non-2xx $STATUS")"
+}
+
+# ---------------------------------------------------------------- idle connections
+cat >"$WORK/hold.py" <<'EOF'
+"""Opens N keep-alive connections, sends one GET on each (in batches), then holds them
+idle until the release file appears (at most 120 s). Writes 'OPEN FAILED' to the ready
+file once every connection has been answered."""
+import os, socket, sys, time
+
+port, count, ready, release = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+request = b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n"
+deadline = time.monotonic() + 60
+socks, failed = [], 0
+for _ in range(count):
+    if time.monotonic() > deadline:
+        break
+    try:
+        socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except OSError:
+        failed += 1
+
+def answered(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            return False
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            return False
+        body += chunk
+    return head.startswith(b"HTTP/1.1 200")
+
+held = []
+for start in range(0, len(socks), 200):
+    batch = socks[start:start + 200]
+    for s in batch:
+        s.sendall(request)
+    for s in batch:
+        try:
+            ok = answered(s)
+        except OSError:
+            ok = False
+        if ok:
+            held.append(s)
+        else:
+            failed += 1
+            s.close()
+with open(ready, "w") as f:
+    f.write(f"{len(held)} {failed}\n")
+end = time.monotonic() + 120
+while not os.path.exists(release) and time.monotonic() < end:
+    time.sleep(0.1)
+for s in held:
+    s.close()
+EOF
+
+# A light probe at ~1,000 req/s (10 connections, one request per 10 ms each); sets P99.
+probe() {
+    local saved=$DURATION
+    DURATION=2
+    WRK_DELAY_MS=10 run_wrk "$1" 10 /small
+    DURATION=$saved
+}
+
+# Stops a contestant and starts it again, so that a measurement of its memory does not
+# inherit heap and pools grown by earlier scenarios (1,000 connections, 64 KiB bodies).
+restart() {
+    local who=$1 old=${PID[$1]} pid i kept=()
+    kill -TERM "$old" 2>/dev/null || true
+    for i in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$old" 2>/dev/null || true
+    wait "$old" 2>/dev/null || true
+    for pid in "${STARTED[@]}"; do [ "$pid" = "$old" ] || kept+=("$pid"); done
+    STARTED=("${kept[@]}")
+    "start_$who"
+    local saved=$DURATION
+    DURATION=1
+    run_wrk "$who" 50 /small
+    DURATION=$saved
+}
+
+run_idle() {
+    local who=$1 round=$2 before after probe_before hold_pid i
+    rm -f "$WORK/ready" "$WORK/release"
+    restart "$who"
+    probe "$who"; probe_before=$P99
+    before=$(rss_kb "$who")
+    timeout 200 python3 "$WORK/hold.py" "${PORT[$who]}" "$IDLE_CONNS" "$WORK/ready" "$WORK/release" &
+    hold_pid=$!
+    STARTED+=($hold_pid)
+    for i in $(seq 900); do [ -s "$WORK/ready" ] && break; sleep 0.1; done
+    [ -s "$WORK/ready" ] || die "the idle connections to $who were not open after 90 s"
+    sleep 1
+    after=$(rss_kb "$who")
+    read -r held _ <"$WORK/ready"
+    probe "$who"
+    touch "$WORK/release"
+    wait "$hold_pid" || true
+    record idle-10k "$who" "$round" "$before" "$after" "$held" "$probe_before"
+    log "idle-10k round $round $who: $held idle connections, RSS $before -> $after KiB"
+}
+
+# ---------------------------------------------------------------- scenarios
+RATE_DELAY_MS=5
+median_rps() { # SCENARIO PROXY
+    awk -F, -v s="$1" -v p="$2" '$1 == s && $2 == p && $5 > 0 { print $4 / $5 }' "$CSV" |
+        sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2); else print 0 }'
+}
+
+run_one() { # SCENARIO WHO ROUND
+    wait_quiet
+    case "$1" in
+        small-c50) run_wrk "$2" 50 /small ;;
+        small-c1000) run_wrk "$2" 1000 /small ;;
+        64k-c50) run_wrk "$2" 50 /64k ;;
+        newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;
+        h2c-c50x10) run_h2load "$2" 50 10 /small ;;
+        rate-half) WRK_DELAY_MS=$RATE_DELAY_MS run_wrk "$2" "$RATE_CONNS" /small ;;
+        delay-c1000) run_wrk "$2" 1000 /delay ;;
+        idle-10k) run_idle "$2" "$3"; return ;;
+    esac
+    record "$1" "$2" "$3"
+}
+
+log "work dir $WORK; $ROUNDS rounds of ${DURATION}s; proxies on CPU $PROXY_CPU, wrk and backend on CPU $LOAD_CPU"
+start_backend
+start_portcullis
+start_nginx
+start_haproxy
+
+log "warm-up"
+for who in $CONTESTANTS; do
+    saved=$DURATION; DURATION=1; run_wrk "$who" 50 /small; DURATION=$saved
+done
+
+for scenario in $SCENARIOS; do
+    rounds=$ROUNDS
+    if [ "$scenario" = rate-half ]; then
+        # Half of nginx's maximum, from this run's small-c50 if it ran, else a short probe.
+        max=$(median_rps small-c50 nginx)
+        if [ "${max%.*}" -le 0 ]; then
+            run_wrk nginx 50 /small
+            max=$(awk -v r="$REQUESTS" -v w="$WALL_S" 'BEGIN { print r / w }')
+        fi
+        RATE_CONNS=$(awk -v m="$max" -v d="$RATE_DELAY_MS" 'BEGIN { c = int(m / 2 * d / 1000 + 0.5); print (c < 1 ? 1 : (c > 1000 ? 1000 : c)) }')
+        log "rate-half: $RATE_CONNS connections, one request per ${RATE_DELAY_MS} ms each (~$((RATE_CONNS * 1000 / RATE_DELAY_MS)) req/s offered; nginx max $(printf '%.0f' "$max"))"
+    fi
+    # Memory per idle connection barely varies; in --quick mode measure it once.
+    [ "$scenario" = idle-10k ] && [ "$QUICK" = 1 ] && rounds=1
+    for round in $(seq "$rounds"); do
+        for who in $CONTESTANTS; do
+            run_one "$scenario" "$who" "$round"
+        done
+    done
+done
+
+[ -n "$RAW" ] && cp "$CSV" "$RAW"
+
+# ---------------------------------------------------------------- report
+cat <<EOF
+- date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
+- portcullis: $SRC_STATE (TOKIO_WORKER_THREADS=1, pinned to CPU $PROXY_CPU)
+- peers: $(nginx -v 2>&1 | sed 's|.*/||; s|^|nginx |'), $(haproxy -v 2>&1 | awk 'NR == 1 { print "HAProxy " $3 }'); load: $(wrk -v 2>&1 | awk 'NR == 1 { print "wrk " $2 }'), $(h2load --version 2>&1 | awk 'NR == 1 { print $2 }' | sed 's|/| |')
+- command: benches/compare.sh $ARGS
+
+EOF
+RATE_OFFERED=${RATE_CONNS:+$((RATE_CONNS * 1000 / RATE_DELAY_MS))}
+python3 - "$CSV" "$ROUNDS" "$DURATION" "$SATURATED_PCT" "${RATE_OFFERED:-0}" <<'EOF'
+import csv, statistics, sys
+
+path, rounds, duration, saturated_pct, rate_offered = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+rows = list(csv.DictReader(open(path)))
+DISTURBED_PCT = 5
+proxies = ["portcullis", "nginx", "haproxy"]
+throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+titles = {
+    "small-c50": "small GET, keep-alive, 50 conns",
+    "small-c1000": "small GET, keep-alive, 1,000 conns",
+    "64k-c50": "64 KiB response, 50 conns",
+    "newconn-c50": "new connection per request, 50 conns",
+    "h2c-c50x10": "h2c, 50 conns x 10 streams (h2load)",
+    "rate-half": f"fixed rate ~{rate_offered} req/s (half of nginx's max)",
+    "delay-c1000": "100 ms upstream, 1,000 conns (ideal 10,000 req/s)",
+}
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def stats(scenario, proxy):
+    runs = [r for r in rows if r["scenario"] == scenario and r["proxy"] == proxy]
+    if not runs:
+        return None
+    def f(r, k):
+        return float(r[k])
+    rps = [f(r, "requests") / f(r, "wall_s") for r in runs]
+    cpu_us = [1e6 * f(r, "cpu_s") / f(r, "requests") if f(r, "requests") else None for r in runs]
+    busy = [100 * f(r, "cpu_s") / f(r, "wall_s") for r in runs]
+    def pct(k):
+        vals = [f(r, k) / 1000 for r in runs if f(r, k) >= 0]
+        return med(vals)
+    return {
+        "n": len(runs),
+        "rps": med(rps),
+        "p50": pct("p50_us"), "p99": pct("p99_us"), "p999": pct("p999_us"),
+        "cpu_us": med(cpu_us),
+        "busy": med(busy),
+        "limited": sum(1 for b in busy if b < saturated_pct),
+        "disturbed": sum(1 for r in runs if 100 * f(r, "other_cpu0_s") / f(r, "wall_s") > DISTURBED_PCT),
+        "errors": sum(int(r["errors"]) + int(r["status_errors"]) for r in runs),
+        "runs": runs,
+    }
+
+def ratio(value, base):
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}"
+
+def num(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+print(f"Medians of {rounds} alternating rounds of {duration} s per proxy and scenario. "
+      "CPU µs/req is the proxy's utime+stime per completed request (lower is better); "
+      f"× nginx divides by nginx's median in the same scenario. A run is load-side-limited "
+      f"when the proxy used < {saturated_pct:.0f}% of its CPU: its req/s then reflects wrk and "
+      "the backend (sharing CPU 1) more than the proxy. A run is disturbed when other processes "
+      f"took > {DISTURBED_PCT}% of the proxy's CPU during it (from /proc/stat).\n")
+print("| scenario | proxy | req/s | × nginx | p99 ms | × nginx | CPU µs/req | × nginx | proxy CPU busy | load-side-limited runs | disturbed runs | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for scenario in throughput + ["delay-c1000"]:
+    base = stats(scenario, "nginx")
+    for proxy in proxies:
+        s = stats(scenario, proxy)
+        if s is None:
+            continue
+        limited = f"{s['limited']}/{s['n']}" if scenario in throughput else "n/a"
+        print(f"| {titles[scenario]} | {proxy} | {num(s['rps'], ',.0f')} | {ratio(s['rps'], base and base['rps'])} "
+              f"| {num(s['p99'], '.2f')} | {ratio(s['p99'], base and base['p99'])} "
+              f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} "
+              f"| {num(s['busy'], '.0f')}% | {limited} | {s['disturbed']}/{s['n']} | {s['errors']} |")
+
+if any(r["scenario"] == "rate-half" for r in rows):
+    base = stats("rate-half", "nginx")
+    print(f"\n**{titles['rate-half']}** (wrk paced per connection: latency is not corrected for coordinated omission)\n")
+    print("| proxy | req/s | p50 ms | p99 ms | × nginx | p99.9 ms | × nginx | CPU µs/req | × nginx | disturbed runs | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for proxy in proxies:
+        s = stats("rate-half", proxy)
+        if s:
+            print(f"| {proxy} | {num(s['rps'], ',.0f')} | {num(s['p50'], '.3f')} | {num(s['p99'], '.3f')} | {ratio(s['p99'], base and base['p99'])} "
+                  f"| {num(s['p999'], '.3f')} | {ratio(s['p999'], base and base['p999'])} "
+                  f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} | {s['disturbed']}/{s['n']} | {s['errors']} |")
+
+if any(r["scenario"] == "idle-10k" for r in rows):
+    print("\n**Idle keep-alive connections** (each proxy freshly restarted and warmed up for 1 s; each connection "
+          "served one request, then was held idle; RSS from /proc/PID/status, nginx counts master + worker; "
+          "the probe is ~1,000 req/s on 10 other connections, before and while they are held)\n")
+    print("| proxy | idle conns held | RSS before KiB | RSS with them KiB | KiB per idle conn | × nginx | probe p99 before ms | probe p99 while held ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    per = {}
+    for proxy in proxies:
+        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
+        if runs:
+            per[proxy] = med([(float(r["rss_after_kb"]) - float(r["rss_before_kb"])) / max(1, int(r["idle_conns"])) for r in runs])
+    for proxy in proxies:
+        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
+        if not runs:
+            continue
+        print(f"| {proxy} | {med([int(r['idle_conns']) for r in runs]):.0f} | {med([float(r['rss_before_kb']) for r in runs]):,.0f} "
+              f"| {med([float(r['rss_after_kb']) for r in runs]):,.0f} | {per[proxy]:.2f} | {ratio(per[proxy], per.get('nginx'))} "
+              f"| {med([float(r['probe_p99_before_us']) / 1000 for r in runs]):.2f} | {med([float(r['p99_us']) / 1000 for r in runs]):.2f} |")
+EOF
