@@ -20,7 +20,7 @@ use crate::snapshot::Snapshot;
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {address} for {what}: {source}")]
+    #[error("cannot listen on {address} for {what}")]
     Bind {
         what: String,
         address: SocketAddr,

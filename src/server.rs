@@ -159,6 +159,21 @@ async fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!("cannot set TCP_NODELAY: {error}");
     }
+    // hyper's header timeout starts only once the protocol has been detected from the
+    // first bytes: a client that connects and sends nothing must be timed out here.
+    let idle_timeout = context.listener.limits.idle_timeout;
+    let mut first_byte = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first_byte)) => match peeked {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return,
+            Err(_elapsed) => {
+                tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
+                return;
+            }
+        },
+        _ = signalled(&mut shutdown.drain) => return,
+    }
     let context = Arc::new(context);
     let service = service_fn(move |request| {
         let context = context.clone();

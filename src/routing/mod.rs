@@ -150,6 +150,9 @@ const KNOWN_METHODS: [Method; 8] = [
     Method::TRACE,
 ];
 
+const GET_BIT: u16 = 1 << 0;
+const HEAD_BIT: u16 = 1 << 1;
+
 fn method_bit(method: &Method) -> u16 {
     KNOWN_METHODS
         .iter()
@@ -198,7 +201,11 @@ impl Predicate {
             .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value));
         if !headers_match {
             Verdict::NoMatch
-        } else if self.methods == MethodSet::ALL || self.methods.0 & method_bit != 0 {
+        } else if self.methods == MethodSet::ALL
+            || self.methods.0 & method_bit != 0
+            // HEAD is GET without the body (RFC 9110 §9.3.2): a GET route answers it.
+            || (method_bit == HEAD_BIT && self.methods.0 & GET_BIT != 0)
+        {
             Verdict::Match
         } else {
             Verdict::WrongMethod(self.methods)
@@ -612,6 +619,11 @@ mod tests {
             ),
         ])
         .expect("builds");
+        assert_eq!(
+            route_of(&table, None, "/a", Method::HEAD),
+            Some(0),
+            "HEAD follows GET"
+        );
         match table.lookup(None, "/a", &Method::DELETE, &HeaderMap::new()) {
             Lookup::MethodNotAllowed(allow) => assert_eq!(allow.allow_header(), "GET, POST"),
             _ => panic!("expected 405"),

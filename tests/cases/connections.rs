@@ -270,3 +270,32 @@ routes:
         200
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let backend = Backend::echo().await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 100ms }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let mut silent = TcpStream::connect(gw.listener_addr("public").expect("listener"))
+        .await
+        .expect("connects");
+    let mut buffer = [0u8; 16];
+    let read = within(
+        "the gateway closes the silent connection",
+        silent.read(&mut buffer),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected the connection to be closed, got {read:?}"
+    );
+}
