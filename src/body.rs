@@ -3,12 +3,14 @@
 //! [`UpstreamBody`] streams the client's request body upstream, enforcing the
 //! listener's size limit as bytes pass. [`ResponseBody`] streams the upstream's response
 //! to the client, carrying the exchange's guard (its concurrency permit, endpoint load
-//! and timer) until the last byte is sent or the client goes away. Nothing is buffered.
+//! and timer) until the last byte is sent or the client goes away; or streams what the
+//! gateway itself produces. Nothing is buffered.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -100,6 +102,8 @@ pub enum ResponseBody {
         inner: Incoming,
         guard: Option<Exchange>,
     },
+    /// Chunks the gateway produces as it goes (aggregate NDJSON).
+    Stream(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
 }
 
 impl ResponseBody {
@@ -109,6 +113,10 @@ impl ResponseBody {
 
     pub fn empty() -> Self {
         ResponseBody::Full(None)
+    }
+
+    pub fn stream(chunks: impl Stream<Item = Bytes> + Send + 'static) -> Self {
+        ResponseBody::Stream(Box::pin(chunks))
     }
 
     pub fn upstream(inner: Incoming, guard: Exchange) -> Self {
@@ -134,6 +142,10 @@ impl Body for ResponseBody {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
+            ResponseBody::Stream(chunks) => chunks
+                .as_mut()
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Upstream { inner, guard } => {
                 let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match polled {
@@ -162,6 +174,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ResponseBody::Stream(_) => false,
         }
     }
 
@@ -171,6 +184,7 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
+            ResponseBody::Stream(_) => SizeHint::default(),
         }
     }
 }

@@ -9,11 +9,13 @@
 //! - [`server`]: listeners, accept loop, connection limits, graceful drain;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back;
+//! - [`aggregate`]: routes that fan out to several upstreams and merge their JSON;
 //! - [`upstream`]: pooled clients, load balancing, per-upstream concurrency limits;
 //! - [`body`]: streaming bodies both ways; [`metrics`] and [`admin`]: observability;
 //! - [`demo`]: sample services for `portcullis demo`.
 
 pub mod admin;
+pub mod aggregate;
 pub mod body;
 pub mod config;
 pub mod demo;

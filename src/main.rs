@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::config::{Config, LoadError};
+use portcullis::config::{Config, LoadError, RouteTarget};
 use tracing_subscriber::EnvFilter;
 
 /// An async API gateway and reverse proxy.
@@ -59,6 +59,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     if let Command::Check = command {
         print_summary(&cli.config, &config);
         return ExitCode::SUCCESS;
@@ -194,7 +197,14 @@ fn print_summary(path: &Path, config: &Config) {
             position + 1,
             route.name,
             portcullis::routing::describe(&route.spec),
-            config.upstream_of(route).name
+            match &route.target {
+                RouteTarget::Proxy { .. } => config.upstreams_of(route).join(""),
+                RouteTarget::Aggregate(aggregate) => format!(
+                    "aggregate of {} call(s) on {}",
+                    aggregate.calls.len(),
+                    config.upstreams_of(route).join(", ")
+                ),
+            }
         );
     }
 }

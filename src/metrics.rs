@@ -110,6 +110,8 @@ pub struct Metrics {
     upstream_rejected: IntCounterVec,
     connections_active: IntGaugeVec,
     connections_total: IntCounterVec,
+    aggregate_calls: IntCounterVec,
+    aggregate_call_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -196,6 +198,16 @@ impl Metrics {
                 "Client connections accepted.",
                 &["listener"],
             ),
+            aggregate_calls: counter(
+                "portcullis_aggregate_calls_total",
+                "Calls made by aggregate routes, by outcome.",
+                &["route", "call", "outcome"],
+            ),
+            aggregate_call_duration: histogram(
+                "portcullis_aggregate_call_duration_seconds",
+                "Time an aggregate route's call took, from its start until its body was read.",
+                &["route", "call"],
+            ),
             registry,
         };
         let build_info = IntGaugeVec::new(
@@ -260,6 +272,18 @@ impl Metrics {
         }
     }
 
+    pub fn aggregate_call(&self, route: &str, call: &str) -> CallMetrics {
+        CallMetrics {
+            outcomes: CallOutcome::ALL.map(|o| {
+                self.aggregate_calls
+                    .with_label_values(&[route, call, o.label()])
+            }),
+            duration: self
+                .aggregate_call_duration
+                .with_label_values(&[route, call]),
+        }
+    }
+
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
         EndpointMetrics {
             outcomes: UpstreamOutcome::ALL.map(|o| {
@@ -273,6 +297,61 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Outcome label values of `portcullis_aggregate_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Success,
+    UpstreamStatus,
+    Timeout,
+    Overloaded,
+    UpstreamError,
+    InvalidBody,
+    DependencyFailed,
+    Cancelled,
+}
+
+impl CallOutcome {
+    const ALL: [CallOutcome; 8] = [
+        CallOutcome::Success,
+        CallOutcome::UpstreamStatus,
+        CallOutcome::Timeout,
+        CallOutcome::Overloaded,
+        CallOutcome::UpstreamError,
+        CallOutcome::InvalidBody,
+        CallOutcome::DependencyFailed,
+        CallOutcome::Cancelled,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CallOutcome::Success => "success",
+            CallOutcome::UpstreamStatus => "upstream_status",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::Overloaded => "overloaded",
+            CallOutcome::UpstreamError => "upstream_error",
+            CallOutcome::InvalidBody => "invalid_body",
+            CallOutcome::DependencyFailed => "dependency_failed",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Handles for one call of an aggregate route.
+pub struct CallMetrics {
+    outcomes: [IntCounter; 8],
+    pub duration: Histogram,
+}
+
+impl CallMetrics {
+    pub fn record(&self, outcome: CallOutcome) {
+        let index = CallOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.outcomes[index].inc();
     }
 }
 

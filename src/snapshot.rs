@@ -1,20 +1,29 @@
-//! One configuration compiled for serving: routes with their upstreams and metric
-//! handles. A request holds the snapshot it started with, so a reload never changes a
+//! One configuration compiled for serving: routes with their upstreams (or aggregate
+//! plans) and metric handles. A request holds the snapshot it started with, so a reload never changes a
 //! request halfway.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::aggregate::AggregateRuntime;
+use crate::config::{Config, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use crate::upstream::Upstream;
 
 /// A route as the proxy uses it.
 pub struct RouteRuntime {
-    pub upstream: Arc<Upstream>,
     pub metrics: RouteMetrics,
-    /// The route's timeout, or its upstream's.
-    pub timeout: Duration,
+    pub handler: RouteHandler,
+}
+
+/// What answers a route, ready to serve.
+pub enum RouteHandler {
+    Proxy {
+        upstream: Arc<Upstream>,
+        /// The route's timeout, or its upstream's.
+        timeout: Duration,
+    },
+    Aggregate(Arc<AggregateRuntime>),
 }
 
 /// Everything a request needs, from one configuration.
@@ -40,13 +49,22 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|route| {
-                let upstream = upstreams[route.upstream].clone();
-                RouteRuntime {
-                    timeout: route.timeout.unwrap_or(upstream.timeout),
-                    metrics: metrics.route(&route.name, &listener_names),
-                    upstream,
-                }
+            .map(|route| RouteRuntime {
+                metrics: metrics.route(&route.name, &listener_names),
+                handler: match &route.target {
+                    RouteTarget::Proxy {
+                        upstream, timeout, ..
+                    } => {
+                        let upstream = upstreams[*upstream].clone();
+                        RouteHandler::Proxy {
+                            timeout: timeout.unwrap_or(upstream.timeout),
+                            upstream,
+                        }
+                    }
+                    RouteTarget::Aggregate(aggregate) => RouteHandler::Aggregate(Arc::new(
+                        AggregateRuntime::new(&route.name, aggregate, &upstreams, metrics),
+                    )),
+                },
             })
             .collect();
         Snapshot {

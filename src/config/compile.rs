@@ -11,28 +11,43 @@ use super::locate::LocationIndex;
 use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
 use super::{
     defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, RouteConfig,
-    UpstreamConfig,
+    RouteTarget, UpstreamConfig,
 };
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec, RouteTable};
 
 /// Collects problems by key path; locations are resolved at the end.
-struct Problems<'a> {
+pub(super) struct Problems<'a> {
     file: &'a str,
     index: LocationIndex,
     found: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Problems<'_> {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        let key = key.into();
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let error = self.locate(key.into(), message.into());
+        self.found.push(error);
+    }
+
+    /// Something valid that is probably a mistake: reported, but the file loads.
+    pub(super) fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let warning = self.locate(key.into(), message.into());
+        self.warnings.push(warning);
+    }
+
+    pub(super) fn error_count(&self) -> usize {
+        self.found.len()
+    }
+
+    fn locate(&self, key: String, message: String) -> ConfigError {
         let location = self.index.locate(&key);
-        self.found.push(ConfigError {
+        ConfigError {
             file: self.file.to_owned(),
             line: location.map_or(1, |l| l.line),
             column: location.map_or(1, |l| l.column),
             key,
-            message: message.into(),
-        });
+            message,
+        }
     }
 }
 
@@ -56,6 +71,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         file,
         index: LocationIndex::build(text),
         found: Vec::new(),
+        warnings: Vec::new(),
     };
 
     if raw.listeners.is_empty() {
@@ -105,6 +121,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             shutdown_timeout: raw
                 .shutdown_timeout
                 .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
+            warnings: problems.warnings,
         }),
         _ => {
             let mut found = problems.found;
@@ -400,28 +417,65 @@ fn compile_routes(
                 );
             }
         }
-        let upstream = match &route.upstream {
-            None => {
-                problems.add(key("upstream"), "every route needs an `upstream`");
+        let target = match (&route.upstream, &route.aggregate) {
+            (Some(_), Some(_)) => {
+                problems.add(
+                    key("aggregate"),
+                    "give either `upstream` or `aggregate`, not both",
+                );
                 None
             }
-            Some(name) => match upstream_names.iter().position(|u| u == name) {
-                Some(index) => Some(index),
-                None => {
-                    problems.add(key("upstream"), unknown_upstream(name, upstream_names));
-                    None
+            (None, None) => {
+                problems.add(
+                    key("upstream"),
+                    "every route needs an `upstream` (or an `aggregate`)",
+                );
+                None
+            }
+            (Some(name), None) => {
+                let upstream = match upstream_names.iter().position(|u| u == name) {
+                    Some(index) => Some(index),
+                    None => {
+                        problems.add(key("upstream"), unknown_upstream(name, upstream_names));
+                        None
+                    }
+                };
+                let rewrite = match (&route.rewrite, &path) {
+                    (None, _) => Some(Rewrite::Keep),
+                    (Some(rewrite), path) => compile_rewrite(i, rewrite, path.as_ref(), problems),
+                };
+                let timeout = route.timeout.map(|d| d.0);
+                if timeout.is_some_and(|t| t.is_zero()) {
+                    problems.add(key("timeout"), "must be longer than 0s");
                 }
-            },
+                match (upstream, rewrite) {
+                    (Some(upstream), Some(rewrite)) => Some(RouteTarget::Proxy {
+                        upstream,
+                        rewrite,
+                        timeout,
+                    }),
+                    _ => None,
+                }
+            }
+            (None, Some(aggregate)) => {
+                if route.rewrite.is_some() {
+                    problems.add(
+                        key("rewrite"),
+                        "an aggregate route has no `rewrite`; each call has its own `path`",
+                    );
+                }
+                if route.timeout.is_some() {
+                    problems.add(
+                        key("timeout"),
+                        "an aggregate route's timeout is `aggregate.timeout`",
+                    );
+                }
+                let captured = path.as_ref().map(PathPattern::params).unwrap_or_default();
+                super::aggregate::compile(i, aggregate, &captured, upstream_names, problems)
+                    .map(RouteTarget::Aggregate)
+            }
         };
-        let rewrite = match (&route.rewrite, &path) {
-            (None, _) => Some(Rewrite::Keep),
-            (Some(rewrite), path) => compile_rewrite(i, rewrite, path.as_ref(), problems),
-        };
-        let timeout = route.timeout.map(|d| d.0);
-        if timeout.is_some_and(|t| t.is_zero()) {
-            problems.add(key("timeout"), "must be longer than 0s");
-        }
-        if let (Some(path), Some(upstream), Some(rewrite)) = (path, upstream, rewrite) {
+        if let (Some(path), Some(target)) = (path, target) {
             routes.push(RouteConfig {
                 name: route.name.clone(),
                 spec: RouteSpec {
@@ -433,9 +487,7 @@ fn compile_routes(
                         .map(|m| m.iter().map(|m| m.to_method()).collect()),
                     headers,
                 },
-                upstream,
-                rewrite,
-                timeout,
+                target,
             });
         }
     }
@@ -483,7 +535,7 @@ fn compile_rewrite(
     .ok()
 }
 
-fn unknown_upstream(name: &str, known: &[&str]) -> String {
+pub(super) fn unknown_upstream(name: &str, known: &[&str]) -> String {
     let suggestion = known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(name, k), *k))

@@ -5,6 +5,7 @@
 //! their file, line, column and key path, and builds the route table. A `Config` is
 //! immutable; the gateway turns it into a runtime snapshot (see `crate::gateway`).
 
+mod aggregate;
 mod compile;
 mod error;
 mod locate;
@@ -18,8 +19,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use error::{ConfigError, LoadError};
-pub use raw::{Balance, HostHeader};
+pub use raw::{Balance, HostHeader, MergeMode, StreamMode};
 
+use crate::aggregate::template::CallTemplate;
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
 
 /// A validated configuration, ready to serve.
@@ -35,6 +37,8 @@ pub struct Config {
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Things that are valid but probably not what the author meant.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// One client-facing listener.
@@ -110,16 +114,61 @@ pub struct EndpointAddress {
     pub authority: Authority,
 }
 
-/// One route: what it matches and where it sends requests.
+/// One route: what it matches and what answers it.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
     pub spec: RouteSpec,
+    pub target: RouteTarget,
+}
+
+/// What answers a route's requests.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    /// One upstream, with the request streamed through.
+    Proxy {
+        /// Index into [`Config::upstreams`].
+        upstream: usize,
+        rewrite: Rewrite,
+        /// Overrides the upstream's `timeout`.
+        timeout: Option<Duration>,
+    },
+    /// Several upstream calls, their JSON merged.
+    Aggregate(AggregateConfig),
+}
+
+/// An aggregate route: calls made concurrently (in dependency order) and merged.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    /// For the whole route; calls still outstanding then are cancelled.
+    pub timeout: Duration,
+    pub merge: MergeMode,
+    pub stream: Option<StreamMode>,
+    /// Largest body accepted from one call.
+    pub max_body_size: u64,
+    /// Sorted by name.
+    pub calls: Vec<CallConfig>,
+}
+
+/// One call of an aggregate route.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    pub name: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
-    pub rewrite: Rewrite,
-    /// Overrides the upstream's `timeout`.
+    pub method: http::Method,
+    pub path: CallTemplate,
+    /// Client headers passed on to this call (`x-request-id` always is).
+    pub headers: Vec<http::HeaderName>,
+    /// For this call, from its start until its body is read.
     pub timeout: Option<Duration>,
+    /// A failed optional call leaves `null` and a note; a failed required call fails
+    /// the route.
+    pub optional: bool,
+    /// Keep only these top-level fields of the result.
+    pub select: Option<Vec<String>>,
+    /// Calls whose results this call's path uses (indices into the route's calls).
+    pub depends_on: Vec<usize>,
 }
 
 impl Config {
@@ -138,9 +187,20 @@ impl Config {
         compile::compile(text, file).map_err(LoadError::Invalid)
     }
 
-    /// The upstream a route sends to.
-    pub fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
-        &self.upstreams[route.upstream]
+    /// The upstreams a route calls, by name.
+    pub fn upstreams_of(&self, route: &RouteConfig) -> Vec<&str> {
+        match &route.target {
+            RouteTarget::Proxy { upstream, .. } => vec![self.upstreams[*upstream].name.as_str()],
+            RouteTarget::Aggregate(aggregate) => {
+                let mut names: Vec<&str> = aggregate
+                    .calls
+                    .iter()
+                    .map(|c| self.upstreams[c.upstream].name.as_str())
+                    .collect();
+                names.dedup();
+                names
+            }
+        }
     }
 }
 
@@ -157,4 +217,6 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
 }

@@ -99,6 +99,52 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub rewrite: Option<RawRewrite>,
     pub timeout: Option<HumanDuration>,
+    pub aggregate: Option<RawAggregate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAggregate {
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub merge: MergeMode,
+    pub stream: Option<StreamMode>,
+    pub max_body_size: Option<ByteSize>,
+    pub calls: BTreeMap<String, RawCall>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCall {
+    pub upstream: String,
+    pub path: String,
+    pub method: Option<HttpMethod>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub optional: bool,
+    pub select: Option<Vec<String>>,
+}
+
+/// How an aggregate route combines its calls' results.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMode {
+    /// `{"call": result, ...}`.
+    #[default]
+    Keyed,
+    /// The fields of every call's (object) result side by side; a field two calls
+    /// both return is a conflict, reported, never silently overwritten.
+    Flat,
+}
+
+/// How an aggregate route sends its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// One JSON line per call as it completes, then a summary line.
+    Ndjson,
 }
 
 #[derive(Debug, Deserialize)]

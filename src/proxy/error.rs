@@ -4,6 +4,7 @@
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
+use crate::aggregate::AggregateError;
 use crate::body::ResponseBody;
 use crate::routing::MethodSet;
 use crate::upstream::{Rejection, UpstreamError};
@@ -30,6 +31,11 @@ pub enum ProxyError {
         upstream: String,
         error: UpstreamError,
     },
+    #[error("aggregate route {route:?}: {error}")]
+    Aggregate {
+        route: String,
+        error: AggregateError,
+    },
 }
 
 impl ProxyError {
@@ -51,6 +57,7 @@ impl ProxyError {
                 UpstreamError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             },
+            ProxyError::Aggregate { error, .. } => error.status(),
         }
     }
 
@@ -71,17 +78,21 @@ impl ProxyError {
                 UpstreamError::BodyTooLarge { .. } => "body_too_large",
                 UpstreamError::ClientBody(_) => "client_body_error",
             },
+            ProxyError::Aggregate { error, .. } => error.code(),
         }
     }
 
     /// The response the client gets: the status, a JSON body, the request id.
     pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
         let status = self.status();
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.code(),
             "message": self.to_string(),
             "request_id": request_id.to_str().unwrap_or_default(),
         });
+        if let ProxyError::Aggregate { error, .. } = &self {
+            body["call"] = serde_json::Value::from(error.call());
+        }
         let mut response = Response::new(ResponseBody::full(body.to_string()));
         *response.status_mut() = status;
         let headers = response.headers_mut();

@@ -16,7 +16,7 @@ mod error;
 pub mod headers;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -27,12 +27,13 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
+use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::config::{ClientLimits, HostHeader};
+use crate::config::{ClientLimits, HostHeader, RouteTarget};
 use crate::metrics::RequestCounters;
 use crate::routing::Lookup;
-use crate::snapshot::Snapshot;
-use crate::upstream::{Endpoint, ExchangeError};
+use crate::snapshot::{RouteHandler, Snapshot};
+use crate::upstream::{Endpoint, ExchangeError, Upstream};
 use headers::X_REQUEST_ID;
 
 /// What every connection of one listener shares.
@@ -58,6 +59,8 @@ struct Routed {
     route: usize,
     /// The rewritten path and query, or `None` to forward the client's unchanged.
     path_and_query: Option<String>,
+    /// The route's path parameters, kept only for aggregate routes.
+    params: Vec<(String, String)>,
 }
 
 impl ConnectionContext {
@@ -78,10 +81,24 @@ impl ConnectionContext {
             answered: false,
         };
         let result = match routed {
-            Ok(routed) => {
-                self.forward(&snapshot, routed, request, &request_id, started)
+            Ok(routed) => match &snapshot.routes[routed.route].handler {
+                RouteHandler::Proxy { upstream, timeout } => {
+                    self.forward(
+                        &snapshot,
+                        upstream,
+                        *timeout,
+                        routed,
+                        request,
+                        &request_id,
+                        started,
+                    )
                     .await
-            }
+                }
+                RouteHandler::Aggregate(aggregate) => {
+                    self.aggregate(aggregate, routed, request, &request_id)
+                        .await
+                }
+            },
             Err(error) => Err(error),
         };
         let response = match result {
@@ -98,19 +115,21 @@ impl ConnectionContext {
         response
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         snapshot: &Snapshot,
+        upstream: &Arc<Upstream>,
+        timeout: Duration,
         routed: Routed,
         request: Request<Incoming>,
         request_id: &HeaderValue,
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &snapshot.routes[routed.route];
-        let upstream = &route.upstream;
         let path_and_query = routed.path_and_query;
         let (response, exchange) = upstream
-            .exchange(route.timeout, |endpoint| {
+            .exchange(timeout, |endpoint| {
                 self.upstream_request(
                     request,
                     path_and_query,
@@ -140,6 +159,51 @@ impl ConnectionContext {
             parts,
             ResponseBody::upstream(body, exchange),
         ))
+    }
+
+    /// Fans out to the route's calls and answers with their merged (or streamed) JSON.
+    async fn aggregate(
+        &self,
+        aggregate: &Arc<AggregateRuntime>,
+        routed: Routed,
+        request: Request<Incoming>,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (parts, _body) = request.into_parts();
+        let client_host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let base_headers = crate::aggregate::base_headers(request_id, &parts.headers, |headers| {
+            headers::set_forwarded(
+                headers,
+                &self.peer_ip,
+                &self.listener.forwarded_proto,
+                client_host,
+            );
+        });
+        let inputs = Arc::new(Inputs {
+            params: routed.params,
+            query: parts.uri.query().map(str::to_owned),
+            client_headers: parts.headers,
+            base_headers,
+        });
+        let mut response = if crate::aggregate::streams(&aggregate.config) {
+            crate::aggregate::stream(aggregate.clone(), inputs)
+        } else {
+            crate::aggregate::respond(aggregate.clone(), inputs)
+                .await
+                .map_err(|error| ProxyError::Aggregate {
+                    route: aggregate.route.clone(),
+                    error,
+                })?
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, request_id.clone());
+        Ok(response)
     }
 
     /// The client's request, addressed to `endpoint`, with the header rules applied.
@@ -239,13 +303,21 @@ fn admit_and_route(
     {
         Lookup::NotFound => Err(ProxyError::NoRoute),
         Lookup::MethodNotAllowed(allowed) => Err(ProxyError::MethodNotAllowed(allowed)),
-        Lookup::Matched { route, params } => Ok(Routed {
-            route,
-            path_and_query: snapshot.config.routes[route].rewrite.apply(
-                path,
-                uri.query(),
-                params.as_ref(),
-            ),
+        Lookup::Matched { route, params } => Ok(match &snapshot.config.routes[route].target {
+            RouteTarget::Proxy { rewrite, .. } => Routed {
+                route,
+                path_and_query: rewrite.apply(path, uri.query(), params.as_ref()),
+                params: Vec::new(),
+            },
+            RouteTarget::Aggregate(_) => Routed {
+                route,
+                path_and_query: None,
+                params: params
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect(),
+            },
         }),
     }
 }

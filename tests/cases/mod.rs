@@ -1,3 +1,4 @@
+mod aggregate;
 mod cli;
 mod connections;
 mod failures;

@@ -1,0 +1,625 @@
+//! Aggregate routes: one request fans out into several upstream calls whose JSON
+//! results are merged into one answer.
+//!
+//! Calls without dependencies start at once and run concurrently; a call whose path
+//! uses another call's result starts the moment that call finishes ([`Execution`]).
+//! Every call goes through its upstream's limiter, balancer and pool exactly like a
+//! proxied request. A required call that fails ends the route at once and cancels
+//! the calls still running; so does the route's timeout, and so does the client going
+//! away (dropping the response drops the calls).
+//!
+//! Two ways to answer: wait for all calls and send one merged document ([`respond`]),
+//! or stream one NDJSON line per call as it completes, then a summary ([`stream`]).
+
+mod merge;
+pub mod template;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Value};
+
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::config::{AggregateConfig, HostHeader, MergeMode};
+use crate::metrics::{CallMetrics, CallOutcome};
+use crate::proxy::headers::X_REQUEST_ID;
+use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
+use template::MissingValue;
+
+pub use merge::ERRORS_KEY;
+
+/// Names the calls that failed in a partial answer.
+pub const PARTIAL_HEADER: HeaderName = HeaderName::from_static("portcullis-partial");
+const NDJSON: &str = "application/x-ndjson";
+
+/// Why one call produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the upstream answered {0}")]
+    Status(StatusCode),
+    #[error("upstream {upstream:?} is overloaded: {reason}")]
+    Overloaded { upstream: String, reason: Rejection },
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    #[error("no answer within the call's timeout of {0:?}")]
+    Timeout(Duration),
+    #[error("still running when the route's timeout of {0:?} ran out")]
+    RouteTimeout(Duration),
+    #[error("the response body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the response body is not JSON: {0}")]
+    InvalidJson(String),
+    #[error("reading the response body failed: {0}")]
+    Body(String),
+    #[error("it needs call `{0}`, which failed")]
+    DependencyFailed(String),
+    #[error("{0}")]
+    Missing(MissingValue),
+}
+
+impl CallError {
+    /// The status this failure maps to when it fails the route.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CallError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            CallError::Timeout(_) | CallError::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            CallError::Upstream(
+                UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. },
+            ) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Status(_) => "upstream_status",
+            CallError::Overloaded { .. } => "upstream_overloaded",
+            CallError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
+            CallError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream_connect_timeout",
+            CallError::Upstream(UpstreamError::Timeout { .. }) | CallError::Timeout(_) => "timeout",
+            CallError::Upstream(_) => "upstream_bad_response",
+            CallError::RouteTimeout(_) => "route_timeout",
+            CallError::TooLarge(_) => "body_too_large",
+            CallError::InvalidJson(_) | CallError::Body(_) => "invalid_body",
+            CallError::DependencyFailed(_) => "dependency_failed",
+            CallError::Missing(_) => "missing_value",
+        }
+    }
+
+    fn outcome(&self) -> CallOutcome {
+        match self {
+            CallError::Status(_) => CallOutcome::UpstreamStatus,
+            CallError::Overloaded { .. } => CallOutcome::Overloaded,
+            CallError::Timeout(_) | CallError::RouteTimeout(_) => CallOutcome::Timeout,
+            CallError::Upstream(
+                UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. },
+            ) => CallOutcome::Timeout,
+            CallError::Upstream(_) => CallOutcome::UpstreamError,
+            CallError::TooLarge(_) | CallError::InvalidJson(_) | CallError::Body(_) => {
+                CallOutcome::InvalidBody
+            }
+            CallError::DependencyFailed(_) | CallError::Missing(_) => CallOutcome::DependencyFailed,
+        }
+    }
+
+    /// `{"status": .., "error": .., "message": ..}`; the status is the upstream's own
+    /// when it answered with an error.
+    pub fn to_json(&self) -> Value {
+        let status = match self {
+            CallError::Status(status) => *status,
+            other => other.status(),
+        };
+        json!({"status": status.as_u16(), "error": self.code(), "message": self.to_string()})
+    }
+}
+
+/// An aggregate route compiled for serving.
+pub struct AggregateRuntime {
+    pub route: String,
+    pub config: AggregateConfig,
+    pub names: Vec<String>,
+    calls: Vec<CallRuntime>,
+    /// For each call, the calls that wait for it.
+    dependents: Vec<Vec<usize>>,
+}
+
+struct CallRuntime {
+    upstream: Arc<Upstream>,
+    metrics: CallMetrics,
+}
+
+impl AggregateRuntime {
+    /// `upstreams` are the snapshot's, indexed like the configuration's.
+    pub fn new(
+        route: &str,
+        config: &AggregateConfig,
+        upstreams: &[Arc<Upstream>],
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
+        let mut dependents = vec![Vec::new(); config.calls.len()];
+        for (index, call) in config.calls.iter().enumerate() {
+            for &dependency in &call.depends_on {
+                dependents[dependency].push(index);
+            }
+        }
+        AggregateRuntime {
+            route: route.to_owned(),
+            names: config.calls.iter().map(|c| c.name.clone()).collect(),
+            calls: config
+                .calls
+                .iter()
+                .map(|call| CallRuntime {
+                    upstream: upstreams[call.upstream].clone(),
+                    metrics: metrics.aggregate_call(route, &call.name),
+                })
+                .collect(),
+            config: config.clone(),
+            dependents,
+        }
+    }
+}
+
+/// What every call of one request shares.
+pub struct Inputs {
+    /// The route's path parameters.
+    pub params: Vec<(String, String)>,
+    pub query: Option<String>,
+    /// The client's headers; each call passes on those it allows.
+    pub client_headers: HeaderMap,
+    /// Headers every call sends: request id, `X-Forwarded-*`, the client's `Host`.
+    pub base_headers: HeaderMap,
+}
+
+type CallFuture = Pin<Box<dyn Future<Output = (usize, Result<Value, CallError>)> + Send>>;
+
+/// The calls of one request, started in dependency order.
+pub struct Execution {
+    runtime: Arc<AggregateRuntime>,
+    inputs: Arc<Inputs>,
+    results: Vec<Option<Result<Value, CallError>>>,
+    waiting_for: Vec<usize>,
+    running: FuturesUnordered<CallFuture>,
+}
+
+impl Execution {
+    /// Starts every call that depends on no other.
+    pub fn start(runtime: Arc<AggregateRuntime>, inputs: Arc<Inputs>) -> Self {
+        let count = runtime.config.calls.len();
+        let mut execution = Execution {
+            waiting_for: runtime
+                .config
+                .calls
+                .iter()
+                .map(|c| c.depends_on.len())
+                .collect(),
+            results: (0..count).map(|_| None).collect(),
+            running: FuturesUnordered::new(),
+            runtime,
+            inputs,
+        };
+        for call in 0..count {
+            if execution.waiting_for[call] == 0 {
+                execution.launch(call);
+            }
+        }
+        execution
+    }
+
+    /// Waits for the next call to finish and returns its index; `None` once all have.
+    pub async fn next(&mut self) -> Option<usize> {
+        let (call, result) = self.running.next().await?;
+        self.results[call] = Some(result);
+        for dependent in self.runtime.dependents[call].clone() {
+            self.waiting_for[dependent] -= 1;
+            if self.waiting_for[dependent] == 0 {
+                self.launch(dependent);
+            }
+        }
+        Some(call)
+    }
+
+    pub fn result(&self, call: usize) -> Option<&Result<Value, CallError>> {
+        self.results[call].as_ref()
+    }
+
+    /// Marks every call without a result as cut off by the route's timeout (their
+    /// futures are dropped, which cancels them).
+    fn time_out(&mut self) {
+        self.running.clear();
+        let timeout = self.runtime.config.timeout;
+        for result in self.results.iter_mut().filter(|r| r.is_none()) {
+            *result = Some(Err(CallError::RouteTimeout(timeout)));
+        }
+    }
+
+    fn launch(&mut self, call: usize) {
+        let config = &self.runtime.config.calls[call];
+        let failed_dependency = config
+            .depends_on
+            .iter()
+            .find(|&&d| matches!(self.results[d], Some(Err(_))));
+        if let Some(&dependency) = failed_dependency {
+            let error = CallError::DependencyFailed(self.runtime.names[dependency].clone());
+            self.runtime.calls[call].metrics.record(error.outcome());
+            self.running
+                .push(Box::pin(async move { (call, Err(error)) }));
+            return;
+        }
+        let values: Vec<Option<&Value>> = self
+            .results
+            .iter()
+            .map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
+            .collect();
+        let path = config.path.render(
+            &self.inputs.params,
+            self.inputs.query.as_deref(),
+            &values,
+            &self.runtime.names,
+        );
+        let future: CallFuture = match path {
+            Ok(path) => Box::pin(run_call(
+                self.runtime.clone(),
+                self.inputs.clone(),
+                call,
+                path,
+            )),
+            Err(missing) => {
+                let error = CallError::Missing(missing);
+                self.runtime.calls[call].metrics.record(error.outcome());
+                Box::pin(async move { (call, Err(error)) })
+            }
+        };
+        self.running.push(future);
+    }
+}
+
+/// Records a call's outcome once; a call dropped before finishing counts as cancelled.
+struct Tally<'a> {
+    metrics: &'a CallMetrics,
+    recorded: bool,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.metrics.record(CallOutcome::Cancelled);
+        }
+    }
+}
+
+async fn run_call(
+    runtime: Arc<AggregateRuntime>,
+    inputs: Arc<Inputs>,
+    call: usize,
+    path: String,
+) -> (usize, Result<Value, CallError>) {
+    let config = &runtime.config.calls[call];
+    let call_runtime = &runtime.calls[call];
+    let mut tally = Tally {
+        metrics: &call_runtime.metrics,
+        recorded: false,
+    };
+    let started = Instant::now();
+    let timeout = config.timeout.unwrap_or(call_runtime.upstream.timeout);
+    let result = tokio::time::timeout(timeout, fetch(&runtime, &inputs, call, path))
+        .await
+        .unwrap_or(Err(CallError::Timeout(timeout)));
+    call_runtime
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    call_runtime.metrics.record(match &result {
+        Ok(_) => CallOutcome::Success,
+        Err(error) => error.outcome(),
+    });
+    tally.recorded = true;
+    (call, result)
+}
+
+async fn fetch(
+    runtime: &AggregateRuntime,
+    inputs: &Inputs,
+    call: usize,
+    path: String,
+) -> Result<Value, CallError> {
+    let config = &runtime.config.calls[call];
+    let upstream = &runtime.calls[call].upstream;
+    let mut headers = inputs.base_headers.clone();
+    for name in &config.headers {
+        for value in inputs.client_headers.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let path = PathAndQuery::from_maybe_shared(Bytes::from(path)).map_err(|e| {
+        CallError::Missing(MissingValue::Query(format!(
+            "(the call path is not a valid URI: {e})"
+        )))
+    })?;
+    let (response, exchange) = upstream
+        .exchange(upstream.timeout, |endpoint| {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(endpoint.address.scheme.clone());
+            parts.authority = Some(endpoint.address.authority.clone());
+            parts.path_and_query = Some(path);
+            let uri = Uri::from_parts(parts).map_err(|e| CallError::Body(e.to_string()))?;
+            if upstream.host_header == HostHeader::Endpoint || !headers.contains_key(HOST) {
+                headers.insert(HOST, endpoint.host_value.clone());
+            }
+            let mut request = Request::new(UpstreamBody::Empty);
+            *request.method_mut() = config.method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            Ok(request)
+        })
+        .await
+        .map_err(|error| match error {
+            ExchangeError::Overloaded(reason) => CallError::Overloaded {
+                upstream: upstream.name.clone(),
+                reason,
+            },
+            ExchangeError::Build(error) => error,
+            ExchangeError::Upstream(error) => CallError::Upstream(error),
+        })?;
+    if !response.status().is_success() {
+        return Err(CallError::Status(response.status()));
+    }
+    let limit = runtime.config.max_body_size;
+    let body = Limited::new(
+        response.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    )
+    .collect()
+    .await
+    .map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
+            CallError::TooLarge(limit)
+        } else {
+            CallError::Body(error.to_string())
+        }
+    })?
+    .to_bytes();
+    drop(exchange);
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| CallError::InvalidJson(e.to_string()))?
+    };
+    Ok(match &config.select {
+        Some(fields) => merge::select(value, fields),
+        None => value,
+    })
+}
+
+/// Why an aggregate route failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error("required call `{call}` failed: {error}")]
+    Call { call: String, error: CallError },
+}
+
+impl AggregateError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AggregateError::Call { error, .. } => error.status(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AggregateError::Call { error, .. } => match error {
+                CallError::RouteTimeout(_) => "aggregate_timeout",
+                other => other.code(),
+            },
+        }
+    }
+
+    pub fn call(&self) -> &str {
+        match self {
+            AggregateError::Call { call, .. } => call,
+        }
+    }
+}
+
+/// Runs every call and answers with the merged document, or fails on the first
+/// required call that fails.
+pub async fn respond(
+    runtime: Arc<AggregateRuntime>,
+    inputs: Arc<Inputs>,
+) -> Result<Response<ResponseBody>, AggregateError> {
+    let deadline = tokio::time::Instant::now() + runtime.config.timeout;
+    let mut execution = Execution::start(runtime.clone(), inputs);
+    loop {
+        match tokio::time::timeout_at(deadline, execution.next()).await {
+            Ok(Some(call)) => {
+                if !runtime.config.calls[call].optional {
+                    if let Some(Err(_)) = execution.result(call) {
+                        return Err(required_failure(&mut execution, call));
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_elapsed) => {
+                execution.time_out();
+                if let Some(call) = (0..runtime.names.len())
+                    .find(|&c| !runtime.config.calls[c].optional && is_route_timeout(&execution, c))
+                {
+                    return Err(required_failure(&mut execution, call));
+                }
+                break;
+            }
+        }
+    }
+    let results: Vec<Result<Value, CallError>> = execution
+        .results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(CallError::RouteTimeout(runtime.config.timeout))))
+        .collect();
+    let (document, failed) = merge::merge(runtime.config.merge, &runtime.names, &results);
+    let mut response = Response::new(ResponseBody::full(document.to_string()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if !failed.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&failed.join(", ")) {
+            response.headers_mut().insert(PARTIAL_HEADER, value);
+        }
+    }
+    Ok(response)
+}
+
+fn is_route_timeout(execution: &Execution, call: usize) -> bool {
+    matches!(
+        execution.result(call),
+        Some(Err(CallError::RouteTimeout(_)))
+    )
+}
+
+/// The route fails because required `call` failed; the calls still running are
+/// cancelled when `execution` is dropped.
+fn required_failure(execution: &mut Execution, call: usize) -> AggregateError {
+    let error = execution.results[call]
+        .take()
+        .and_then(Result::err)
+        .unwrap_or(CallError::RouteTimeout(execution.runtime.config.timeout));
+    execution.running.clear();
+    AggregateError::Call {
+        call: execution.runtime.names[call].clone(),
+        error,
+    }
+}
+
+/// Answers at once with an NDJSON stream: a line per call as it completes
+/// (`{"call":..,"status":200,"body":..}` or `{"call":..,"status":..,"error":..,"message":..}`),
+/// then `{"summary":{"status":..,"failed":[..]}}`. A required call that fails ends
+/// the stream after its line, cancelling the rest.
+pub fn stream(runtime: Arc<AggregateRuntime>, inputs: Arc<Inputs>) -> Response<ResponseBody> {
+    struct State {
+        execution: Execution,
+        deadline: tokio::time::Instant,
+        failed: Vec<String>,
+        /// Set once the stream has decided how it ends.
+        ending: Option<StatusCode>,
+        /// Lines owed after a route timeout.
+        pending: Vec<usize>,
+        done: bool,
+    }
+    let deadline = tokio::time::Instant::now() + runtime.config.timeout;
+    let state = State {
+        execution: Execution::start(runtime, inputs),
+        deadline,
+        failed: Vec::new(),
+        ending: None,
+        pending: Vec::new(),
+        done: false,
+    };
+    let lines = futures_util::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        if let Some(call) = state.pending.pop() {
+            return Some((call_line(&state.execution, call, &mut state.failed), state));
+        }
+        if let Some(status) = state.ending {
+            state.done = true;
+            let summary = json!({"summary": {"status": status.as_u16(), "failed": state.failed}});
+            return Some((line(&summary), state));
+        }
+        let runtime = state.execution.runtime.clone();
+        match tokio::time::timeout_at(state.deadline, state.execution.next()).await {
+            Ok(Some(call)) => {
+                let text = call_line(&state.execution, call, &mut state.failed);
+                if !runtime.config.calls[call].optional {
+                    if let Some(Err(error)) = state.execution.result(call) {
+                        state.ending = Some(error.status());
+                        state.execution.running.clear();
+                    }
+                }
+                Some((text, state))
+            }
+            Ok(None) => {
+                state.done = true;
+                let summary = json!({"summary": {"status": 200, "failed": state.failed}});
+                Some((line(&summary), state))
+            }
+            Err(_elapsed) => {
+                let unfinished: Vec<usize> = (0..runtime.names.len())
+                    .filter(|&c| state.execution.result(c).is_none())
+                    .collect();
+                state.execution.time_out();
+                let required_missing = unfinished
+                    .iter()
+                    .any(|&c| !runtime.config.calls[c].optional);
+                state.ending = Some(if required_missing {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::OK
+                });
+                state.pending = unfinished;
+                let call = state.pending.pop()?;
+                Some((call_line(&state.execution, call, &mut state.failed), state))
+            }
+        }
+    });
+    let mut response = Response::new(ResponseBody::stream(lines));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    response
+}
+
+fn call_line(execution: &Execution, call: usize, failed: &mut Vec<String>) -> Bytes {
+    let name = &execution.runtime.names[call];
+    let value = match execution.result(call) {
+        Some(Ok(body)) => json!({"call": name, "status": 200, "body": body}),
+        Some(Err(error)) => {
+            failed.push(name.clone());
+            let mut entry = error.to_json();
+            entry["call"] = json!(name);
+            entry
+        }
+        None => json!({"call": name, "status": 500, "error": "internal", "message": "no result"}),
+    };
+    line(&value)
+}
+
+fn line(value: &Value) -> Bytes {
+    let mut text = value.to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// Base headers for a request's calls: request id, `X-Forwarded-*`, the client's Host.
+pub fn base_headers(
+    request_id: &HeaderValue,
+    client: &HeaderMap,
+    forwarded: impl FnOnce(&mut HeaderMap),
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    if let Some(host) = client.get(HOST) {
+        headers.insert(HOST, host.clone());
+    }
+    forwarded(&mut headers);
+    headers
+}
+
+/// Whether the route answers as a stream.
+pub fn streams(config: &AggregateConfig) -> bool {
+    config.stream.is_some()
+}
+
+/// Keyed is the default merge; exposed for documentation of `check`.
+pub fn merge_name(mode: MergeMode) -> &'static str {
+    match mode {
+        MergeMode::Keyed => "keyed",
+        MergeMode::Flat => "flat",
+    }
+}
