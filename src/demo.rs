@@ -121,7 +121,11 @@ async fn answer(service: Service, request: Request<Incoming>) -> Response<Full<B
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = request.method().clone();
+    // HEAD is answered like GET; hyper leaves the body out.
+    let method = match request.method() {
+        &Method::HEAD => Method::GET,
+        other => other.clone(),
+    };
     let (status, body) = match (service.kind, &method, segments.as_slice()) {
         (_, &Method::GET, ["health"]) => (StatusCode::OK, json!({"status": "ok"})),
         (Kind::Users, &Method::GET, ["users"]) => (

@@ -147,6 +147,8 @@ fn print_demo_tour(gateway: &portcullis::RunningGateway) {
          \n  curl -s -X POST http://{public}/api/users -d '{{\"name\":\"Alan\"}}'\
          \n  curl -s -i http://{public}/api/slow              # upstream too slow: 504 after 1s\
          \n  curl -s -i http://{public}/api/fail              # upstream error passed through\
+         \n  curl -s http://{public}/api/dashboard/3         # aggregation: three calls, one answer\
+         \n  curl -sN http://{public}/api/dashboard/2/stream # ... streamed as NDJSON\
          \n  curl -s -i http://{public}/nowhere               # no route: 404\
          \n  {admin}\
          \n\nPress Ctrl-C to stop.\n"
