@@ -502,3 +502,26 @@ routes:
         );
     }
 }
+
+#[test]
+fn check_warns_when_a_flat_merge_must_collide() {
+    let text = r#"listeners: [{ name: public, address: "127.0.0.1:0" }]
+upstreams:
+  users: { endpoints: ["http://127.0.0.1:1"] }
+routes:
+  - name: flat
+    match: { path: /flat }
+    aggregate:
+      merge: flat
+      calls:
+        a: { upstream: users, path: "/a", select: [id, name] }
+        b: { upstream: users, path: "/b", select: [id, total] }
+"#;
+    let config = portcullis::Config::from_yaml(text, "test.yaml").expect("valid, with a warning");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = config.warnings[0].to_string();
+    assert!(
+        warning.starts_with("test.yaml:11:51: routes[0].aggregate.calls.b.select: with `merge: flat`, field `id` comes from both `a` and `b`"),
+        "{warning}"
+    );
+}
