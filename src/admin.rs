@@ -1,6 +1,8 @@
 //! The admin listener, apart from client traffic: `GET /metrics` (Prometheus text),
-//! `GET /healthz` (the process is alive) and `GET /ready` (configuration loaded and
-//! listeners bound; 503 once shutdown has begun, so load balancers stop sending).
+//! `GET /healthz` (the process is alive), `GET /ready` (configuration loaded and
+//! listeners bound; 503 once shutdown has begun, so load balancers stop sending),
+//! `GET /config` (the configuration in use and the last reload attempt) and
+//! `POST /reload` (reload the configuration file now).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,18 +17,23 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ResponseBody;
+use crate::config::LoadError;
 use crate::metrics::Metrics;
+use crate::reload::{Outcome, ReloadError, Reloader, Trigger};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// What the admin endpoints report on.
+pub struct AdminState {
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+    /// Present when the gateway was started from a file.
+    pub reloader: Option<Arc<Reloader>>,
+}
+
 /// Serves the admin endpoints until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Metrics,
-    ready: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let state = Arc::new((metrics, ready));
+pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let state = Arc::new(state);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -44,7 +51,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &state.0, &state.1)) }
+                async move { Ok::<_, Infallible>(answer(&request, &state).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -58,15 +65,20 @@ pub async fn serve(
     }
 }
 
-fn answer(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    ready: &AtomicBool,
-) -> Response<ResponseBody> {
+async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<ResponseBody> {
+    let (metrics, ready) = (&state.metrics, &state.ready);
+    if request.uri().path() == "/reload" {
+        return if request.method() == Method::POST {
+            reload(state.reloader.as_deref()).await
+        } else {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload\n")
+        };
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match request.uri().path() {
+        "/config" => config_status(state.reloader.as_deref()),
         "/metrics" => {
             let mut response = Response::new(ResponseBody::full(metrics.encode()));
             response
@@ -82,6 +94,72 @@ fn answer(
             "admin endpoints: /metrics /healthz /ready\n",
         ),
     }
+}
+
+async fn reload(reloader: Option<&Reloader>) -> Response<ResponseBody> {
+    let Some(reloader) = reloader else {
+        let body = serde_json::json!({
+            "result": "failure",
+            "errors": ["this gateway was not started from a file"],
+        });
+        return json(StatusCode::CONFLICT, &body);
+    };
+    match reloader.reload(Trigger::Admin).await {
+        Ok(Outcome::Applied { hash }) => json(
+            StatusCode::OK,
+            &serde_json::json!({"result": "success", "hash": hash}),
+        ),
+        Ok(Outcome::Unchanged) => json(StatusCode::OK, &serde_json::json!({"result": "unchanged"})),
+        Err(error) => {
+            let errors: Vec<String> = match &error {
+                ReloadError::Load(LoadError::Invalid(errors)) => {
+                    errors.iter().map(ToString::to_string).collect()
+                }
+                other => vec![other.to_string()],
+            };
+            let body = serde_json::json!({"result": "failure", "errors": errors});
+            json(StatusCode::UNPROCESSABLE_ENTITY, &body)
+        }
+    }
+}
+
+fn config_status(reloader: Option<&Reloader>) -> Response<ResponseBody> {
+    let Some(reloader) = reloader else {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({"source": null, "reloadable": false}),
+        );
+    };
+    let status = reloader.status();
+    let unix = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let last = status.last_attempt.as_ref().map(|attempt| {
+        serde_json::json!({
+            "at": unix(attempt.at),
+            "trigger": format!("{:?}", attempt.trigger).to_lowercase(),
+            "result": if attempt.errors.is_empty() { "success" } else { "failure" },
+            "errors": attempt.errors,
+        })
+    });
+    let body = serde_json::json!({
+        "source": status.source.display().to_string(),
+        "hash": status.hash,
+        "loaded_at": unix(status.loaded_at),
+        "reloadable": true,
+        "last_reload": last,
+    });
+    json(StatusCode::OK, &body)
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(format!("{value}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {

@@ -1,8 +1,10 @@
-//! The gateway's life: bind every listener (fail before serving anything), serve, and
+//! The gateway's life: bind every listener (fail before serving anything), serve
+//! (reloading the configuration file when it changes, see [`crate::reload`]), and
 //! shut down in steps: stop accepting and report not-ready, let in-flight requests
 //! finish for up to `shutdown_timeout`, then close what is left.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::ListenerContext;
+use crate::reload::Reloader;
 use crate::server::{self, Listener, Shutdown};
 use crate::snapshot::Snapshot;
 
@@ -33,6 +36,7 @@ pub enum StartError {
 pub struct RunningGateway {
     listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
+    reloader: Option<Arc<Reloader>>,
     drain: watch::Sender<bool>,
     stopped: JoinHandle<()>,
 }
@@ -55,6 +59,11 @@ impl RunningGateway {
         self.admin
     }
 
+    /// The reloader, when the gateway was started from a file.
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.as_ref()
+    }
+
     /// Stops accepting, waits for in-flight requests (at most `shutdown_timeout`), and
     /// returns when everything is closed.
     pub async fn shutdown(self) {
@@ -65,18 +74,32 @@ impl RunningGateway {
 
 /// Binds and starts serving `config`.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
-    start_with_metrics(config, Metrics::new()).await
+    launch(config, Metrics::new(), None).await
 }
 
-/// Like [`start`], with a metrics registry the caller provides.
-pub async fn start_with_metrics(
+/// Binds and starts serving `config`, which was loaded from `path` (whose content
+/// hashes to `text_hash`); reloads it when the file changes (unless `reload.watch` is
+/// off) and on `POST /reload` (the binary adds SIGHUP).
+pub async fn start_reloadable(
+    config: Config,
+    path: PathBuf,
+    text_hash: String,
+) -> Result<RunningGateway, StartError> {
+    launch(config, Metrics::new(), Some((path, text_hash))).await
+}
+
+async fn launch(
     config: Config,
     metrics: Metrics,
+    source: Option<(PathBuf, String)>,
 ) -> Result<RunningGateway, StartError> {
     let shutdown_timeout = config.shutdown_timeout;
+    let reload_config = config.reload;
     let listener_configs = config.listeners.clone();
     let admin_config = config.admin.clone();
-    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &metrics)));
+    let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        config, &metrics, None,
+    )));
 
     let mut bound = Vec::with_capacity(listener_configs.len());
     for listener in &listener_configs {
@@ -124,15 +147,23 @@ pub async fn start_with_metrics(
             close: close_rx.clone(),
         }));
     }
+    let reloader = source
+        .map(|(path, hash)| Arc::new(Reloader::new(path, hash, state.clone(), metrics.clone())));
+    let watcher = reloader.as_ref().map(|reloader| {
+        crate::reload::watch_file(reloader.clone(), reload_config, drain_rx.clone())
+    });
     let admin_address = admin_tcp.as_ref().and_then(|tcp| tcp.local_addr().ok());
     let admin_task = admin_tcp.map(|tcp| {
         if let Some(address) = admin_address {
-            tracing::info!(%address, "admin listening: /metrics /healthz /ready");
+            tracing::info!(%address, "admin listening: /metrics /healthz /ready /config /reload");
         }
         tokio::spawn(crate::admin::serve(
             tcp,
-            metrics.clone(),
-            ready.clone(),
+            crate::admin::AdminState {
+                metrics: metrics.clone(),
+                ready: ready.clone(),
+                reloader: reloader.clone(),
+            },
             close_rx.clone(),
         ))
     });
@@ -154,6 +185,9 @@ pub async fn start_with_metrics(
         if let Some(admin) = admin_task {
             let _ = admin.await;
         }
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         // Keep the snapshot (and its upstream pools) alive until every connection is done.
         drop(state);
         tracing::info!("stopped");
@@ -162,6 +196,7 @@ pub async fn start_with_metrics(
     Ok(RunningGateway {
         listeners: addresses,
         admin: admin_address,
+        reloader,
         drain: drain_tx,
         stopped,
     })

@@ -5,7 +5,7 @@
 //!
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`];
 //! - [`gateway`]: start, serve and shut down; [`snapshot`]: a config compiled for
-//!   serving, swapped atomically;
+//!   serving, swapped atomically; [`reload`]: hot reload of the file;
 //! - [`server`]: listeners, accept loop, connection limits, graceful drain;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back;
@@ -22,6 +22,7 @@ pub mod demo;
 pub mod gateway;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

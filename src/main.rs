@@ -52,9 +52,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
-    let config = match (command, Config::load(&cli.config)) {
-        (_, Ok(config)) => config,
-        (_, Err(error @ LoadError::Invalid(_))) | (_, Err(error @ LoadError::Read { .. })) => {
+    let text = match std::fs::read_to_string(&cli.config) {
+        Ok(text) => text,
+        Err(source) => {
+            let file = cli.config.display().to_string();
+            eprintln!("{}", LoadError::Read { file, source });
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    let config = match Config::from_yaml(&text, &cli.config.display().to_string()) {
+        Ok(config) => config,
+        Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
@@ -66,7 +74,13 @@ fn main() -> ExitCode {
         print_summary(&cli.config, &config);
         return ExitCode::SUCCESS;
     }
-    match serve(config, matches!(command, Command::Demo)) {
+    let hash = portcullis::reload::content_hash(&text);
+    match serve(
+        config,
+        cli.config.clone(),
+        hash,
+        matches!(command, Command::Demo),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -87,7 +101,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Result<()> {
     match portcullis::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(error) => tracing::warn!("cannot raise the open-files limit: {error}"),
@@ -103,7 +117,10 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 portcullis::demo::start(&portcullis::demo::services(), &mut services).await?;
             tracing::info!(?addresses, "demo services listening");
         }
-        let gateway = portcullis::start(config).await?;
+        let gateway = portcullis::gateway::start_reloadable(config, path, hash).await?;
+        if let Some(reloader) = gateway.reloader() {
+            reload_on_sighup(reloader.clone());
+        }
         if demo {
             print_demo_tour(&gateway);
         }
@@ -112,6 +129,23 @@ fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         services.shutdown().await;
         Ok(())
     })
+}
+
+/// SIGHUP reloads the configuration file.
+fn reload_on_sighup(reloader: std::sync::Arc<portcullis::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    // The outcome is logged and counted by the reloader.
+                    let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
+                }
+            });
+        }
+        Err(error) => tracing::warn!("cannot listen for SIGHUP: {error}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -112,6 +112,9 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
+    config_reloads: IntCounterVec,
+    config_last_success: prometheus::Gauge,
+    config_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -208,8 +211,29 @@ impl Metrics {
                 "Time an aggregate route's call took, from its start until its body was read.",
                 &["route", "call"],
             ),
+            config_reloads: counter(
+                "portcullis_config_reloads_total",
+                "Configuration reloads attempted, by result (success or failure).",
+                &["result"],
+            ),
+            config_last_success: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    "portcullis_config_last_reload_success_timestamp_seconds",
+                    "When the configuration in use was loaded (Unix time).",
+                )
+                .expect("valid gauge"),
+            ),
+            config_info: gauge(
+                "portcullis_config_info",
+                "Always 1; the hash label identifies the configuration file's content in use.",
+                &["hash"],
+            ),
             registry,
         };
+        for result in ["success", "failure"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "portcullis_build_info",
@@ -223,6 +247,24 @@ impl Metrics {
             .set(1);
         reg(&metrics.registry, build_info);
         metrics
+    }
+
+    /// Records a reload attempt.
+    pub fn record_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Marks the configuration with `hash` as the one in use, loaded now.
+    pub fn config_loaded(&self, previous_hash: Option<&str>, hash: &str) {
+        if let Some(previous) = previous_hash.filter(|p| *p != hash) {
+            let _ = self.config_info.remove_label_values(&[previous]);
+        }
+        self.config_info.with_label_values(&[hash]).set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.config_last_success.set(now);
     }
 
     /// The Prometheus text exposition of every family.

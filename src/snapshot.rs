@@ -38,13 +38,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds clients, limiters and metric handles for `config`.
-    pub fn build(config: Config, metrics: &Metrics) -> Snapshot {
+    /// Builds clients, limiters and metric handles for `config`. With `previous`, each
+    /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
+    /// did not change): see [`Upstream::carry_over`].
+    pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Arc::new(Upstream::new(u, metrics)))
+            .map(|u| {
+                let before =
+                    previous.and_then(|p| p.upstreams.iter().find(|old| old.name == u.name));
+                Arc::new(Upstream::carry_over(u, before.map(|b| &**b), metrics))
+            })
             .collect();
         let routes = config
             .routes

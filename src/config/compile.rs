@@ -10,8 +10,8 @@ use super::error::ConfigError;
 use super::locate::LocationIndex;
 use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
 use super::{
-    defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, RouteConfig,
-    RouteTarget, UpstreamConfig,
+    defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, ReloadConfig,
+    RouteConfig, RouteTarget, UpstreamConfig,
 };
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec, RouteTable};
 
@@ -86,6 +86,9 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         .collect();
     let routes = compile_routes(&raw.routes, &upstream_names, &mut problems);
 
+    if raw.reload.poll_interval.is_some_and(|d| d.0.is_zero()) {
+        problems.add("reload.poll_interval", "must be longer than 0s");
+    }
     if let Some(admin) = &raw.admin {
         if admin.address.port() != 0 && listeners.iter().any(|l| l.address == admin.address) {
             problems.add(
@@ -122,6 +125,13 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
                 .shutdown_timeout
                 .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
             warnings: problems.warnings,
+            reload: ReloadConfig {
+                watch: raw.reload.watch.unwrap_or(true),
+                poll_interval: raw
+                    .reload
+                    .poll_interval
+                    .map_or(defaults::RELOAD_POLL_INTERVAL, |d| d.0),
+            },
         }),
         _ => {
             let mut found = problems.found;

@@ -39,10 +39,22 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
+    pub reload: ReloadConfig,
+}
+
+/// How the gateway notices that its configuration file changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the file (and its directory, to see editors that write a new file and
+    /// rename it over the old one).
+    pub watch: bool,
+    /// Also compare the file's content this often: catches changes that file
+    /// notifications miss (bind mounts, network file systems).
+    pub poll_interval: Duration,
 }
 
 /// One client-facing listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
@@ -52,7 +64,7 @@ pub struct ListenerConfig {
 }
 
 /// Limits on what a client may send.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// Time allowed for a request's headers to arrive, counted from accept or from the
     /// end of the previous response: bounds idle keep-alive connections and slow clients.
@@ -79,8 +91,8 @@ impl Default for ClientLimits {
     }
 }
 
-/// The admin listener: `/metrics`, `/healthz`, `/ready`.
-#[derive(Debug, Clone)]
+/// The admin listener: `/metrics`, `/healthz`, `/ready`, `/config`, `/reload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
 }
@@ -217,6 +229,7 @@ pub mod defaults {
     pub const TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
 }

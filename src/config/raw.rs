@@ -21,6 +21,15 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub shutdown_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub poll_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -80,7 +80,7 @@ impl Upstream {
             .await
             .map_err(ExchangeError::Overloaded)?;
         let index = self.pick();
-        let endpoint = &self.endpoints[index];
+        let endpoint = &self.endpoints()[index];
         let guard = Exchange::begin(self.clone(), index, permit);
         let request = build(endpoint).map_err(ExchangeError::Build)?;
         let sent = Instant::now();
@@ -107,7 +107,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let label = || endpoint.address.label.clone();
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
+        match tokio::time::timeout(timeout, self.client().request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Err(_elapsed) => Err(UpstreamError::Timeout {
                 endpoint: label(),
@@ -167,7 +167,7 @@ pub struct Exchange {
 
 impl Exchange {
     fn begin(upstream: Arc<Upstream>, endpoint: usize, permit: Permit) -> Self {
-        upstream.endpoints[endpoint].begin();
+        upstream.endpoints()[endpoint].begin();
         Exchange {
             upstream,
             endpoint,
@@ -184,7 +184,7 @@ impl Exchange {
 
     /// The upstream's body broke off mid-stream.
     pub fn body_failed(&mut self, error: &dyn std::fmt::Display) {
-        let endpoint = &self.upstream.endpoints[self.endpoint];
+        let endpoint = &self.upstream.endpoints()[self.endpoint];
         endpoint.record(UpstreamOutcome::Error);
         tracing::warn!(
             upstream = %self.upstream.name,
@@ -196,7 +196,7 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        self.upstream.endpoints[self.endpoint].end();
+        self.upstream.endpoints()[self.endpoint].end();
         if let Some((histogram, started)) = &self.timer {
             histogram.observe(started.elapsed().as_secs_f64());
         }

@@ -3,7 +3,7 @@
 //! refused at once, so a slow upstream costs its own callers fast 503s and never holds
 //! up requests to other upstreams.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,15 @@ pub enum Rejection {
     QueueTimeout(Duration),
 }
 
-/// A concurrency limit with a bounded wait queue.
+/// A concurrency limit with a bounded wait queue. It outlives configuration reloads
+/// (see [`Limiter::reconfigure`]), so requests in flight stay counted when the limits
+/// change.
 pub struct Limiter {
     semaphore: Arc<Semaphore>,
-    max_in_flight: usize,
-    max_queue: usize,
-    queue_timeout: Duration,
+    max_in_flight: AtomicUsize,
+    max_queue: AtomicUsize,
+    queue_timeout_nanos: AtomicU64,
+    in_flight: AtomicUsize,
     queued: AtomicUsize,
     metrics: UpstreamMetrics,
 }
@@ -33,12 +36,13 @@ pub struct Limiter {
 /// The right to have one request in flight; released when dropped.
 pub struct Permit {
     _permit: OwnedSemaphorePermit,
-    in_flight: prometheus::IntGauge,
+    limiter: Arc<Limiter>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.in_flight.dec();
+        self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.limiter.metrics.in_flight.dec();
     }
 }
 
@@ -63,25 +67,57 @@ impl Limiter {
     ) -> Self {
         Limiter {
             semaphore: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
-            max_queue,
-            queue_timeout,
+            max_in_flight: AtomicUsize::new(max_in_flight),
+            max_queue: AtomicUsize::new(max_queue),
+            queue_timeout_nanos: AtomicU64::new(nanos(queue_timeout)),
+            in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             metrics,
         }
     }
 
+    /// Applies new limits to a live limiter. Requests in flight keep their permits and
+    /// stay counted: growing adds permits at once; shrinking removes free permits at
+    /// once and the rest as requests finish (new requests wait or are refused until
+    /// in-flight work is below the new limit).
+    pub fn reconfigure(&self, max_in_flight: usize, max_queue: usize, queue_timeout: Duration) {
+        self.max_queue.store(max_queue, Ordering::Release);
+        self.queue_timeout_nanos
+            .store(nanos(queue_timeout), Ordering::Release);
+        let previous = self.max_in_flight.swap(max_in_flight, Ordering::AcqRel);
+        if max_in_flight > previous {
+            self.semaphore.add_permits(max_in_flight - previous);
+        } else if max_in_flight < previous {
+            let excess = previous - max_in_flight;
+            let forgotten = self.semaphore.forget_permits(excess);
+            if let Ok(rest) = u32::try_from(excess - forgotten) {
+                if rest > 0 {
+                    // Take the remaining permits as in-flight requests release them. The
+                    // semaphore is fair, so later requests queue behind this until the
+                    // new, lower limit holds.
+                    let semaphore = self.semaphore.clone();
+                    tokio::spawn(async move {
+                        if let Ok(permits) = semaphore.acquire_many_owned(rest).await {
+                            permits.forget();
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     /// Waits for a permit, or says why none will come.
-    pub async fn acquire(&self) -> Result<Permit, Rejection> {
+    pub async fn acquire(self: &Arc<Self>) -> Result<Permit, Rejection> {
         match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => return Ok(self.grant(permit)),
             Err(TryAcquireError::NoPermits) => {}
             Err(TryAcquireError::Closed) => return Err(self.queue_full()),
         }
+        let max_queue = self.max_queue.load(Ordering::Acquire);
         let joined = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued < self.max_queue).then_some(queued + 1)
+                (queued < max_queue).then_some(queued + 1)
             });
         if joined.is_err() {
             self.metrics.rejected_queue_full.inc();
@@ -89,9 +125,10 @@ impl Limiter {
         }
         self.metrics.queue_depth.inc();
         let _slot = QueueSlot { limiter: self };
+        let queue_timeout = Duration::from_nanos(self.queue_timeout_nanos.load(Ordering::Acquire));
         let waiting_since = Instant::now();
         let waited =
-            tokio::time::timeout(self.queue_timeout, self.semaphore.clone().acquire_owned()).await;
+            tokio::time::timeout(queue_timeout, self.semaphore.clone().acquire_owned()).await;
         self.metrics
             .queue_wait
             .observe(waiting_since.elapsed().as_secs_f64());
@@ -100,31 +137,35 @@ impl Limiter {
             Ok(Err(_closed)) => Err(self.queue_full()),
             Err(_elapsed) => {
                 self.metrics.rejected_queue_timeout.inc();
-                Err(Rejection::QueueTimeout(self.queue_timeout))
+                Err(Rejection::QueueTimeout(queue_timeout))
             }
         }
     }
 
-    fn grant(&self, permit: OwnedSemaphorePermit) -> Permit {
+    fn grant(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Permit {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.metrics.in_flight.inc();
         Permit {
             _permit: permit,
-            in_flight: self.metrics.in_flight.clone(),
+            limiter: self.clone(),
         }
     }
 
     fn queue_full(&self) -> Rejection {
         Rejection::QueueFull {
-            in_flight: self.max_in_flight
-                - self.semaphore.available_permits().min(self.max_in_flight),
+            in_flight: self.in_flight(),
             queued: self.queued.load(Ordering::Acquire),
         }
     }
 
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
-        self.max_in_flight - self.semaphore.available_permits().min(self.max_in_flight)
+        self.in_flight.load(Ordering::Acquire)
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -165,6 +206,31 @@ mod tests {
         drop(held);
         assert_eq!(limiter.in_flight(), 0);
         assert!(limiter.acquire().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconfiguring_keeps_in_flight_requests_counted() {
+        let limiter = Arc::new(limiter(2, 0));
+        let first = limiter.acquire().await.expect("permit");
+        let second = limiter.acquire().await.expect("permit");
+        // Grow to 3: one more fits beside the two in flight.
+        limiter.reconfigure(3, 0, Duration::from_millis(100));
+        let third = limiter.acquire().await.expect("a third permit");
+        assert!(limiter.acquire().await.is_err(), "but not a fourth");
+        // Shrink to 1 with 3 in flight: nothing new until two of them have finished.
+        limiter.reconfigure(1, 0, Duration::from_millis(100));
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(limiter.acquire().await.is_err(), "2 in flight > 1");
+        drop(second);
+        tokio::task::yield_now().await;
+        assert!(limiter.acquire().await.is_err(), "1 in flight = 1");
+        drop(third);
+        tokio::task::yield_now().await;
+        let only = limiter.acquire().await.expect("room for exactly one");
+        assert!(limiter.acquire().await.is_err());
+        assert_eq!(limiter.in_flight(), 1);
+        drop(only);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,8 @@
 //! Upstreams: a pooled HTTP client per upstream, its endpoints and load balancer, and
 //! its concurrency limit ([`limiter`]).
 //!
-//! An [`Upstream`] is built from its configuration once. Proxied requests and
+//! An [`Upstream`] is built from each configuration, sharing its limiter and pool
+//! with the previous configuration's upstream of the same name. Proxied requests and
 //! aggregate calls both go through [`Upstream::exchange`]: a permit from its limiter,
 //! an endpoint from its balancer, and its client, whose keep-alive pool reuses
 //! connections per endpoint.
@@ -10,6 +11,7 @@ mod exchange;
 pub mod limiter;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -52,68 +54,148 @@ impl Endpoint {
     }
 }
 
-/// An upstream service: endpoints, balancer, limiter and connection pool.
+/// An upstream as one configuration describes it. Its long-lived parts are shared
+/// with the previous configuration's upstream of the same name (see
+/// [`Upstream::carry_over`]): the limiter always, the endpoints and their connection
+/// pool while they are unchanged.
 pub struct Upstream {
     pub name: String,
-    pub endpoints: Vec<Endpoint>,
     balance: Balance,
-    next: AtomicUsize,
-    pub limiter: Limiter,
-    pub(crate) client: Client<HttpConnector, UpstreamBody>,
+    /// Until the response headers.
     pub timeout: Duration,
     pub host_header: HostHeader,
+    pub limiter: Arc<Limiter>,
+    pool: Arc<EndpointPool>,
     pub metrics: UpstreamMetrics,
 }
 
-impl Upstream {
-    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Self {
-        let upstream_metrics = metrics.upstream(&config.name);
+/// Endpoints, their load and the client that pools connections to them.
+pub struct EndpointPool {
+    identity: PoolIdentity,
+    endpoints: Vec<Endpoint>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, UpstreamBody>,
+}
+
+/// What must be equal for a reloaded upstream to keep its pooled connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolIdentity {
+    endpoints: Vec<EndpointAddress>,
+    connect_timeout: Duration,
+    max_idle_per_endpoint: usize,
+    pool_idle_timeout: Duration,
+}
+
+impl PoolIdentity {
+    fn of(config: &UpstreamConfig) -> Self {
+        PoolIdentity {
+            endpoints: config.endpoints.clone(),
+            connect_timeout: config.connect_timeout,
+            max_idle_per_endpoint: config.max_idle_per_endpoint,
+            pool_idle_timeout: config.pool_idle_timeout,
+        }
+    }
+}
+
+impl EndpointPool {
+    fn new(identity: PoolIdentity, upstream: &str, metrics: &Metrics) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_connect_timeout(Some(identity.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_endpoint)
+            .pool_idle_timeout(identity.pool_idle_timeout)
+            .pool_max_idle_per_host(identity.max_idle_per_endpoint)
             .build(connector);
-        Upstream {
-            name: config.name.clone(),
-            endpoints: config
+        EndpointPool {
+            endpoints: identity
                 .endpoints
                 .iter()
                 .map(|address| Endpoint {
                     host_value: HeaderValue::from_str(address.authority.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
-                    metrics: metrics.endpoint(&config.name, &address.label),
+                    metrics: metrics.endpoint(upstream, &address.label),
                     address: address.clone(),
                     in_flight: AtomicUsize::new(0),
                 })
                 .collect(),
-            balance: config.balance,
+            identity,
             next: AtomicUsize::new(0),
-            limiter: Limiter::new(
+            client,
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Self {
+        Self::carry_over(config, None, metrics)
+    }
+
+    /// Builds the upstream for `config`, keeping `previous`'s limiter (reconfigured in
+    /// place, so requests in flight stay counted) and, when the endpoints and
+    /// connection settings are unchanged, its endpoints and pooled connections.
+    pub fn carry_over(
+        config: &UpstreamConfig,
+        previous: Option<&Upstream>,
+        metrics: &Metrics,
+    ) -> Self {
+        let upstream_metrics = metrics.upstream(&config.name);
+        let limiter = match previous {
+            Some(previous) => {
+                previous.limiter.reconfigure(
+                    config.max_in_flight,
+                    config.max_queue,
+                    config.queue_timeout,
+                );
+                previous.limiter.clone()
+            }
+            None => Arc::new(Limiter::new(
                 config.max_in_flight,
                 config.max_queue,
                 config.queue_timeout,
                 upstream_metrics.clone(),
-            ),
-            client,
+            )),
+        };
+        let identity = PoolIdentity::of(config);
+        let pool = match previous {
+            Some(previous) if previous.pool.identity == identity => previous.pool.clone(),
+            _ => Arc::new(EndpointPool::new(identity, &config.name, metrics)),
+        };
+        Upstream {
+            name: config.name.clone(),
+            balance: config.balance,
             timeout: config.timeout,
             host_header: config.host_header,
+            limiter,
+            pool,
             metrics: upstream_metrics,
         }
     }
 
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.pool.endpoints
+    }
+
+    /// Whether this upstream uses the same endpoints and pool as `other`.
+    pub fn shares_pool_with(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.pool, &other.pool)
+    }
+
+    pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+        &self.pool.client
+    }
+
     /// Chooses the endpoint for the next request, by the configured balance.
     pub fn pick(&self) -> usize {
-        let count = self.endpoints.len();
+        let endpoints = self.endpoints();
+        let count = endpoints.len();
         if count <= 1 {
             return 0;
         }
         match self.balance {
-            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % count,
+            Balance::RoundRobin => self.pool.next.fetch_add(1, Ordering::Relaxed) % count,
             Balance::Random => fastrand::usize(..count),
             Balance::LeastRequest => {
                 let a = fastrand::usize(..count);
@@ -121,7 +203,7 @@ impl Upstream {
                 if b >= a {
                     b += 1;
                 }
-                if self.endpoints[b].in_flight() < self.endpoints[a].in_flight() {
+                if endpoints[b].in_flight() < endpoints[a].in_flight() {
                     b
                 } else {
                     a

@@ -179,3 +179,84 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     .expect("waits");
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration_file() {
+    let backend = Backend::echo().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |extra: &str| {
+        format!(
+            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nreload: {{ watch: false }}\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: u }}\n{extra}",
+            backend.url()
+        )
+    };
+    let path = write_config(&dir, &config(""));
+    let mut child = Command::new(BINARY)
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let address = within("the gateway logs its address", async {
+        loop {
+            let line = lines.recv().await.expect("the gateway is running");
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["fields"]["message"] == "listening" {
+                return entry["fields"]["address"]
+                    .as_str()
+                    .expect("address")
+                    .to_owned();
+            }
+        }
+    })
+    .await;
+    let client = Client::new();
+    assert_eq!(
+        client.get(&format!("http://{address}/b")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    write_config(
+        &dir,
+        &config("  - { name: b, match: { path_prefix: /b }, upstream: u }\n"),
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    within("the gateway reloads", async {
+        loop {
+            let line = lines.recv().await.expect("the gateway is running");
+            if line.contains("configuration reloaded") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        client.get(&format!("http://{address}/b")).await.status,
+        StatusCode::OK
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exit = within(
+        "the gateway exits",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("joins")
+    .expect("waits");
+    assert_eq!(exit.code(), Some(0));
+}

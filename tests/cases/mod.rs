@@ -5,5 +5,6 @@ mod failures;
 mod headers;
 mod limits;
 mod metrics;
+mod reload;
 mod routing;
 mod streaming;

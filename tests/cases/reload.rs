@@ -1,0 +1,353 @@
+//! Hot reload: changes take effect whole or not at all, broken files are reported and
+//! change nothing, traffic never fails because of a reload, and state that must
+//! survive (limiter, pooled connections) does.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+
+use crate::support::{eventually, metric, url, within, Backend, Client, Reply};
+
+/// Writes `text` as the config file the way editors do: a new file renamed over it.
+fn write_config(path: &Path, text: &str) {
+    let temporary = path.with_extension("yaml.tmp");
+    std::fs::write(&temporary, text).expect("writes");
+    std::fs::rename(&temporary, path).expect("renames");
+}
+
+async fn reloadable(path: &Path, text: &str) -> portcullis::RunningGateway {
+    write_config(path, text);
+    let config = portcullis::Config::load(path).expect("valid config");
+    portcullis::gateway::start_reloadable(
+        config,
+        path.to_owned(),
+        portcullis::reload::content_hash(text),
+    )
+    .await
+    .expect("starts")
+}
+
+fn config_text(backend: &Backend, watch: bool, extra_routes: &str, upstream_extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+reload: {{ watch: {watch}, poll_interval: 50ms }}
+upstreams:
+  u: {{ endpoints: ["{url}"] {upstream_extra} }}
+routes:
+  - {{ name: old, match: {{ path_prefix: /old }}, upstream: u }}
+{extra_routes}
+"#,
+        url = backend.url()
+    )
+}
+
+fn admin(gw: &portcullis::RunningGateway, path: &str) -> String {
+    format!("http://{}{path}", gw.admin_addr().expect("admin"))
+}
+
+async fn post_reload(
+    client: &Client,
+    gw: &portcullis::RunningGateway,
+) -> crate::support::client::Reply {
+    client
+        .send(Method::POST, &admin(gw, "/reload"), &[], "")
+        .await
+}
+
+fn temp_config() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.yaml");
+    (dir, path)
+}
+
+#[tokio::test]
+async fn an_edited_file_takes_effect_without_a_restart() {
+    let backend = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let gw = reloadable(&path, &config_text(&backend, true, "", "")).await;
+    let client = Client::new();
+    assert_eq!(
+        client.get(&url(&gw, "/new")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    write_config(
+        &path,
+        &config_text(
+            &backend,
+            true,
+            "  - { name: new, match: { path_prefix: /new }, upstream: u }",
+            "",
+        ),
+    );
+    let mut status = StatusCode::NOT_FOUND;
+    for _ in 0..2000 {
+        status = client.get(&url(&gw, "/new")).await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the renamed-in file was picked up");
+    let text = client.get(&admin(&gw, "/metrics")).await.text();
+    assert_eq!(
+        metric(&text, "portcullis_config_reloads_total{result=\"success\"}"),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_broken_file_changes_nothing_and_says_why() {
+    let backend = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let gw = reloadable(&path, &config_text(&backend, true, "", "")).await;
+    let client = Client::new();
+    let before = client.get(&admin(&gw, "/config")).await.json();
+
+    write_config(
+        &path,
+        &config_text(
+            &backend,
+            true,
+            "  - { name: new, match: { path_prefix: /new }, upstream: missing }",
+            "",
+        ),
+    );
+    let mut status = serde_json::Value::Null;
+    for _ in 0..2000 {
+        status = client.get(&admin(&gw, "/config")).await.json();
+        if !status["last_reload"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(status["last_reload"]["result"], "failure", "{status}");
+    let error = status["last_reload"]["errors"][0]
+        .as_str()
+        .expect("an error")
+        .to_owned();
+    assert!(
+        error.ends_with("gateway.yaml:9:58: routes[1].upstream: unknown upstream \"missing\"; defined upstreams: u"),
+        "{error}"
+    );
+    assert_eq!(
+        status["hash"], before["hash"],
+        "the old configuration is still in use"
+    );
+    assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
+    assert_eq!(
+        client.get(&url(&gw, "/new")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let text = client.get(&admin(&gw, "/metrics")).await.text();
+    assert_eq!(
+        metric(&text, "portcullis_config_reloads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
+
+    let reply = post_reload(&client, &gw).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json()["result"], "failure");
+}
+
+#[tokio::test]
+async fn post_reload_applies_the_file_now() {
+    let backend = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let gw = reloadable(&path, &config_text(&backend, false, "", "")).await;
+    let client = Client::new();
+    write_config(
+        &path,
+        &config_text(
+            &backend,
+            false,
+            "  - { name: new, match: { path_prefix: /new }, upstream: u }",
+            "",
+        ),
+    );
+    let reply = post_reload(&client, &gw).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["result"], "success");
+    assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
+    let status = client.get(&admin(&gw, "/config")).await.json();
+    assert_eq!(status["hash"], reply.json()["hash"]);
+    assert_eq!(status["last_reload"]["trigger"], "admin");
+
+    // Listener changes need a restart: refused, nothing changes.
+    let moved = config_text(&backend, false, "", "").replace("name: public", "name: renamed");
+    write_config(&path, &moved);
+    let refused = post_reload(&client, &gw).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().contains("restart"), "{}", refused.text());
+    assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_the_configuration_is_reloaded_again_and_again() {
+    let backend =
+        Backend::start(|request, _| async move { Reply::ok(request.uri().path().to_owned()) })
+            .await;
+    let (_dir, path) = temp_config();
+    let variant = |n: usize| {
+        config_text(
+            &backend,
+            false,
+            &format!("  - {{ name: extra{n}, match: {{ path_prefix: /extra{n} }}, upstream: u }}"),
+            &format!(", max_in_flight: {}", 100 + n),
+        )
+    };
+    let gw = reloadable(&path, &variant(0)).await;
+    let target = url(&gw, "/old/item");
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (target, failures, served, stop) = (
+                target.clone(),
+                failures.clone(),
+                served.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let client = Client::new();
+                let stopped = stop.notified();
+                tokio::pin!(stopped);
+                for _ in 0..5000 {
+                    tokio::select! {
+                        reply = client.get(&target) => {
+                            if reply.status == StatusCode::OK && reply.text() == "/old/item" {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        _ = &mut stopped => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    let client = Client::new();
+    for n in 1..=30 {
+        write_config(&path, &variant(n));
+        let reply = post_reload(&client, &gw).await;
+        assert_eq!(reply.status, StatusCode::OK, "reload {n}: {}", reply.text());
+        let before = served.load(Ordering::SeqCst);
+        eventually("traffic flows between reloads", || {
+            served.load(Ordering::SeqCst) > before
+        })
+        .await;
+    }
+    stop.notify_waiters();
+    for worker in workers {
+        within("a traffic worker", worker).await.expect("joins");
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(served.load(Ordering::SeqCst) >= 30);
+    assert_eq!(
+        client.get(&url(&gw, "/extra30")).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn in_flight_requests_stay_counted_when_max_in_flight_changes() {
+    let held = Backend::holding().await;
+    let (_dir, path) = temp_config();
+    let limits = |n: usize| {
+        config_text(
+            &held,
+            false,
+            "",
+            &format!(", max_in_flight: {n}, max_queue: 0"),
+        )
+    };
+    let gw = reloadable(&path, &limits(2)).await;
+    let client = Client::new();
+    let send = || {
+        let (client, target) = (client.clone(), url(&gw, "/old"));
+        tokio::spawn(async move { client.get(&target).await.status })
+    };
+    let first = send();
+    let second = send();
+    eventually("two requests in flight", || held.state.arrived() == 2).await;
+    assert_eq!(
+        client.get(&url(&gw, "/old")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Raise to 3: exactly one more fits beside the two still in flight.
+    write_config(&path, &limits(3));
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    let third = send();
+    eventually("a third request in flight", || held.state.arrived() == 3).await;
+    assert_eq!(
+        client.get(&url(&gw, "/old")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Lower to 1 while 3 are in flight, then let them finish: only one fits after.
+    write_config(&path, &limits(1));
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    held.state.release(3);
+    for request in [first, second, third] {
+        assert_eq!(
+            within("a held request", request).await.expect("joins"),
+            StatusCode::OK
+        );
+    }
+    let text = client.get(&admin(&gw, "/metrics")).await.text();
+    assert_eq!(
+        metric(&text, "portcullis_upstream_in_flight{upstream=\"u\"}"),
+        Some(0.0)
+    );
+    let fourth = send();
+    eventually("one request in flight", || held.state.arrived() == 4).await;
+    assert_eq!(
+        client.get(&url(&gw, "/old")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    held.state.release(1);
+    assert_eq!(
+        within("the last request", fourth).await.expect("joins"),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn pooled_connections_survive_a_reload_that_keeps_the_endpoints() {
+    let backend = Backend::echo().await;
+    let other = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let gw = reloadable(&path, &config_text(&backend, false, "", "")).await;
+    let client = Client::new();
+    assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
+
+    write_config(
+        &path,
+        &config_text(&backend, false, "", ", max_in_flight: 7, timeout: 9s"),
+    );
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
+    assert_eq!(
+        backend.state.connections_opened.load(Ordering::SeqCst),
+        1,
+        "the second request reused the pooled connection"
+    );
+
+    // New endpoints: the traffic moves to them.
+    write_config(&path, &config_text(&other, false, "", ""));
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
+    assert_eq!(other.state.arrived(), 1);
+    assert_eq!(backend.state.arrived(), 2);
+}
