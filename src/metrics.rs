@@ -112,6 +112,8 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
+    endpoint_healthy: IntGaugeVec,
+    ejections: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_success: prometheus::Gauge,
     config_info: IntGaugeVec,
@@ -210,6 +212,16 @@ impl Metrics {
                 "portcullis_aggregate_call_duration_seconds",
                 "Time an aggregate route's call took, from its start until its body was read.",
                 &["route", "call"],
+            ),
+            endpoint_healthy: gauge(
+                "portcullis_upstream_endpoint_healthy",
+                "1 while the endpoint receives requests (passing health checks, not ejected), else 0.",
+                &["upstream", "endpoint"],
+            ),
+            ejections: counter(
+                "portcullis_upstream_ejections_total",
+                "Endpoints taken out of rotation, by reason (consecutive_failures or health_check).",
+                &["upstream", "endpoint", "reason"],
             ),
             config_reloads: counter(
                 "portcullis_config_reloads_total",
@@ -324,6 +336,22 @@ impl Metrics {
                 .aggregate_call_duration
                 .with_label_values(&[route, call]),
         }
+    }
+
+    /// The healthy gauge and the two ejection counters of an endpoint.
+    pub fn endpoint_health(
+        &self,
+        upstream: &str,
+        endpoint: &str,
+    ) -> (IntGauge, IntCounter, IntCounter) {
+        (
+            self.endpoint_healthy
+                .with_label_values(&[upstream, endpoint]),
+            self.ejections
+                .with_label_values(&[upstream, endpoint, "consecutive_failures"]),
+            self.ejections
+                .with_label_values(&[upstream, endpoint, "health_check"]),
+        )
     }
 
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {

@@ -71,9 +71,7 @@ impl CallError {
         match self {
             CallError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             CallError::Timeout(_) | CallError::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            CallError::Upstream(
-                UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. },
-            ) => StatusCode::GATEWAY_TIMEOUT,
+            CallError::Upstream(error) => error.status(),
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -82,10 +80,8 @@ impl CallError {
         match self {
             CallError::Status(_) => "upstream_status",
             CallError::Overloaded { .. } => "upstream_overloaded",
-            CallError::Upstream(UpstreamError::Connect { .. }) => "upstream_connect_failed",
-            CallError::Upstream(UpstreamError::ConnectTimeout { .. }) => "upstream_connect_timeout",
             CallError::Upstream(UpstreamError::Timeout { .. }) | CallError::Timeout(_) => "timeout",
-            CallError::Upstream(_) => "upstream_bad_response",
+            CallError::Upstream(error) => error.code(),
             CallError::RouteTimeout(_) => "route_timeout",
             CallError::TooLarge(_) => "body_too_large",
             CallError::InvalidJson(_) | CallError::Body(_) => "invalid_body",

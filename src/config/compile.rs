@@ -299,8 +299,50 @@ fn compile_upstream(
         "pool.idle_timeout",
         problems,
     );
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .and_then(|check| compile_health_check(name, check, problems));
+    let outlier = raw.outlier.as_ref().map(|outlier| {
+        let key = |field: &str| format!("upstreams.{name}.outlier.{field}");
+        let consecutive_failures = outlier
+            .consecutive_failures
+            .unwrap_or(defaults::CONSECUTIVE_FAILURES);
+        if consecutive_failures == 0 {
+            problems.add(key("consecutive_failures"), "must be at least 1");
+        }
+        let base = outlier
+            .base_ejection_time
+            .map_or(defaults::BASE_EJECTION_TIME, |d| d.0);
+        let max = outlier
+            .max_ejection_time
+            .map_or(defaults::MAX_EJECTION_TIME, |d| d.0);
+        if base.is_zero() {
+            problems.add(key("base_ejection_time"), "must be longer than 0s");
+        }
+        if max < base {
+            problems.add(
+                key("max_ejection_time"),
+                format!("must be at least base_ejection_time ({base:?})"),
+            );
+        }
+        let percent = outlier
+            .max_ejection_percent
+            .unwrap_or(defaults::MAX_EJECTION_PERCENT);
+        if percent > 100 {
+            problems.add(key("max_ejection_percent"), "must be between 0 and 100");
+        }
+        crate::config::OutlierConfig {
+            consecutive_failures,
+            base_ejection_time: base,
+            max_ejection_time: max,
+            max_ejection_percent: percent,
+        }
+    });
     Some(UpstreamConfig {
         name: name.to_owned(),
+        health_check,
+        outlier,
         endpoints,
         balance: raw.balance,
         max_in_flight,
@@ -315,6 +357,75 @@ fn compile_upstream(
         pool_idle_timeout,
         host_header: raw.host_header,
     })
+}
+
+fn compile_health_check(
+    upstream: &str,
+    raw: &super::raw::RawHealthCheck,
+    problems: &mut Problems,
+) -> Option<crate::config::HealthCheckConfig> {
+    let key = |field: &str| format!("upstreams.{upstream}.health_check.{field}");
+    let path = match http::uri::PathAndQuery::try_from(raw.path.as_str()) {
+        Ok(path) if raw.path.starts_with('/') => Some(path),
+        _ => {
+            problems.add(
+                key("path"),
+                format!("{:?} must be a path starting with `/`", raw.path),
+            );
+            None
+        }
+    };
+    let interval = raw.interval.map_or(defaults::HEALTH_INTERVAL, |d| d.0);
+    let timeout = raw.timeout.map_or(defaults::HEALTH_TIMEOUT, |d| d.0);
+    if interval.is_zero() {
+        problems.add(key("interval"), "must be longer than 0s");
+    }
+    if timeout.is_zero() {
+        problems.add(key("timeout"), "must be longer than 0s");
+    }
+    let healthy_threshold = raw.healthy_threshold.unwrap_or(defaults::HEALTHY_THRESHOLD);
+    let unhealthy_threshold = raw
+        .unhealthy_threshold
+        .unwrap_or(defaults::UNHEALTHY_THRESHOLD);
+    if healthy_threshold == 0 {
+        problems.add(key("healthy_threshold"), "must be at least 1");
+    }
+    if unhealthy_threshold == 0 {
+        problems.add(key("unhealthy_threshold"), "must be at least 1");
+    }
+    let expected_status = match &raw.expected_status {
+        None => Some((200, 399)),
+        Some(text) => match parse_status_range(&text.0) {
+            Ok(range) => Some(range),
+            Err(message) => {
+                problems.add(key("expected_status"), message);
+                None
+            }
+        },
+    };
+    Some(crate::config::HealthCheckConfig {
+        path: path?,
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+        expected_status: expected_status?,
+    })
+}
+
+/// `200`, or `200-399`.
+fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
+    let invalid = || format!("{text:?} is not a status or range; write e.g. 200 or 200-399");
+    let (low, high) = match text.split_once('-') {
+        Some((low, high)) => (low.trim(), high.trim()),
+        None => (text.trim(), text.trim()),
+    };
+    let low: u16 = low.parse().map_err(|_| invalid())?;
+    let high: u16 = high.parse().map_err(|_| invalid())?;
+    if !(100..=599).contains(&low) || !(100..=599).contains(&high) || low > high {
+        return Err(invalid());
+    }
+    Ok((low, high))
 }
 
 fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {

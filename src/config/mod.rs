@@ -115,6 +115,35 @@ pub struct UpstreamConfig {
     pub max_idle_per_endpoint: usize,
     pub pool_idle_timeout: Duration,
     pub host_header: HostHeader,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier: Option<OutlierConfig>,
+}
+
+/// Active health checking of an upstream's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub path: http::uri::PathAndQuery,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passing checks that bring an unhealthy endpoint back.
+    pub healthy_threshold: u32,
+    /// Consecutive failing checks that take an endpoint out.
+    pub unhealthy_threshold: u32,
+    /// Statuses that pass, inclusive.
+    pub expected_status: (u16, u16),
+}
+
+/// Passive outlier ejection: endpoints that keep failing real requests are taken out
+/// for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierConfig {
+    /// Connect failures, timeouts and 5xx answers in a row that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each repeated ejection doubles it.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// At most this share of an upstream's endpoints is ejected at once.
+    pub max_ejection_percent: u8,
 }
 
 /// An endpoint's address, parsed once.
@@ -230,6 +259,14 @@ pub mod defaults {
     pub const MAX_IDLE_PER_ENDPOINT: usize = 256;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const RELOAD_POLL_INTERVAL: Duration = Duration::from_secs(2);
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTHY_THRESHOLD: u32 = 2;
+    pub const UNHEALTHY_THRESHOLD: u32 = 3;
+    pub const CONSECUTIVE_FAILURES: u32 = 5;
+    pub const BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+    pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+    pub const MAX_EJECTION_PERCENT: u8 = 50;
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
 }

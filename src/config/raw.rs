@@ -66,6 +66,28 @@ pub struct RawUpstream {
     pub pool: RawPool,
     #[serde(default)]
     pub host_header: HostHeader,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: String,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub expected_status: Option<ScalarString>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_time: Option<HumanDuration>,
+    pub max_ejection_time: Option<HumanDuration>,
+    pub max_ejection_percent: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]

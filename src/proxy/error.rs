@@ -47,16 +47,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream { error, .. } => match error {
-                UpstreamError::Connect { .. } | UpstreamError::Protocol { .. } => {
-                    StatusCode::BAD_GATEWAY
-                }
-                UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
-                UpstreamError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            },
+            ProxyError::Upstream { error, .. } => error.status(),
             ProxyError::Aggregate { error, .. } => error.status(),
         }
     }
@@ -70,14 +61,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Overloaded { .. } => "upstream_overloaded",
-            ProxyError::Upstream { error, .. } => match error {
-                UpstreamError::Connect { .. } => "upstream_connect_failed",
-                UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
-                UpstreamError::Timeout { .. } => "upstream_timeout",
-                UpstreamError::Protocol { .. } => "upstream_bad_response",
-                UpstreamError::BodyTooLarge { .. } => "body_too_large",
-                UpstreamError::ClientBody(_) => "client_body_error",
-            },
+            ProxyError::Upstream { error, .. } => error.code(),
             ProxyError::Aggregate { error, .. } => error.code(),
         }
     }

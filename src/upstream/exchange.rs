@@ -32,6 +32,8 @@ pub enum UpstreamError {
     BodyTooLarge { limit: u64 },
     #[error("the client's request body failed: {0}")]
     ClientBody(String),
+    #[error("no endpoint is available (all are failing health checks or ejected)")]
+    NoHealthyEndpoint,
     #[error("exchange with {endpoint} failed: {source}")]
     Protocol {
         endpoint: String,
@@ -41,6 +43,35 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The status a client gets for this failure.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            UpstreamError::Connect { .. } | UpstreamError::Protocol { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            UpstreamError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A stable, machine-readable name for error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "upstream_connect_failed",
+            UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
+            UpstreamError::Timeout { .. } => "upstream_timeout",
+            UpstreamError::Protocol { .. } => "upstream_bad_response",
+            UpstreamError::NoHealthyEndpoint => "upstream_unavailable",
+            UpstreamError::BodyTooLarge { .. } => "body_too_large",
+            UpstreamError::ClientBody(_) => "client_body_error",
+        }
+    }
+
     /// The outcome label this error counts under, or `None` when the client, not the
     /// upstream, was at fault.
     pub fn outcome(&self) -> Option<UpstreamOutcome> {
@@ -50,7 +81,9 @@ impl UpstreamError {
                 Some(UpstreamOutcome::Timeout)
             }
             UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
-            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => None,
+            UpstreamError::BodyTooLarge { .. }
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::NoHealthyEndpoint => None,
         }
     }
 }
@@ -79,7 +112,9 @@ impl Upstream {
             .acquire()
             .await
             .map_err(ExchangeError::Overloaded)?;
-        let index = self.pick();
+        let index = self
+            .pick(&[])
+            .ok_or(ExchangeError::Upstream(UpstreamError::NoHealthyEndpoint))?;
         let endpoint = &self.endpoints()[index];
         let guard = Exchange::begin(self.clone(), index, permit);
         let request = build(endpoint).map_err(ExchangeError::Build)?;
@@ -89,11 +124,13 @@ impl Upstream {
         match result {
             Ok(response) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));
+                self.observe(index, response.status().is_server_error());
                 Ok((response, guard))
             }
             Err(error) => {
                 if let Some(outcome) = error.outcome() {
                     endpoint.record(outcome);
+                    self.observe(index, true);
                 }
                 Err(ExchangeError::Upstream(error))
             }

@@ -8,6 +8,7 @@
 //! connections per endpoint.
 
 mod exchange;
+pub mod health;
 pub mod limiter;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::UpstreamBody;
-use crate::config::{Balance, EndpointAddress, HostHeader, UpstreamConfig};
+use crate::config::{
+    Balance, EndpointAddress, HealthCheckConfig, HostHeader, OutlierConfig, UpstreamConfig,
+};
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
 pub use exchange::{Exchange, ExchangeError, UpstreamError};
@@ -33,6 +36,7 @@ pub struct Endpoint {
     pub host_value: HeaderValue,
     in_flight: AtomicUsize,
     metrics: EndpointMetrics,
+    pub health: health::EndpointHealth,
 }
 
 impl Endpoint {
@@ -64,6 +68,7 @@ pub struct Upstream {
     /// Until the response headers.
     pub timeout: Duration,
     pub host_header: HostHeader,
+    outlier: Option<OutlierConfig>,
     pub limiter: Arc<Limiter>,
     pool: Arc<EndpointPool>,
     pub metrics: UpstreamMetrics,
@@ -72,6 +77,7 @@ pub struct Upstream {
 /// Endpoints, their load and the client that pools connections to them.
 pub struct EndpointPool {
     identity: PoolIdentity,
+    weak_self: std::sync::Weak<EndpointPool>,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
     client: Client<HttpConnector, UpstreamBody>,
@@ -84,6 +90,7 @@ struct PoolIdentity {
     connect_timeout: Duration,
     max_idle_per_endpoint: usize,
     pool_idle_timeout: Duration,
+    health_check: Option<HealthCheckConfig>,
 }
 
 impl PoolIdentity {
@@ -93,12 +100,28 @@ impl PoolIdentity {
             connect_timeout: config.connect_timeout,
             max_idle_per_endpoint: config.max_idle_per_endpoint,
             pool_idle_timeout: config.pool_idle_timeout,
+            health_check: config.health_check.clone(),
         }
     }
 }
 
 impl EndpointPool {
-    fn new(identity: PoolIdentity, upstream: &str, metrics: &Metrics) -> Self {
+    /// Builds the pool, and starts its health checker when one is configured.
+    fn start(identity: PoolIdentity, upstream: &str, metrics: &Metrics) -> Arc<Self> {
+        let checks = identity.health_check.clone();
+        let pool = Arc::new_cyclic(|weak| Self::new(identity, weak.clone(), upstream, metrics));
+        if let Some(checks) = checks {
+            health::spawn_checker(Arc::downgrade(&pool), checks, upstream.to_owned());
+        }
+        pool
+    }
+
+    fn new(
+        identity: PoolIdentity,
+        weak_self: std::sync::Weak<EndpointPool>,
+        upstream: &str,
+        metrics: &Metrics,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(identity.connect_timeout));
         connector.set_nodelay(true);
@@ -114,6 +137,11 @@ impl EndpointPool {
                 .endpoints
                 .iter()
                 .map(|address| Endpoint {
+                    health: {
+                        let (healthy, ejected, failed_checks) =
+                            metrics.endpoint_health(upstream, &address.label);
+                        health::EndpointHealth::new(healthy, ejected, failed_checks)
+                    },
                     host_value: HeaderValue::from_str(address.authority.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
                     metrics: metrics.endpoint(upstream, &address.label),
@@ -122,6 +150,7 @@ impl EndpointPool {
                 })
                 .collect(),
             identity,
+            weak_self,
             next: AtomicUsize::new(0),
             client,
         }
@@ -161,13 +190,14 @@ impl Upstream {
         let identity = PoolIdentity::of(config);
         let pool = match previous {
             Some(previous) if previous.pool.identity == identity => previous.pool.clone(),
-            _ => Arc::new(EndpointPool::new(identity, &config.name, metrics)),
+            _ => EndpointPool::start(identity, &config.name, metrics),
         };
         Upstream {
             name: config.name.clone(),
             balance: config.balance,
             timeout: config.timeout,
             host_header: config.host_header,
+            outlier: config.outlier,
             limiter,
             pool,
             metrics: upstream_metrics,
@@ -187,28 +217,34 @@ impl Upstream {
         &self.pool.client
     }
 
-    /// Chooses the endpoint for the next request, by the configured balance.
-    pub fn pick(&self) -> usize {
-        let endpoints = self.endpoints();
-        let count = endpoints.len();
-        if count <= 1 {
-            return 0;
-        }
+    /// Chooses the endpoint for the next request by the configured balance, among
+    /// the available ones (healthy, not ejected) not in `skip`; `None` when there is
+    /// none.
+    pub fn pick(&self, skip: &[usize]) -> Option<usize> {
+        let pool = &*self.pool;
+        let count = pool.endpoints.len();
         match self.balance {
-            Balance::RoundRobin => self.pool.next.fetch_add(1, Ordering::Relaxed) % count,
-            Balance::Random => fastrand::usize(..count),
+            Balance::RoundRobin => {
+                pool.available_from(pool.next.fetch_add(1, Ordering::Relaxed) % count, skip)
+            }
+            Balance::Random => pool.available_from(fastrand::usize(..count), skip),
             Balance::LeastRequest => {
-                let a = fastrand::usize(..count);
-                let mut b = fastrand::usize(..count - 1);
-                if b >= a {
-                    b += 1;
-                }
-                if endpoints[b].in_flight() < endpoints[a].in_flight() {
-                    b
+                let a = pool.available_from(fastrand::usize(..count), skip)?;
+                let b = pool
+                    .available_from(fastrand::usize(..count), &[skip, &[a]].concat())
+                    .unwrap_or(a);
+                if pool.endpoints[b].in_flight() < pool.endpoints[a].in_flight() {
+                    Some(b)
                 } else {
-                    a
+                    Some(a)
                 }
             }
         }
+    }
+
+    /// Records a request's result for the endpoint's outlier ejection.
+    pub fn observe(&self, endpoint: usize, failed: bool) {
+        self.pool
+            .observe(endpoint, failed, self.outlier.as_ref(), &self.name);
     }
 }

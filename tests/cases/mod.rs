@@ -3,6 +3,7 @@ mod cli;
 mod connections;
 mod failures;
 mod headers;
+mod health;
 mod limits;
 mod metrics;
 mod reload;
