@@ -30,6 +30,8 @@ pub enum BodyError {
 /// The body of a request sent upstream.
 pub enum UpstreamBody {
     Empty,
+    /// A body kept in memory so that a retry can send it again.
+    Full(Option<Bytes>),
     /// The client's body, streamed as it arrives, cut off beyond `limit` bytes.
     Client {
         inner: Incoming,
@@ -58,6 +60,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Client { inner, limit, seen } => {
                 match ready!(Pin::new(inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {
@@ -81,6 +84,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
+            UpstreamBody::Full(bytes) => bytes.is_none(),
             UpstreamBody::Client { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -88,6 +92,9 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             UpstreamBody::Client { inner, .. } => inner.size_hint(),
         }
     }

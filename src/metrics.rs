@@ -114,6 +114,8 @@ pub struct Metrics {
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
     ejections: IntCounterVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
     config_reloads: IntCounterVec,
     config_last_success: prometheus::Gauge,
     config_info: IntGaugeVec,
@@ -223,6 +225,16 @@ impl Metrics {
                 "Endpoints taken out of rotation, by reason (consecutive_failures or health_check).",
                 &["upstream", "endpoint", "reason"],
             ),
+            retries: counter(
+                "portcullis_upstream_retries_total",
+                "Requests tried again, by what failed (connect_failure, reset, timeout, status).",
+                &["upstream", "reason"],
+            ),
+            retry_budget_exhausted: counter(
+                "portcullis_upstream_retry_budget_exhausted_total",
+                "Retries not made because the upstream's retry budget was spent.",
+                &["upstream"],
+            ),
             config_reloads: counter(
                 "portcullis_config_reloads_total",
                 "Configuration reloads attempted, by result (success or failure).",
@@ -323,6 +335,9 @@ impl Metrics {
             rejected_queue_timeout: self
                 .upstream_rejected
                 .with_label_values(&[upstream, "queue_timeout"]),
+            retries: ["connect_failure", "reset", "timeout", "status"]
+                .map(|reason| self.retries.with_label_values(&[upstream, reason])),
+            retry_budget_exhausted: self.retry_budget_exhausted.with_label_values(&[upstream]),
         }
     }
 
@@ -482,6 +497,9 @@ pub struct UpstreamMetrics {
     pub queue_wait: Histogram,
     pub rejected_queue_full: IntCounter,
     pub rejected_queue_timeout: IntCounter,
+    /// By reason: connect_failure, reset, timeout, status.
+    pub retries: [IntCounter; 4],
+    pub retry_budget_exhausted: IntCounter,
 }
 
 /// Handles for one endpoint of an upstream.

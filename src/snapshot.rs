@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aggregate::AggregateRuntime;
-use crate::config::{Config, RouteTarget};
+use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use crate::upstream::Upstream;
 
@@ -22,6 +22,8 @@ pub enum RouteHandler {
         upstream: Arc<Upstream>,
         /// The route's timeout, or its upstream's.
         timeout: Duration,
+        /// The route's retry policy, or its upstream's.
+        retry: Option<Arc<RetryConfig>>,
     },
     Aggregate(Arc<AggregateRuntime>),
 }
@@ -59,11 +61,18 @@ impl Snapshot {
                 metrics: metrics.route(&route.name, &listener_names),
                 handler: match &route.target {
                     RouteTarget::Proxy {
-                        upstream, timeout, ..
+                        upstream,
+                        timeout,
+                        retry,
+                        ..
                     } => {
                         let upstream = upstreams[*upstream].clone();
                         RouteHandler::Proxy {
                             timeout: timeout.unwrap_or(upstream.timeout),
+                            retry: retry
+                                .clone()
+                                .map(Arc::new)
+                                .or_else(|| upstream.retry.clone()),
                             upstream,
                         }
                     }

@@ -117,6 +117,37 @@ pub struct UpstreamConfig {
     pub host_header: HostHeader,
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: Option<OutlierConfig>,
+    pub retry: Option<RetryConfig>,
+}
+
+/// When and how a failed request is tried again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Each try's limit until response headers; the route's timeout bounds them all.
+    pub per_try_timeout: Option<Duration>,
+    /// Full-jitter exponential backoff between `backoff.0` and `backoff.1`.
+    pub backoff: (Duration, Duration),
+    /// Retries allowed, as a percentage of the upstream's recent requests.
+    pub budget_percent: u32,
+    /// Only these methods are retried.
+    pub methods: Vec<http::Method>,
+    /// A request body up to this size is kept so it can be sent again; requests with
+    /// larger (or unsized, streamed) bodies are not retried.
+    pub max_body_size: u64,
+}
+
+/// Which failures are worth another try.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    /// The connection broke before a response arrived.
+    pub reset: bool,
+    /// No response headers within the try's timeout.
+    pub timeout: bool,
+    pub statuses: Vec<u16>,
 }
 
 /// Active health checking of an upstream's endpoints.
@@ -173,6 +204,8 @@ pub enum RouteTarget {
         rewrite: Rewrite,
         /// Overrides the upstream's `timeout`.
         timeout: Option<Duration>,
+        /// Overrides the upstream's `retry`.
+        retry: Option<RetryConfig>,
     },
     /// Several upstream calls, their JSON merged.
     Aggregate(AggregateConfig),
@@ -267,6 +300,10 @@ pub mod defaults {
     pub const BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
     pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
     pub const MAX_EJECTION_PERCENT: u8 = 50;
+    pub const RETRY_BACKOFF: (Duration, Duration) =
+        (Duration::from_millis(25), Duration::from_millis(250));
+    pub const RETRY_BUDGET_PERCENT: u32 = 20;
+    pub const RETRY_MAX_BODY_SIZE: u64 = 64 * 1024;
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
 }

@@ -68,6 +68,19 @@ pub struct RawUpstream {
     pub host_header: HostHeader,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: u32,
+    pub on: Option<Vec<ScalarString>>,
+    pub per_try_timeout: Option<HumanDuration>,
+    pub backoff: Option<String>,
+    pub budget: Option<ScalarString>,
+    pub methods: Option<Vec<HttpMethod>>,
+    pub max_body_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +143,7 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub rewrite: Option<RawRewrite>,
     pub timeout: Option<HumanDuration>,
+    pub retry: Option<RawRetry>,
     pub aggregate: Option<RawAggregate>,
 }
 

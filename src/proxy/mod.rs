@@ -23,13 +23,15 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::config::{ClientLimits, HostHeader, RouteTarget};
+use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
 use crate::metrics::RequestCounters;
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
@@ -82,11 +84,16 @@ impl ConnectionContext {
         };
         let result = match routed {
             Ok(routed) => match &snapshot.routes[routed.route].handler {
-                RouteHandler::Proxy { upstream, timeout } => {
+                RouteHandler::Proxy {
+                    upstream,
+                    timeout,
+                    retry,
+                } => {
                     self.forward(
                         &snapshot,
                         upstream,
                         *timeout,
+                        retry.as_deref(),
                         routed,
                         request,
                         &request_id,
@@ -121,35 +128,67 @@ impl ConnectionContext {
         snapshot: &Snapshot,
         upstream: &Arc<Upstream>,
         timeout: Duration,
+        retry: Option<&RetryConfig>,
         routed: Routed,
         request: Request<Incoming>,
         request_id: &HeaderValue,
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &snapshot.routes[routed.route];
-        let path_and_query = routed.path_and_query;
-        let (response, exchange) = upstream
-            .exchange(timeout, |endpoint| {
-                self.upstream_request(
-                    request,
-                    path_and_query,
-                    endpoint,
-                    upstream.host_header,
-                    request_id,
-                )
-            })
-            .await
-            .map_err(|error| match error {
-                ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
-                    upstream: upstream.name.clone(),
-                    reason,
-                },
-                ExchangeError::Build(error) => error,
-                ExchangeError::Upstream(error) => ProxyError::Upstream {
-                    upstream: upstream.name.clone(),
-                    error,
-                },
-            })?;
+        let host_header = upstream.host_header;
+        let limits = &self.listener.limits;
+        let replayable = retry.filter(|policy| {
+            policy.methods.contains(request.method())
+                && (request.body().is_end_stream()
+                    || content_length(request.headers())
+                        .is_some_and(|len| len <= policy.max_body_size))
+        });
+        let (parts, body) = request.into_parts();
+        let prepared = self.prepare(parts, routed.path_and_query, request_id)?;
+        let exchanged = match replayable {
+            None => {
+                let body = UpstreamBody::client(body, limits.max_request_body);
+                upstream
+                    .exchange(timeout, |endpoint| {
+                        prepared.addressed(endpoint, host_header, body)
+                    })
+                    .await
+            }
+            Some(policy) => {
+                let kept = if body.is_end_stream() {
+                    None
+                } else {
+                    let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+                    let collected = http_body_util::Limited::new(body, limit)
+                        .collect()
+                        .await
+                        .map_err(|_| {
+                            ProxyError::BadRequest("the request body could not be read")
+                        })?;
+                    Some(collected.to_bytes())
+                };
+                upstream
+                    .exchange_retrying(policy, timeout, |endpoint| {
+                        prepared.clone().addressed(
+                            endpoint,
+                            host_header,
+                            UpstreamBody::Full(kept.clone()),
+                        )
+                    })
+                    .await
+            }
+        };
+        let (response, exchange) = exchanged.map_err(|error| match error {
+            ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
+                upstream: upstream.name.clone(),
+                reason,
+            },
+            ExchangeError::Build(error) => error,
+            ExchangeError::Upstream(error) => ProxyError::Upstream {
+                upstream: upstream.name.clone(),
+                error,
+            },
+        })?;
 
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, false);
@@ -206,57 +245,83 @@ impl ConnectionContext {
         Ok(response)
     }
 
-    /// The client's request, addressed to `endpoint`, with the header rules applied.
-    fn upstream_request(
+    /// The client's request with the header rules applied (hop-by-hop headers out,
+    /// `X-Forwarded-*` and the request id in), not yet addressed to an endpoint.
+    fn prepare(
         &self,
-        request: Request<Incoming>,
+        parts: http::request::Parts,
         path_and_query: Option<String>,
-        endpoint: &Endpoint,
-        host_header: HostHeader,
         request_id: &HeaderValue,
-    ) -> Result<Request<UpstreamBody>, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        let client_authority = uri.authority.take();
-        if let Some(rewritten) = path_and_query {
-            uri.path_and_query = Some(
-                PathAndQuery::from_maybe_shared(Bytes::from(rewritten))
-                    .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?,
-            );
-        }
-        uri.scheme = Some(endpoint.address.scheme.clone());
-        uri.authority = Some(endpoint.address.authority.clone());
-        parts.uri = Uri::from_parts(uri)
-            .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
-        parts.version = Version::HTTP_11;
-
-        let headers = &mut parts.headers;
-        headers::remove_hop_by_hop(headers, true);
-        let client_host = headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| client_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-        match host_header {
-            HostHeader::Client => {
-                if let Some(host) = &client_host {
-                    headers.insert(HOST, host.clone());
-                }
-            }
-            HostHeader::Endpoint => {
-                headers.insert(HOST, endpoint.host_value.clone());
-            }
+    ) -> Result<Prepared, ProxyError> {
+        let http::request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
+        let uri = uri.into_parts();
+        let path = match path_and_query {
+            Some(rewritten) => PathAndQuery::from_maybe_shared(Bytes::from(rewritten))
+                .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?,
+            None => uri
+                .path_and_query
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        headers::remove_hop_by_hop(&mut headers, true);
+        let client_host = headers.get(HOST).cloned().or_else(|| {
+            uri.authority
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if let Some(host) = &client_host {
+            headers.insert(HOST, host.clone());
         }
         headers::set_forwarded(
-            headers,
+            &mut headers,
             &self.peer_ip,
             &self.listener.forwarded_proto,
             client_host,
         );
         headers.insert(X_REQUEST_ID, request_id.clone());
-        Ok(Request::from_parts(
-            parts,
-            UpstreamBody::client(body, self.listener.limits.max_request_body),
-        ))
+        Ok(Prepared {
+            method,
+            path,
+            headers,
+        })
+    }
+}
+
+/// A request ready to be addressed to an endpoint (once, or once per try).
+#[derive(Clone)]
+struct Prepared {
+    method: Method,
+    path: PathAndQuery,
+    headers: HeaderMap,
+}
+
+impl Prepared {
+    /// The request for `endpoint`.
+    fn addressed(
+        self,
+        endpoint: &Endpoint,
+        host_header: HostHeader,
+        body: UpstreamBody,
+    ) -> Result<Request<UpstreamBody>, ProxyError> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(endpoint.address.scheme.clone());
+        uri.authority = Some(endpoint.address.authority.clone());
+        uri.path_and_query = Some(self.path);
+        let mut request = Request::new(body);
+        *request.uri_mut() = Uri::from_parts(uri)
+            .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
+        *request.method_mut() = self.method;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        if host_header == HostHeader::Endpoint {
+            request
+                .headers_mut()
+                .insert(HOST, endpoint.host_value.clone());
+        }
+        Ok(request)
     }
 }
 

@@ -37,6 +37,8 @@ pub enum UpstreamError {
     #[error("exchange with {endpoint} failed: {source}")]
     Protocol {
         endpoint: String,
+        /// The connection broke before any response arrived.
+        reset: bool,
         #[source]
         source: BoxError,
     },
@@ -107,21 +109,40 @@ impl Upstream {
         timeout: Duration,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<Incoming>, Exchange), ExchangeError<E>> {
-        let permit = self
-            .limiter
-            .acquire()
-            .await
-            .map_err(ExchangeError::Overloaded)?;
-        let index = self
-            .pick(&[])
-            .ok_or(ExchangeError::Upstream(UpstreamError::NoHealthyEndpoint))?;
+        self.attempt(timeout, &[], build).await.0
+    }
+
+    /// One try: like [`Upstream::exchange`], preferring endpoints not in `skip`.
+    /// Also returns the endpoint used, if one was.
+    pub(super) async fn attempt<E>(
+        self: &Arc<Self>,
+        timeout: Duration,
+        skip: &[usize],
+        build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
+    ) -> (
+        Result<(Response<Incoming>, Exchange), ExchangeError<E>>,
+        Option<usize>,
+    ) {
+        let permit = match self.limiter.acquire().await {
+            Ok(permit) => permit,
+            Err(reason) => return (Err(ExchangeError::Overloaded(reason)), None),
+        };
+        let Some(index) = self.pick(skip).or_else(|| self.pick(&[])) else {
+            return (
+                Err(ExchangeError::Upstream(UpstreamError::NoHealthyEndpoint)),
+                None,
+            );
+        };
         let endpoint = &self.endpoints()[index];
         let guard = Exchange::begin(self.clone(), index, permit);
-        let request = build(endpoint).map_err(ExchangeError::Build)?;
+        let request = match build(endpoint) {
+            Ok(request) => request,
+            Err(error) => return (Err(ExchangeError::Build(error)), Some(index)),
+        };
         let sent = Instant::now();
         let result = self.send(endpoint, request, timeout).await;
         self.metrics.duration.observe(sent.elapsed().as_secs_f64());
-        match result {
+        let result = match result {
             Ok(response) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));
                 self.observe(index, response.status().is_server_error());
@@ -134,7 +155,8 @@ impl Upstream {
                 }
                 Err(ExchangeError::Upstream(error))
             }
-        }
+        };
+        (result, Some(index))
     }
 
     async fn send(
@@ -171,8 +193,20 @@ impl Upstream {
                         }
                     });
                 }
+                let reset = find_source::<hyper::Error>(&error)
+                    .is_some_and(|e| e.is_incomplete_message())
+                    || find_source::<std::io::Error>(&error).is_some_and(|e| {
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionAborted
+                                | std::io::ErrorKind::BrokenPipe
+                                | std::io::ErrorKind::UnexpectedEof
+                        )
+                    });
                 Err(UpstreamError::Protocol {
                     endpoint: label(),
+                    reset,
                     source: error.into(),
                 })
             }

@@ -10,6 +10,7 @@
 mod exchange;
 pub mod health;
 pub mod limiter;
+mod retry;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::UpstreamBody;
 use crate::config::{
-    Balance, EndpointAddress, HealthCheckConfig, HostHeader, OutlierConfig, UpstreamConfig,
+    Balance, EndpointAddress, HealthCheckConfig, HostHeader, OutlierConfig, RetryConfig,
+    UpstreamConfig,
 };
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
@@ -70,8 +72,10 @@ pub struct Upstream {
     pub host_header: HostHeader,
     outlier: Option<OutlierConfig>,
     pub limiter: Arc<Limiter>,
+    budget: Arc<retry::RetryBudget>,
     pool: Arc<EndpointPool>,
     pub metrics: UpstreamMetrics,
+    pub retry: Option<Arc<RetryConfig>>,
 }
 
 /// Endpoints, their load and the client that pools connections to them.
@@ -198,6 +202,8 @@ impl Upstream {
             timeout: config.timeout,
             host_header: config.host_header,
             outlier: config.outlier,
+            budget: previous.map_or_else(Default::default, |p| p.budget.clone()),
+            retry: config.retry.clone().map(Arc::new),
             limiter,
             pool,
             metrics: upstream_metrics,

@@ -7,5 +7,6 @@ mod health;
 mod limits;
 mod metrics;
 mod reload;
+mod retries;
 mod routing;
 mod streaming;
