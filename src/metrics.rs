@@ -116,6 +116,7 @@ pub struct Metrics {
     ejections: IntCounterVec,
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
+    concurrency_limit: IntGaugeVec,
     config_reloads: IntCounterVec,
     config_last_success: prometheus::Gauge,
     config_info: IntGaugeVec,
@@ -235,6 +236,11 @@ impl Metrics {
                 "Retries not made because the upstream's retry budget was spent.",
                 &["upstream"],
             ),
+            concurrency_limit: gauge(
+                "portcullis_upstream_concurrency_limit",
+                "The upstream's current concurrency limit (max_in_flight, or the adaptive limit).",
+                &["upstream"],
+            ),
             config_reloads: counter(
                 "portcullis_config_reloads_total",
                 "Configuration reloads attempted, by result (success or failure).",
@@ -338,6 +344,7 @@ impl Metrics {
             retries: ["connect_failure", "reset", "timeout", "status"]
                 .map(|reason| self.retries.with_label_values(&[upstream, reason])),
             retry_budget_exhausted: self.retry_budget_exhausted.with_label_values(&[upstream]),
+            concurrency_limit: self.concurrency_limit.with_label_values(&[upstream]),
         }
     }
 
@@ -500,6 +507,7 @@ pub struct UpstreamMetrics {
     /// By reason: connect_failure, reset, timeout, status.
     pub retries: [IntCounter; 4],
     pub retry_budget_exhausted: IntCounter,
+    pub concurrency_limit: IntGauge,
 }
 
 /// Handles for one endpoint of an upstream.

@@ -266,10 +266,27 @@ fn compile_upstream(
             Err(message) => problems.add(format!("upstreams.{name}.endpoints[{i}]"), message),
         }
     }
-    let max_in_flight = raw.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT);
-    if max_in_flight == 0 {
-        problems.add(key("max_in_flight"), "must be at least 1");
-    }
+    let (max_in_flight, adaptive) = match &raw.max_in_flight {
+        None => (defaults::MAX_IN_FLIGHT, None),
+        Some(super::raw::RawMaxInFlight::Fixed(limit)) => {
+            if *limit == 0 {
+                problems.add(key("max_in_flight"), "must be at least 1");
+            }
+            (*limit, None)
+        }
+        Some(super::raw::RawMaxInFlight::Adaptive { adaptive }) => {
+            let min = adaptive.min.unwrap_or(8);
+            let max = adaptive.max.unwrap_or(defaults::MAX_IN_FLIGHT);
+            let initial = adaptive.initial.unwrap_or(min);
+            if min == 0 || min > max || !(min..=max).contains(&initial) {
+                problems.add(
+                    key("max_in_flight.adaptive"),
+                    format!("needs 1 <= min <= initial <= max (got min {min}, initial {initial}, max {max})"),
+                );
+            }
+            (initial, Some(crate::config::AdaptiveLimit { min, max }))
+        }
+    };
     let positive = |value: Option<super::units::HumanDuration>,
                     default,
                     field: &str,
@@ -351,6 +368,7 @@ fn compile_upstream(
         endpoints,
         balance: raw.balance,
         max_in_flight,
+        adaptive,
         max_queue: raw.max_queue.unwrap_or(defaults::MAX_QUEUE),
         queue_timeout,
         connect_timeout,

@@ -103,8 +103,11 @@ pub struct UpstreamConfig {
     pub name: String,
     pub endpoints: Vec<EndpointAddress>,
     pub balance: Balance,
-    /// Requests in flight at once (the upstream's semaphore).
+    /// Requests in flight at once (the upstream's semaphore); with `adaptive`, the
+    /// starting value.
     pub max_in_flight: usize,
+    /// When set, the limit follows the upstream's latency between these bounds.
+    pub adaptive: Option<AdaptiveLimit>,
     /// Requests allowed to wait for a permit; beyond that, 503 at once.
     pub max_queue: usize,
     /// Longest wait for a permit before 503.
@@ -148,6 +151,13 @@ pub struct RetryOn {
     /// No response headers within the try's timeout.
     pub timeout: bool,
     pub statuses: Vec<u16>,
+}
+
+/// Bounds of an adaptive concurrency limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveLimit {
+    pub min: usize,
+    pub max: usize,
 }
 
 /// Active health checking of an upstream's endpoints.

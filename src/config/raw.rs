@@ -57,7 +57,7 @@ pub struct RawUpstream {
     pub endpoints: Vec<String>,
     #[serde(default)]
     pub balance: Balance,
-    pub max_in_flight: Option<usize>,
+    pub max_in_flight: Option<RawMaxInFlight>,
     pub max_queue: Option<usize>,
     pub queue_timeout: Option<HumanDuration>,
     pub connect_timeout: Option<HumanDuration>,
@@ -101,6 +101,22 @@ pub struct RawOutlier {
     pub base_ejection_time: Option<HumanDuration>,
     pub max_ejection_time: Option<HumanDuration>,
     pub max_ejection_percent: Option<u8>,
+}
+
+/// `max_in_flight: 128`, or `max_in_flight: { adaptive: { min, max, initial } }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawMaxInFlight {
+    Fixed(usize),
+    Adaptive { adaptive: RawAdaptive },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdaptive {
+    pub min: Option<usize>,
+    pub max: Option<usize>,
+    pub initial: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,6 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use prometheus::Histogram;
 
+use super::adaptive::Sample;
 use super::{Endpoint, Permit, Rejection, Upstream};
 use crate::body::{BodyError, BoxError, UpstreamBody};
 use crate::metrics::UpstreamOutcome;
@@ -141,7 +142,14 @@ impl Upstream {
         };
         let sent = Instant::now();
         let result = self.send(endpoint, request, timeout).await;
-        self.metrics.duration.observe(sent.elapsed().as_secs_f64());
+        let latency = sent.elapsed();
+        self.metrics.duration.observe(latency.as_secs_f64());
+        self.limiter.sample(match &result {
+            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
+            Ok(_) => Sample::Latency(latency),
+            Err(UpstreamError::Timeout { .. }) => Sample::Dropped,
+            Err(_) => Sample::Latency(latency),
+        });
         let result = match result {
             Ok(response) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use super::adaptive::{Adaptive, Sample};
+use crate::config::AdaptiveLimit;
 use crate::metrics::UpstreamMetrics;
 
 /// Why a request was refused a permit.
@@ -31,6 +33,9 @@ pub struct Limiter {
     in_flight: AtomicUsize,
     queued: AtomicUsize,
     metrics: UpstreamMetrics,
+    /// Present when the limit follows the upstream's latency. A std mutex: held only
+    /// to update the controller, never across `.await`.
+    adaptive: std::sync::Mutex<Option<Adaptive>>,
 }
 
 /// The right to have one request in flight; released when dropped.
@@ -65,7 +70,11 @@ impl Limiter {
         queue_timeout: Duration,
         metrics: UpstreamMetrics,
     ) -> Self {
+        metrics
+            .concurrency_limit
+            .set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
         Limiter {
+            adaptive: std::sync::Mutex::new(None),
             semaphore: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight: AtomicUsize::new(max_in_flight),
             max_queue: AtomicUsize::new(max_queue),
@@ -84,6 +93,57 @@ impl Limiter {
         self.max_queue.store(max_queue, Ordering::Release);
         self.queue_timeout_nanos
             .store(nanos(queue_timeout), Ordering::Release);
+        self.set_limit(max_in_flight);
+    }
+
+    /// Makes the limit adaptive within `bounds` (keeping an adaptive limit's current
+    /// value when it already was one), or fixed with `None`.
+    pub fn set_adaptive(&self, bounds: Option<AdaptiveLimit>) {
+        let mut adaptive = self
+            .adaptive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let limit = match (bounds, adaptive.as_mut()) {
+            (None, _) => {
+                *adaptive = None;
+                return;
+            }
+            (Some(bounds), Some(current)) => current.rebound(bounds),
+            (Some(bounds), None) => {
+                let controller = Adaptive::new(bounds, self.max_in_flight.load(Ordering::Acquire));
+                let limit = controller.limit();
+                *adaptive = Some(controller);
+                limit
+            }
+        };
+        drop(adaptive);
+        self.set_limit(limit);
+    }
+
+    /// Feeds one finished request to an adaptive limit (no-op for a fixed one).
+    pub fn sample(&self, sample: Sample) {
+        let new_limit = {
+            let mut adaptive = self
+                .adaptive
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match adaptive.as_mut() {
+                Some(controller) => controller.sample(sample, self.in_flight()),
+                None => return,
+            }
+        };
+        if let Some(limit) = new_limit {
+            self.set_limit(limit);
+        }
+    }
+
+    /// Changes the number of permits. Requests in flight keep theirs: growing adds
+    /// permits at once; shrinking removes free permits at once and the rest as
+    /// requests finish (new requests wait or are refused meanwhile).
+    fn set_limit(&self, max_in_flight: usize) {
+        self.metrics
+            .concurrency_limit
+            .set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
         let previous = self.max_in_flight.swap(max_in_flight, Ordering::AcqRel);
         if max_in_flight > previous {
             self.semaphore.add_permits(max_in_flight - previous);
@@ -104,6 +164,11 @@ impl Limiter {
                 }
             }
         }
+    }
+
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.max_in_flight.load(Ordering::Acquire)
     }
 
     /// Waits for a permit, or says why none will come.

@@ -7,6 +7,7 @@
 //! an endpoint from its balancer, and its client, whose keep-alive pool reuses
 //! connections per endpoint.
 
+pub mod adaptive;
 mod exchange;
 pub mod health;
 pub mod limiter;
@@ -76,6 +77,7 @@ pub struct Upstream {
     pool: Arc<EndpointPool>,
     pub metrics: UpstreamMetrics,
     pub retry: Option<Arc<RetryConfig>>,
+    adaptive: bool,
 }
 
 /// Endpoints, their load and the client that pools connections to them.
@@ -177,11 +179,14 @@ impl Upstream {
         let upstream_metrics = metrics.upstream(&config.name);
         let limiter = match previous {
             Some(previous) => {
-                previous.limiter.reconfigure(
-                    config.max_in_flight,
-                    config.max_queue,
-                    config.queue_timeout,
-                );
+                // An adaptive limit keeps the value it has learned.
+                let limit = match (config.adaptive, previous.adaptive) {
+                    (Some(_), true) => previous.limiter.limit(),
+                    _ => config.max_in_flight,
+                };
+                previous
+                    .limiter
+                    .reconfigure(limit, config.max_queue, config.queue_timeout);
                 previous.limiter.clone()
             }
             None => Arc::new(Limiter::new(
@@ -191,6 +196,7 @@ impl Upstream {
                 upstream_metrics.clone(),
             )),
         };
+        limiter.set_adaptive(config.adaptive);
         let identity = PoolIdentity::of(config);
         let pool = match previous {
             Some(previous) if previous.pool.identity == identity => previous.pool.clone(),
@@ -204,6 +210,7 @@ impl Upstream {
             outlier: config.outlier,
             budget: previous.map_or_else(Default::default, |p| p.budget.clone()),
             retry: config.retry.clone().map(Arc::new),
+            adaptive: config.adaptive.is_some(),
             limiter,
             pool,
             metrics: upstream_metrics,

@@ -279,3 +279,65 @@ async fn the_permit_is_held_until_the_response_body_has_been_sent() {
     let after = within("the next request", client.get(&url(&gw, "/slow"))).await;
     assert_eq!(after.status, StatusCode::OK, "{}", after.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_limit_settles_near_the_upstream_s_knee() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    // Answers in 5 ms up to 8 concurrent requests; beyond, latency grows in proportion
+    // (the backend queues), like a service past its capacity.
+    let concurrent = Arc::new(AtomicUsize::new(0));
+    let backend = {
+        let concurrent = concurrent.clone();
+        Backend::start(move |_, _| {
+            let concurrent = concurrent.clone();
+            async move {
+                let now = concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+                let micros = 5_000 * now.max(8) as u64 / 8;
+                tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
+                concurrent.fetch_sub(1, Ordering::SeqCst);
+                crate::support::Reply::ok("ok")
+            }
+        })
+        .await
+    };
+    let gw = crate::support::gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  u: {{ endpoints: ["{url}"], max_in_flight: {{ adaptive: {{ min: 2, max: 64 }} }}, max_queue: 1000, queue_timeout: 30s }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let limit_series = "portcullis_upstream_concurrency_limit{upstream=\"u\"}";
+    assert_eq!(
+        metric(&metrics_text(&gw).await, limit_series),
+        Some(2.0),
+        "starts at min"
+    );
+
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let target = url(&gw, "/x");
+            tokio::spawn(async move {
+                let client = Client::new();
+                for _ in 0..40 {
+                    assert_eq!(client.get(&target).await.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        within("a client loop", client).await.expect("joins");
+    }
+    let settled = metric(&metrics_text(&gw).await, limit_series).expect("the limit gauge");
+    // Vegas keeps 3 to 6 requests queued upstream: with the knee at 8 that is 11 to 14.
+    assert!(
+        (6.0..=20.0).contains(&settled),
+        "settled at {settled}; the knee is 8"
+    );
+}
