@@ -193,10 +193,40 @@ fn print_summary(path: &Path, config: &Config) {
     println!("{}: configuration is valid", path.display());
     println!("\nlisteners:");
     for listener in &config.listeners {
+        let mode = match &listener.tls {
+            Some(tls) => format!(
+                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}",
+                tls.handshake_timeout
+            ),
+            None => String::new(),
+        };
         println!(
-            "  {:<12} {:<22} max_connections {}",
+            "  {:<12} {:<22} max_connections {}{mode}",
             listener.name, listener.address, listener.max_connections
         );
+        for (is_default, certificate) in listener.tls.iter().flat_map(|t| {
+            t.certificates
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (i == t.default, c))
+        }) {
+            let expires = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    u64::try_from(certificate.loaded.not_after).unwrap_or(0),
+                );
+            println!(
+                "  {:<12} certificate {} for {}{}, expires {}",
+                "",
+                certificate.files.certificate.display(),
+                certificate.host_labels().join(", "),
+                if is_default && !certificate.hosts.is_empty() {
+                    " (default)"
+                } else {
+                    ""
+                },
+                humantime::format_rfc3339_seconds(expires)
+            );
+        }
     }
     if let Some(admin) = &config.admin {
         println!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -43,6 +44,30 @@ pub struct RawListener {
     pub max_headers: Option<usize>,
     pub max_uri_length: Option<usize>,
     pub max_request_body: Option<ByteSize>,
+    pub tls: Option<RawTls>,
+}
+
+/// A listener's TLS: one certificate for every name (`certificate`, `private_key`), or
+/// several chosen by the name the client asks for (`certificates`, SNI).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub certificates: Option<Vec<RawCertificate>>,
+    /// A host of one of `certificates`: that certificate answers clients that send no
+    /// name or one no certificate lists. The first certificate when left out.
+    pub default: Option<String>,
+    pub handshake_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

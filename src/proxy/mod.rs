@@ -45,7 +45,7 @@ pub struct ListenerContext {
     pub name: String,
     pub limits: ClientLimits,
     pub state: Arc<ArcSwap<Snapshot>>,
-    /// `X-Forwarded-Proto` for this listener's requests.
+    /// `X-Forwarded-Proto` for this listener's requests: `https` on TLS listeners.
     pub forwarded_proto: HeaderValue,
 }
 

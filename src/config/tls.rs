@@ -1,0 +1,292 @@
+//! A listener's TLS material, read and checked when the configuration loads: certificate
+//! chains and private keys from PEM files, and each certificate's names and expiry.
+//!
+//! Every problem names the file and what is wrong with it; [`super::compile`] adds the
+//! key path and its line and column.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use rustls::InconsistentKeys;
+
+use crate::routing::HostPattern;
+
+/// How a listener terminates TLS.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// In configuration order; at least one.
+    pub certificates: Vec<CertificateConfig>,
+    /// Index of the certificate for clients that send no server name (SNI) or one that
+    /// no certificate lists.
+    pub default: usize,
+    /// Time allowed for a client's handshake, from accept.
+    pub handshake_timeout: Duration,
+}
+
+/// Settings are equal when they name the same files for the same hosts with the same
+/// options. What the files hold is not compared: a configuration reload does not load
+/// certificates into a running listener, so changed file contents must not make it look
+/// like a listener change.
+impl PartialEq for ListenerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.default == other.default
+            && self.handshake_timeout == other.handshake_timeout
+            && self.certificates.len() == other.certificates.len()
+            && self
+                .certificates
+                .iter()
+                .zip(&other.certificates)
+                .all(|(a, b)| a.hosts == b.hosts && a.files == b.files)
+    }
+}
+
+/// One certificate of a listener and the names it is served for.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    /// The server names (SNI) this certificate answers; empty for a listener's only
+    /// certificate, which answers every name.
+    pub hosts: Vec<HostPattern>,
+    pub files: CertificateFiles,
+    pub loaded: LoadedCertificate,
+}
+
+impl CertificateConfig {
+    /// The label values of `host` for this certificate's metrics: its hosts as written,
+    /// or `*` for a listener's only certificate.
+    pub fn host_labels(&self) -> Vec<String> {
+        if self.hosts.is_empty() {
+            return vec!["*".to_owned()];
+        }
+        self.hosts.iter().map(host_pattern_text).collect()
+    }
+}
+
+/// `api.example.com` or `*.example.com`.
+pub fn host_pattern_text(host: &HostPattern) -> String {
+    match host {
+        HostPattern::Exact(name) => name.clone(),
+        HostPattern::Wildcard(suffix) => format!("*.{suffix}"),
+    }
+}
+
+/// Where a certificate and its key live, resolved against the configuration file's
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// A certificate chain and its key, ready for rustls, with what the gateway needs to know
+/// about the end-entity certificate.
+#[derive(Debug, Clone)]
+pub struct LoadedCertificate {
+    pub key: Arc<CertifiedKey>,
+    /// The DNS names of the end-entity certificate (subjectAltName), lower case.
+    pub names: Vec<String>,
+    /// The end of the certificate's validity (notAfter), in Unix seconds.
+    pub not_after: i64,
+}
+
+/// Which of the two files a problem is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateFile {
+    Certificate,
+    PrivateKey,
+}
+
+/// Why a certificate and key could not be loaded; the message names the file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CertificateError {
+    pub file: CertificateFile,
+    pub message: String,
+}
+
+impl CertificateError {
+    fn certificate(message: String) -> Self {
+        CertificateError {
+            file: CertificateFile::Certificate,
+            message,
+        }
+    }
+
+    fn private_key(message: String) -> Self {
+        CertificateError {
+            file: CertificateFile::PrivateKey,
+            message,
+        }
+    }
+}
+
+impl CertificateFiles {
+    /// Reads both files as they are now.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), CertificateError> {
+        let certificate = std::fs::read(&self.certificate).map_err(|e| {
+            CertificateError::certificate(format!(
+                "cannot read {}: {e}",
+                self.certificate.display()
+            ))
+        })?;
+        let private_key = std::fs::read(&self.private_key).map_err(|e| {
+            CertificateError::private_key(format!(
+                "cannot read {}: {e}",
+                self.private_key.display()
+            ))
+        })?;
+        Ok((certificate, private_key))
+    }
+
+    /// Reads and parses both files.
+    pub fn load(&self, provider: &CryptoProvider) -> Result<LoadedCertificate, CertificateError> {
+        let (certificate, private_key) = self.read()?;
+        self.parse(&certificate, &private_key, provider)
+    }
+
+    /// Parses the contents of the certificate file (a PEM chain, end-entity certificate
+    /// first) and of the key file (PKCS#8, PKCS#1 or SEC1 PEM), and checks that the key
+    /// belongs to the certificate.
+    pub fn parse(
+        &self,
+        certificate_pem: &[u8],
+        private_key_pem: &[u8],
+        provider: &CryptoProvider,
+    ) -> Result<LoadedCertificate, CertificateError> {
+        let cert_path = self.certificate.display();
+        let key_path = self.private_key.display();
+        let chain = CertificateDer::pem_slice_iter(certificate_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                CertificateError::certificate(format!("{cert_path} is not valid PEM: {e}"))
+            })?;
+        let Some(end_entity) = chain.first() else {
+            let hint = if contains(certificate_pem, b"PRIVATE KEY-----") {
+                "it holds a private key; are `certificate` and `private_key` swapped?"
+            } else {
+                "expected a `-----BEGIN CERTIFICATE-----` block"
+            };
+            return Err(CertificateError::certificate(format!(
+                "{cert_path} contains no certificate ({hint})"
+            )));
+        };
+        let (names, not_after) = describe(end_entity).map_err(|e| {
+            CertificateError::certificate(format!(
+                "{cert_path}: the first certificate is not valid X.509: {e}"
+            ))
+        })?;
+
+        let key = PrivateKeyDer::from_pem_slice(private_key_pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                let hint = if contains(private_key_pem, b"CERTIFICATE-----") {
+                    "it holds a certificate; are `certificate` and `private_key` swapped?"
+                } else {
+                    "expected a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block"
+                };
+                CertificateError::private_key(format!(
+                    "{key_path} contains no private key ({hint})"
+                ))
+            }
+            e => CertificateError::private_key(format!("{key_path} is not valid PEM: {e}")),
+        })?;
+        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+            CertificateError::private_key(format!("{key_path}: unsupported private key: {e}"))
+        })?;
+        let certified = CertifiedKey::new(chain, signing_key);
+        match certified.keys_match() {
+            // A key type whose public half rustls cannot derive: nothing to compare.
+            Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+                return Err(CertificateError::private_key(format!(
+                    "private key {key_path} does not match the certificate {cert_path}"
+                )))
+            }
+            Err(e) => {
+                return Err(CertificateError::certificate(format!(
+                    "{cert_path}: unusable certificate: {e}"
+                )))
+            }
+        }
+        Ok(LoadedCertificate {
+            key: Arc::new(certified),
+            names,
+            not_after,
+        })
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The DNS names (subjectAltName) and notAfter of a certificate.
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
+    let (_, certificate) =
+        x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let names = match certificate
+        .subject_alternative_name()
+        .map_err(|e| e.to_string())?
+    {
+        Some(san) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => {
+                    Some(dns.to_ascii_lowercase())
+                }
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok((names, certificate.validity().not_after.timestamp()))
+}
+
+/// Whether a certificate with these DNS names is valid for `host`, as a client would
+/// check it: exact names, and a `*.` name for exactly one more label.
+pub fn covers(names: &[String], host: &HostPattern) -> bool {
+    match host {
+        HostPattern::Exact(host) => names.iter().any(|name| {
+            name == host
+                || name.strip_prefix("*.").is_some_and(|suffix| {
+                    host.split_once('.')
+                        .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix)
+                })
+        }),
+        HostPattern::Wildcard(suffix) => names
+            .iter()
+            .any(|name| name.strip_prefix("*.") == Some(suffix.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn host(text: &str) -> HostPattern {
+        HostPattern::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn coverage_follows_client_rules() {
+        let wildcard = names(&["*.example.com", "example.com"]);
+        assert!(covers(&wildcard, &host("api.example.com")));
+        assert!(covers(&wildcard, &host("example.com")));
+        assert!(covers(&wildcard, &host("*.example.com")));
+        assert!(!covers(&wildcard, &host("a.b.example.com")));
+        assert!(!covers(&wildcard, &host("api.example.org")));
+        let exact = names(&["api.example.com"]);
+        assert!(covers(&exact, &host("API.example.com")));
+        assert!(!covers(&exact, &host("*.example.com")));
+        assert!(!covers(&[], &host("api.example.com")));
+    }
+}
