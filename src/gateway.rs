@@ -160,6 +160,7 @@ async fn launch(
             tls = tls.is_some(),
             "listening"
         );
+        let (tls, certificate_watcher) = tls.unzip();
         let listener = Listener {
             tcp,
             context: Arc::new(ListenerContext {
@@ -176,6 +177,7 @@ async fn launch(
             max_connections: listener.max_connections,
             metrics: metrics.listener(&listener.name),
             tls,
+            certificate_watcher,
         };
         serving.spawn(listener.serve(Shutdown {
             drain: drain_rx.clone(),

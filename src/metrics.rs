@@ -123,6 +123,7 @@ pub struct Metrics {
     tls_handshake_failures: IntCounterVec,
     tls_connections_active: IntGaugeVec,
     tls_certificate_expiry: IntGaugeVec,
+    tls_certificate_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -277,6 +278,11 @@ impl Metrics {
                 "When the certificate served for a host expires (notAfter), in Unix seconds.",
                 &["listener", "host"],
             ),
+            tls_certificate_reloads: counter(
+                "portcullis_tls_certificate_reloads_total",
+                "Certificate files that changed on disk, by outcome (loaded, or rejected and the previous certificate kept).",
+                &["listener", "outcome"],
+            ),
             registry,
         };
         for result in ["success", "failure"] {
@@ -351,6 +357,12 @@ impl Metrics {
             }),
             expiry: self.tls_certificate_expiry.clone(),
             listener: listener.into(),
+            reloaded: self
+                .tls_certificate_reloads
+                .with_label_values(&[listener, "loaded"]),
+            reload_rejected: self
+                .tls_certificate_reloads
+                .with_label_values(&[listener, "rejected"]),
         }
     }
 
@@ -549,6 +561,8 @@ pub struct TlsMetrics {
     failures: [IntCounter; 7],
     expiry: IntGaugeVec,
     listener: Arc<str>,
+    pub reloaded: IntCounter,
+    pub reload_rejected: IntCounter,
 }
 
 impl TlsMetrics {
@@ -560,8 +574,8 @@ impl TlsMetrics {
         self.failures[index].inc();
     }
 
-    /// Records when the certificate served for `host` expires. Called at start, never
-    /// per connection.
+    /// Records when the certificate served for `host` expires. Called at start and on
+    /// each certificate reload, never per connection.
     pub fn set_expiry(&self, host: &str, not_after: i64) {
         self.expiry
             .with_label_values(&[&*self.listener, host])

@@ -21,7 +21,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{ConnectionContext, ListenerContext};
-use tls::TlsListener;
+use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;
@@ -59,12 +59,17 @@ pub struct Listener {
     pub metrics: ListenerMetrics,
     /// Set on TLS listeners: every connection shakes hands before HTTP.
     pub tls: Option<Arc<TlsListener>>,
+    /// Reloads the TLS listener's certificates when their files change.
+    pub certificate_watcher: Option<CertificateWatcher>,
 }
 
 impl Listener {
     /// Accepts and serves connections until `shutdown.drain`; then waits until every
     /// connection has finished (the caller bounds the wait with `shutdown.close`).
-    pub async fn serve(self, mut shutdown: Shutdown) {
+    pub async fn serve(mut self, mut shutdown: Shutdown) {
+        if let Some(watcher) = self.certificate_watcher.take() {
+            tokio::spawn(watcher.run(shutdown.drain.clone()));
+        }
         let builder = Arc::new(http_builder(&self.context));
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut backoff = Duration::from_millis(5);

@@ -422,6 +422,12 @@ fn compile_tls(
         "handshake_timeout",
         problems,
     );
+    let reload_interval = positive(
+        raw.reload_interval,
+        defaults::TLS_RELOAD_INTERVAL,
+        "reload_interval",
+        problems,
+    );
 
     // The entry count matches only when every certificate loaded; errors were recorded.
     let complete = certificates.len() == raw.certificates.as_ref().map_or(1, Vec::len);
@@ -429,6 +435,7 @@ fn compile_tls(
         default: default.min(certificates.len() - 1),
         certificates,
         handshake_timeout,
+        reload_interval,
     })
 }
 

@@ -312,4 +312,5 @@ pub mod defaults {
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 }

@@ -59,6 +59,8 @@ pub struct RawTls {
     /// name or one no certificate lists. The first certificate when left out.
     pub default: Option<String>,
     pub handshake_timeout: Option<HumanDuration>,
+    /// How often the certificate and key files are checked for changes.
+    pub reload_interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,8 @@
 //! chains and private keys from PEM files, and each certificate's names and expiry.
 //!
 //! Every problem names the file and what is wrong with it; [`super::compile`] adds the
-//! key path and its line and column.
+//! key path and its line and column. The server loads certificates again with the same
+//! functions when their files change (`crate::server::tls`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct ListenerTls {
     pub default: usize,
     /// Time allowed for a client's handshake, from accept.
     pub handshake_timeout: Duration,
+    /// How often certificate and key files are checked for changes.
+    pub reload_interval: Duration,
 }
 
 /// Settings are equal when they name the same files for the same hosts with the same
@@ -52,6 +55,7 @@ pub struct CertificateConfig {
     /// certificate, which answers every name.
     pub hosts: Vec<HostPattern>,
     pub files: CertificateFiles,
+    /// As read at load time.
     pub loaded: LoadedCertificate,
 }
 
@@ -91,6 +95,8 @@ pub struct LoadedCertificate {
     pub names: Vec<String>,
     /// The end of the certificate's validity (notAfter), in Unix seconds.
     pub not_after: i64,
+    /// Of the two files' contents, to notice when they change.
+    pub fingerprint: u64,
 }
 
 /// Which of the two files a problem is in.
@@ -215,8 +221,19 @@ impl CertificateFiles {
             key: Arc::new(certified),
             names,
             not_after,
+            fingerprint: fingerprint(certificate_pem, private_key_pem),
         })
     }
+}
+
+/// A fingerprint of a certificate file's and a key file's contents, to notice changes
+/// (not a security measure: the files are trusted).
+pub fn fingerprint(certificate: &[u8], private_key: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    certificate.hash(&mut hasher);
+    private_key.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -1,6 +1,7 @@
 //! Downstream TLS, between accept and HTTP: a listener's rustls configuration (TLS 1.2
 //! and 1.3, ALPN `h2` and `http/1.1`, the ring provider installed explicitly), the choice
-//! of certificate by server name (SNI), and the handshake with its timeout and metrics.
+//! of certificate by server name (SNI), the handshake with its timeout and metrics, and
+//! reloading certificates when their files change.
 //!
 //! The handshake runs in the connection's own task, never in the accept loop, so a slow
 //! or hostile client holds only its own connection slot, and for at most
@@ -11,15 +12,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, InvalidMessage, ProtocolVersion, ServerConfig};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::tls::{CertificateConfig, ListenerTls};
+use crate::config::tls::{covers, host_pattern_text, CertificateConfig, ListenerTls};
 use crate::metrics::{HandshakeFailure, Metrics, TlsMetrics};
 use crate::routing::HostPattern;
 
@@ -37,6 +40,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 pub struct TlsListener {
     name: Arc<str>,
     acceptor: TlsAcceptor,
+    resolver: Arc<SniResolver>,
     handshake_timeout: std::time::Duration,
     metrics: TlsMetrics,
 }
@@ -54,9 +58,9 @@ impl TlsListener {
         name: &str,
         tls: &ListenerTls,
         metrics: &Metrics,
-    ) -> Result<Arc<TlsListener>, rustls::Error> {
+    ) -> Result<(Arc<TlsListener>, CertificateWatcher), rustls::Error> {
         let resolver = Arc::new(SniResolver {
-            table: SniTable::build(&tls.certificates, tls.default),
+            table: ArcSwap::from_pointee(SniTable::build(&tls.certificates, tls.default)),
         });
         let builder = ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
@@ -72,12 +76,20 @@ impl TlsListener {
             }
             warn_if_expired(name, certificate);
         }
-        Ok(Arc::new(TlsListener {
+        let listener = Arc::new(TlsListener {
             name: name.into(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            resolver,
             handshake_timeout: tls.handshake_timeout,
             metrics,
-        }))
+        });
+        let watcher = CertificateWatcher {
+            listener: listener.clone(),
+            certificates: tls.certificates.clone(),
+            default: tls.default,
+            interval: tls.reload_interval,
+        };
+        Ok((listener, watcher))
     }
 
     /// Runs the server side of the handshake, for at most `handshake_timeout`. A failure
@@ -181,15 +193,15 @@ fn classify(error: &io::Error) -> HandshakeFailure {
     }
 }
 
-/// Picks the certificate for a client's server name.
+/// Picks the certificate for a client's server name; swapped whole on reload.
 #[derive(Debug)]
 struct SniResolver {
-    table: SniTable,
+    table: ArcSwap<SniTable>,
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = &self.table;
+        let table = self.table.load();
         Some(match hello.server_name() {
             Some(name) => table.lookup(name).clone(),
             None => table.default.clone(),
@@ -243,5 +255,98 @@ impl SniTable {
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcard.get(parent))
             .unwrap_or(&self.default)
+    }
+}
+
+/// Checks a listener's certificate and key files every `reload_interval` and swaps in
+/// certificates whose files changed. A changed pair that does not load (unreadable, not
+/// PEM, key and certificate that do not match, no longer valid for its hosts) is
+/// rejected with a warning and a metric, and the previous certificate keeps serving.
+/// Connections keep the certificate they shook hands with.
+pub struct CertificateWatcher {
+    listener: Arc<TlsListener>,
+    certificates: Vec<CertificateConfig>,
+    default: usize,
+    interval: std::time::Duration,
+}
+
+impl CertificateWatcher {
+    /// Runs until `drain` turns true.
+    pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
+        let provider = crypto_provider();
+        // What each entry's files held when last looked at, loaded or not: a bad file
+        // is reported once, not at every interval.
+        let mut seen: Vec<u64> = self
+            .certificates
+            .iter()
+            .map(|c| c.loaded.fingerprint)
+            .collect();
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = super::signalled(&mut drain) => return,
+            }
+            let mut changed = false;
+            for (index, certificate) in self.certificates.iter_mut().enumerate() {
+                let files = certificate.files.clone();
+                let Ok(read) = tokio::task::spawn_blocking(move || files.read()).await else {
+                    continue;
+                };
+                let fingerprint = match &read {
+                    Ok((cert, key)) => crate::config::tls::fingerprint(cert, key),
+                    Err(error) => crate::config::tls::fingerprint(error.message.as_bytes(), b""),
+                };
+                if fingerprint == seen[index] {
+                    continue;
+                }
+                seen[index] = fingerprint;
+                let loaded =
+                    read.and_then(|(cert, key)| certificate.files.parse(&cert, &key, &provider));
+                let loaded = loaded.map_err(|e| e.message).and_then(|loaded| {
+                    match certificate.hosts.iter().find(|h| !covers(&loaded.names, h)) {
+                        Some(host) => Err(format!(
+                            "certificate {} is not valid for {}",
+                            certificate.files.certificate.display(),
+                            host_pattern_text(host)
+                        )),
+                        None => Ok(loaded),
+                    }
+                });
+                let metrics = &self.listener.metrics;
+                match loaded {
+                    Ok(loaded) => {
+                        tracing::info!(
+                            listener = %self.listener.name,
+                            certificate = %certificate.files.certificate.display(),
+                            not_after = loaded.not_after,
+                            "certificate reloaded"
+                        );
+                        for host in certificate.host_labels() {
+                            metrics.set_expiry(&host, loaded.not_after);
+                        }
+                        metrics.reloaded.inc();
+                        certificate.loaded = loaded;
+                        warn_if_expired(&self.listener.name, certificate);
+                        changed = true;
+                    }
+                    Err(message) => {
+                        tracing::warn!(
+                            listener = %self.listener.name,
+                            "certificate change rejected, still serving the previous certificate: {message}"
+                        );
+                        metrics.reload_rejected.inc();
+                    }
+                }
+            }
+            if changed {
+                self.listener
+                    .resolver
+                    .table
+                    .store(Arc::new(SniTable::build(&self.certificates, self.default)));
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Downstream TLS: HTTPS end to end with a real rustls client, certificates chosen by SNI,
 //! HTTP/2 by ALPN (and h2c on plain listeners), handshake failures counted without
-//! disturbing the listener, and certificate
+//! disturbing the listener, certificate reload, and certificate
 //! problems reported as configuration errors.
 //!
 //! Certificates are generated per test with rcgen into a temporary directory.
@@ -109,6 +109,13 @@ impl Pki {
             .expect("CA is a trust anchor");
         roots
     }
+}
+
+/// Replaces a file's contents in one step, as a deployment tool should.
+fn replace_file(path: &Path, contents: &str) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, contents).expect("writes");
+    std::fs::rename(&staging, path).expect("renames");
 }
 
 /// A YAML double-quoted string.
@@ -693,6 +700,95 @@ async fn a_handshake_that_does_not_finish_in_time_is_closed_and_counted() {
     .await;
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     metric_reaches(&gw, &failures("timeout"), 1.0).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reload
+
+#[tokio::test]
+async fn changed_certificate_files_are_reloaded_and_bad_ones_rejected() {
+    let pki = Pki::new("Test CA");
+    let first = pki.issue_with("first", &["api.example.com"], (2031, 1, 1), None);
+    let (cert, key) = pki.write("api", &first);
+    let backend = Backend::echo().await;
+    let tls = format!(
+        "{{ certificates: [{{ hosts: [api.example.com], certificate: {}, private_key: {} }}], reload_interval: 20ms }}",
+        quoted(&cert),
+        quoted(&key)
+    );
+    let gw = tls_gateway(&tls, &backend).await;
+    let addr = public(&gw);
+    let served = || async {
+        let stream = connect(addr, "api.example.com", client_config(pki.roots(), &[]))
+            .await
+            .expect("handshake");
+        served_certificate(&stream).1
+    };
+    assert_eq!(served().await, "first");
+    // A connection opened before the reload keeps working on its certificate.
+    let before = connect(addr, "api.example.com", client_config(pki.roots(), &[]))
+        .await
+        .expect("handshake");
+
+    // Renewed with the same key: only the certificate file changes, in one step.
+    let second = pki.issue_with(
+        "second",
+        &["api.example.com"],
+        (2033, 1, 1),
+        Some(first.key),
+    );
+    replace_file(&cert, &second.cert_pem);
+    within("the new certificate is served", async {
+        while served().await != "second" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let text = metrics_text(&gw).await;
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_tls_certificate_reloads_total{listener=\"public\",outcome=\"loaded\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "portcullis_tls_certificate_expiry_timestamp_seconds{host=\"api.example.com\",listener=\"public\"}"
+        ),
+        Some(rcgen::date_time_ymd(2033, 1, 1).unix_timestamp() as f64)
+    );
+    let (_, status, _) = get_http1(before, "api.example.com", "/").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A broken file is rejected; the last good certificate keeps serving.
+    replace_file(&cert, "-----BEGIN CERTIFICATE-----\nnot base64\n");
+    metric_reaches(
+        &gw,
+        "portcullis_tls_certificate_reloads_total{listener=\"public\",outcome=\"rejected\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(served().await, "second");
+    // A certificate that no longer covers the listed host is rejected too: clients
+    // asking for that name would refuse it.
+    let same_key =
+        KeyPair::from_pem(&std::fs::read_to_string(&key).expect("reads key")).expect("parses key");
+    let other = pki.issue_with(
+        "other",
+        &["other.example.com"],
+        (2034, 1, 1),
+        Some(same_key),
+    );
+    replace_file(&cert, &other.cert_pem);
+    metric_reaches(
+        &gw,
+        "portcullis_tls_certificate_reloads_total{listener=\"public\",outcome=\"rejected\"}",
+        2.0,
+    )
+    .await;
+    assert_eq!(served().await, "second");
 }
 
 // ---------------------------------------------------------------------------------------
