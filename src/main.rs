@@ -195,8 +195,13 @@ fn print_summary(path: &Path, config: &Config) {
     for listener in &config.listeners {
         let mode = match &listener.tls {
             Some(tls) => format!(
-                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}",
-                tls.handshake_timeout
+                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}{}",
+                tls.handshake_timeout,
+                if tls.client_verifier.is_some() {
+                    ", client certificates checked"
+                } else {
+                    ""
+                }
             ),
             None => String::new(),
         };

@@ -523,6 +523,8 @@ pub enum HandshakeFailure {
     Incompatible,
     /// The client rejected the gateway's certificate (an alert such as `unknown_ca`).
     CertificateRejected,
+    /// mTLS: the client sent no certificate, or one that does not verify.
+    ClientCertificate,
     /// A malformed or unexpected TLS message.
     Protocol,
     /// Anything else (an I/O error, an unexpected alert).
@@ -530,12 +532,13 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 7] = [
+    pub const ALL: [HandshakeFailure; 8] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::Closed,
         HandshakeFailure::NotTls,
         HandshakeFailure::Incompatible,
         HandshakeFailure::CertificateRejected,
+        HandshakeFailure::ClientCertificate,
         HandshakeFailure::Protocol,
         HandshakeFailure::Other,
     ];
@@ -547,6 +550,7 @@ impl HandshakeFailure {
             HandshakeFailure::NotTls => "not_tls",
             HandshakeFailure::Incompatible => "incompatible",
             HandshakeFailure::CertificateRejected => "certificate_rejected",
+            HandshakeFailure::ClientCertificate => "client_certificate",
             HandshakeFailure::Protocol => "protocol",
             HandshakeFailure::Other => "other",
         }
@@ -558,7 +562,7 @@ impl HandshakeFailure {
 pub struct TlsMetrics {
     pub handshakes: [[IntCounter; 3]; 2],
     pub active: [[IntGauge; 3]; 2],
-    failures: [IntCounter; 7],
+    failures: [IntCounter; 8],
     expiry: IntGaugeVec,
     listener: Arc<str>,
     pub reloaded: IntCounter,

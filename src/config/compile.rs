@@ -429,6 +429,26 @@ fn compile_tls(
         problems,
     );
 
+    let client_verifier = match (&raw.client_ca, raw.client_auth) {
+        (Some(path), mode) => {
+            match tls::client_verifier(&base.join(path), mode.unwrap_or_default(), provider) {
+                Ok(verifier) => Some(verifier),
+                Err(message) => {
+                    problems.add(key("client_ca"), message);
+                    None
+                }
+            }
+        }
+        (None, Some(_)) => {
+            problems.add(
+                key("client_auth"),
+                "needs `client_ca`: the CA certificates that client certificates must chain to",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+
     // The entry count matches only when every certificate loaded; errors were recorded.
     let complete = certificates.len() == raw.certificates.as_ref().map_or(1, Vec::len);
     (complete && !certificates.is_empty()).then(|| ListenerTls {
@@ -436,6 +456,7 @@ fn compile_tls(
         certificates,
         handshake_timeout,
         reload_interval,
+        client_verifier,
     })
 }
 

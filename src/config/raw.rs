@@ -61,6 +61,9 @@ pub struct RawTls {
     pub handshake_timeout: Option<HumanDuration>,
     /// How often the certificate and key files are checked for changes.
     pub reload_interval: Option<HumanDuration>,
+    /// CA certificates (PEM) that client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: Option<ClientAuthMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +73,17 @@ pub struct RawCertificate {
     pub hosts: Vec<String>,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
+}
+
+/// Whether clients of an mTLS listener must present a certificate.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Clients without a valid certificate are refused during the handshake.
+    #[default]
+    Required,
+    /// A certificate is checked when a client presents one; clients without one are let in.
+    Optional,
 }
 
 #[derive(Debug, Deserialize)]

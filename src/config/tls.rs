@@ -1,20 +1,24 @@
 //! A listener's TLS material, read and checked when the configuration loads: certificate
-//! chains and private keys from PEM files, and each certificate's names and expiry.
+//! chains and private keys from PEM files, each certificate's names and expiry, and the
+//! CAs that client certificates must chain to (mTLS).
 //!
 //! Every problem names the file and what is wrong with it; [`super::compile`] adds the
 //! key path and its line and column. The server loads certificates again with the same
 //! functions when their files change (`crate::server::tls`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
-use rustls::InconsistentKeys;
+use rustls::{InconsistentKeys, RootCertStore};
 
+pub use super::raw::ClientAuthMode;
 use crate::routing::HostPattern;
 
 /// How a listener terminates TLS.
@@ -29,6 +33,8 @@ pub struct ListenerTls {
     pub handshake_timeout: Duration,
     /// How often certificate and key files are checked for changes.
     pub reload_interval: Duration,
+    /// Checks client certificates, when the listener asks for them (mTLS).
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// Settings are equal when they name the same files for the same hosts with the same
@@ -279,6 +285,42 @@ pub fn covers(names: &[String], host: &HostPattern) -> bool {
             .iter()
             .any(|name| name.strip_prefix("*.") == Some(suffix.as_str())),
     }
+}
+
+/// Reads the CA certificates of `client_ca` and builds the verifier for client
+/// certificates.
+pub fn client_verifier(
+    path: &Path,
+    mode: ClientAuthMode,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown} is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "{shown} contains no certificate (expected one or more `-----BEGIN CERTIFICATE-----` blocks)"
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    for (i, certificate) in certificates.into_iter().enumerate() {
+        roots.add(certificate).map_err(|e| {
+            format!(
+                "{shown}: certificate {} is not a usable CA certificate: {e}",
+                i + 1
+            )
+        })?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("{shown}: cannot verify client certificates with it: {e}"))
 }
 
 #[cfg(test)]

@@ -64,9 +64,11 @@ impl TlsListener {
         });
         let builder = ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-        let mut config = builder
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+        let builder = match &tls.client_verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
 
         let metrics = metrics.tls(name);
@@ -173,6 +175,9 @@ fn classify(error: &io::Error) -> HandshakeFailure {
             | E::DecryptError
             | E::PeerSentOversizedRecord => HandshakeFailure::Protocol,
             E::PeerIncompatible(_) | E::NoApplicationProtocol => HandshakeFailure::Incompatible,
+            E::NoCertificatesPresented | E::InvalidCertificate(_) => {
+                HandshakeFailure::ClientCertificate
+            }
             E::AlertReceived(
                 AlertDescription::BadCertificate
                 | AlertDescription::UnsupportedCertificate

@@ -1,6 +1,6 @@
 //! Downstream TLS: HTTPS end to end with a real rustls client, certificates chosen by SNI,
 //! HTTP/2 by ALPN (and h2c on plain listeners), handshake failures counted without
-//! disturbing the listener, certificate reload, and certificate
+//! disturbing the listener, client certificates, certificate reload, and certificate
 //! problems reported as configuration errors.
 //!
 //! Certificates are generated per test with rcgen into a temporary directory.
@@ -18,7 +18,7 @@ use portcullis::{Config, RunningGateway};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -43,6 +43,7 @@ struct Pki {
 struct Issued {
     cert_pem: String,
     key: KeyPair,
+    der: CertificateDer<'static>,
 }
 
 impl Pki {
@@ -81,6 +82,7 @@ impl Pki {
             .expect("signs");
         Issued {
             cert_pem: cert.pem(),
+            der: cert.der().clone(),
             key,
         }
     }
@@ -100,6 +102,12 @@ impl Pki {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    fn write_ca(&self) -> PathBuf {
+        let path = self.path("ca.pem");
+        std::fs::write(&path, self.ca.pem()).expect("writes CA");
+        path
     }
 
     fn roots(&self) -> RootCertStore {
@@ -703,6 +711,112 @@ async fn a_handshake_that_does_not_finish_in_time_is_closed_and_counted() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Client certificates (mTLS)
+
+fn client_with_certificate(pki: &Pki, issued: &Issued) -> ClientConfig {
+    let key = PrivateKeyDer::try_from(issued.key.serialize_der()).expect("key DER");
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(pki.roots())
+        .with_client_auth_cert(vec![issued.der.clone()], key)
+        .expect("client certificate")
+}
+
+/// Sends one request; `None` when the connection fails at any point (with TLS 1.3 a
+/// refused client certificate shows only after the client's handshake completed).
+async fn try_get(addr: SocketAddr, config: ClientConfig) -> Option<StatusCode> {
+    let stream = connect(addr, "api.example.com", config).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = Request::get("/")
+        .header(http::header::HOST, "api.example.com")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = within("an answer or an error", sender.send_request(request))
+        .await
+        .ok()?;
+    Some(response.status())
+}
+
+#[tokio::test]
+async fn client_certificates_are_required_and_checked_when_client_ca_is_set() {
+    let pki = Pki::new("Test CA");
+    let clients = Pki::new("Client CA");
+    let strangers = Pki::new("Stranger CA");
+    let (cert, key) = pki.write("api", &pki.issue(&["api.example.com"]));
+    let client_ca = clients.write_ca();
+    let backend = Backend::echo().await;
+    let gw = tls_gateway(
+        &single(
+            &cert,
+            &key,
+            &format!(", client_ca: {}, client_auth: required", quoted(&client_ca)),
+        ),
+        &backend,
+    )
+    .await;
+    let addr = public(&gw);
+
+    let trusted = clients.issue(&["client-1"]);
+    assert_eq!(
+        try_get(addr, client_with_certificate(&pki, &trusted)).await,
+        Some(StatusCode::OK)
+    );
+    assert_eq!(
+        try_get(addr, client_config(pki.roots(), &[])).await,
+        None,
+        "no client certificate"
+    );
+    metric_reaches(&gw, &failures("client_certificate"), 1.0).await;
+    let untrusted = strangers.issue(&["client-2"]);
+    assert_eq!(
+        try_get(addr, client_with_certificate(&pki, &untrusted)).await,
+        None,
+        "a client certificate from another CA"
+    );
+    metric_reaches(&gw, &failures("client_certificate"), 2.0).await;
+    assert_eq!(backend.state.arrived(), 1);
+}
+
+#[tokio::test]
+async fn optional_client_certificates_let_clients_without_one_in() {
+    let pki = Pki::new("Test CA");
+    let clients = Pki::new("Client CA");
+    let strangers = Pki::new("Stranger CA");
+    let (cert, key) = pki.write("api", &pki.issue(&["api.example.com"]));
+    let client_ca = clients.write_ca();
+    let backend = Backend::echo().await;
+    let gw = tls_gateway(
+        &single(
+            &cert,
+            &key,
+            &format!(", client_ca: {}, client_auth: optional", quoted(&client_ca)),
+        ),
+        &backend,
+    )
+    .await;
+    let addr = public(&gw);
+    assert_eq!(
+        try_get(addr, client_config(pki.roots(), &[])).await,
+        Some(StatusCode::OK)
+    );
+    let trusted = clients.issue(&["client-1"]);
+    assert_eq!(
+        try_get(addr, client_with_certificate(&pki, &trusted)).await,
+        Some(StatusCode::OK)
+    );
+    let untrusted = strangers.issue(&["client-2"]);
+    assert_eq!(
+        try_get(addr, client_with_certificate(&pki, &untrusted)).await,
+        None,
+        "a certificate that is presented must verify"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Reload
 
 #[tokio::test]
@@ -902,6 +1016,17 @@ fn certificate_problems_are_config_errors_naming_the_file() {
         (
             format!("{{ certificate: {} }}", quoted(&cert)),
             "listeners[0].tls.certificate: needs `private_key` beside it".to_owned(),
+        ),
+        (
+            single(&cert, &key, ", client_auth: optional"),
+            "listeners[0].tls.client_auth: needs `client_ca`".to_owned(),
+        ),
+        (
+            single(&cert, &key, &format!(", client_ca: {}", quoted(&missing))),
+            format!(
+                "listeners[0].tls.client_ca: cannot read {}",
+                show(&missing)
+            ),
         ),
         (
             single(&cert, &key, ", handshake_timeout: 0s"),
