@@ -173,6 +173,7 @@ async fn launch(
                 } else {
                     "http"
                 }),
+                redirect_to_https: listener.redirect_to_https,
             }),
             max_connections: listener.max_connections,
             metrics: metrics.listener(&listener.name),

@@ -193,8 +193,8 @@ fn print_summary(path: &Path, config: &Config) {
     println!("{}: configuration is valid", path.display());
     println!("\nlisteners:");
     for listener in &config.listeners {
-        let mode = match &listener.tls {
-            Some(tls) => format!(
+        let mode = match (&listener.tls, listener.redirect_to_https) {
+            (Some(tls), _) => format!(
                 ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}{}",
                 tls.handshake_timeout,
                 if tls.client_verifier.is_some() {
@@ -203,7 +203,8 @@ fn print_summary(path: &Path, config: &Config) {
                     ""
                 }
             ),
-            None => String::new(),
+            (None, Some(port)) => format!(", redirects to https on port {port}"),
+            (None, None) => String::new(),
         };
         println!(
             "  {:<12} {:<22} max_connections {}{mode}",

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use super::error::ConfigError;
 use super::locate::LocationIndex;
-use super::raw::{RawConfig, RawListener, RawRoute, RawTls, RawUpstream};
+use super::raw::{RawConfig, RawListener, RawRedirect, RawRoute, RawTls, RawUpstream};
 use super::tls::{self, CertificateConfig, CertificateFile, CertificateFiles, ListenerTls};
 use super::{
     defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, ReloadConfig,
@@ -235,6 +235,25 @@ fn compile_listeners(
                 .tls
                 .as_ref()
                 .and_then(|raw| compile_tls(&key("tls"), raw, base, problems));
+            let redirect_to_https = match &listener.redirect_to_https {
+                None | Some(RawRedirect::Enabled(false)) => None,
+                Some(RawRedirect::Enabled(true)) => Some(443),
+                Some(RawRedirect::Port(port)) => {
+                    if port.port == 0 {
+                        problems.add(
+                            key("redirect_to_https.port"),
+                            "must be a port between 1 and 65535",
+                        );
+                    }
+                    Some(port.port)
+                }
+            };
+            if redirect_to_https.is_some() && listener.tls.is_some() {
+                problems.add(
+                    key("redirect_to_https"),
+                    "is for plain HTTP listeners; this one already serves HTTPS",
+                );
+            }
             ListenerConfig {
                 name: listener.name.clone(),
                 address: listener.address,
@@ -249,6 +268,7 @@ fn compile_listeners(
                         .map_or(defaults.max_request_body, |s| s.0),
                 },
                 tls,
+                redirect_to_https,
             }
         })
         .collect()

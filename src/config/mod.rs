@@ -65,6 +65,9 @@ pub struct ListenerConfig {
     pub limits: ClientLimits,
     /// Terminates TLS when set; plain HTTP (and h2c) otherwise.
     pub tls: Option<ListenerTls>,
+    /// On a plain listener: answer every request with a redirect to `https://` on this
+    /// port instead of routing it.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// Limits on what a client may send.

@@ -45,6 +45,7 @@ pub struct RawListener {
     pub max_uri_length: Option<usize>,
     pub max_request_body: Option<ByteSize>,
     pub tls: Option<RawTls>,
+    pub redirect_to_https: Option<RawRedirect>,
 }
 
 /// A listener's TLS: one certificate for every name (`certificate`, `private_key`), or
@@ -84,6 +85,42 @@ pub enum ClientAuthMode {
     Required,
     /// A certificate is checked when a client presents one; clients without one are let in.
     Optional,
+}
+
+/// `redirect_to_https: true`, or `{ port: 8443 }` when HTTPS is not on 443.
+#[derive(Debug)]
+pub enum RawRedirect {
+    Enabled(bool),
+    Port(RawRedirectPort),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirectPort {
+    pub port: u16,
+}
+
+impl<'de> Deserialize<'de> for RawRedirect {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RedirectVisitor;
+        impl<'de> serde::de::Visitor<'de> for RedirectVisitor {
+            type Value = RawRedirect;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or { port: 8443 }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawRedirect::Enabled(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawRedirectPort::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawRedirect::Port)
+            }
+        }
+        deserializer.deserialize_any(RedirectVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
 //! Downstream TLS: HTTPS end to end with a real rustls client, certificates chosen by SNI,
 //! HTTP/2 by ALPN (and h2c on plain listeners), handshake failures counted without
-//! disturbing the listener, client certificates, certificate reload, and certificate
-//! problems reported as configuration errors.
+//! disturbing the listener, client certificates, certificate reload, the redirect to
+//! HTTPS, and certificate problems reported as configuration errors.
 //!
 //! Certificates are generated per test with rcgen into a temporary directory.
 
@@ -906,6 +906,61 @@ async fn changed_certificate_files_are_reloaded_and_bad_ones_rejected() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Redirect
+
+#[tokio::test]
+async fn a_plain_listener_can_redirect_to_https() {
+    let backend = Backend::echo().await;
+    let gw = gateway(&format!(
+        r#"
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", redirect_to_https: {{ port: 8443 }} }}
+  - {{ name: standard, address: "127.0.0.1:0", redirect_to_https: true }}
+upstreams:
+  app: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let client = Client::new();
+    let on = |listener: &str, path: &str| {
+        format!(
+            "http://{}{path}",
+            gw.listener_addr(listener).expect("listener")
+        )
+    };
+    let reply = client
+        .send(
+            http::Method::GET,
+            &on("public", "/a/b?c=1"),
+            &[("host", "api.example.com:8080")],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://api.example.com:8443/a/b?c=1")
+    );
+    let reply = client
+        .send(
+            http::Method::POST,
+            &on("standard", "/submit"),
+            &[("host", "api.example.com")],
+            "x",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://api.example.com/submit")
+    );
+    assert_eq!(backend.state.arrived(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
 // Configuration errors
 
 fn tls_config_text(tls: &str) -> String {
@@ -1065,6 +1120,15 @@ fn certificate_problems_are_config_errors_naming_the_file() {
         "{errors}"
     );
     assert!(errors.contains("3 errors in configuration"), "{errors}");
+
+    let errors = config_errors(&format!(
+        "listeners:\n  - {{ name: public, address: 127.0.0.1:8443, redirect_to_https: true, tls: {} }}\n",
+        single(&cert, &key, "")
+    ));
+    assert!(
+        errors.contains("listeners[0].redirect_to_https: is for plain HTTP listeners"),
+        "{errors}"
+    );
 }
 
 #[test]
