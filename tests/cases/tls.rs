@@ -779,6 +779,7 @@ async fn client_certificates_are_required_and_checked_when_client_ca_is_set() {
     );
     metric_reaches(&gw, &failures("client_certificate"), 2.0).await;
     assert_eq!(backend.state.arrived(), 1);
+    crate::cases::metrics::promtool_accepts(&metrics_text(&gw).await);
 }
 
 #[tokio::test]
@@ -903,6 +904,7 @@ async fn changed_certificate_files_are_reloaded_and_bad_ones_rejected() {
     )
     .await;
     assert_eq!(served().await, "second");
+    crate::cases::metrics::promtool_accepts(&metrics_text(&gw).await);
 }
 
 // ---------------------------------------------------------------------------------------
