@@ -710,6 +710,40 @@ async fn a_handshake_that_does_not_finish_in_time_is_closed_and_counted() {
     metric_reaches(&gw, &failures("timeout"), 1.0).await;
 }
 
+#[tokio::test]
+async fn a_client_that_sends_nothing_after_the_handshake_is_closed_after_the_idle_timeout() {
+    let pki = Pki::new("Test CA");
+    let (cert, key) = pki.write("api", &pki.issue(&["api.example.com"]));
+    let backend = Backend::echo().await;
+    let gw = gateway(&format!(
+        r#"
+listeners:
+  - {{ name: public, address: "127.0.0.1:0", idle_timeout: 100ms, tls: {tls} }}
+upstreams:
+  app: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#,
+        tls = single(&cert, &key, ""),
+        url = backend.url()
+    ))
+    .await;
+    let mut stream = connect(
+        public(&gw),
+        "api.example.com",
+        client_config(pki.roots(), &[]),
+    )
+    .await
+    .expect("handshake");
+    let mut buffer = [0u8; 64];
+    let read = within(
+        "the gateway closes the idle TLS connection",
+        stream.read(&mut buffer),
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Client certificates (mTLS)
 
