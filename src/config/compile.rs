@@ -392,12 +392,14 @@ fn compile_tls(
                     loaded,
                 });
             }
-            Err(error) => {
-                let field = match error.file {
-                    CertificateFile::Certificate => "certificate",
-                    CertificateFile::PrivateKey => "private_key",
-                };
-                problems.add(format!("{entry_key}.{field}"), error.message);
+            Err(errors) => {
+                for error in errors {
+                    let field = match error.file {
+                        CertificateFile::Certificate => "certificate",
+                        CertificateFile::PrivateKey => "private_key",
+                    };
+                    problems.add(format!("{entry_key}.{field}"), error.message);
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{InconsistentKeys, RootCertStore};
 
 pub use super::raw::ClientAuthMode;
@@ -137,99 +137,171 @@ impl CertificateError {
 }
 
 impl CertificateFiles {
-    /// Reads both files as they are now.
-    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), CertificateError> {
-        let certificate = std::fs::read(&self.certificate).map_err(|e| {
+    /// Reads both files as they are now; a problem with each is reported.
+    pub fn read(&self) -> Result<(Vec<u8>, Vec<u8>), Vec<CertificateError>> {
+        both(self.read_certificate(), self.read_private_key())
+    }
+
+    fn read_certificate(&self) -> Result<Vec<u8>, CertificateError> {
+        std::fs::read(&self.certificate).map_err(|e| {
             CertificateError::certificate(format!(
                 "cannot read {}: {e}",
                 self.certificate.display()
             ))
-        })?;
-        let private_key = std::fs::read(&self.private_key).map_err(|e| {
+        })
+    }
+
+    fn read_private_key(&self) -> Result<Vec<u8>, CertificateError> {
+        std::fs::read(&self.private_key).map_err(|e| {
             CertificateError::private_key(format!(
                 "cannot read {}: {e}",
                 self.private_key.display()
             ))
-        })?;
-        Ok((certificate, private_key))
+        })
     }
 
-    /// Reads and parses both files.
-    pub fn load(&self, provider: &CryptoProvider) -> Result<LoadedCertificate, CertificateError> {
-        let (certificate, private_key) = self.read()?;
-        self.parse(&certificate, &private_key, provider)
+    /// Reads and parses both files. Each file is checked even when the other cannot be
+    /// read, so that one pass reports every problem.
+    pub fn load(
+        &self,
+        provider: &CryptoProvider,
+    ) -> Result<LoadedCertificate, Vec<CertificateError>> {
+        let certificate = self
+            .read_certificate()
+            .and_then(|pem| Ok((self.parse_certificate(&pem)?, pem)));
+        let private_key = self
+            .read_private_key()
+            .and_then(|pem| Ok((self.parse_private_key(&pem, provider)?, pem)));
+        let ((certificate, certificate_pem), (private_key, private_key_pem)) =
+            both(certificate, private_key)?;
+        self.assemble(
+            certificate,
+            private_key,
+            fingerprint(&certificate_pem, &private_key_pem),
+        )
     }
 
     /// Parses the contents of the certificate file (a PEM chain, end-entity certificate
     /// first) and of the key file (PKCS#8, PKCS#1 or SEC1 PEM), and checks that the key
-    /// belongs to the certificate.
+    /// belongs to the certificate. A problem with each file is reported.
     pub fn parse(
         &self,
         certificate_pem: &[u8],
         private_key_pem: &[u8],
         provider: &CryptoProvider,
-    ) -> Result<LoadedCertificate, CertificateError> {
-        let cert_path = self.certificate.display();
-        let key_path = self.private_key.display();
-        let chain = CertificateDer::pem_slice_iter(certificate_pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                CertificateError::certificate(format!("{cert_path} is not valid PEM: {e}"))
-            })?;
-        let Some(end_entity) = chain.first() else {
-            let hint = if contains(certificate_pem, b"PRIVATE KEY-----") {
-                "it holds a private key; are `certificate` and `private_key` swapped?"
-            } else {
-                "expected a `-----BEGIN CERTIFICATE-----` block"
-            };
-            return Err(CertificateError::certificate(format!(
-                "{cert_path} contains no certificate ({hint})"
-            )));
-        };
-        let (names, not_after) = describe(end_entity).map_err(|e| {
-            CertificateError::certificate(format!(
-                "{cert_path}: the first certificate is not valid X.509: {e}"
-            ))
-        })?;
+    ) -> Result<LoadedCertificate, Vec<CertificateError>> {
+        let (certificate, private_key) = both(
+            self.parse_certificate(certificate_pem),
+            self.parse_private_key(private_key_pem, provider),
+        )?;
+        self.assemble(
+            certificate,
+            private_key,
+            fingerprint(certificate_pem, private_key_pem),
+        )
+    }
 
-        let key = PrivateKeyDer::from_pem_slice(private_key_pem).map_err(|e| match e {
-            pem::Error::NoItemsFound => {
-                let hint = if contains(private_key_pem, b"CERTIFICATE-----") {
-                    "it holds a certificate; are `certificate` and `private_key` swapped?"
-                } else {
-                    "expected a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block"
-                };
-                CertificateError::private_key(format!(
-                    "{key_path} contains no private key ({hint})"
-                ))
-            }
-            e => CertificateError::private_key(format!("{key_path} is not valid PEM: {e}")),
-        })?;
-        let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
-            CertificateError::private_key(format!("{key_path}: unsupported private key: {e}"))
-        })?;
+    /// Pairs a parsed chain with its key, checking that they belong together.
+    fn assemble(
+        &self,
+        (chain, names, not_after): (Vec<CertificateDer<'static>>, Vec<String>, i64),
+        signing_key: Arc<dyn SigningKey>,
+        fingerprint: u64,
+    ) -> Result<LoadedCertificate, Vec<CertificateError>> {
         let certified = CertifiedKey::new(chain, signing_key);
         match certified.keys_match() {
             // A key type whose public half rustls cannot derive: nothing to compare.
             Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
             Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-                return Err(CertificateError::private_key(format!(
-                    "private key {key_path} does not match the certificate {cert_path}"
-                )))
+                return Err(vec![CertificateError::private_key(format!(
+                    "private key {} does not match the certificate {}",
+                    self.private_key.display(),
+                    self.certificate.display()
+                ))])
             }
             Err(e) => {
-                return Err(CertificateError::certificate(format!(
-                    "{cert_path}: unusable certificate: {e}"
-                )))
+                return Err(vec![CertificateError::certificate(format!(
+                    "{}: unusable certificate: {e}",
+                    self.certificate.display()
+                ))])
             }
         }
         Ok(LoadedCertificate {
             key: Arc::new(certified),
             names,
             not_after,
-            fingerprint: fingerprint(certificate_pem, private_key_pem),
+            fingerprint,
         })
     }
+
+    /// The chain, and the end-entity certificate's DNS names and notAfter.
+    fn parse_certificate(
+        &self,
+        pem: &[u8],
+    ) -> Result<(Vec<CertificateDer<'static>>, Vec<String>, i64), CertificateError> {
+        let path = self.certificate.display();
+        let chain = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CertificateError::certificate(format!("{path} is not valid PEM: {e}")))?;
+        let Some(end_entity) = chain.first() else {
+            let hint = if contains(pem, b"PRIVATE KEY-----") {
+                "it holds a private key; are `certificate` and `private_key` swapped?"
+            } else {
+                "expected a `-----BEGIN CERTIFICATE-----` block"
+            };
+            return Err(CertificateError::certificate(format!(
+                "{path} contains no certificate ({hint})"
+            )));
+        };
+        let (names, not_after) = describe(end_entity).map_err(|e| {
+            CertificateError::certificate(format!(
+                "{path}: the first certificate is not valid X.509: {e}"
+            ))
+        })?;
+        Ok((chain, names, not_after))
+    }
+
+    fn parse_private_key(
+        &self,
+        pem: &[u8],
+        provider: &CryptoProvider,
+    ) -> Result<Arc<dyn SigningKey>, CertificateError> {
+        let path = self.private_key.display();
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                let hint = if contains(pem, b"CERTIFICATE-----") {
+                    "it holds a certificate; are `certificate` and `private_key` swapped?"
+                } else {
+                    "expected a `-----BEGIN PRIVATE KEY-----`, `RSA PRIVATE KEY` or `EC PRIVATE KEY` block"
+                };
+                CertificateError::private_key(format!("{path} contains no private key ({hint})"))
+            }
+            e => CertificateError::private_key(format!("{path} is not valid PEM: {e}")),
+        })?;
+        provider.key_provider.load_private_key(key).map_err(|e| {
+            CertificateError::private_key(format!("{path}: unsupported private key: {e}"))
+        })
+    }
+}
+
+/// Both values, or every error of the two.
+fn both<A, B>(
+    a: Result<A, CertificateError>,
+    b: Result<B, CertificateError>,
+) -> Result<(A, B), Vec<CertificateError>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => Err(a.err().into_iter().chain(b.err()).collect()),
+    }
+}
+
+/// The messages of `errors`, for one log line.
+pub fn join_errors(errors: &[CertificateError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A fingerprint of a certificate file's and a key file's contents, to notice changes

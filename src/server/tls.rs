@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::tls::{covers, host_pattern_text, CertificateConfig, ListenerTls};
+use crate::config::tls::{
+    covers, fingerprint, host_pattern_text, join_errors, CertificateConfig, ListenerTls,
+};
 use crate::metrics::{HandshakeFailure, Metrics, TlsMetrics};
 use crate::routing::HostPattern;
 
@@ -301,8 +303,8 @@ impl CertificateWatcher {
                     continue;
                 };
                 let fingerprint = match &read {
-                    Ok((cert, key)) => crate::config::tls::fingerprint(cert, key),
-                    Err(error) => crate::config::tls::fingerprint(error.message.as_bytes(), b""),
+                    Ok((cert, key)) => fingerprint(cert, key),
+                    Err(errors) => fingerprint(join_errors(errors).as_bytes(), b""),
                 };
                 if fingerprint == seen[index] {
                     continue;
@@ -310,16 +312,17 @@ impl CertificateWatcher {
                 seen[index] = fingerprint;
                 let loaded =
                     read.and_then(|(cert, key)| certificate.files.parse(&cert, &key, &provider));
-                let loaded = loaded.map_err(|e| e.message).and_then(|loaded| {
-                    match certificate.hosts.iter().find(|h| !covers(&loaded.names, h)) {
-                        Some(host) => Err(format!(
-                            "certificate {} is not valid for {}",
-                            certificate.files.certificate.display(),
-                            host_pattern_text(host)
-                        )),
-                        None => Ok(loaded),
-                    }
-                });
+                let loaded =
+                    loaded.map_err(|e| join_errors(&e)).and_then(|loaded| {
+                        match certificate.hosts.iter().find(|h| !covers(&loaded.names, h)) {
+                            Some(host) => Err(format!(
+                                "certificate {} is not valid for {}",
+                                certificate.files.certificate.display(),
+                                host_pattern_text(host)
+                            )),
+                            None => Ok(loaded),
+                        }
+                    });
                 let metrics = &self.listener.metrics;
                 match loaded {
                     Ok(loaded) => {

@@ -1136,26 +1136,30 @@ fn certificate_problems_are_config_errors_naming_the_file() {
         );
     }
 
-    // Both files wrong: both reported, in one pass.
+    // Every problem in one pass: both files of one entry, and other entries.
+    let empty_key = pki.path("empty.key");
+    std::fs::write(&empty_key, "").expect("writes");
     let errors = config_errors(&tls_config_text(&format!(
-        "{{ certificates: [{{ hosts: [a.example.com], certificate: {m}, private_key: {k} }}, {{ hosts: [a.example.com], certificate: {c}, private_key: {m} }}] }}",
+        "{{ certificates: [{{ hosts: [a.example.com], certificate: {m}, private_key: {e} }}, {{ hosts: [a.example.com], certificate: {c}, private_key: {m} }}] }}",
         m = quoted(&missing),
-        k = quoted(&key),
+        e = quoted(&empty_key),
         c = quoted(&cert),
     )));
-    assert!(
-        errors.contains("certificates[0].certificate: cannot read"),
-        "{errors}"
-    );
-    assert!(
-        errors.contains("certificates[1].hosts[0]: host \"a.example.com\" is already served by listeners[0].tls.certificates[0]"),
-        "{errors}"
-    );
-    assert!(
-        errors.contains("certificates[1].private_key: cannot read"),
-        "{errors}"
-    );
-    assert!(errors.contains("3 errors in configuration"), "{errors}");
+    for expected in [
+        format!("certificates[0].certificate: cannot read {}", show(&missing)),
+        format!(
+            "certificates[0].private_key: {} contains no private key",
+            show(&empty_key)
+        ),
+        "certificates[1].hosts[0]: host \"a.example.com\" is already served by listeners[0].tls.certificates[0]".to_owned(),
+        format!("certificates[1].private_key: cannot read {}", show(&missing)),
+        "4 errors in configuration".to_owned(),
+    ] {
+        assert!(
+            errors.contains(&expected),
+            "missing {expected:?} in:\n{errors}"
+        );
+    }
 
     let errors = config_errors(&format!(
         "listeners:\n  - {{ name: public, address: 127.0.0.1:8443, redirect_to_https: true, tls: {} }}\n",
