@@ -197,7 +197,7 @@ fn print_summary(path: &Path, config: &Config) {
             (Some(tls), _) => format!(
                 ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}{}",
                 tls.handshake_timeout,
-                if tls.client_verifier.is_some() {
+                if tls.client_auth.is_some() {
                     ", client certificates checked"
                 } else {
                     ""

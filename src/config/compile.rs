@@ -451,10 +451,12 @@ fn compile_tls(
         problems,
     );
 
-    let client_verifier = match (&raw.client_ca, raw.client_auth) {
+    let client_auth = match (&raw.client_ca, raw.client_auth) {
         (Some(path), mode) => {
-            match tls::client_verifier(&base.join(path), mode.unwrap_or_default(), provider) {
-                Ok(verifier) => Some(verifier),
+            let ca = base.join(path);
+            let mode = mode.unwrap_or_default();
+            match tls::client_verifier(&ca, mode, provider) {
+                Ok(verifier) => Some(tls::ClientAuth { ca, mode, verifier }),
                 Err(message) => {
                     problems.add(key("client_ca"), message);
                     None
@@ -478,7 +480,7 @@ fn compile_tls(
         certificates,
         handshake_timeout,
         reload_interval,
-        client_verifier,
+        client_auth,
     })
 }
 

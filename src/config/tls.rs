@@ -33,18 +33,30 @@ pub struct ListenerTls {
     pub handshake_timeout: Duration,
     /// How often certificate and key files are checked for changes.
     pub reload_interval: Duration,
-    /// Checks client certificates, when the listener asks for them (mTLS).
-    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Client certificate checks (mTLS), when configured.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificate checks of a listener.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// The `client_ca` file, resolved.
+    pub ca: PathBuf,
+    pub mode: ClientAuthMode,
+    /// Built from `ca` at load time.
+    pub verifier: Arc<dyn ClientCertVerifier>,
 }
 
 /// Settings are equal when they name the same files for the same hosts with the same
-/// options. What the files hold is not compared: a configuration reload does not load
-/// certificates into a running listener, so changed file contents must not make it look
-/// like a listener change.
+/// options. What the files hold is not compared: the listener's watcher reloads changed
+/// certificate files by itself (see `crate::server::tls`), so a renewed certificate must
+/// not make a configuration reload look like a listener change.
 impl PartialEq for ListenerTls {
     fn eq(&self, other: &Self) -> bool {
         self.default == other.default
             && self.handshake_timeout == other.handshake_timeout
+            && self.reload_interval == other.reload_interval
+            && client_auth_settings(self) == client_auth_settings(other)
             && self.certificates.len() == other.certificates.len()
             && self
                 .certificates
@@ -52,6 +64,10 @@ impl PartialEq for ListenerTls {
                 .zip(&other.certificates)
                 .all(|(a, b)| a.hosts == b.hosts && a.files == b.files)
     }
+}
+
+fn client_auth_settings(tls: &ListenerTls) -> Option<(&Path, ClientAuthMode)> {
+    tls.client_auth.as_ref().map(|c| (c.ca.as_path(), c.mode))
 }
 
 /// One certificate of a listener and the names it is served for.

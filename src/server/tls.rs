@@ -66,8 +66,8 @@ impl TlsListener {
         });
         let builder = ServerConfig::builder_with_provider(crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-        let builder = match &tls.client_verifier {
-            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        let builder = match &tls.client_auth {
+            Some(client_auth) => builder.with_client_cert_verifier(client_auth.verifier.clone()),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(resolver.clone());

@@ -941,6 +941,95 @@ async fn changed_certificate_files_are_reloaded_and_bad_ones_rejected() {
     crate::cases::metrics::promtool_accepts(&metrics_text(&gw).await);
 }
 
+#[tokio::test]
+async fn a_config_reload_is_not_a_listener_change_when_only_certificate_files_changed() {
+    let pki = Pki::new("Test CA");
+    let first = pki.issue_with("first", &["api.example.com"], (2031, 1, 1), None);
+    let (cert, _) = pki.write("api", &first);
+    let client_ca = pki.write_ca();
+    let backend = Backend::echo().await;
+    let path = pki.path("gateway.yaml");
+    let text = |tls_extra: &str, prefix: &str| {
+        format!(
+            r#"
+listeners:
+  - name: public
+    address: "127.0.0.1:0"
+    tls: {{ certificate: api.pem, private_key: api.key{tls_extra} }}
+admin: {{ address: "127.0.0.1:0" }}
+reload: {{ watch: false }}
+upstreams:
+  app: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: app, match: {{ path_prefix: {prefix} }}, upstream: app }}
+"#,
+            url = backend.url()
+        )
+    };
+    let initial = text("", "/v1");
+    replace_file(&path, &initial);
+    let config = Config::load(&path).expect("valid config");
+    let gw = portcullis::gateway::start_reloadable(
+        config,
+        path.clone(),
+        portcullis::reload::content_hash(&initial),
+    )
+    .await
+    .expect("starts");
+    let client = Client::new();
+    let reload = || async {
+        client
+            .send(
+                http::Method::POST,
+                &format!("http://{}/reload", gw.admin_addr().expect("admin")),
+                &[],
+                "",
+            )
+            .await
+    };
+    let get = |path: &'static str| async {
+        let stream = connect(
+            public(&gw),
+            "api.example.com",
+            client_config(pki.roots(), &[]),
+        )
+        .await
+        .expect("handshake");
+        get_http1(stream, "api.example.com", path).await.1
+    };
+
+    // A renewed certificate and a new route: the listener is unchanged, the reload applies.
+    let renewed = pki.issue_with(
+        "renewed",
+        &["api.example.com"],
+        (2033, 1, 1),
+        Some(first.key),
+    );
+    replace_file(&cert, &renewed.cert_pem);
+    replace_file(&path, &text("", "/v2"));
+    let reply = reload().await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(get("/v2/x").await, StatusCode::OK);
+
+    // Changed TLS settings are a listener change: refused until a restart.
+    for extra in [
+        ", handshake_timeout: 5s".to_owned(),
+        ", reload_interval: 1m".to_owned(),
+        format!(", client_ca: {}", quoted(&client_ca)),
+    ] {
+        replace_file(&path, &text(&extra, "/v3"));
+        let reply = reload().await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{extra}: {}",
+            reply.text()
+        );
+        assert!(reply.text().contains("restart"), "{}", reply.text());
+    }
+    assert_eq!(get("/v2/x").await, StatusCode::OK);
+}
+
 // ---------------------------------------------------------------------------------------
 // Redirect
 
