@@ -117,9 +117,12 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
                 portcullis::demo::start(&portcullis::demo::services(), &mut services).await?;
             tracing::info!(?addresses, "demo services listening");
         }
+        // Take over SIGHUP before the listeners are up (and logged): a SIGHUP that came
+        // before the handler would meet the default action, which ends the process.
+        let hangup = hangup_signal();
         let gateway = portcullis::gateway::start_reloadable(config, path, hash).await?;
-        if let Some(reloader) = gateway.reloader() {
-            reload_on_sighup(reloader.clone());
+        if let (Some(reloader), Some(hangup)) = (gateway.reloader(), hangup) {
+            reload_on_sighup(reloader.clone(), hangup);
         }
         if demo {
             print_demo_tour(&gateway);
@@ -131,21 +134,26 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
     })
 }
 
-/// SIGHUP reloads the configuration file.
-fn reload_on_sighup(reloader: std::sync::Arc<portcullis::reload::Reloader>) {
+/// The stream of SIGHUPs; from now on SIGHUP no longer ends the process.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hangup) => {
-            tokio::spawn(async move {
-                while hangup.recv().await.is_some() {
-                    tracing::info!("SIGHUP received: reloading the configuration");
-                    // The outcome is logged and counted by the reloader.
-                    let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
-                }
-            });
+    signal(SignalKind::hangup())
+        .map_err(|error| tracing::warn!("cannot listen for SIGHUP: {error}"))
+        .ok()
+}
+
+/// SIGHUP reloads the configuration file.
+fn reload_on_sighup(
+    reloader: std::sync::Arc<portcullis::reload::Reloader>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // The outcome is logged and counted by the reloader.
+            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
         }
-        Err(error) => tracing::warn!("cannot listen for SIGHUP: {error}"),
-    }
+    });
 }
 
 async fn shutdown_signal() {
