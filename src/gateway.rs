@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::ListenerContext;
 use crate::reload::Reloader;
+use crate::server::tls::TlsListener;
 use crate::server::{self, Listener, Shutdown};
 use crate::snapshot::Snapshot;
 
@@ -29,6 +30,12 @@ pub enum StartError {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot set up TLS for listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        #[source]
+        source: rustls::Error,
     },
 }
 
@@ -101,6 +108,19 @@ async fn launch(
         config, &metrics, None,
     )));
 
+    let mut tls = Vec::with_capacity(listener_configs.len());
+    for listener in &listener_configs {
+        tls.push(match &listener.tls {
+            Some(config) => Some(TlsListener::new(&listener.name, config, &metrics).map_err(
+                |source| StartError::Tls {
+                    listener: listener.name.clone(),
+                    source,
+                },
+            )?),
+            None => None,
+        });
+    }
+
     let mut bound = Vec::with_capacity(listener_configs.len());
     for listener in &listener_configs {
         let tcp = server::bind(listener.address).map_err(|source| StartError::Bind {
@@ -126,10 +146,21 @@ async fn launch(
     let ready = Arc::new(AtomicBool::new(true));
     let mut addresses = Vec::with_capacity(bound.len());
     let mut serving = JoinSet::new();
-    for (index, (tcp, listener)) in bound.into_iter().zip(&listener_configs).enumerate() {
+    for (index, ((tcp, listener), tls)) in bound
+        .into_iter()
+        .zip(&listener_configs)
+        .zip(tls)
+        .enumerate()
+    {
         let address = tcp.local_addr().unwrap_or(listener.address);
         addresses.push((listener.name.clone(), address));
-        tracing::info!(listener = %listener.name, %address, "listening");
+        tracing::info!(
+            listener = %listener.name,
+            %address,
+            tls = tls.is_some(),
+            "listening"
+        );
+        let (tls, certificate_watcher) = tls.unzip();
         let listener = Listener {
             tcp,
             context: Arc::new(ListenerContext {
@@ -137,10 +168,17 @@ async fn launch(
                 name: listener.name.clone(),
                 limits: listener.limits,
                 state: state.clone(),
-                forwarded_proto: HeaderValue::from_static("http"),
+                forwarded_proto: HeaderValue::from_static(if tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }),
+                redirect_to_https: listener.redirect_to_https,
             }),
             max_connections: listener.max_connections,
             metrics: metrics.listener(&listener.name),
+            tls,
+            certificate_watcher,
         };
         serving.spawn(listener.serve(Shutdown {
             drain: drain_rx.clone(),

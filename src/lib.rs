@@ -6,7 +6,8 @@
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`];
 //! - [`gateway`]: start, serve and shut down; [`snapshot`]: a config compiled for
 //!   serving, swapped atomically; [`reload`]: hot reload of the file;
-//! - [`server`]: listeners, accept loop, connection limits, graceful drain;
+//! - [`server`]: listeners, accept loop, connection limits, TLS ([`server::tls`]),
+//!   graceful drain;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back;
 //! - [`aggregate`]: routes that fan out to several upstreams and merge their JSON;

@@ -117,9 +117,12 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
                 portcullis::demo::start(&portcullis::demo::services(), &mut services).await?;
             tracing::info!(?addresses, "demo services listening");
         }
+        // Take over SIGHUP before the listeners are up (and logged): a SIGHUP that came
+        // before the handler would meet the default action, which ends the process.
+        let hangup = hangup_signal();
         let gateway = portcullis::gateway::start_reloadable(config, path, hash).await?;
-        if let Some(reloader) = gateway.reloader() {
-            reload_on_sighup(reloader.clone());
+        if let (Some(reloader), Some(hangup)) = (gateway.reloader(), hangup) {
+            reload_on_sighup(reloader.clone(), hangup);
         }
         if demo {
             print_demo_tour(&gateway);
@@ -131,21 +134,26 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
     })
 }
 
-/// SIGHUP reloads the configuration file.
-fn reload_on_sighup(reloader: std::sync::Arc<portcullis::reload::Reloader>) {
+/// The stream of SIGHUPs; from now on SIGHUP no longer ends the process.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::hangup()) {
-        Ok(mut hangup) => {
-            tokio::spawn(async move {
-                while hangup.recv().await.is_some() {
-                    tracing::info!("SIGHUP received: reloading the configuration");
-                    // The outcome is logged and counted by the reloader.
-                    let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
-                }
-            });
+    signal(SignalKind::hangup())
+        .map_err(|error| tracing::warn!("cannot listen for SIGHUP: {error}"))
+        .ok()
+}
+
+/// SIGHUP reloads the configuration file.
+fn reload_on_sighup(
+    reloader: std::sync::Arc<portcullis::reload::Reloader>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the configuration");
+            // The outcome is logged and counted by the reloader.
+            let _ = reloader.reload(portcullis::reload::Trigger::Signal).await;
         }
-        Err(error) => tracing::warn!("cannot listen for SIGHUP: {error}"),
-    }
+    });
 }
 
 async fn shutdown_signal() {
@@ -193,10 +201,46 @@ fn print_summary(path: &Path, config: &Config) {
     println!("{}: configuration is valid", path.display());
     println!("\nlisteners:");
     for listener in &config.listeners {
+        let mode = match (&listener.tls, listener.redirect_to_https) {
+            (Some(tls), _) => format!(
+                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}{}",
+                tls.handshake_timeout,
+                if tls.client_auth.is_some() {
+                    ", client certificates checked"
+                } else {
+                    ""
+                }
+            ),
+            (None, Some(port)) => format!(", redirects to https on port {port}"),
+            (None, None) => String::new(),
+        };
         println!(
-            "  {:<12} {:<22} max_connections {}",
+            "  {:<12} {:<22} max_connections {}{mode}",
             listener.name, listener.address, listener.max_connections
         );
+        for (is_default, certificate) in listener.tls.iter().flat_map(|t| {
+            t.certificates
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (i == t.default, c))
+        }) {
+            let expires = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(
+                    u64::try_from(certificate.loaded.not_after).unwrap_or(0),
+                );
+            println!(
+                "  {:<12} certificate {} for {}{}, expires {}",
+                "",
+                certificate.files.certificate.display(),
+                certificate.host_labels().join(", "),
+                if is_default && !certificate.hosts.is_empty() {
+                    " (default)"
+                } else {
+                    ""
+                },
+                humantime::format_rfc3339_seconds(expires)
+            );
+        }
     }
     if let Some(admin) = &config.admin {
         println!(

@@ -120,6 +120,11 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     config_last_success: prometheus::Gauge,
     config_info: IntGaugeVec,
+    tls_handshakes: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_connections_active: IntGaugeVec,
+    tls_certificate_expiry: IntGaugeVec,
+    tls_certificate_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -259,6 +264,31 @@ impl Metrics {
                 "Always 1; the hash label identifies the configuration file's content in use.",
                 &["hash"],
             ),
+            tls_handshakes: counter(
+                "portcullis_tls_handshakes_total",
+                "TLS handshakes completed, by protocol version and negotiated ALPN protocol.",
+                &["listener", "version", "alpn"],
+            ),
+            tls_handshake_failures: counter(
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason.",
+                &["listener", "reason"],
+            ),
+            tls_connections_active: gauge(
+                "portcullis_tls_connections_active",
+                "TLS connections open now (handshake done), by protocol version and ALPN protocol.",
+                &["listener", "version", "alpn"],
+            ),
+            tls_certificate_expiry: gauge(
+                "portcullis_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate served for a host expires (notAfter), in Unix seconds.",
+                &["listener", "host"],
+            ),
+            tls_certificate_reloads: counter(
+                "portcullis_tls_certificate_reloads_total",
+                "Certificate files that changed on disk, by outcome (loaded, or rejected and the previous certificate kept).",
+                &["listener", "outcome"],
+            ),
             registry,
         };
         for result in ["success", "failure"] {
@@ -309,6 +339,36 @@ impl Metrics {
         ListenerMetrics {
             active: self.connections_active.with_label_values(&[listener]),
             accepted: self.connections_total.with_label_values(&[listener]),
+        }
+    }
+
+    /// Handles for one TLS listener.
+    pub fn tls(&self, listener: &str) -> TlsMetrics {
+        let by_protocol = |family: &IntCounterVec| {
+            TLS_VERSIONS.map(|version| {
+                TLS_ALPNS.map(|alpn| family.with_label_values(&[listener, version, alpn]))
+            })
+        };
+        TlsMetrics {
+            handshakes: by_protocol(&self.tls_handshakes),
+            active: TLS_VERSIONS.map(|version| {
+                TLS_ALPNS.map(|alpn| {
+                    self.tls_connections_active
+                        .with_label_values(&[listener, version, alpn])
+                })
+            }),
+            failures: HandshakeFailure::ALL.map(|reason| {
+                self.tls_handshake_failures
+                    .with_label_values(&[listener, reason.label()])
+            }),
+            expiry: self.tls_certificate_expiry.clone(),
+            listener: listener.into(),
+            reloaded: self
+                .tls_certificate_reloads
+                .with_label_values(&[listener, "loaded"]),
+            reload_rejected: self
+                .tls_certificate_reloads
+                .with_label_values(&[listener, "rejected"]),
         }
     }
 
@@ -450,6 +510,88 @@ impl CallMetrics {
 pub struct ListenerMetrics {
     pub active: IntGauge,
     pub accepted: IntCounter,
+}
+
+/// Label values of `version`: the TLS versions a listener accepts.
+pub const TLS_VERSIONS: [&str; 2] = ["1.2", "1.3"];
+/// Label values of `alpn`: what ALPN negotiated (`none` when the client offered nothing).
+pub const TLS_ALPNS: [&str; 3] = ["h2", "http/1.1", "none"];
+
+/// The `reason` label of `portcullis_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The handshake did not finish within `handshake_timeout`.
+    Timeout,
+    /// The client closed or reset the connection during the handshake.
+    Closed,
+    /// The client sent something other than TLS (typically plain HTTP).
+    NotTls,
+    /// No common protocol version, cipher suite or ALPN protocol.
+    Incompatible,
+    /// The client rejected the gateway's certificate (an alert such as `unknown_ca`).
+    CertificateRejected,
+    /// mTLS: the client sent no certificate, or one that does not verify.
+    ClientCertificate,
+    /// A malformed or unexpected TLS message.
+    Protocol,
+    /// Anything else (an I/O error, an unexpected alert).
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 8] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Closed,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::CertificateRejected,
+        HandshakeFailure::ClientCertificate,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Closed => "closed",
+            HandshakeFailure::NotTls => "not_tls",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::CertificateRejected => "certificate_rejected",
+            HandshakeFailure::ClientCertificate => "client_certificate",
+            HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::Other => "other",
+        }
+    }
+}
+
+/// Handles for one TLS listener; protocol-labelled ones indexed by
+/// `[TLS_VERSIONS index][TLS_ALPNS index]`.
+pub struct TlsMetrics {
+    pub handshakes: [[IntCounter; 3]; 2],
+    pub active: [[IntGauge; 3]; 2],
+    failures: [IntCounter; 8],
+    expiry: IntGaugeVec,
+    listener: Arc<str>,
+    pub reloaded: IntCounter,
+    pub reload_rejected: IntCounter,
+}
+
+impl TlsMetrics {
+    pub fn failed(&self, reason: HandshakeFailure) {
+        let index = HandshakeFailure::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(HandshakeFailure::ALL.len() - 1);
+        self.failures[index].inc();
+    }
+
+    /// Records when the certificate served for `host` expires. Called at start and on
+    /// each certificate reload, never per connection.
+    pub fn set_expiry(&self, host: &str, not_after: i64) {
+        self.expiry
+            .with_label_values(&[&*self.listener, host])
+            .set(not_after);
+    }
 }
 
 /// Counters of one route on one listener, by method and status, created on first use.

@@ -1,6 +1,9 @@
-//! Client-facing listeners: binding, the accept loop with its connection limit, serving
-//! each connection with hyper (HTTP/1.1, and HTTP/2 with prior knowledge), and draining
+//! Client-facing listeners: binding, the accept loop with its connection limit, TLS
+//! ([`tls`], in each connection's task), serving each connection with hyper (HTTP/1.1,
+//! HTTP/2 over TLS by ALPN, and cleartext HTTP/2 with prior knowledge), and draining
 //! connections on shutdown.
+
+pub mod tls;
 
 use std::convert::Infallible;
 use std::io;
@@ -12,11 +15,13 @@ use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{ConnectionContext, ListenerContext};
+use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;
@@ -52,12 +57,19 @@ pub struct Listener {
     pub context: Arc<ListenerContext>,
     pub max_connections: usize,
     pub metrics: ListenerMetrics,
+    /// Set on TLS listeners: every connection shakes hands before HTTP.
+    pub tls: Option<Arc<TlsListener>>,
+    /// Reloads the TLS listener's certificates when their files change.
+    pub certificate_watcher: Option<CertificateWatcher>,
 }
 
 impl Listener {
     /// Accepts and serves connections until `shutdown.drain`; then waits until every
     /// connection has finished (the caller bounds the wait with `shutdown.close`).
-    pub async fn serve(self, mut shutdown: Shutdown) {
+    pub async fn serve(mut self, mut shutdown: Shutdown) {
+        if let Some(watcher) = self.certificate_watcher.take() {
+            tokio::spawn(watcher.run(shutdown.drain.clone()));
+        }
         let builder = Arc::new(http_builder(&self.context));
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut backoff = Duration::from_millis(5);
@@ -106,6 +118,9 @@ impl Listener {
                 }
             };
             self.metrics.accepted.inc();
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {error}");
+            }
             let connection = ConnectionContext {
                 listener: self.context.clone(),
                 peer_ip: HeaderValue::from_str(&peer.ip().to_string())
@@ -114,9 +129,38 @@ impl Listener {
             let builder = builder.clone();
             let shutdown = shutdown.clone();
             let active = self.metrics.active.clone();
+            let tls = self.tls.clone();
+            let idle_timeout = self.context.limits.idle_timeout;
             tokio::spawn(async move {
                 active.inc();
-                serve_connection(&builder, stream, connection, shutdown).await;
+                let mut drain = shutdown.drain.clone();
+                match tls {
+                    None => {
+                        let mut first_byte = [0u8; 1];
+                        let peek = stream.peek(&mut first_byte);
+                        if first_byte_arrives(peek, idle_timeout, &mut drain).await {
+                            serve_connection(&builder, stream, connection, shutdown).await;
+                        }
+                    }
+                    Some(tls) => {
+                        // A handshake still under way when draining starts is abandoned.
+                        let handshake = tokio::select! {
+                            handshake = tls.handshake(stream, peer) => handshake,
+                            _ = signalled(&mut drain) => None,
+                        };
+                        if let Some(tls) = handshake {
+                            // TLS streams cannot peek: a small buffer holds the first
+                            // bytes instead; hyper's larger reads then bypass it.
+                            let mut stream =
+                                BufReader::with_capacity(FIRST_READ_BUFFER, tls.stream);
+                            let fill = async { stream.fill_buf().await.map(<[u8]>::len) };
+                            if first_byte_arrives(fill, idle_timeout, &mut drain).await {
+                                serve_connection(&builder, stream, connection, shutdown).await;
+                            }
+                            drop(tls.active);
+                        }
+                    }
+                }
                 active.dec();
                 drop(permit);
             });
@@ -129,6 +173,32 @@ impl Listener {
             _ = limit.acquire_many(everyone) => {}
             _ = signalled(&mut close) => {}
         }
+    }
+}
+
+/// Bytes buffered while waiting for a TLS client's first request bytes.
+const FIRST_READ_BUFFER: usize = 1024;
+
+/// Waits, for at most the idle timeout, until `read` (a peek or a buffered read) says the
+/// client has sent something. hyper's header timeout starts only once the protocol has
+/// been detected from the first bytes: a client that connects (or completes a TLS
+/// handshake) and then sends nothing must be timed out here. False: close the
+/// connection (timed out, closed by the client, or draining).
+async fn first_byte_arrives(
+    read: impl std::future::Future<Output = io::Result<usize>>,
+    idle_timeout: Duration,
+    drain: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        read = tokio::time::timeout(idle_timeout, read) => match read {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(_)) => false,
+            Err(_elapsed) => {
+                tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
+                false
+            }
+        },
+        _ = signalled(drain) => false,
     }
 }
 
@@ -150,30 +220,14 @@ fn http_builder(context: &ListenerContext) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+    stream: S,
     context: ConnectionContext,
     mut shutdown: Shutdown,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY: {error}");
-    }
-    // hyper's header timeout starts only once the protocol has been detected from the
-    // first bytes: a client that connects and sends nothing must be timed out here.
-    let idle_timeout = context.listener.limits.idle_timeout;
-    let mut first_byte = [0u8; 1];
-    tokio::select! {
-        peeked = tokio::time::timeout(idle_timeout, stream.peek(&mut first_byte)) => match peeked {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return,
-            Err(_elapsed) => {
-                tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
-                return;
-            }
-        },
-        _ = signalled(&mut shutdown.drain) => return,
-    }
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let context = Arc::new(context);
     let service = service_fn(move |request| {
         let context = context.clone();

@@ -2,13 +2,15 @@
 //! resolved, every problem collected (not only the first) with its location.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue, Uri};
 
 use super::error::ConfigError;
 use super::locate::LocationIndex;
-use super::raw::{RawConfig, RawListener, RawRoute, RawUpstream};
+use super::raw::{RawConfig, RawListener, RawRedirect, RawRoute, RawTls, RawUpstream};
+use super::tls::{self, CertificateConfig, CertificateFile, CertificateFiles, ListenerTls};
 use super::{
     defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, ReloadConfig,
     RouteConfig, RouteTarget, UpstreamConfig,
@@ -77,7 +79,9 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     if raw.listeners.is_empty() {
         problems.add("listeners", "at least one listener is needed");
     }
-    let listeners = compile_listeners(&raw.listeners, &mut problems);
+    // Relative certificate paths are relative to the configuration file.
+    let base = Path::new(file).parent().unwrap_or(Path::new(""));
+    let listeners = compile_listeners(&raw.listeners, base, &mut problems);
     let upstream_names: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
@@ -175,7 +179,11 @@ fn check_name(kind: &str, name: &str, key: String, problems: &mut Problems) {
     }
 }
 
-fn compile_listeners(raw: &[RawListener], problems: &mut Problems) -> Vec<ListenerConfig> {
+fn compile_listeners(
+    raw: &[RawListener],
+    base: &Path,
+    problems: &mut Problems,
+) -> Vec<ListenerConfig> {
     let mut names = HashSet::new();
     let mut addresses = HashSet::new();
     let defaults = ClientLimits::default();
@@ -223,6 +231,29 @@ fn compile_listeners(raw: &[RawListener], problems: &mut Problems) -> Vec<Listen
             if idle_timeout.is_zero() {
                 problems.add(key("idle_timeout"), "must be longer than 0s");
             }
+            let tls = listener
+                .tls
+                .as_ref()
+                .and_then(|raw| compile_tls(&key("tls"), raw, base, problems));
+            let redirect_to_https = match &listener.redirect_to_https {
+                None | Some(RawRedirect::Enabled(false)) => None,
+                Some(RawRedirect::Enabled(true)) => Some(443),
+                Some(RawRedirect::Port(port)) => {
+                    if port.port == 0 {
+                        problems.add(
+                            key("redirect_to_https.port"),
+                            "must be a port between 1 and 65535",
+                        );
+                    }
+                    Some(port.port)
+                }
+            };
+            if redirect_to_https.is_some() && listener.tls.is_some() {
+                problems.add(
+                    key("redirect_to_https"),
+                    "is for plain HTTP listeners; this one already serves HTTPS",
+                );
+            }
             ListenerConfig {
                 name: listener.name.clone(),
                 address: listener.address,
@@ -236,9 +267,221 @@ fn compile_listeners(raw: &[RawListener], problems: &mut Problems) -> Vec<Listen
                         .max_request_body
                         .map_or(defaults.max_request_body, |s| s.0),
                 },
+                tls,
+                redirect_to_https,
             }
         })
         .collect()
+}
+
+/// A listener's `tls`: which certificates, read and checked now, serve which names.
+/// `prefix` is the key path of the `tls` mapping.
+fn compile_tls(
+    prefix: &str,
+    raw: &RawTls,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<ListenerTls> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let provider = crate::server::tls::crypto_provider();
+    // (key path of the entry, hosts as written, certificate, private key)
+    let entries: Vec<(String, &[String], &Path, &Path)> = match (
+        &raw.certificate,
+        &raw.private_key,
+        &raw.certificates,
+    ) {
+        (Some(certificate), Some(private_key), None) => {
+            vec![(prefix.to_owned(), &[][..], certificate, private_key)]
+        }
+        (None, None, Some(list)) => {
+            if list.is_empty() {
+                problems.add(key("certificates"), "list at least one certificate");
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    (
+                        format!("{prefix}.certificates[{i}]"),
+                        &entry.hosts[..],
+                        entry.certificate.as_path(),
+                        entry.private_key.as_path(),
+                    )
+                })
+                .collect()
+        }
+        (_, _, Some(_)) => {
+            problems.add(
+                prefix,
+                "give either `certificate` and `private_key`, or `certificates`, not both",
+            );
+            return None;
+        }
+        (Some(_), None, None) => {
+            problems.add(key("certificate"), "needs `private_key` beside it");
+            return None;
+        }
+        (None, Some(_), None) => {
+            problems.add(key("private_key"), "needs `certificate` beside it");
+            return None;
+        }
+        (None, None, None) => {
+            problems.add(
+                    prefix,
+                    "needs `certificate` and `private_key`, or `certificates` (one entry per set of host names)",
+                );
+            return None;
+        }
+    };
+    let by_sni = raw.certificates.is_some();
+
+    let mut certificates = Vec::with_capacity(entries.len());
+    let mut claimed: HashMap<String, usize> = HashMap::new();
+    for (index, (entry_key, hosts, certificate, private_key)) in entries.into_iter().enumerate() {
+        let mut patterns = Vec::with_capacity(hosts.len());
+        if by_sni && hosts.is_empty() {
+            problems.add(
+                format!("{entry_key}.hosts"),
+                "list the server names this certificate is for, e.g. [api.example.com, \"*.example.com\"]",
+            );
+        }
+        for (h, host) in hosts.iter().enumerate() {
+            let host_key = format!("{entry_key}.hosts[{h}]");
+            match HostPattern::parse(host) {
+                Ok(pattern) => {
+                    let text = tls::host_pattern_text(&pattern);
+                    if let Some(first) = claimed.insert(text, index) {
+                        problems.add(
+                            host_key,
+                            format!(
+                                "host {host:?} is already served by {prefix}.certificates[{first}]"
+                            ),
+                        );
+                    } else {
+                        patterns.push((h, pattern));
+                    }
+                }
+                Err(message) => problems.add(host_key, message),
+            }
+        }
+        let files = CertificateFiles {
+            certificate: base.join(certificate),
+            private_key: base.join(private_key),
+        };
+        match files.load(&provider) {
+            Ok(loaded) => {
+                for (h, pattern) in &patterns {
+                    if !tls::covers(&loaded.names, pattern) {
+                        let names = if loaded.names.is_empty() {
+                            "it has no DNS names (subjectAltName)".to_owned()
+                        } else {
+                            format!("its names are {}", loaded.names.join(", "))
+                        };
+                        problems.add(
+                            format!("{entry_key}.hosts[{h}]"),
+                            format!(
+                                "certificate {} is not valid for {}; {names}",
+                                files.certificate.display(),
+                                tls::host_pattern_text(pattern)
+                            ),
+                        );
+                    }
+                }
+                certificates.push(CertificateConfig {
+                    hosts: patterns.into_iter().map(|(_, p)| p).collect(),
+                    files,
+                    loaded,
+                });
+            }
+            Err(errors) => {
+                for error in errors {
+                    let field = match error.file {
+                        CertificateFile::Certificate => "certificate",
+                        CertificateFile::PrivateKey => "private_key",
+                    };
+                    problems.add(format!("{entry_key}.{field}"), error.message);
+                }
+            }
+        }
+    }
+
+    let default = match &raw.default {
+        None => 0,
+        Some(_) if !by_sni => {
+            problems.add(
+                key("default"),
+                "applies to `certificates` only; a single `certificate` answers every name",
+            );
+            0
+        }
+        Some(name) => match HostPattern::parse(name)
+            .ok()
+            .and_then(|p| claimed.get(&tls::host_pattern_text(&p)).copied())
+        {
+            Some(index) => index,
+            None => {
+                problems.add(
+                    key("default"),
+                    format!("{name:?} is not one of the hosts listed in `certificates`"),
+                );
+                0
+            }
+        },
+    };
+
+    let positive = |value: Option<super::units::HumanDuration>,
+                    default,
+                    field: &str,
+                    problems: &mut Problems| {
+        let value = value.map_or(default, |d| d.0);
+        if value.is_zero() {
+            problems.add(key(field), "must be longer than 0s");
+        }
+        value
+    };
+    let handshake_timeout = positive(
+        raw.handshake_timeout,
+        defaults::TLS_HANDSHAKE_TIMEOUT,
+        "handshake_timeout",
+        problems,
+    );
+    let reload_interval = positive(
+        raw.reload_interval,
+        defaults::TLS_RELOAD_INTERVAL,
+        "reload_interval",
+        problems,
+    );
+
+    let client_auth = match (&raw.client_ca, raw.client_auth) {
+        (Some(path), mode) => {
+            let ca = base.join(path);
+            let mode = mode.unwrap_or_default();
+            match tls::client_verifier(&ca, mode, provider) {
+                Ok(verifier) => Some(tls::ClientAuth { ca, mode, verifier }),
+                Err(message) => {
+                    problems.add(key("client_ca"), message);
+                    None
+                }
+            }
+        }
+        (None, Some(_)) => {
+            problems.add(
+                key("client_auth"),
+                "needs `client_ca`: the CA certificates that client certificates must chain to",
+            );
+            None
+        }
+        (None, None) => None,
+    };
+
+    // The entry count matches only when every certificate loaded; errors were recorded.
+    let complete = certificates.len() == raw.certificates.as_ref().map_or(1, Vec::len);
+    (complete && !certificates.is_empty()).then(|| ListenerTls {
+        default: default.min(certificates.len() - 1),
+        certificates,
+        handshake_timeout,
+        reload_interval,
+        client_auth,
+    })
 }
 
 fn compile_upstream(

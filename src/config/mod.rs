@@ -10,6 +10,7 @@ mod compile;
 mod error;
 mod locate;
 pub mod raw;
+pub mod tls;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use http::uri::{Authority, Scheme};
 
 pub use error::{ConfigError, LoadError};
 pub use raw::{Balance, HostHeader, MergeMode, StreamMode};
+pub use tls::ListenerTls;
 
 use crate::aggregate::template::CallTemplate;
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -61,6 +63,11 @@ pub struct ListenerConfig {
     /// Connections open at once; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
     pub limits: ClientLimits,
+    /// Terminates TLS when set; plain HTTP (and h2c) otherwise.
+    pub tls: Option<ListenerTls>,
+    /// On a plain listener: answer every request with a redirect to `https://` on this
+    /// port instead of routing it.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// Limits on what a client may send.
@@ -266,7 +273,8 @@ impl Config {
         Config::from_yaml(&text, &file)
     }
 
-    /// Compiles YAML text; `file` names it in error messages.
+    /// Compiles YAML text; `file` names it in error messages, and relative paths in it
+    /// (certificates, keys) are resolved against `file`'s directory.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, LoadError> {
         compile::compile(text, file).map_err(LoadError::Invalid)
     }
@@ -316,4 +324,6 @@ pub mod defaults {
     pub const RETRY_MAX_BODY_SIZE: u64 = 64 * 1024;
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
+    pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -43,6 +44,83 @@ pub struct RawListener {
     pub max_headers: Option<usize>,
     pub max_uri_length: Option<usize>,
     pub max_request_body: Option<ByteSize>,
+    pub tls: Option<RawTls>,
+    pub redirect_to_https: Option<RawRedirect>,
+}
+
+/// A listener's TLS: one certificate for every name (`certificate`, `private_key`), or
+/// several chosen by the name the client asks for (`certificates`, SNI).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub certificates: Option<Vec<RawCertificate>>,
+    /// A host of one of `certificates`: that certificate answers clients that send no
+    /// name or one no certificate lists. The first certificate when left out.
+    pub default: Option<String>,
+    pub handshake_timeout: Option<HumanDuration>,
+    /// How often the certificate and key files are checked for changes.
+    pub reload_interval: Option<HumanDuration>,
+    /// CA certificates (PEM) that client certificates must chain to (mTLS).
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: Option<ClientAuthMode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// Whether clients of an mTLS listener must present a certificate.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Clients without a valid certificate are refused during the handshake.
+    #[default]
+    Required,
+    /// A certificate is checked when a client presents one; clients without one are let in.
+    Optional,
+}
+
+/// `redirect_to_https: true`, or `{ port: 8443 }` when HTTPS is not on 443.
+#[derive(Debug)]
+pub enum RawRedirect {
+    Enabled(bool),
+    Port(RawRedirectPort),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirectPort {
+    pub port: u16,
+}
+
+impl<'de> Deserialize<'de> for RawRedirect {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RedirectVisitor;
+        impl<'de> serde::de::Visitor<'de> for RedirectVisitor {
+            type Value = RawRedirect;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or { port: 8443 }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawRedirect::Enabled(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawRedirectPort::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawRedirect::Port)
+            }
+        }
+        deserializer.deserialize_any(RedirectVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,8 +45,10 @@ pub struct ListenerContext {
     pub name: String,
     pub limits: ClientLimits,
     pub state: Arc<ArcSwap<Snapshot>>,
-    /// `X-Forwarded-Proto` for this listener's requests.
+    /// `X-Forwarded-Proto` for this listener's requests: `https` on TLS listeners.
     pub forwarded_proto: HeaderValue,
+    /// Answer every request with a redirect to `https://` on this port instead.
+    pub redirect_to_https: Option<u16>,
 }
 
 /// One client connection.
@@ -72,6 +74,13 @@ impl ConnectionContext {
         let snapshot = self.listener.state.load_full();
         let request_id = headers::client_request_id(request.headers())
             .unwrap_or_else(headers::generate_request_id);
+        if let Some(port) = self.listener.redirect_to_https {
+            let response = redirect_to_https(&request, port, &request_id);
+            let unmatched = &snapshot.unmatched;
+            unmatched.requests[self.listener.index].inc(request.method(), response.status());
+            unmatched.duration.observe(started.elapsed().as_secs_f64());
+            return response;
+        }
         let routed = admit_and_route(&snapshot, &self.listener.limits, &request);
         let route_metrics = match &routed {
             Ok(routed) => &snapshot.routes[routed.route].metrics,
@@ -354,13 +363,7 @@ fn admit_and_route(
             limit: limits.max_request_body,
         });
     }
-    let host = uri.host().or_else(|| {
-        request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(strip_port)
-    });
+    let host = request_host(request);
     match snapshot
         .config
         .router
@@ -385,6 +388,54 @@ fn admit_and_route(
             },
         }),
     }
+}
+
+/// The same URL with `https://` (and `port`, unless 443): 301 for GET and HEAD, 308 for
+/// other methods so that clients repeat them unchanged.
+fn redirect_to_https(
+    request: &Request<Incoming>,
+    port: u16,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let host = request_host(request)
+        .filter(|host| !host.contains('@') && host.parse::<http::uri::Authority>().is_ok());
+    let Some(host) = host else {
+        return ProxyError::BadRequest("a redirect to HTTPS needs a valid Host header")
+            .into_response(request_id);
+    };
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let Ok(location) = HeaderValue::try_from(location) else {
+        return ProxyError::BadRequest("the request target cannot be redirected")
+            .into_response(request_id);
+    };
+    let status = if matches!(*request.method(), Method::GET | Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(http::header::LOCATION, location);
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    response
+}
+
+/// The host the client asked for, without port: from the URI (HTTP/2, absolute form)
+/// or the `Host` header.
+fn request_host(request: &Request<Incoming>) -> Option<&str> {
+    request.uri().host().or_else(|| {
+        request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(strip_port)
+    })
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

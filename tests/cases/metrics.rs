@@ -128,7 +128,7 @@ routes:
 
 /// `promtool check metrics` must accept the exposition. CI installs promtool; on a
 /// developer machine without it the check is skipped with a note.
-fn promtool_accepts(text: &str) {
+pub(crate) fn promtool_accepts(text: &str) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let child = Command::new("promtool")

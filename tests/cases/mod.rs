@@ -10,3 +10,4 @@ mod reload;
 mod retries;
 mod routing;
 mod streaming;
+mod tls;
