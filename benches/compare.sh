@@ -4,13 +4,14 @@
 # progress goes to stderr.
 #
 # Usage: benches/compare.sh [--quick] [--rounds N] [--duration SECONDS]
-#                           [--scenarios LIST] [--no-build] [--raw FILE]
+#                           [--scenarios LIST] [--no-build] [--raw FILE] [--report FILE]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
 #   --scenarios    comma-separated subset of: small-c50 small-c1000 64k-c50 newconn-c50
 #                  h2c-c50x10 rate-half delay-c1000 idle-10k (default: all)
 #   --no-build     use target/release/portcullis as it is
 #   --raw FILE     also write every run as CSV to FILE
+#   --report FILE  print the tables from such a CSV again, without measuring
 #
 # Layout (what issue 6 found to be the least noisy on 2 cores): each proxy under test is
 # pinned to CPU 0 with one worker; the load generator and the backend (a one-worker
@@ -33,6 +34,7 @@ DURATION=
 SCENARIOS=
 BUILD=1
 RAW=
+REPORT=
 ALL_SCENARIOS="small-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
         --scenarios) SCENARIOS=${2//,/ }; shift ;;
         --no-build) BUILD=0 ;;
         --raw) RAW=$2; shift ;;
+        --report) REPORT=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -60,6 +63,134 @@ for s in $SCENARIOS; do
     case " $ALL_SCENARIOS " in *" $s "*) ;; *) echo "unknown scenario: $s" >&2; exit 2 ;; esac
 done
 
+SATURATED_PCT=90 # a run where the proxy used less of its CPU is load-side-limited
+
+# ---------------------------------------------------------------- tables
+# Markdown tables of medians from the CSV of runs that the measurements below write.
+print_tables() { # CSV [OFFERED_RATE]
+    python3 - "$1" "$SATURATED_PCT" "${2:-0}" <<'EOF'
+import csv, statistics, sys
+
+path, saturated_pct, rate_offered = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+rows = list(csv.DictReader(open(path)))
+timed = [r for r in rows if r["scenario"] != "idle-10k"] or rows
+rounds = max(int(r["round"]) for r in timed)
+duration = round(statistics.median(float(r["wall_s"]) for r in timed))
+DISTURBED_PCT = 5
+proxies = ["portcullis", "nginx", "haproxy"]
+throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+titles = {
+    "small-c50": "small GET, keep-alive, 50 conns",
+    "small-c1000": "small GET, keep-alive, 1,000 conns",
+    "64k-c50": "64 KiB response, 50 conns",
+    "newconn-c50": "new connection per request, 50 conns",
+    "h2c-c50x10": "h2c, 50 conns x 10 streams (h2load)",
+    "rate-half": "fixed rate of half nginx's max" + (f" ({rate_offered:,} req/s)" if rate_offered else "") + ", small GET",
+    "delay-c1000": "100 ms upstream, 1,000 conns (ideal 10,000 req/s)",
+}
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def f(r, k):
+    return float(r[k])
+
+def disturbed(r):
+    return 100 * f(r, "other_cpu0_s") / f(r, "wall_s") > DISTURBED_PCT
+
+def stats(scenario, proxy):
+    """Medians over the runs no other process disturbed; over all runs if each was."""
+    every = [r for r in rows if r["scenario"] == scenario and r["proxy"] == proxy]
+    if not every:
+        return None
+    clean = [r for r in every if not disturbed(r)]
+    runs = clean or every
+    rps = [f(r, "requests") / f(r, "wall_s") for r in runs]
+    cpu_us = [1e6 * f(r, "cpu_s") / f(r, "requests") if f(r, "requests") else None for r in runs]
+    busy = [100 * f(r, "cpu_s") / f(r, "wall_s") for r in runs]
+    def pct(k):
+        vals = [f(r, k) / 1000 for r in runs if f(r, k) >= 0]
+        return med(vals)
+    return {
+        "n": len(runs),
+        "rps": med(rps),
+        "p50": pct("p50_us"), "p99": pct("p99_us"), "p999": pct("p999_us"),
+        "cpu_us": med(cpu_us),
+        "busy": med(busy),
+        "limited": sum(1 for b in busy if b < saturated_pct),
+        "used": f"{len(clean)}/{len(every)}" if clean else f"0/{len(every)}: all used",
+        "errors": sum(int(r["errors"]) + int(r["status_errors"]) for r in every),
+        "runs": runs,
+    }
+
+def ratio(value, base):
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}"
+
+def num(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+print(f"Medians of up to {rounds} alternating rounds of {duration} s per proxy and scenario. "
+      "CPU µs/req is the proxy's utime+stime per completed request (lower is better); "
+      f"× nginx divides by nginx's median in the same scenario. A run is load-side-limited "
+      f"when the proxy used < {saturated_pct:.0f}% of its CPU: its req/s then reflects wrk and "
+      "the backend (sharing CPU 1) more than the proxy. Runs during which other processes took "
+      f"> {DISTURBED_PCT}% of the proxy's CPU (from /proc/stat) are left out of the medians; "
+      "'runs used' counts the rest.\n")
+print("| scenario | proxy | req/s | × nginx | p99 ms | × nginx | CPU µs/req | × nginx | proxy CPU busy | load-side-limited runs | runs used | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for scenario in throughput + ["delay-c1000"]:
+    base = stats(scenario, "nginx")
+    for proxy in proxies:
+        s = stats(scenario, proxy)
+        if s is None:
+            continue
+        limited = f"{s['limited']}/{s['n']}" if scenario in throughput else "n/a"
+        print(f"| {titles[scenario]} | {proxy} | {num(s['rps'], ',.0f')} | {ratio(s['rps'], base and base['rps'])} "
+              f"| {num(s['p99'], '.2f')} | {ratio(s['p99'], base and base['p99'])} "
+              f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} "
+              f"| {num(s['busy'], '.0f')}% | {limited} | {s['used']} | {s['errors']} |")
+
+if any(r["scenario"] == "rate-half" for r in rows):
+    base = stats("rate-half", "nginx")
+    print(f"\n**{titles['rate-half']}** (open-loop schedule in wrk's Lua `delay()`; latency counted from each request's send)\n")
+    print("| proxy | req/s | p50 ms | p99 ms | × nginx | p99.9 ms | × nginx | CPU µs/req | × nginx | runs used | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for proxy in proxies:
+        s = stats("rate-half", proxy)
+        if s:
+            print(f"| {proxy} | {num(s['rps'], ',.0f')} | {num(s['p50'], '.3f')} | {num(s['p99'], '.3f')} | {ratio(s['p99'], base and base['p99'])} "
+                  f"| {num(s['p999'], '.3f')} | {ratio(s['p999'], base and base['p999'])} "
+                  f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} | {s['used']} | {s['errors']} |")
+
+if any(r["scenario"] == "idle-10k" for r in rows):
+    print("\n**Idle keep-alive connections** (each proxy freshly restarted and warmed up for 1 s; each connection "
+          "served one request, then was held idle; RSS from /proc/PID/status, nginx counts master + worker; "
+          "the probe is ~1,000 req/s on 10 other connections, before and while they are held)\n")
+    print("| proxy | idle conns held | RSS before KiB | RSS with them KiB | KiB per idle conn | × nginx | probe p99 before ms | probe p99 while held ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    per = {}
+    for proxy in proxies:
+        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
+        if runs:
+            per[proxy] = med([(float(r["rss_after_kb"]) - float(r["rss_before_kb"])) / max(1, int(r["idle_conns"])) for r in runs])
+    for proxy in proxies:
+        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
+        if not runs:
+            continue
+        print(f"| {proxy} | {med([int(r['idle_conns']) for r in runs]):.0f} | {med([float(r['rss_before_kb']) for r in runs]):,.0f} "
+              f"| {med([float(r['rss_after_kb']) for r in runs]):,.0f} | {per[proxy]:.2f} | {ratio(per[proxy], per.get('nginx'))} "
+              f"| {med([float(r['probe_p99_before_us']) / 1000 for r in runs]):.2f} | {med([float(r['p99_us']) / 1000 for r in runs]):.2f} |")
+EOF
+}
+
+if [ -n "$REPORT" ]; then
+    print_tables "$REPORT"
+    exit 0
+fi
+
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 CONTESTANTS="portcullis nginx haproxy"
@@ -70,7 +201,6 @@ declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084)
 declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086)
 ADMIN_PORT=18092
 IDLE_CONNS=${IDLE_CONNS:-10000}
-SATURATED_PCT=90
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -353,7 +483,7 @@ cpu0_ticks() {
 
 # Between runs nothing of ours is busy, so CPU time used now is someone else's (a build, a
 # test suite). Waits until the machine has been quiet for half a second, at most
-# QUIET_WAIT_S seconds; runs that were disturbed anyway are marked in the table.
+# QUIET_WAIT_S seconds; runs disturbed anyway are left out of the medians.
 QUIET_WAIT_S=${QUIET_WAIT_S:-30}
 wait_quiet() {
     local a b deadline=$((SECONDS + QUIET_WAIT_S))
@@ -620,7 +750,7 @@ done
 
 [ -n "$RAW" ] && cp "$CSV" "$RAW"
 
-# ---------------------------------------------------------------- report
+# ---------------------------------------------------------------- summary
 cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
@@ -629,108 +759,4 @@ cat <<EOF
 - command: benches/compare.sh $ARGS
 
 EOF
-python3 - "$CSV" "$ROUNDS" "$DURATION" "$SATURATED_PCT" "${RATE:-0}" <<'EOF'
-import csv, statistics, sys
-
-path, rounds, duration, saturated_pct, rate_offered = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
-rows = list(csv.DictReader(open(path)))
-DISTURBED_PCT = 5
-proxies = ["portcullis", "nginx", "haproxy"]
-throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
-titles = {
-    "small-c50": "small GET, keep-alive, 50 conns",
-    "small-c1000": "small GET, keep-alive, 1,000 conns",
-    "64k-c50": "64 KiB response, 50 conns",
-    "newconn-c50": "new connection per request, 50 conns",
-    "h2c-c50x10": "h2c, 50 conns x 10 streams (h2load)",
-    "rate-half": f"fixed rate of {rate_offered} req/s (half of nginx's max), small GET",
-    "delay-c1000": "100 ms upstream, 1,000 conns (ideal 10,000 req/s)",
-}
-
-def med(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-def stats(scenario, proxy):
-    runs = [r for r in rows if r["scenario"] == scenario and r["proxy"] == proxy]
-    if not runs:
-        return None
-    def f(r, k):
-        return float(r[k])
-    rps = [f(r, "requests") / f(r, "wall_s") for r in runs]
-    cpu_us = [1e6 * f(r, "cpu_s") / f(r, "requests") if f(r, "requests") else None for r in runs]
-    busy = [100 * f(r, "cpu_s") / f(r, "wall_s") for r in runs]
-    def pct(k):
-        vals = [f(r, k) / 1000 for r in runs if f(r, k) >= 0]
-        return med(vals)
-    return {
-        "n": len(runs),
-        "rps": med(rps),
-        "p50": pct("p50_us"), "p99": pct("p99_us"), "p999": pct("p999_us"),
-        "cpu_us": med(cpu_us),
-        "busy": med(busy),
-        "limited": sum(1 for b in busy if b < saturated_pct),
-        "disturbed": sum(1 for r in runs if 100 * f(r, "other_cpu0_s") / f(r, "wall_s") > DISTURBED_PCT),
-        "errors": sum(int(r["errors"]) + int(r["status_errors"]) for r in runs),
-        "runs": runs,
-    }
-
-def ratio(value, base):
-    if value is None or not base:
-        return "-"
-    return f"{value / base:.2f}"
-
-def num(value, fmt):
-    return "-" if value is None else format(value, fmt)
-
-print(f"Medians of {rounds} alternating rounds of {duration} s per proxy and scenario. "
-      "CPU µs/req is the proxy's utime+stime per completed request (lower is better); "
-      f"× nginx divides by nginx's median in the same scenario. A run is load-side-limited "
-      f"when the proxy used < {saturated_pct:.0f}% of its CPU: its req/s then reflects wrk and "
-      "the backend (sharing CPU 1) more than the proxy. A run is disturbed when other processes "
-      f"took > {DISTURBED_PCT}% of the proxy's CPU during it (from /proc/stat).\n")
-print("| scenario | proxy | req/s | × nginx | p99 ms | × nginx | CPU µs/req | × nginx | proxy CPU busy | load-side-limited runs | disturbed runs | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for scenario in throughput + ["delay-c1000"]:
-    base = stats(scenario, "nginx")
-    for proxy in proxies:
-        s = stats(scenario, proxy)
-        if s is None:
-            continue
-        limited = f"{s['limited']}/{s['n']}" if scenario in throughput else "n/a"
-        print(f"| {titles[scenario]} | {proxy} | {num(s['rps'], ',.0f')} | {ratio(s['rps'], base and base['rps'])} "
-              f"| {num(s['p99'], '.2f')} | {ratio(s['p99'], base and base['p99'])} "
-              f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} "
-              f"| {num(s['busy'], '.0f')}% | {limited} | {s['disturbed']}/{s['n']} | {s['errors']} |")
-
-if any(r["scenario"] == "rate-half" for r in rows):
-    base = stats("rate-half", "nginx")
-    print(f"\n**{titles['rate-half']}** (open-loop schedule in wrk's Lua `delay()`; latency counted from each request's send)\n")
-    print("| proxy | req/s | p50 ms | p99 ms | × nginx | p99.9 ms | × nginx | CPU µs/req | × nginx | disturbed runs | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for proxy in proxies:
-        s = stats("rate-half", proxy)
-        if s:
-            print(f"| {proxy} | {num(s['rps'], ',.0f')} | {num(s['p50'], '.3f')} | {num(s['p99'], '.3f')} | {ratio(s['p99'], base and base['p99'])} "
-                  f"| {num(s['p999'], '.3f')} | {ratio(s['p999'], base and base['p999'])} "
-                  f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} | {s['disturbed']}/{s['n']} | {s['errors']} |")
-
-if any(r["scenario"] == "idle-10k" for r in rows):
-    print("\n**Idle keep-alive connections** (each proxy freshly restarted and warmed up for 1 s; each connection "
-          "served one request, then was held idle; RSS from /proc/PID/status, nginx counts master + worker; "
-          "the probe is ~1,000 req/s on 10 other connections, before and while they are held)\n")
-    print("| proxy | idle conns held | RSS before KiB | RSS with them KiB | KiB per idle conn | × nginx | probe p99 before ms | probe p99 while held ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    per = {}
-    for proxy in proxies:
-        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
-        if runs:
-            per[proxy] = med([(float(r["rss_after_kb"]) - float(r["rss_before_kb"])) / max(1, int(r["idle_conns"])) for r in runs])
-    for proxy in proxies:
-        runs = [r for r in rows if r["scenario"] == "idle-10k" and r["proxy"] == proxy]
-        if not runs:
-            continue
-        print(f"| {proxy} | {med([int(r['idle_conns']) for r in runs]):.0f} | {med([float(r['rss_before_kb']) for r in runs]):,.0f} "
-              f"| {med([float(r['rss_after_kb']) for r in runs]):,.0f} | {per[proxy]:.2f} | {ratio(per[proxy], per.get('nginx'))} "
-              f"| {med([float(r['probe_p99_before_us']) / 1000 for r in runs]):.2f} | {med([float(r['p99_us']) / 1000 for r in runs]):.2f} |")
-EOF
+print_tables "$CSV" "${RATE:-0}"
