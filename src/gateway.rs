@@ -9,39 +9,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::HeaderValue;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::listeners::{ListenerError, ListenerSet};
 use crate::metrics::Metrics;
-use crate::proxy::ListenerContext;
 use crate::reload::Reloader;
-use crate::server::tls::TlsListener;
-use crate::server::{self, Listener, Shutdown};
+use crate::server;
 use crate::snapshot::Snapshot;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {address} for {what}")]
-    Bind {
-        what: String,
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error("cannot listen on {address} for the admin listener")]
+    Admin {
         address: SocketAddr,
         #[source]
         source: std::io::Error,
-    },
-    #[error("cannot set up TLS for listener {listener:?}: {source}")]
-    Tls {
-        listener: String,
-        #[source]
-        source: rustls::Error,
     },
 }
 
 /// A gateway that is serving. Dropping it starts a graceful shutdown.
 pub struct RunningGateway {
-    listeners: Vec<(String, SocketAddr)>,
+    listeners: Arc<ListenerSet>,
     admin: Option<SocketAddr>,
     reloader: Option<Arc<Reloader>>,
     drain: watch::Sender<bool>,
@@ -52,14 +45,15 @@ impl RunningGateway {
     /// The bound address of the listener called `name` (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
-            .iter()
+            .addresses()
+            .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
-    /// Every listener's name and bound address, in configuration order.
-    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    /// Every running listener's name and bound address.
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.addresses()
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -108,85 +102,34 @@ async fn launch(
         config, &metrics, None,
     )));
 
-    let mut tls = Vec::with_capacity(listener_configs.len());
-    for listener in &listener_configs {
-        tls.push(match &listener.tls {
-            Some(config) => Some(TlsListener::new(&listener.name, config, &metrics).map_err(
-                |source| StartError::Tls {
-                    listener: listener.name.clone(),
-                    source,
-                },
-            )?),
-            None => None,
-        });
-    }
-
-    let mut bound = Vec::with_capacity(listener_configs.len());
-    for listener in &listener_configs {
-        let tcp = server::bind(listener.address).map_err(|source| StartError::Bind {
-            what: format!("listener {:?}", listener.name),
-            address: listener.address,
-            source,
-        })?;
-        bound.push(tcp);
-    }
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let (close_tx, close_rx) = watch::channel(false);
+    let listeners = Arc::new(ListenerSet::new(
+        state.clone(),
+        metrics.clone(),
+        close_rx.clone(),
+    ));
+    let changes = listeners.prepare(&listener_configs)?;
     let admin_tcp = match &admin_config {
         Some(admin) => Some(
-            server::bind(admin.address).map_err(|source| StartError::Bind {
-                what: "the admin listener".to_owned(),
+            server::bind(admin.address).map_err(|source| StartError::Admin {
                 address: admin.address,
                 source,
             })?,
         ),
         None => None,
     };
-
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let (close_tx, close_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(true));
-    let mut addresses = Vec::with_capacity(bound.len());
-    let mut serving = JoinSet::new();
-    for (index, ((tcp, listener), tls)) in bound
-        .into_iter()
-        .zip(&listener_configs)
-        .zip(tls)
-        .enumerate()
-    {
-        let address = tcp.local_addr().unwrap_or(listener.address);
-        addresses.push((listener.name.clone(), address));
-        tracing::info!(
-            listener = %listener.name,
-            %address,
-            tls = tls.is_some(),
-            "listening"
-        );
-        let (tls, certificate_watcher) = tls.unzip();
-        let listener = Listener {
-            tcp,
-            context: Arc::new(ListenerContext {
-                index,
-                name: listener.name.clone(),
-                limits: listener.limits,
-                state: state.clone(),
-                forwarded_proto: HeaderValue::from_static(if tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                }),
-                redirect_to_https: listener.redirect_to_https,
-            }),
-            max_connections: listener.max_connections,
-            metrics: metrics.listener(&listener.name),
-            tls,
-            certificate_watcher,
-        };
-        serving.spawn(listener.serve(Shutdown {
-            drain: drain_rx.clone(),
-            close: close_rx.clone(),
-        }));
-    }
-    let reloader = source
-        .map(|(path, hash)| Arc::new(Reloader::new(path, hash, state.clone(), metrics.clone())));
+    listeners.apply(changes);
+    let reloader = source.map(|(path, hash)| {
+        Arc::new(Reloader::new(
+            path,
+            hash,
+            state.clone(),
+            metrics.clone(),
+            Some(listeners.clone()),
+        ))
+    });
     let watcher = reloader.as_ref().map(|reloader| {
         crate::reload::watch_file(reloader.clone(), reload_config, drain_rx.clone())
     });
@@ -207,10 +150,12 @@ async fn launch(
     });
 
     let mut drain_signal = drain_rx;
+    let listeners_for_shutdown = listeners.clone();
     let stopped = tokio::spawn(async move {
         crate::server::signalled(&mut drain_signal).await;
         ready.store(false, Ordering::Release);
         tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new connections; waiting for in-flight requests");
+        let mut serving = listeners_for_shutdown.drain_all();
         let drained = tokio::time::timeout(shutdown_timeout, async {
             while serving.join_next().await.is_some() {}
         })
@@ -232,7 +177,7 @@ async fn launch(
     });
 
     Ok(RunningGateway {
-        listeners: addresses,
+        listeners,
         admin: admin_address,
         reloader,
         drain: drain_tx,

@@ -21,6 +21,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

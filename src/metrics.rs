@@ -632,9 +632,16 @@ impl RequestCounters {
 
 /// Handles for one route.
 pub struct RouteMetrics {
-    /// Indexed by listener.
+    /// Indexed by listener, in configuration order.
     pub requests: Vec<RequestCounters>,
     pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// The counters for the listener at `index` (see `Snapshot::listener_index`).
+    pub fn for_listener(&self, index: Option<usize>) -> Option<&RequestCounters> {
+        index.and_then(|i| self.requests.get(i))
+    }
 }
 
 /// Handles for one upstream.

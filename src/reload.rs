@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, LoadError, ReloadConfig};
+use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -76,6 +77,8 @@ pub struct Reloader {
     metrics: Metrics,
     /// A std mutex: held only to copy or replace the status, never across `.await`.
     status: Mutex<Status>,
+    /// Applies listener changes; `None` when listeners cannot change (tests).
+    listeners: Option<Arc<ListenerSet>>,
     /// One reload at a time; holds the hash of the last content that failed to load,
     /// so a file change does not report the same broken file again and again.
     serial: tokio::sync::Mutex<Option<String>>,
@@ -95,6 +98,7 @@ impl Reloader {
         hash: String,
         state: Arc<ArcSwap<Snapshot>>,
         metrics: Metrics,
+        listeners: Option<Arc<ListenerSet>>,
     ) -> Self {
         metrics.config_loaded(None, &hash);
         Reloader {
@@ -107,6 +111,7 @@ impl Reloader {
             path,
             state,
             metrics,
+            listeners,
             serial: tokio::sync::Mutex::new(None),
         }
     }
@@ -166,6 +171,21 @@ impl Reloader {
         if let Err(reason) = needs_restart(&current.config, &config) {
             return Err(self.failed(trigger, ReloadError::NeedsRestart(reason)));
         }
+        let listener_changes = match &self.listeners {
+            Some(listeners) => match listeners.prepare(&config.listeners) {
+                Ok(changes) => Some(changes),
+                Err(error) => {
+                    return Err(
+                        self.failed(trigger, ReloadError::NeedsRestart(format!("{error:#}")))
+                    );
+                }
+            },
+            None if current.config.listeners != config.listeners => {
+                let reason = "listeners changed, and this gateway cannot change them".to_owned();
+                return Err(self.failed(trigger, ReloadError::NeedsRestart(reason)));
+            }
+            None => None,
+        };
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
@@ -173,6 +193,9 @@ impl Reloader {
         let routes = config.routes.len();
         let snapshot = Snapshot::build(config, &self.metrics, Some(&current));
         self.state.store(Arc::new(snapshot));
+        if let (Some(listeners), Some(changes)) = (&self.listeners, listener_changes) {
+            listeners.apply(changes);
+        }
         let previous = self.current_hash();
         self.metrics.record_reload(true);
         self.metrics.config_loaded(Some(&previous), &hash);
@@ -211,12 +234,8 @@ impl Reloader {
     }
 }
 
-/// Settings that only a restart applies (listeners and the admin listener are bound
-/// at start).
+/// Settings that only a restart applies (the admin listener is bound at start).
 fn needs_restart(current: &Config, new: &Config) -> Result<(), String> {
-    if current.listeners != new.listeners {
-        return Err("listeners changed; restart the gateway to apply listener changes (everything else reloads)".to_owned());
-    }
     if current.admin != new.admin {
         return Err("the admin listener changed; restart the gateway to apply it".to_owned());
     }

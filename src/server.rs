@@ -38,12 +38,24 @@ pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
-/// Signals that stop a listener: `drain` stops accepting and asks connections to finish
-/// their requests; `close` ends whatever is still open.
+/// Signals that stop a listener: `accept` stops its accept loop only (a reload replaced
+/// it: its connections go on); `drain` also asks its connections to finish their
+/// requests and close; `close` ends whatever is still open.
 #[derive(Clone)]
 pub struct Shutdown {
+    pub accept: watch::Receiver<bool>,
     pub drain: watch::Receiver<bool>,
     pub close: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    /// Resolves once the accept loop must stop.
+    async fn accepting_stops(&mut self) {
+        tokio::select! {
+            _ = signalled(&mut self.accept) => {}
+            _ = signalled(&mut self.drain) => {}
+        }
+    }
 }
 
 /// Resolves once `signal` turns true, or its sender is gone (which also means stop).
@@ -53,7 +65,9 @@ pub async fn signalled(signal: &mut watch::Receiver<bool>) {
 
 /// A bound listener, ready to serve.
 pub struct Listener {
-    pub tcp: TcpListener,
+    /// Shared so that a reload can hand the socket to a new accept loop without
+    /// closing it (connections wait in the kernel's queue meanwhile).
+    pub tcp: Arc<TcpListener>,
     pub context: Arc<ListenerContext>,
     pub max_connections: usize,
     pub metrics: ListenerMetrics,
@@ -64,11 +78,11 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Accepts and serves connections until `shutdown.drain`; then waits until every
-    /// connection has finished (the caller bounds the wait with `shutdown.close`).
+    /// Accepts and serves connections until `shutdown.accept` or `shutdown.drain`; then
+    /// waits until every connection has finished (bounded by `shutdown.close`).
     pub async fn serve(mut self, mut shutdown: Shutdown) {
         if let Some(watcher) = self.certificate_watcher.take() {
-            tokio::spawn(watcher.run(shutdown.drain.clone()));
+            tokio::spawn(watcher.run(shutdown.accept.clone()));
         }
         let builder = Arc::new(http_builder(&self.context));
         let limit = Arc::new(Semaphore::new(self.max_connections));
@@ -93,11 +107,11 @@ impl Listener {
                     Ok(permit) => permit,
                     Err(_) => break,
                 },
-                _ = signalled(&mut shutdown.drain) => break,
+                _ = shutdown.accepting_stops() => break,
             };
             let accepted = tokio::select! {
                 accepted = self.tcp.accept() => accepted,
-                _ = signalled(&mut shutdown.drain) => break,
+                _ = shutdown.accepting_stops() => break,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => {
@@ -111,7 +125,7 @@ impl Listener {
                     tracing::error!(listener = %self.context.name, "accept failed: {error}; retrying in {backoff:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = signalled(&mut shutdown.drain) => break,
+                        _ = shutdown.accepting_stops() => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;

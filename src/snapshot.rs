@@ -40,6 +40,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The position of listener `name` in this configuration, which indexes the
+    /// per-listener metric handles; `None` for a listener that a reload removed (it is
+    /// draining).
+    pub fn listener_index(&self, name: &str) -> Option<usize> {
+        self.config.listeners.iter().position(|l| l.name == name)
+    }
+
     /// Builds clients, limiters and metric handles for `config`. With `previous`, each
     /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
     /// did not change): see [`Upstream::carry_over`].

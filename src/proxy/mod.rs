@@ -40,8 +40,8 @@ use headers::X_REQUEST_ID;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
-    /// Position in the configuration's listeners, for per-listener metric handles.
-    pub index: usize,
+    /// The listener's name; per-listener metric handles are found by it in each
+    /// snapshot (a reload may add or remove listeners).
     pub name: String,
     pub limits: ClientLimits,
     pub state: Arc<ArcSwap<Snapshot>>,
@@ -74,10 +74,13 @@ impl ConnectionContext {
         let snapshot = self.listener.state.load_full();
         let request_id = headers::client_request_id(request.headers())
             .unwrap_or_else(headers::generate_request_id);
+        let listener = snapshot.listener_index(&self.listener.name);
         if let Some(port) = self.listener.redirect_to_https {
             let response = redirect_to_https(&request, port, &request_id);
             let unmatched = &snapshot.unmatched;
-            unmatched.requests[self.listener.index].inc(request.method(), response.status());
+            if let Some(counters) = unmatched.for_listener(listener) {
+                counters.inc(request.method(), response.status());
+            }
             unmatched.duration.observe(started.elapsed().as_secs_f64());
             return response;
         }
@@ -87,7 +90,7 @@ impl ConnectionContext {
             Err(_) => &snapshot.unmatched,
         };
         let tally = Tally {
-            counters: &route_metrics.requests[self.listener.index],
+            counters: route_metrics.for_listener(listener),
             method: request.method().clone(),
             answered: false,
         };
@@ -494,7 +497,8 @@ fn log_failure(error: &ProxyError, request_id: &HeaderValue) {
 /// Counts the request once answered; a request dropped before (the client went away)
 /// counts as 499, as nginx does.
 struct Tally<'a> {
-    counters: &'a RequestCounters,
+    /// `None` on a listener that a reload removed (it is draining): not counted.
+    counters: Option<&'a RequestCounters>,
     method: Method,
     answered: bool,
 }
@@ -502,15 +506,17 @@ struct Tally<'a> {
 impl Tally<'_> {
     fn answered(mut self, status: StatusCode) {
         self.answered = true;
-        self.counters.inc(&self.method, status);
+        if let Some(counters) = self.counters {
+            counters.inc(&self.method, status);
+        }
     }
 }
 
 impl Drop for Tally<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            if let Ok(status) = StatusCode::from_u16(499) {
-                self.counters.inc(&self.method, status);
+            if let (Some(counters), Ok(status)) = (self.counters, StatusCode::from_u16(499)) {
+                counters.inc(&self.method, status);
             }
         }
     }

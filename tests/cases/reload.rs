@@ -177,8 +177,11 @@ async fn post_reload_applies_the_file_now() {
     assert_eq!(status["hash"], reply.json()["hash"]);
     assert_eq!(status["last_reload"]["trigger"], "admin");
 
-    // Listener changes need a restart: refused, nothing changes.
-    let moved = config_text(&backend, false, "", "").replace("name: public", "name: renamed");
+    // The admin listener is bound at start: changing it needs a restart.
+    let moved = config_text(&backend, false, "", "").replace(
+        "admin: { address: \"127.0.0.1:0\" }",
+        "admin: { address: \"127.0.0.2:0\" }",
+    );
     write_config(&path, &moved);
     let refused = post_reload(&client, &gw).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -350,4 +353,140 @@ async fn pooled_connections_survive_a_reload_that_keeps_the_endpoints() {
     assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
     assert_eq!(other.state.arrived(), 1);
     assert_eq!(backend.state.arrived(), 2);
+}
+
+/// A listener section with `public` on a fixed port and, optionally, `second`.
+fn with_listeners(
+    backend: &Backend,
+    public_port: u16,
+    public_extra: &str,
+    second: Option<u16>,
+) -> String {
+    let second = second.map_or(String::new(), |port| {
+        format!("\n  - {{ name: second, address: \"127.0.0.1:{port}\" }}")
+    });
+    config_text(backend, false, "", "").replace(
+        "listeners: [{ name: public, address: \"127.0.0.1:0\" }]",
+        &format!("listeners:\n  - {{ name: public, address: \"127.0.0.1:{public_port}\" {public_extra} }}{second}"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_added_changed_and_removed_by_a_reload() {
+    let backend = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let (public_port, second_port) = (
+        crate::support::closed_port().port(),
+        crate::support::closed_port().port(),
+    );
+    let gw = reloadable(&path, &with_listeners(&backend, public_port, "", None)).await;
+    let client = Client::new();
+    let public = format!("http://127.0.0.1:{public_port}/old/x");
+    let second = format!("http://127.0.0.1:{second_port}/old/x");
+    assert_eq!(client.get(&public).await.status, StatusCode::OK);
+
+    // Added.
+    write_config(
+        &path,
+        &with_listeners(&backend, public_port, "", Some(second_port)),
+    );
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    assert_eq!(client.get(&second).await.status, StatusCode::OK);
+
+    // Changed in place, under traffic on new connections: the socket is handed over,
+    // so no connection is refused, and new connections get the new limits.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (public, failures, served, stop) = (public.clone(), failures.clone(), served.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = Client::new();
+                let stopped = stop.notified();
+                tokio::pin!(stopped);
+                for _ in 0..5000 {
+                    tokio::select! {
+                        reply = client.send(Method::GET, &public, &[("connection", "close")], "") => {
+                            if reply.status == StatusCode::OK {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                failures.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        _ = &mut stopped => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    for n in 0..10 {
+        let extra = format!(", max_uri_length: {}", 100 + n);
+        write_config(
+            &path,
+            &with_listeners(&backend, public_port, &extra, Some(second_port)),
+        );
+        assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+        let before = served.load(Ordering::SeqCst);
+        eventually("traffic flows between reloads", || {
+            served.load(Ordering::SeqCst) > before
+        })
+        .await;
+    }
+    stop.notify_waiters();
+    for worker in workers {
+        within("a traffic worker", worker).await.expect("joins");
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "requests failed while the listener changed"
+    );
+    let long = format!("http://127.0.0.1:{public_port}/old/{}", "x".repeat(200));
+    // A new connection gets the new limits (connections opened before the change keep
+    // theirs until they close).
+    assert_eq!(
+        Client::new()
+            .send(Method::GET, &long, &[("connection", "close")], "")
+            .await
+            .status,
+        StatusCode::URI_TOO_LONG,
+        "the new limits apply"
+    );
+
+    // An address that cannot be bound fails that reload only.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let taken = squatter.local_addr().expect("address").port();
+    write_config(
+        &path,
+        &with_listeners(&backend, public_port, "", Some(taken)),
+    );
+    let refused = post_reload(&client, &gw).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.text().contains(&format!("127.0.0.1:{taken}")),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        client.get(&second).await.status,
+        StatusCode::OK,
+        "nothing changed"
+    );
+
+    // Removed: the address stops accepting.
+    write_config(&path, &with_listeners(&backend, public_port, "", None));
+    assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
+    let second_addr: std::net::SocketAddr =
+        format!("127.0.0.1:{second_port}").parse().expect("address");
+    let mut closed = false;
+    for _ in 0..2000 {
+        if tokio::net::TcpStream::connect(second_addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(closed, "the removed listener's address is closed");
+    assert_eq!(client.get(&public).await.status, StatusCode::OK);
 }
