@@ -37,6 +37,20 @@ impl Problems<'_> {
         self.warnings.push(warning);
     }
 
+    /// `value` or `default`, which must be longer than zero (else a problem at `key`).
+    pub(super) fn positive_duration(
+        &mut self,
+        key: String,
+        value: Option<super::units::HumanDuration>,
+        default: std::time::Duration,
+    ) -> std::time::Duration {
+        let value = value.map_or(default, |d| d.0);
+        if value.is_zero() {
+            self.add(key, "must be longer than 0s");
+        }
+        value
+    }
+
     pub(super) fn error_count(&self) -> usize {
         self.found.len()
     }
@@ -432,11 +446,7 @@ fn compile_tls(
                     default,
                     field: &str,
                     problems: &mut Problems| {
-        let value = value.map_or(default, |d| d.0);
-        if value.is_zero() {
-            problems.add(key(field), "must be longer than 0s");
-        }
-        value
+        problems.positive_duration(key(field), value, default)
     };
     let handshake_timeout = positive(
         raw.handshake_timeout,
@@ -534,11 +544,7 @@ fn compile_upstream(
                     default,
                     field: &str,
                     problems: &mut Problems| {
-        let value = value.map_or(default, |d| d.0);
-        if value.is_zero() {
-            problems.add(key(field), "must be longer than 0s");
-        }
-        value
+        problems.positive_duration(key(field), value, default)
     };
     let queue_timeout = positive(
         raw.queue_timeout,

@@ -107,6 +107,81 @@ fn type_errors_and_unknown_keys_are_located() {
     assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
+/// The real binary, serving a config file, with its JSON log lines readable.
+struct RunningBinary {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// The `public` listener's address, from the "listening" log line.
+    address: String,
+}
+
+impl RunningBinary {
+    async fn start(config: &std::path::Path) -> RunningBinary {
+        let mut child = Command::new(BINARY)
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines_tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = RunningBinary {
+            child,
+            lines,
+            address: String::new(),
+        };
+        let line = running.wait_for_log("\"message\":\"listening\"").await;
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+        running.address = entry["fields"]["address"]
+            .as_str()
+            .expect("address")
+            .to_owned();
+        running
+    }
+
+    /// Waits for a log line containing `text` and returns it.
+    async fn wait_for_log(&mut self, text: &str) -> String {
+        within(&format!("a log line with {text}"), async {
+            loop {
+                let line = self.lines.recv().await.expect("the gateway is running");
+                if line.contains(text) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    async fn exit_code(self) -> Option<i32> {
+        let mut child = self.child;
+        within(
+            "the gateway exits",
+            tokio::task::spawn_blocking(move || child.wait()),
+        )
+        .await
+        .expect("joins")
+        .expect("waits")
+        .code()
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let held = Backend::holding().await;
@@ -118,66 +193,19 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
             held.url()
         ),
     );
-    let mut child = Command::new(BINARY)
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = within("the gateway logs its address", async {
-        loop {
-            let line = lines.recv().await.expect("the gateway is running");
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["fields"]["message"] == "listening" {
-                return entry["fields"]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_owned();
-            }
-        }
-    })
-    .await;
-
+    let mut gateway = RunningBinary::start(&path).await;
+    let address = gateway.address.clone();
     let in_flight =
         tokio::spawn(async move { Client::new().get(&format!("http://{address}/x")).await });
     eventually("the request is in flight", || held.state.arrived() == 1).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    within("the gateway starts draining", async {
-        loop {
-            let line = lines.recv().await.expect("the gateway is running");
-            if line.contains("shutting down") {
-                break;
-            }
-        }
-    })
-    .await;
+    gateway.signal("-TERM");
+    gateway.wait_for_log("shutting down").await;
     held.state.release(1);
     let reply = within("the in-flight request", in_flight)
         .await
         .expect("joins");
     assert_eq!(reply.status, StatusCode::OK);
-    let exit = within(
-        "the gateway exits",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .expect("joins")
-    .expect("waits");
-    assert_eq!(exit.code(), Some(0));
+    assert_eq!(gateway.exit_code().await, Some(0));
 }
 
 #[tokio::test]
@@ -191,72 +219,18 @@ async fn sighup_reloads_the_configuration_file() {
         )
     };
     let path = write_config(&dir, &config(""));
-    let mut child = Command::new(BINARY)
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = within("the gateway logs its address", async {
-        loop {
-            let line = lines.recv().await.expect("the gateway is running");
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["fields"]["message"] == "listening" {
-                return entry["fields"]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_owned();
-            }
-        }
-    })
-    .await;
+    let mut gateway = RunningBinary::start(&path).await;
     let client = Client::new();
-    assert_eq!(
-        client.get(&format!("http://{address}/b")).await.status,
-        StatusCode::NOT_FOUND
-    );
+    let url = format!("http://{}/b", gateway.address);
+    assert_eq!(client.get(&url).await.status, StatusCode::NOT_FOUND);
 
     write_config(
         &dir,
         &config("  - { name: b, match: { path_prefix: /b }, upstream: u }\n"),
     );
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    within("the gateway reloads", async {
-        loop {
-            let line = lines.recv().await.expect("the gateway is running");
-            if line.contains("configuration reloaded") {
-                break;
-            }
-        }
-    })
-    .await;
-    assert_eq!(
-        client.get(&format!("http://{address}/b")).await.status,
-        StatusCode::OK
-    );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exit = within(
-        "the gateway exits",
-        tokio::task::spawn_blocking(move || child.wait()),
-    )
-    .await
-    .expect("joins")
-    .expect("waits");
-    assert_eq!(exit.code(), Some(0));
+    gateway.signal("-HUP");
+    gateway.wait_for_log("configuration reloaded").await;
+    assert_eq!(client.get(&url).await.status, StatusCode::OK);
+    gateway.signal("-TERM");
+    assert_eq!(gateway.exit_code().await, Some(0));
 }

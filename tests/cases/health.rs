@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::support::{gateway, metric, url, Backend, Client, Reply};
+use crate::support::{gateway, metric, metrics_text, url, Backend, Client, Reply};
 
 /// A backend whose `/health` answers 200 while `healthy` holds, 503 otherwise, and
 /// whose other paths answer `status`.
@@ -38,16 +38,6 @@ fn traffic(backend: &Backend) -> usize {
         .iter()
         .filter(|seen| seen.uri != "/health")
         .count()
-}
-
-async fn metrics_text(gw: &portcullis::RunningGateway) -> String {
-    Client::new()
-        .get(&format!(
-            "http://{}/metrics",
-            gw.admin_addr().expect("admin")
-        ))
-        .await
-        .text()
 }
 
 #[tokio::test]

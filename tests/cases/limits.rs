@@ -7,7 +7,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{eventually, gateway, metric, url, within, Backend, Client};
+use crate::support::{eventually, gateway, metric, metrics_text, url, within, Backend, Client};
 
 async fn two_upstreams(
     held: &Backend,
@@ -29,16 +29,6 @@ routes:
         other = other.url(),
     ))
     .await
-}
-
-async fn metrics_text(gw: &portcullis::RunningGateway) -> String {
-    Client::new()
-        .get(&format!(
-            "http://{}/metrics",
-            gw.admin_addr().expect("admin")
-        ))
-        .await
-        .text()
 }
 
 #[tokio::test]

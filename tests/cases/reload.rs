@@ -189,6 +189,81 @@ async fn post_reload_applies_the_file_now() {
     assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
 }
 
+/// Client loops that request `target` until stopped, counting answers that are 200
+/// (with `expect_body`, when given) as served and everything else as failures.
+struct Traffic {
+    served: Arc<AtomicUsize>,
+    failures: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::Notify>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(
+        workers: usize,
+        target: &str,
+        headers: &'static [(&'static str, &'static str)],
+        expect_body: Option<&'static str>,
+    ) -> Traffic {
+        let served = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let workers = (0..workers)
+            .map(|_| {
+                let (target, served, failures, stop) = (
+                    target.to_owned(),
+                    served.clone(),
+                    failures.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    let client = Client::new();
+                    let stopped = stop.notified();
+                    tokio::pin!(stopped);
+                    for _ in 0..5000 {
+                        tokio::select! {
+                            reply = client.send(Method::GET, &target, headers, "") => {
+                                let good = reply.status == StatusCode::OK
+                                    && expect_body.is_none_or(|body| reply.text() == body);
+                                let counter = if good { &served } else { &failures };
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            }
+                            _ = &mut stopped => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Traffic {
+            served,
+            failures,
+            stop,
+            workers,
+        }
+    }
+
+    /// Waits until at least one more request has been served.
+    async fn flows(&self) {
+        let before = self.served.load(Ordering::SeqCst);
+        eventually("traffic flows", || {
+            self.served.load(Ordering::SeqCst) > before
+        })
+        .await;
+    }
+
+    /// Stops the loops; returns (served, failures).
+    async fn finish(self) -> (usize, usize) {
+        self.stop.notify_waiters();
+        for worker in self.workers {
+            within("a traffic worker", worker).await.expect("joins");
+        }
+        (
+            self.served.load(Ordering::SeqCst),
+            self.failures.load(Ordering::SeqCst),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_while_the_configuration_is_reloaded_again_and_again() {
     let backend =
@@ -204,58 +279,17 @@ async fn no_request_fails_while_the_configuration_is_reloaded_again_and_again() 
         )
     };
     let gw = reloadable(&path, &variant(0)).await;
-    let target = url(&gw, "/old/item");
-    let failures = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (target, failures, served, stop) = (
-                target.clone(),
-                failures.clone(),
-                served.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                let client = Client::new();
-                let stopped = stop.notified();
-                tokio::pin!(stopped);
-                for _ in 0..5000 {
-                    tokio::select! {
-                        reply = client.get(&target) => {
-                            if reply.status == StatusCode::OK && reply.text() == "/old/item" {
-                                served.fetch_add(1, Ordering::SeqCst);
-                            } else {
-                                failures.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        _ = &mut stopped => break,
-                    }
-                }
-            })
-        })
-        .collect();
+    let traffic = Traffic::start(4, &url(&gw, "/old/item"), &[], Some("/old/item"));
     let client = Client::new();
     for n in 1..=30 {
         write_config(&path, &variant(n));
         let reply = post_reload(&client, &gw).await;
         assert_eq!(reply.status, StatusCode::OK, "reload {n}: {}", reply.text());
-        let before = served.load(Ordering::SeqCst);
-        eventually("traffic flows between reloads", || {
-            served.load(Ordering::SeqCst) > before
-        })
-        .await;
+        traffic.flows().await;
     }
-    stop.notify_waiters();
-    for worker in workers {
-        within("a traffic worker", worker).await.expect("joins");
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "requests failed during reloads"
-    );
-    assert!(served.load(Ordering::SeqCst) >= 30);
+    let (served, failures) = traffic.finish().await;
+    assert_eq!(failures, 0, "requests failed during reloads");
+    assert!(served >= 30);
     assert_eq!(
         client.get(&url(&gw, "/extra30")).await.status,
         StatusCode::OK
@@ -395,31 +429,7 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
 
     // Changed in place, under traffic on new connections: the socket is handed over,
     // so no connection is refused, and new connections get the new limits.
-    let failures = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (public, failures, served, stop) = (public.clone(), failures.clone(), served.clone(), stop.clone());
-            tokio::spawn(async move {
-                let client = Client::new();
-                let stopped = stop.notified();
-                tokio::pin!(stopped);
-                for _ in 0..5000 {
-                    tokio::select! {
-                        reply = client.send(Method::GET, &public, &[("connection", "close")], "") => {
-                            if reply.status == StatusCode::OK {
-                                served.fetch_add(1, Ordering::SeqCst);
-                            } else {
-                                failures.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        _ = &mut stopped => break,
-                    }
-                }
-            })
-        })
-        .collect();
+    let traffic = Traffic::start(2, &public, &[("connection", "close")], None);
     for n in 0..10 {
         let extra = format!(", max_uri_length: {}", 100 + n);
         write_config(
@@ -427,21 +437,10 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
             &with_listeners(&backend, public_port, &extra, Some(second_port)),
         );
         assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
-        let before = served.load(Ordering::SeqCst);
-        eventually("traffic flows between reloads", || {
-            served.load(Ordering::SeqCst) > before
-        })
-        .await;
+        traffic.flows().await;
     }
-    stop.notify_waiters();
-    for worker in workers {
-        within("a traffic worker", worker).await.expect("joins");
-    }
-    assert_eq!(
-        failures.load(Ordering::SeqCst),
-        0,
-        "requests failed while the listener changed"
-    );
+    let (_, failures) = traffic.finish().await;
+    assert_eq!(failures, 0, "requests failed while the listener changed");
     let long = format!("http://127.0.0.1:{public_port}/old/{}", "x".repeat(200));
     // A new connection gets the new limits (connections opened before the change keep
     // theirs until they close).

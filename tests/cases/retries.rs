@@ -8,17 +8,7 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::drain_body;
-use crate::support::{closed_port, gateway, metric, url, Backend, Client, Reply};
-
-async fn metrics_text(gw: &portcullis::RunningGateway) -> String {
-    Client::new()
-        .get(&format!(
-            "http://{}/metrics",
-            gw.admin_addr().expect("admin")
-        ))
-        .await
-        .text()
-}
+use crate::support::{closed_port, gateway, metric, metrics_text, url, Backend, Client, Reply};
 
 fn single_upstream(endpoints: &str, retry: &str, route_extra: &str) -> String {
     format!(

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{gateway, metric, within, Backend, Client, Reply};
+use crate::support::{gateway, metric, metrics_text, within, Backend, Client, Reply};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -339,16 +339,6 @@ fn single(cert: &Path, key: &Path, extra: &str) -> String {
 
 fn public(gw: &RunningGateway) -> SocketAddr {
     gw.listener_addr("public").expect("listener `public`")
-}
-
-async fn metrics_text(gw: &RunningGateway) -> String {
-    Client::new()
-        .get(&format!(
-            "http://{}/metrics",
-            gw.admin_addr().expect("admin")
-        ))
-        .await
-        .text()
 }
 
 /// Waits until the metric `series` has `value`.

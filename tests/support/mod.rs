@@ -51,6 +51,17 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(gateway: &RunningGateway) -> String {
+    Client::new()
+        .get(&format!(
+            "http://{}/metrics",
+            gateway.admin_addr().expect("an admin listener")
+        ))
+        .await
+        .text()
+}
+
 /// The value of one sample line of a metrics text, e.g.
 /// `metric(&text, "portcullis_upstream_in_flight{upstream=\"a\"}")`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
