@@ -9,9 +9,11 @@
 //! - [`server`]: listeners, accept loop, connection limits, TLS ([`server::tls`]),
 //!   graceful drain;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
-//! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back;
+//! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket
+//!   upgrades tunnelled after the upstream's 101 ([`proxy::websocket`]);
 //! - [`aggregate`]: routes that fan out to several upstreams and merge their JSON;
-//! - [`upstream`]: pooled clients, load balancing, per-upstream concurrency limits;
+//! - [`upstream`]: pooled clients (HTTP/1.1 or HTTP/2, plain or TLS), load balancing,
+//!   per-upstream concurrency limits;
 //! - [`body`]: streaming bodies both ways; [`metrics`] and [`admin`]: observability;
 //! - [`demo`]: sample services for `portcullis demo`.
 

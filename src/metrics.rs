@@ -125,6 +125,9 @@ pub struct Metrics {
     tls_connections_active: IntGaugeVec,
     tls_certificate_expiry: IntGaugeVec,
     tls_certificate_reloads: IntCounterVec,
+    websocket_active: IntGaugeVec,
+    websocket_upgrades: IntCounterVec,
+    websocket_closed: IntCounterVec,
 }
 
 impl Metrics {
@@ -289,6 +292,21 @@ impl Metrics {
                 "Certificate files that changed on disk, by outcome (loaded, or rejected and the previous certificate kept).",
                 &["listener", "outcome"],
             ),
+            websocket_active: gauge(
+                "portcullis_websocket_connections_active",
+                "Upgraded (WebSocket) connections open now, by route.",
+                &["route"],
+            ),
+            websocket_upgrades: counter(
+                "portcullis_websocket_upgrades_total",
+                "WebSocket upgrade requests, by outcome: upgraded (the upstream answered 101), refused (it answered something else), rejected (the route's max_connections was reached).",
+                &["route", "outcome"],
+            ),
+            websocket_closed: counter(
+                "portcullis_websocket_closed_total",
+                "Upgraded connections closed, by reason: closed (by either side), idle_timeout, shutdown, error.",
+                &["route", "reason"],
+            ),
             registry,
         };
         for result in ["success", "failure"] {
@@ -405,6 +423,21 @@ impl Metrics {
                 .map(|reason| self.retries.with_label_values(&[upstream, reason])),
             retry_budget_exhausted: self.retry_budget_exhausted.with_label_values(&[upstream]),
             concurrency_limit: self.concurrency_limit.with_label_values(&[upstream]),
+        }
+    }
+
+    /// Handles for one route's WebSocket connections.
+    pub fn websocket(&self, route: &str) -> WebSocketMetrics {
+        WebSocketMetrics {
+            active: self.websocket_active.with_label_values(&[route]),
+            upgrades: UpgradeOutcome::ALL.map(|outcome| {
+                self.websocket_upgrades
+                    .with_label_values(&[route, outcome.label()])
+            }),
+            closed: CloseReason::ALL.map(|reason| {
+                self.websocket_closed
+                    .with_label_values(&[route, reason.label()])
+            }),
         }
     }
 
@@ -657,6 +690,75 @@ pub struct UpstreamMetrics {
     pub retries: [IntCounter; 4],
     pub retry_budget_exhausted: IntCounter,
     pub concurrency_limit: IntGauge,
+}
+
+/// What became of a WebSocket upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeOutcome {
+    Upgraded,
+    Refused,
+    Rejected,
+}
+
+impl UpgradeOutcome {
+    const ALL: [UpgradeOutcome; 3] = [
+        UpgradeOutcome::Upgraded,
+        UpgradeOutcome::Refused,
+        UpgradeOutcome::Rejected,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpgradeOutcome::Upgraded => "upgraded",
+            UpgradeOutcome::Refused => "refused",
+            UpgradeOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why an upgraded connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Closed,
+    IdleTimeout,
+    Shutdown,
+    Error,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 4] = [
+        CloseReason::Closed,
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Closed => "closed",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+/// Handles for one route's WebSocket connections.
+#[derive(Clone)]
+pub struct WebSocketMetrics {
+    pub active: IntGauge,
+    upgrades: [IntCounter; 3],
+    closed: [IntCounter; 4],
+}
+
+impl WebSocketMetrics {
+    pub fn upgrade(&self, outcome: UpgradeOutcome) {
+        self.upgrades[outcome as usize].inc();
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].inc();
+    }
 }
 
 /// Handles for one endpoint of an upstream.

@@ -139,6 +139,7 @@ impl Listener {
                 listener: self.context.clone(),
                 peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                close: shutdown.close.clone(),
             };
             let builder = builder.clone();
             let shutdown = shutdown.clone();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::proxy::websocket::WebSockets;
 use crate::upstream::Upstream;
 
 /// A route as the proxy uses it.
@@ -24,6 +25,8 @@ pub enum RouteHandler {
         timeout: Duration,
         /// The route's retry policy, or its upstream's.
         retry: Option<Arc<RetryConfig>>,
+        /// WebSocket upgrades; `None` when the upstream speaks HTTP/2 only.
+        websocket: Option<Arc<WebSockets>>,
     },
     Aggregate(Arc<AggregateRuntime>),
 }
@@ -71,10 +74,21 @@ impl Snapshot {
                         upstream,
                         timeout,
                         retry,
+                        websocket,
                         ..
                     } => {
                         let upstream = upstreams[*upstream].clone();
+                        let previous_websockets =
+                            previous.and_then(|p| p.websockets_of(&route.name));
                         RouteHandler::Proxy {
+                            websocket: websocket.map(|config| {
+                                WebSockets::carry_over(
+                                    &route.name,
+                                    config,
+                                    previous_websockets,
+                                    metrics.websocket(&route.name),
+                                )
+                            }),
                             timeout: timeout.unwrap_or(upstream.timeout),
                             retry: retry
                                 .clone()
@@ -95,5 +109,19 @@ impl Snapshot {
             upstreams,
             config,
         }
+    }
+}
+
+impl Snapshot {
+    /// The WebSocket state of the route called `name`, if it has one.
+    fn websockets_of(&self, name: &str) -> Option<&Arc<WebSockets>> {
+        self.config
+            .routes
+            .iter()
+            .position(|route| route.name == name)
+            .and_then(|index| match &self.routes[index].handler {
+                RouteHandler::Proxy { websocket, .. } => websocket.as_ref(),
+                RouteHandler::Aggregate(_) => None,
+            })
     }
 }

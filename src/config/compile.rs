@@ -9,11 +9,14 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use super::error::ConfigError;
 use super::locate::LocationIndex;
-use super::raw::{RawConfig, RawListener, RawRedirect, RawRoute, RawTls, RawUpstream};
+use super::raw::{
+    RawConfig, RawListener, RawRedirect, RawRoute, RawTls, RawUpstream, RawUpstreamTls,
+    UpstreamProtocol,
+};
 use super::tls::{self, CertificateConfig, CertificateFile, CertificateFiles, ListenerTls};
 use super::{
     defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, ReloadConfig,
-    RouteConfig, RouteTarget, UpstreamConfig,
+    RouteConfig, RouteTarget, UpstreamConfig, UpstreamTls, WebSocketConfig,
 };
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec, RouteTable};
 
@@ -100,9 +103,16 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
         .iter()
-        .filter_map(|(name, upstream)| compile_upstream(name, upstream, &mut problems))
+        .filter_map(|(name, upstream)| compile_upstream(name, upstream, base, &mut problems))
         .collect();
-    let routes = compile_routes(&raw.routes, &upstream_names, &mut problems);
+    let upstream_protocols: Vec<UpstreamProtocol> =
+        raw.upstreams.values().map(|u| u.protocol).collect();
+    let routes = compile_routes(
+        &raw.routes,
+        &upstream_names,
+        &upstream_protocols,
+        &mut problems,
+    );
 
     if raw.reload.poll_interval.is_some_and(|d| d.0.is_zero()) {
         problems.add("reload.poll_interval", "must be longer than 0s");
@@ -497,6 +507,7 @@ fn compile_tls(
 fn compile_upstream(
     name: &str,
     raw: &RawUpstream,
+    base: &Path,
     problems: &mut Problems,
 ) -> Option<UpstreamConfig> {
     let key = |field: &str| format!("upstreams.{name}.{field}");
@@ -609,7 +620,10 @@ fn compile_upstream(
         .retry
         .as_ref()
         .and_then(|retry| compile_retry(&format!("upstreams.{name}.retry"), retry, problems));
+    let tls = compile_upstream_tls(name, raw, &endpoints, base, problems);
     Some(UpstreamConfig {
+        protocol: raw.protocol,
+        tls,
         name: name.to_owned(),
         retry,
         health_check,
@@ -629,6 +643,45 @@ fn compile_upstream(
         pool_idle_timeout,
         host_header: raw.host_header,
     })
+}
+
+/// The TLS client settings of an upstream with `https://` endpoints: its `tls` mapping,
+/// or the defaults (web PKI roots, the endpoint's host as server name).
+fn compile_upstream_tls(
+    name: &str,
+    raw: &RawUpstream,
+    endpoints: &[EndpointAddress],
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<UpstreamTls> {
+    let key = |field: &str| format!("upstreams.{name}.tls.{field}");
+    let https = endpoints.iter().any(|e| e.scheme == Scheme::HTTPS);
+    if !https {
+        if raw.tls.is_some() {
+            problems.warn(
+                format!("upstreams.{name}.tls"),
+                "has no effect: none of the upstream's endpoints is https://",
+            );
+        }
+        return None;
+    }
+    let defaults = RawUpstreamTls::default();
+    let settings = raw.tls.as_ref().unwrap_or(&defaults);
+    if settings.insecure_skip_verify {
+        problems.warn(
+            key("insecure_skip_verify"),
+            "the endpoints' certificates are not verified: the connection is encrypted but anyone on the path can impersonate the upstream",
+        );
+    }
+    match UpstreamTls::load(settings, base) {
+        Ok(tls) => Some(tls),
+        Err(errors) => {
+            for error in errors {
+                problems.add(key(error.field), error.message);
+            }
+            None
+        }
+    }
 }
 
 fn compile_health_check(
@@ -808,15 +861,15 @@ fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {
     let uri: Uri = text.parse().map_err(|e| {
         format!("endpoint {text:?} is not a valid URI ({e}); write e.g. http://10.0.0.5:8080")
     })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => (Scheme::HTTP, 80),
+        Some("https") => (Scheme::HTTPS, 443),
+        _ => {
             return Err(format!(
-                "endpoint {text:?}: https upstreams are not supported yet; use http://"
+                "endpoint {text:?} needs the http:// or https:// scheme"
             ))
         }
-        _ => return Err(format!("endpoint {text:?} needs the http:// scheme")),
-    }
+    };
     let authority: Authority = uri
         .authority()
         .cloned()
@@ -832,12 +885,12 @@ fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {
     let authority = if authority.port().is_some() {
         authority
     } else {
-        Authority::try_from(format!("{}:80", authority.host()).as_str())
+        Authority::try_from(format!("{}:{default_port}", authority.host()).as_str())
             .map_err(|e| format!("endpoint {text:?}: {e}"))?
     };
     Ok(EndpointAddress {
-        label: format!("http://{authority}"),
-        scheme: Scheme::HTTP,
+        label: format!("{scheme}://{authority}"),
+        scheme,
         authority,
     })
 }
@@ -845,6 +898,7 @@ fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {
 fn compile_routes(
     raw: &[RawRoute],
     upstream_names: &[&str],
+    upstream_protocols: &[UpstreamProtocol],
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -949,12 +1003,16 @@ fn compile_routes(
                     .retry
                     .as_ref()
                     .map(|retry| compile_retry(&key("retry"), retry, problems));
+                let http2_only = upstream
+                    .is_some_and(|u| upstream_protocols.get(u) == Some(&UpstreamProtocol::Http2));
+                let websocket = compile_websocket(i, route, http2_only, problems);
                 match (upstream, rewrite, retry) {
                     (Some(upstream), Some(rewrite), None) => Some(RouteTarget::Proxy {
                         upstream,
                         rewrite,
                         timeout,
                         retry: None,
+                        websocket,
                     }),
                     (Some(upstream), Some(rewrite), Some(Some(retry))) => {
                         Some(RouteTarget::Proxy {
@@ -962,6 +1020,7 @@ fn compile_routes(
                             rewrite,
                             timeout,
                             retry: Some(retry),
+                            websocket,
                         })
                     }
                     _ => None,
@@ -978,6 +1037,12 @@ fn compile_routes(
                     problems.add(
                         key("timeout"),
                         "an aggregate route's timeout is `aggregate.timeout`",
+                    );
+                }
+                if route.websocket.is_some() {
+                    problems.add(
+                        key("websocket"),
+                        "an aggregate route cannot carry WebSocket connections",
                     );
                 }
                 let captured = path.as_ref().map(PathPattern::params).unwrap_or_default();
@@ -1002,6 +1067,42 @@ fn compile_routes(
         }
     }
     routes
+}
+
+/// A proxy route's WebSocket limits: its `websocket` mapping or the defaults. `None` when
+/// the upstream speaks HTTP/2 only, which has no HTTP/1.1 upgrade.
+fn compile_websocket(
+    i: usize,
+    route: &RawRoute,
+    http2_only: bool,
+    problems: &mut Problems,
+) -> Option<WebSocketConfig> {
+    let key = |field: &str| format!("routes[{i}].websocket{field}");
+    if http2_only {
+        if route.websocket.is_some() {
+            problems.add(
+                key(""),
+                "the route's upstream has `protocol: http2`; WebSocket upgrades need HTTP/1.1 (`protocol: http1` or `auto`)",
+            );
+        }
+        return None;
+    }
+    let raw = route.websocket.as_ref();
+    let max_connections = raw
+        .and_then(|w| w.max_connections)
+        .unwrap_or(defaults::WEBSOCKET_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        problems.add(key(".max_connections"), "must be at least 1");
+    }
+    let idle_timeout = problems.positive_duration(
+        key(".idle_timeout"),
+        raw.and_then(|w| w.idle_timeout),
+        defaults::WEBSOCKET_IDLE_TIMEOUT,
+    );
+    Some(WebSocketConfig {
+        max_connections,
+        idle_timeout,
+    })
 }
 
 fn compile_rewrite(

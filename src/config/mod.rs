@@ -12,6 +12,7 @@ mod locate;
 pub mod raw;
 pub mod tls;
 pub mod units;
+pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,8 +21,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use error::{ConfigError, LoadError};
-pub use raw::{Balance, HostHeader, MergeMode, StreamMode};
+pub use raw::{Balance, HostHeader, MergeMode, StreamMode, UpstreamProtocol};
 pub use tls::ListenerTls;
+pub use upstream_tls::UpstreamTls;
 
 use crate::aggregate::template::CallTemplate;
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -128,6 +130,9 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     pub outlier: Option<OutlierConfig>,
     pub retry: Option<RetryConfig>,
+    pub protocol: UpstreamProtocol,
+    /// For `https://` endpoints; set when the upstream has any.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// When and how a failed request is tried again.
@@ -223,9 +228,21 @@ pub enum RouteTarget {
         timeout: Option<Duration>,
         /// Overrides the upstream's `retry`.
         retry: Option<RetryConfig>,
+        /// WebSocket upgrades; `None` when the upstream speaks HTTP/2 only.
+        websocket: Option<WebSocketConfig>,
     },
     /// Several upstream calls, their JSON merged.
     Aggregate(AggregateConfig),
+}
+
+/// Limits of a route's WebSocket connections (HTTP/1.1 upgrades, tunnelled once the
+/// upstream answers 101).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocketConfig {
+    /// Upgraded connections open at once; further upgrade requests get 503.
+    pub max_connections: usize,
+    /// An upgraded connection with no bytes in either direction this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// An aggregate route: calls made concurrently (in dependency order) and merged.
@@ -326,4 +343,6 @@ pub mod defaults {
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+    pub const WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
+    pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 }

@@ -147,6 +147,40 @@ pub struct RawUpstream {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// How the gateway speaks to an upstream's endpoints.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request per connection at a time (pooled keep-alive connections).
+    #[default]
+    Http1,
+    /// HTTP/2 only, requests multiplexed over one connection per endpoint: prior
+    /// knowledge (h2c) for `http://`, ALPN `h2` for `https://`.
+    Http2,
+    /// `https://`: whatever the endpoint picks by ALPN (`h2` or `http/1.1`); `http://`:
+    /// HTTP/1.1.
+    Auto,
+}
+
+/// The TLS client settings of an upstream with `https://` endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// CA certificates (PEM) the endpoints' certificates must chain to, instead of the
+    /// built-in web PKI roots.
+    pub ca: Option<PathBuf>,
+    /// The name sent (SNI) and verified, instead of the endpoint's host.
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// A client certificate and its key, for upstreams that require one (mTLS).
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,6 +273,15 @@ pub struct RawRoute {
     pub timeout: Option<HumanDuration>,
     pub retry: Option<RawRetry>,
     pub aggregate: Option<RawAggregate>,
+    pub websocket: Option<RawWebSocket>,
+}
+
+/// Limits of a route's WebSocket (HTTP/1.1 `Upgrade: websocket`) connections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -31,6 +31,8 @@ pub enum ProxyError {
         upstream: String,
         error: UpstreamError,
     },
+    #[error("route {route:?} has {limit} WebSocket connections open, its limit")]
+    WebSocketLimit { route: String, limit: usize },
     #[error("aggregate route {route:?}: {error}")]
     Aggregate {
         route: String,
@@ -46,7 +48,9 @@ impl ProxyError {
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream { error, .. } => error.status(),
             ProxyError::Aggregate { error, .. } => error.status(),
         }
@@ -61,6 +65,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Overloaded { .. } => "upstream_overloaded",
+            ProxyError::WebSocketLimit { .. } => "websocket_limit",
             ProxyError::Upstream { error, .. } => error.code(),
             ProxyError::Aggregate { error, .. } => error.code(),
         }
@@ -86,7 +91,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(allowed) => {
                 headers.insert(ALLOW, allowed.allow_header());
             }
-            ProxyError::Overloaded { .. } => {
+            ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -6,26 +6,29 @@
 //! 3. **limit**: take a permit from the upstream's limiter (503 when it is saturated);
 //! 4. **send**: pick an endpoint, rewrite headers, stream the request over a pooled
 //!    connection and wait for the response headers (502, 504);
-//! 5. **stream back**: return the upstream's response with its body streaming; the
-//!    permit and the endpoint's load are released when the body ends or the client
-//!    goes away.
+//! 5. **stream back**: return the upstream's response with its body streaming (trailers
+//!    included, for gRPC); the permit and the endpoint's load are released when the body
+//!    ends or the client goes away. A WebSocket upgrade the upstream accepts with 101
+//!    becomes a tunnel instead ([`websocket`]), holding a slot of its route's cap.
 //!
 //! Every failure becomes a [`ProxyError`], turned into a response in one place.
 
 mod error;
 pub mod headers;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{CONTENT_LENGTH, HOST, UPGRADE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio::sync::watch;
 
 pub use error::ProxyError;
 
@@ -37,6 +40,7 @@ use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
 use crate::upstream::{Endpoint, ExchangeError, Upstream};
 use headers::X_REQUEST_ID;
+use websocket::WebSockets;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -56,6 +60,9 @@ pub struct ConnectionContext {
     pub listener: Arc<ListenerContext>,
     /// The client's IP address, ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
+    /// Turns true when the gateway closes what is left after its shutdown drain: ends
+    /// this connection's upgraded (WebSocket) tunnels.
+    pub close: watch::Receiver<bool>,
 }
 
 /// A request routed and ready to forward.
@@ -100,12 +107,14 @@ impl ConnectionContext {
                     upstream,
                     timeout,
                     retry,
+                    websocket,
                 } => {
                     self.forward(
                         &snapshot,
                         upstream,
                         *timeout,
                         retry.as_deref(),
+                        websocket.as_ref(),
                         routed,
                         request,
                         &request_id,
@@ -141,28 +150,50 @@ impl ConnectionContext {
         upstream: &Arc<Upstream>,
         timeout: Duration,
         retry: Option<&RetryConfig>,
+        websocket: Option<&Arc<WebSockets>>,
         routed: Routed,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         request_id: &HeaderValue,
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let route = &snapshot.routes[routed.route];
         let host_header = upstream.host_header;
+        let version = upstream.request_version();
         let limits = &self.listener.limits;
+        // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
+        let upgrade = match websocket.filter(|_| upstream.speaks_http1()) {
+            Some(websockets) => match websocket::requested(&request) {
+                Some(protocol) => {
+                    let Some(upgrading) = websockets.admit() else {
+                        return Err(ProxyError::WebSocketLimit {
+                            route: websockets.route.to_string(),
+                            limit: websockets.config.max_connections,
+                        });
+                    };
+                    Some((upgrading, protocol, hyper::upgrade::on(&mut request)))
+                }
+                None => None,
+            },
+            None => None,
+        };
         let replayable = retry.filter(|policy| {
-            policy.methods.contains(request.method())
+            upgrade.is_none()
+                && policy.methods.contains(request.method())
                 && (request.body().is_end_stream()
                     || content_length(request.headers())
                         .is_some_and(|len| len <= policy.max_body_size))
         });
         let (parts, body) = request.into_parts();
-        let prepared = self.prepare(parts, routed.path_and_query, request_id)?;
+        let mut prepared = self.prepare(parts, routed.path_and_query, request_id)?;
+        if let Some((_, protocol, _)) = &upgrade {
+            websocket::keep_upgrade_headers(&mut prepared.headers, protocol.clone());
+        }
         let exchanged = match replayable {
             None => {
                 let body = UpstreamBody::client(body, limits.max_request_body);
                 upstream
                     .exchange(timeout, |endpoint| {
-                        prepared.addressed(endpoint, host_header, body)
+                        prepared.addressed(endpoint, host_header, version, body)
                     })
                     .await
             }
@@ -184,13 +215,14 @@ impl ConnectionContext {
                         prepared.clone().addressed(
                             endpoint,
                             host_header,
+                            version,
                             UpstreamBody::Full(kept.clone()),
                         )
                     })
                     .await
             }
         };
-        let (response, exchange) = exchanged.map_err(|error| match error {
+        let (mut response, exchange) = exchanged.map_err(|error| match error {
             ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
                 upstream: upstream.name.clone(),
                 reason,
@@ -201,6 +233,29 @@ impl ConnectionContext {
                 error,
             },
         })?;
+
+        if let Some((upgrading, _, client)) = upgrade {
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                upgrading.refused();
+            } else {
+                // The tunnel holds the route's slot, not the upstream's permit.
+                drop(exchange);
+                route
+                    .metrics
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
+                let upstream_io = hyper::upgrade::on(&mut response);
+                let (mut parts, _) = response.into_parts();
+                let protocol = parts.headers.get(UPGRADE).cloned();
+                headers::remove_hop_by_hop(&mut parts.headers, false);
+                if let Some(protocol) = protocol {
+                    websocket::keep_upgrade_headers(&mut parts.headers, protocol);
+                }
+                parts.headers.insert(X_REQUEST_ID, request_id.clone());
+                upgrading.join(client, upstream_io, self.close.clone());
+                return Ok(Response::from_parts(parts, ResponseBody::empty()));
+            }
+        }
 
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, false);
@@ -316,6 +371,7 @@ impl Prepared {
         self,
         endpoint: &Endpoint,
         host_header: HostHeader,
+        version: Version,
         body: UpstreamBody,
     ) -> Result<Request<UpstreamBody>, ProxyError> {
         let mut uri = http::uri::Parts::default();
@@ -326,7 +382,7 @@ impl Prepared {
         *request.uri_mut() = Uri::from_parts(uri)
             .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
         *request.method_mut() = self.method;
-        *request.version_mut() = Version::HTTP_11;
+        *request.version_mut() = version;
         *request.headers_mut() = self.headers;
         if host_header == HostHeader::Endpoint {
             request

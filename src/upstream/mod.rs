@@ -1,6 +1,10 @@
 //! Upstreams: a pooled HTTP client per upstream, its endpoints and load balancer, and
 //! its concurrency limit ([`limiter`]).
 //!
+//! Endpoints are `http://` or `https://` (rustls, see [`crate::config::upstream_tls`]);
+//! the upstream's `protocol` chooses HTTP/1.1, HTTP/2 (h2c with prior knowledge, or ALPN
+//! `h2`) or whatever ALPN negotiates.
+//!
 //! An [`Upstream`] is built from each configuration, sharing its limiter and pool
 //! with the previous configuration's upstream of the same name. Proxied requests and
 //! aggregate calls both go through [`Upstream::exchange`]: a permit from its limiter,
@@ -17,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderValue, Version};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -25,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::body::UpstreamBody;
 use crate::config::{
     Balance, EndpointAddress, HealthCheckConfig, HostHeader, OutlierConfig, RetryConfig,
-    UpstreamConfig,
+    UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
@@ -86,8 +91,11 @@ pub struct EndpointPool {
     weak_self: std::sync::Weak<EndpointPool>,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<Connector, UpstreamBody>,
 }
+
+/// Plain TCP, with TLS for `https://` endpoints.
+pub(crate) type Connector = HttpsConnector<HttpConnector>;
 
 /// What must be equal for a reloaded upstream to keep its pooled connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +105,8 @@ struct PoolIdentity {
     max_idle_per_endpoint: usize,
     pool_idle_timeout: Duration,
     health_check: Option<HealthCheckConfig>,
+    protocol: UpstreamProtocol,
+    tls: Option<UpstreamTls>,
 }
 
 impl PoolIdentity {
@@ -107,6 +117,8 @@ impl PoolIdentity {
             max_idle_per_endpoint: config.max_idle_per_endpoint,
             pool_idle_timeout: config.pool_idle_timeout,
             health_check: config.health_check.clone(),
+            protocol: config.protocol,
+            tls: config.tls.clone(),
         }
     }
 }
@@ -128,16 +140,7 @@ impl EndpointPool {
         upstream: &str,
         metrics: &Metrics,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(identity.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(identity.pool_idle_timeout)
-            .pool_max_idle_per_host(identity.max_idle_per_endpoint)
-            .build(connector);
+        let client = build_client(&identity);
         EndpointPool {
             endpoints: identity
                 .endpoints
@@ -161,6 +164,53 @@ impl EndpointPool {
             client,
         }
     }
+}
+
+/// The pooled client for `identity`: TCP with its connect timeout, TLS for `https://`
+/// endpoints with ALPN offered by protocol, and HTTP/2 only for `protocol: http2`.
+fn build_client(identity: &PoolIdentity) -> Client<Connector, UpstreamBody> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(identity.connect_timeout));
+    http.set_nodelay(true);
+    // The TLS layer sees https:// URIs through; endpoints are checked at load time.
+    http.enforce_http(false);
+    let tls_config = match &identity.tls {
+        Some(tls) => (*tls.client_config).clone(),
+        // Plain endpoints only: the TLS layer passes http:// through and never uses this.
+        None => plain_only_tls_config(),
+    };
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config)
+        .https_or_http();
+    let builder = match identity.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    let connector = match identity.protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+        UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(http),
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(identity.pool_idle_timeout)
+        .pool_max_idle_per_host(identity.max_idle_per_endpoint);
+    if identity.protocol == UpstreamProtocol::Http2 {
+        client.http2_only(true);
+    }
+    client.build(connector)
+}
+
+/// The TLS configuration of an upstream without `https://` endpoints: required by the
+/// connector's type, never used.
+fn plain_only_tls_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(crate::server::tls::crypto_provider())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 impl Upstream {
@@ -226,8 +276,22 @@ impl Upstream {
         Arc::ptr_eq(&self.pool, &other.pool)
     }
 
-    pub(crate) fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+    pub(crate) fn client(&self) -> &Client<Connector, UpstreamBody> {
         &self.pool.client
+    }
+
+    /// The version of requests sent to this upstream: HTTP/2 for `protocol: http2`;
+    /// otherwise HTTP/1.1, which the pool sends over HTTP/2 where ALPN chose `h2`.
+    pub fn request_version(&self) -> Version {
+        match self.pool.identity.protocol {
+            UpstreamProtocol::Http2 => Version::HTTP_2,
+            UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
+        }
+    }
+
+    /// Whether this upstream can take an HTTP/1.1 upgrade (WebSocket).
+    pub fn speaks_http1(&self) -> bool {
+        self.pool.identity.protocol != UpstreamProtocol::Http2
     }
 
     /// Chooses the endpoint for the next request by the configured balance, among

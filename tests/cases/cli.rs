@@ -63,7 +63,7 @@ routes:
     assert_eq!(code, 2, "{stderr}");
     let file = path.display().to_string();
     for expected in [
-        format!("{file}:6:42: upstreams.orders.endpoints[1]: endpoint \"ftp://nowhere\" needs the http:// scheme"),
+        format!("{file}:6:42: upstreams.orders.endpoints[1]: endpoint \"ftp://nowhere\" needs the http:// or https:// scheme"),
         format!("{file}:7:20: upstreams.orders.max_in_flight: must be at least 1"),
         format!("{file}:10:27: routes[0].match.path_prefix: path_prefix \"orders\" must start with `/`"),
         format!("{file}:11:15: routes[0].upstream: unknown upstream \"ordres\" (did you mean \"orders\"?)"),

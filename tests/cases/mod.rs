@@ -11,3 +11,6 @@ mod retries;
 mod routing;
 mod streaming;
 mod tls;
+mod upstream_h2;
+mod upstream_tls;
+mod websocket;

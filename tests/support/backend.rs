@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,6 +30,7 @@ type Handler = dyn Fn(
 /// What a backend saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub version: Version,
     pub method: Method,
     pub uri: String,
     pub headers: HeaderMap,
@@ -161,8 +162,38 @@ impl Backend {
         let state = Arc::new(State::default());
         let handler: Arc<Handler> =
             Arc::new(move |request, state| Box::pin(handler(request, state)));
-        let task = tokio::spawn(serve(listener, state.clone(), handler, idle_close));
+        let task = tokio::spawn(serve(listener, state.clone(), handler, idle_close, None));
         Backend { addr, state, task }
+    }
+
+    /// A backend behind TLS with `config` (HTTP/2 when its ALPN offers and the client
+    /// picks `h2`), answering with `handler`.
+    pub async fn start_tls<F, Fut>(config: rustls::ServerConfig, handler: F) -> Backend
+    where
+        F: Fn(Request<Incoming>, Arc<State>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("backend binds");
+        let addr = listener.local_addr().expect("address");
+        let state = Arc::new(State::default());
+        let handler: Arc<Handler> =
+            Arc::new(move |request, state| Box::pin(handler(request, state)));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let task = tokio::spawn(serve(
+            listener,
+            state.clone(),
+            handler,
+            None,
+            Some(acceptor),
+        ));
+        Backend { addr, state, task }
+    }
+
+    /// `https://127.0.0.1:port`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Answers 200 with a JSON echo of the method, URI and headers it received.
@@ -209,6 +240,7 @@ async fn serve(
     state: Arc<State>,
     handler: Arc<Handler>,
     idle_close: Option<Duration>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -218,6 +250,7 @@ async fn serve(
         state.connections_opened.fetch_add(1, Ordering::SeqCst);
         let state = state.clone();
         let handler = handler.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let service_state = state.clone();
             let service = service_fn(move |request: Request<Incoming>| {
@@ -226,6 +259,7 @@ async fn serve(
                 async move {
                     state.arrived.fetch_add(1, Ordering::SeqCst);
                     state.seen.lock().expect("lock").push(Seen {
+                        version: request.version(),
                         method: request.method().clone(),
                         uri: request.uri().to_string(),
                         headers: request.headers().clone(),
@@ -246,9 +280,20 @@ async fn serve(
                     .timer(TokioTimer::new())
                     .header_read_timeout(idle);
             }
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
             state.connections_closed.fetch_add(1, Ordering::SeqCst);
         });
         // Reap finished connections so the set does not grow.

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod pki;
 
 use std::future::Future;
 use std::time::Duration;
@@ -69,6 +70,19 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         line.strip_prefix(series)
             .and_then(|rest| rest.trim().parse().ok())
     })
+}
+
+/// Waits until the metric `series` has `value` in the admin listener's `/metrics`.
+pub async fn metric_reaches(gateway: &RunningGateway, series: &str, value: f64) {
+    within(&format!("{series} reaches {value}"), async {
+        loop {
+            if metric(&metrics_text(gateway).await, series) == Some(value) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// An address on which nothing listens.

@@ -1,0 +1,261 @@
+//! An upstream's TLS client settings (`upstreams.NAME.tls`), read and checked when the
+//! configuration loads: the roots that endpoint certificates must chain to (the built-in
+//! web PKI roots, or the `ca` file), the server name to send and verify, and an optional
+//! client certificate. They are built here into the rustls client configuration that
+//! the upstream's pool (`crate::upstream`) connects with.
+//!
+//! Every problem names the file and what is wrong with it; [`super::compile`] adds the
+//! key path and its line and column.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use super::raw::RawUpstreamTls;
+use super::tls::{CertificateFile, CertificateFiles};
+
+/// How the gateway connects to an upstream's `https://` endpoints.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The `ca` file, resolved; the web PKI roots when `None`.
+    pub ca: Option<PathBuf>,
+    /// Sent (SNI) and verified instead of each endpoint's host.
+    pub server_name: Option<ServerName<'static>>,
+    /// Accept any certificate: for tests and trusted networks only.
+    pub insecure_skip_verify: bool,
+    pub client_certificate: Option<CertificateFiles>,
+    /// Of the files' contents: a reload with changed files builds new connections.
+    pub fingerprint: u64,
+    /// Built from the settings above, without ALPN (the upstream's `protocol` adds it).
+    pub client_config: Arc<ClientConfig>,
+}
+
+/// Settings are equal when they are written the same and the files hold the same bytes.
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca
+            && self.server_name == other.server_name
+            && self.insecure_skip_verify == other.insecure_skip_verify
+            && self.client_certificate == other.client_certificate
+            && self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+/// A problem with one key of the `tls` mapping.
+#[derive(Debug)]
+pub struct UpstreamTlsError {
+    /// `ca`, `server_name`, `certificate`, `private_key` or `insecure_skip_verify`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn problem(field: &'static str, message: impl Into<String>) -> UpstreamTlsError {
+    UpstreamTlsError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl UpstreamTls {
+    /// Reads the files `raw` names (relative to `base`) and builds the client
+    /// configuration. Every problem found is reported, not only the first.
+    pub fn load(raw: &RawUpstreamTls, base: &Path) -> Result<UpstreamTls, Vec<UpstreamTlsError>> {
+        let provider = crate::server::tls::crypto_provider();
+        let mut errors = Vec::new();
+        let mut fingerprint_parts: Vec<Vec<u8>> = Vec::new();
+
+        if raw.insecure_skip_verify && raw.ca.is_some() {
+            errors.push(problem(
+                "insecure_skip_verify",
+                "give either `ca` or `insecure_skip_verify: true`, not both",
+            ));
+        }
+        let ca = raw.ca.as_ref().map(|path| base.join(path));
+        let roots = match &ca {
+            None => Some(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            }),
+            Some(path) => match read_roots(path) {
+                Ok((roots, pem)) => {
+                    fingerprint_parts.push(pem);
+                    Some(roots)
+                }
+                Err(message) => {
+                    errors.push(problem("ca", message));
+                    None
+                }
+            },
+        };
+
+        let server_name = raw.server_name.as_ref().and_then(|name| {
+            ServerName::try_from(name.clone())
+                .map_err(|_| {
+                    errors.push(problem(
+                        "server_name",
+                        format!("{name:?} is not a valid DNS name or IP address"),
+                    ))
+                })
+                .ok()
+        });
+
+        let client_certificate = match (&raw.certificate, &raw.private_key) {
+            (None, None) => None,
+            (Some(certificate), Some(private_key)) => Some(CertificateFiles {
+                certificate: base.join(certificate),
+                private_key: base.join(private_key),
+            }),
+            (Some(_), None) => {
+                errors.push(problem("certificate", "needs `private_key` beside it"));
+                None
+            }
+            (None, Some(_)) => {
+                errors.push(problem("private_key", "needs `certificate` beside it"));
+                None
+            }
+        };
+        let client_key =
+            client_certificate
+                .as_ref()
+                .and_then(|files| match files.load(&provider) {
+                    Ok(loaded) => {
+                        fingerprint_parts.push(loaded.fingerprint.to_le_bytes().to_vec());
+                        Some(loaded.key)
+                    }
+                    Err(problems) => {
+                        for error in problems {
+                            let field = match error.file {
+                                CertificateFile::Certificate => "certificate",
+                                CertificateFile::PrivateKey => "private_key",
+                            };
+                            errors.push(problem(field, error.message));
+                        }
+                        None
+                    }
+                });
+
+        let Some(roots) = roots.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| vec![problem("ca", format!("cannot configure TLS: {e}"))])?;
+        let builder = if raw.insecure_skip_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
+        let client_config = match client_key {
+            Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCertificate(key))),
+            None => builder.with_no_client_auth(),
+        };
+        Ok(UpstreamTls {
+            ca,
+            server_name,
+            insecure_skip_verify: raw.insecure_skip_verify,
+            client_certificate,
+            fingerprint: super::tls::fingerprint(&fingerprint_parts.concat(), &[]),
+            client_config: Arc::new(client_config),
+        })
+    }
+}
+
+/// Reads the CA certificates of `path` into a root store; also returns the file's bytes.
+fn read_roots(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let certificates = {
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{shown} is not valid PEM: {e}"))?
+    };
+    if certificates.is_empty() {
+        return Err(format!(
+            "{shown} contains no certificate (expected one or more `-----BEGIN CERTIFICATE-----` blocks)"
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    for (i, certificate) in certificates.into_iter().enumerate() {
+        roots.add(certificate).map_err(|e| {
+            format!(
+                "{shown}: certificate {} is not a usable CA certificate: {e}",
+                i + 1
+            )
+        })?;
+    }
+    Ok((roots, pem))
+}
+
+/// Presents the one configured client certificate to every upstream that asks.
+#[derive(Debug)]
+struct ClientCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// `insecure_skip_verify: true`: any certificate is accepted (the handshake's signatures
+/// are still checked, so the connection is encrypted, but not authenticated).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,201 @@
+//! Upstream TLS: `https://` endpoints verified against a configured CA (a wrong CA is a
+//! 502), a fixed server name, client certificates, and TLS problems reported as
+//! configuration errors with their location.
+
+use http::StatusCode;
+use portcullis::{Config, RunningGateway};
+
+use crate::support::pki::{quoted, Pki};
+use crate::support::{gateway, url, Backend, Client, Reply};
+
+/// A TLS backend answering with the HTTP version it received.
+async fn tls_backend(config: rustls::ServerConfig) -> Backend {
+    Backend::start_tls(config, |request, _| async move {
+        Reply::ok(format!("{:?}", request.version()))
+    })
+    .await
+}
+
+/// A gateway with one route to one upstream with `endpoint` and `extra` (YAML flow
+/// mapping entries).
+async fn upstream_gateway(endpoint: &str, extra: &str) -> RunningGateway {
+    gateway(&upstream_yaml(endpoint, extra)).await
+}
+
+fn upstream_yaml(endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  app: {{ endpoints: ["{endpoint}"], connect_timeout: 5s {extra} }}
+routes:
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    let pki = Pki::new("upstream CA");
+    let backend = tls_backend(pki.server_config(&["127.0.0.1"], &[], false)).await;
+    let ca = pki.write_ca();
+    let gw = upstream_gateway(
+        &backend.https_url(),
+        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
+    )
+    .await;
+
+    let reply = Client::new().get(&url(&gw, "/hello")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), "HTTP/1.1");
+    assert_eq!(backend.state.last_seen().uri, "/hello");
+}
+
+#[tokio::test]
+async fn server_name_is_sent_and_verified_instead_of_the_endpoint_host() {
+    let pki = Pki::new("upstream CA");
+    let backend = tls_backend(pki.server_config(&["backend.internal"], &[], false)).await;
+    let ca = pki.write_ca();
+    let gw = upstream_gateway(
+        &backend.https_url(),
+        &format!(
+            ", tls: {{ ca: {}, server_name: backend.internal }}",
+            quoted(&ca)
+        ),
+    )
+    .await;
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    // Without the name, the certificate does not match 127.0.0.1.
+    let gw = upstream_gateway(
+        &backend.https_url(),
+        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
+    )
+    .await;
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_a_502() {
+    let trusted = Pki::new("trusted CA");
+    let other = Pki::new("other CA");
+    let backend = tls_backend(other.server_config(&["127.0.0.1"], &[], false)).await;
+    let ca = trusted.write_ca();
+    let gw = upstream_gateway(
+        &backend.https_url(),
+        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
+    )
+    .await;
+
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert_eq!(reply.json()["error"], "upstream_connect_failed");
+    assert_eq!(backend.state.arrived(), 0);
+
+    // The default roots (web PKI) do not trust a private CA either.
+    let gw = upstream_gateway(&backend.https_url(), "").await;
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+
+    // insecure_skip_verify accepts it.
+    let gw = upstream_gateway(
+        &backend.https_url(),
+        ", tls: { insecure_skip_verify: true }",
+    )
+    .await;
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_to_upstreams_that_require_one() {
+    let pki = Pki::new("upstream CA");
+    let backend = tls_backend(pki.server_config(&["127.0.0.1"], &[], true)).await;
+    let ca = pki.write_ca();
+    let (cert, key) = pki.write("gateway", &pki.issue(&["gateway.internal"]));
+
+    let without = upstream_gateway(
+        &backend.https_url(),
+        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
+    )
+    .await;
+    let reply = Client::new().get(&url(&without, "/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+
+    let with = upstream_gateway(
+        &backend.https_url(),
+        &format!(
+            ", tls: {{ ca: {}, certificate: {}, private_key: {} }}",
+            quoted(&ca),
+            quoted(&cert),
+            quoted(&key)
+        ),
+    )
+    .await;
+    let reply = Client::new().get(&url(&with, "/")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+fn config_errors(text: &str) -> String {
+    match Config::from_yaml(text, "/etc/portcullis/gateway.yaml") {
+        Ok(_) => panic!("the configuration should be rejected"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn upstream_tls_problems_are_config_errors_with_their_location() {
+    let pki = Pki::new("CA");
+    let not_pem = pki.path("not-a-ca.pem");
+    std::fs::write(&not_pem, "hello").expect("writes");
+    let text = upstream_yaml(
+        "https://127.0.0.1:8443",
+        &format!(
+            ", tls: {{ ca: {}, server_name: \"not a name\", certificate: {} }}",
+            quoted(&not_pem),
+            quoted(&pki.path("missing.pem"))
+        ),
+    );
+    let errors = config_errors(&text);
+    assert!(
+        errors.contains("upstreams.app.tls.ca") && errors.contains("contains no certificate"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("upstreams.app.tls.server_name") && errors.contains("\"not a name\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("upstreams.app.tls.certificate")
+            && errors.contains("needs `private_key` beside it"),
+        "{errors}"
+    );
+    assert!(errors.contains("gateway.yaml:4:"), "{errors}");
+
+    let errors = config_errors(&upstream_yaml("ftp://127.0.0.1:21", ""));
+    assert!(
+        errors.contains("needs the http:// or https:// scheme"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn relative_upstream_tls_paths_resolve_against_the_config_file() {
+    let pki = Pki::new("CA");
+    pki.write_ca();
+    let file = pki.path("gateway.yaml");
+    std::fs::write(
+        &file,
+        upstream_yaml("https://127.0.0.1:8443", ", tls: { ca: ca.pem }"),
+    )
+    .expect("writes");
+    let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.upstreams[0].tls.as_ref().expect("tls");
+    assert_eq!(tls.ca.as_deref(), Some(pki.path("ca.pem").as_path()));
+    assert_eq!(
+        config.upstreams[0].endpoints[0].label,
+        "https://127.0.0.1:8443"
+    );
+}
