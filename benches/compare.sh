@@ -694,8 +694,10 @@ run_idle() {
 }
 
 # ---------------------------------------------------------------- scenarios
-median_rps() { # SCENARIO PROXY
-    awk -F, -v s="$1" -v p="$2" '$1 == s && $2 == p && $5 > 0 { print $4 / $5 }' "$CSV" |
+median_rps() { # SCENARIO PROXY: over the undisturbed runs, as in the tables, if any
+    awk -F, -v s="$1" -v p="$2" '
+        $1 == s && $2 == p && $5 > 0 { all[++n] = $4 / $5; if ($7 / $5 <= 0.05) clean[++c] = $4 / $5 }
+        END { if (c) for (i = 1; i <= c; i++) print clean[i]; else for (i = 1; i <= n; i++) print all[i] }' "$CSV" |
         sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2); else print 0 }'
 }
 
