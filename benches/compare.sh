@@ -336,6 +336,7 @@ listeners:
 admin:
   address: 127.0.0.1:$ADMIN_PORT
 shutdown_timeout: 2s
+workers: 1
 upstreams:
   backend:
     endpoints: ["http://127.0.0.1:$BACKEND_PORT"]
@@ -353,7 +354,7 @@ EOF
     "$BIN" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "the generated gateway.yaml is invalid"; }
     # The binary builds a multi-thread runtime with one worker per core; give it one.
-    TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN" run -c "$dir/gateway.yaml" \
+    taskset -c "$PROXY_CPU" "$BIN" run -c "$dir/gateway.yaml" \
         >"$dir/portcullis.log" 2>&1 &
     PID[portcullis]=$!
     STARTED+=($!)
@@ -756,7 +757,7 @@ done
 cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
-- portcullis: $SRC_STATE (TOKIO_WORKER_THREADS=1, pinned to CPU $PROXY_CPU)
+- portcullis: $SRC_STATE (workers: 1, pinned to CPU $PROXY_CPU)
 - peers: $(nginx -v 2>&1 | sed 's|.*/||; s|^|nginx |'), $(haproxy -v 2>&1 | awk 'NR == 1 { print "HAProxy " $3 }'); load: $(wrk -v 2>&1 | awk 'NR == 1 { print "wrk " $2 }'), $(h2load --version 2>&1 | awk 'NR == 1 { print $2 }' | sed 's|/| |')
 - command: benches/compare.sh $ARGS
 

@@ -114,6 +114,9 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         &mut problems,
     );
 
+    if raw.workers == Some(0) {
+        problems.add("workers", "must be at least 1");
+    }
     if raw.reload.poll_interval.is_some_and(|d| d.0.is_zero()) {
         problems.add("reload.poll_interval", "must be longer than 0s");
     }
@@ -152,6 +155,9 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             shutdown_timeout: raw
                 .shutdown_timeout
                 .map_or(defaults::SHUTDOWN_TIMEOUT, |d| d.0),
+            workers: raw.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
             warnings: problems.warnings,
             reload: ReloadConfig {
                 watch: raw.reload.watch.unwrap_or(true),
@@ -1227,6 +1233,13 @@ routes:
             errors[0].message
         );
         assert_eq!(errors[0].key, "routes[0].match");
+    }
+
+    #[test]
+    fn workers_must_be_positive() {
+        let errors = errors_of(&format!("workers: 0\n{VALID}"));
+        assert_eq!(errors[0].key, "workers");
+        assert_eq!((errors[0].line, errors[0].column), (1, 10));
     }
 
     #[test]

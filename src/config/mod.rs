@@ -41,6 +41,8 @@ pub struct Config {
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
+    /// Runtime threads serving traffic; 1 runs a single-threaded runtime.
+    pub workers: usize,
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
     pub reload: ReloadConfig,

@@ -22,6 +22,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     pub shutdown_timeout: Option<HumanDuration>,
+    pub workers: Option<usize>,
     #[serde(default)]
     pub reload: RawReload,
 }
