@@ -57,12 +57,6 @@ pub struct Changes {
     stop: Vec<String>,
 }
 
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.start.is_empty() && self.stop.is_empty()
-    }
-}
-
 struct Running {
     config: ListenerConfig,
     address: SocketAddr,

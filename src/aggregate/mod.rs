@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
 use crate::body::{ResponseBody, UpstreamBody};
-use crate::config::{AggregateConfig, HostHeader, MergeMode};
+use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::proxy::headers::X_REQUEST_ID;
 use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
@@ -610,12 +610,4 @@ pub fn base_headers(
 /// Whether the route answers as a stream.
 pub fn streams(config: &AggregateConfig) -> bool {
     config.stream.is_some()
-}
-
-/// Keyed is the default merge; exposed for documentation of `check`.
-pub fn merge_name(mode: MergeMode) -> &'static str {
-    match mode {
-        MergeMode::Keyed => "keyed",
-        MergeMode::Flat => "flat",
-    }
 }

@@ -271,11 +271,6 @@ impl Upstream {
         &self.pool.endpoints
     }
 
-    /// Whether this upstream uses the same endpoints and pool as `other`.
-    pub fn shares_pool_with(&self, other: &Upstream) -> bool {
-        Arc::ptr_eq(&self.pool, &other.pool)
-    }
-
     pub(crate) fn client(&self) -> &Client<Connector, UpstreamBody> {
         &self.pool.client
     }
