@@ -383,6 +383,21 @@ pub fn client_verifier(
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let shown = path.display();
+    let (roots, _) = read_ca_roots(path)?;
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder
+        .build()
+        .map_err(|e| format!("{shown}: cannot verify client certificates with it: {e}"))
+}
+
+/// Reads the CA certificates of `path` into a root store (for verifying clients or
+/// upstreams); also returns the file's bytes. Errors name the file and what is wrong.
+pub(crate) fn read_ca_roots(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
+    let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -401,14 +416,7 @@ pub fn client_verifier(
             )
         })?;
     }
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let builder = match mode {
-        ClientAuthMode::Required => builder,
-        ClientAuthMode::Optional => builder.allow_unauthenticated(),
-    };
-    builder
-        .build()
-        .map_err(|e| format!("{shown}: cannot verify client certificates with it: {e}"))
+    Ok((roots, pem))
 }
 
 #[cfg(test)]

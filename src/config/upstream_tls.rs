@@ -83,7 +83,7 @@ impl UpstreamTls {
             None => Some(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             }),
-            Some(path) => match read_roots(path) {
+            Some(path) => match super::tls::read_ca_roots(path) {
                 Ok((roots, pem)) => {
                     fingerprint_parts.push(pem);
                     Some(roots)
@@ -167,33 +167,6 @@ impl UpstreamTls {
             client_config: Arc::new(client_config),
         })
     }
-}
-
-/// Reads the CA certificates of `path` into a root store; also returns the file's bytes.
-fn read_roots(path: &Path) -> Result<(RootCertStore, Vec<u8>), String> {
-    let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let certificates = {
-        use rustls::pki_types::pem::PemObject;
-        CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{shown} is not valid PEM: {e}"))?
-    };
-    if certificates.is_empty() {
-        return Err(format!(
-            "{shown} contains no certificate (expected one or more `-----BEGIN CERTIFICATE-----` blocks)"
-        ));
-    }
-    let mut roots = RootCertStore::empty();
-    for (i, certificate) in certificates.into_iter().enumerate() {
-        roots.add(certificate).map_err(|e| {
-            format!(
-                "{shown}: certificate {} is not a usable CA certificate: {e}",
-                i + 1
-            )
-        })?;
-    }
-    Ok((roots, pem))
 }
 
 /// Presents the one configured client certificate to every upstream that asks.
