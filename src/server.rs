@@ -3,24 +3,22 @@
 //! HTTP/2 over TLS by ALPN, and cleartext HTTP/2 with prior knowledge), and draining
 //! connections on shutdown.
 
+mod connection;
 pub mod tls;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{ConnectionContext, ListenerContext};
+use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
 use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
@@ -84,7 +82,7 @@ impl Listener {
         if let Some(watcher) = self.certificate_watcher.take() {
             tokio::spawn(watcher.run(shutdown.accept.clone()));
         }
-        let builder = Arc::new(http_builder(&self.context));
+        let builders = Arc::new(HttpBuilders::new(&self.context));
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut backoff = Duration::from_millis(5);
         let mut at_limit = false;
@@ -141,44 +139,36 @@ impl Listener {
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 close: shutdown.close.clone(),
             };
-            let builder = builder.clone();
+            let slot = ConnectionSlot::open(self.metrics.active.clone(), permit);
+            let builders = builders.clone();
             let shutdown = shutdown.clone();
-            let active = self.metrics.active.clone();
-            let tls = self.tls.clone();
             let idle_timeout = self.context.limits.idle_timeout;
-            tokio::spawn(async move {
-                active.inc();
-                let mut drain = shutdown.drain.clone();
-                match tls {
-                    None => {
-                        let mut first_byte = [0u8; 1];
-                        let peek = stream.peek(&mut first_byte);
-                        if first_byte_arrives(peek, idle_timeout, &mut drain).await {
-                            serve_connection(&builder, stream, connection, shutdown).await;
-                        }
-                    }
-                    Some(tls) => {
-                        // A handshake still under way when draining starts is abandoned.
-                        let handshake = tokio::select! {
-                            handshake = tls.handshake(stream, peer) => handshake,
-                            _ = signalled(&mut drain) => None,
-                        };
-                        if let Some(tls) = handshake {
-                            // TLS streams cannot peek: a small buffer holds the first
-                            // bytes instead; hyper's larger reads then bypass it.
-                            let mut stream =
-                                BufReader::with_capacity(FIRST_READ_BUFFER, tls.stream);
-                            let fill = async { stream.fill_buf().await.map(<[u8]>::len) };
-                            if first_byte_arrives(fill, idle_timeout, &mut drain).await {
-                                serve_connection(&builder, stream, connection, shutdown).await;
-                            }
-                            drop(tls.active);
-                        }
-                    }
+            // Plain and TLS connections are separate task types: a task is as large as
+            // its future, and an idle plain connection must not carry the TLS states.
+            match self.tls.clone() {
+                None => {
+                    tokio::spawn(serve_plain(
+                        stream,
+                        builders,
+                        connection,
+                        shutdown,
+                        idle_timeout,
+                        slot,
+                    ));
                 }
-                active.dec();
-                drop(permit);
-            });
+                Some(tls) => {
+                    tokio::spawn(serve_tls(
+                        stream,
+                        peer,
+                        tls,
+                        builders,
+                        connection,
+                        shutdown,
+                        idle_timeout,
+                        slot,
+                    ));
+                }
+            }
         }
         drop(self.tcp);
         // Every connection holds a permit: all permits back means all connections done.
@@ -191,77 +181,104 @@ impl Listener {
     }
 }
 
+/// One accepted connection's place: counted as active, and holding a permit of the
+/// listener's connection limit, until dropped.
+struct ConnectionSlot {
+    active: prometheus::IntGauge,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ConnectionSlot {
+    fn open(active: prometheus::IntGauge, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        active.inc();
+        ConnectionSlot {
+            active,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// Serves a cleartext connection once its first bytes arrive.
+async fn serve_plain(
+    stream: TcpStream,
+    builders: Arc<HttpBuilders>,
+    connection: ConnectionContext,
+    shutdown: Shutdown,
+    idle_timeout: Duration,
+    _slot: ConnectionSlot,
+) {
+    let mut drain = shutdown.drain.clone();
+    let mut first = [0u8; H2_PREFACE.len()];
+    let peek = stream.peek(&mut first);
+    if let Some(n) = first_bytes_arrive(peek, idle_timeout, &mut drain).await {
+        let protocol = Protocol::sniff(&first[..n]);
+        serve_connection(&builders, protocol, stream, connection, shutdown).await;
+    }
+}
+
+/// Shakes hands, then serves the connection once its first request bytes arrive.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<TlsListener>,
+    builders: Arc<HttpBuilders>,
+    connection: ConnectionContext,
+    shutdown: Shutdown,
+    idle_timeout: Duration,
+    _slot: ConnectionSlot,
+) {
+    let mut drain = shutdown.drain.clone();
+    // A handshake still under way when draining starts is abandoned.
+    let handshake = tokio::select! {
+        handshake = tls.handshake(stream, peer) => handshake,
+        _ = signalled(&mut drain) => None,
+    };
+    if let Some(tls) = handshake {
+        // TLS streams cannot peek: a small buffer holds the first bytes instead;
+        // hyper's larger reads then bypass it.
+        let protocol = Protocol::from_alpn(tls.stream.get_ref().1.alpn_protocol());
+        let mut stream = BufReader::with_capacity(FIRST_READ_BUFFER, tls.stream);
+        let fill = async { stream.fill_buf().await.map(<[u8]>::len) };
+        if first_bytes_arrive(fill, idle_timeout, &mut drain)
+            .await
+            .is_some()
+        {
+            serve_connection(&builders, protocol, stream, connection, shutdown).await;
+        }
+        drop(tls.active);
+    }
+}
+
 /// Bytes buffered while waiting for a TLS client's first request bytes.
 const FIRST_READ_BUFFER: usize = 1024;
 
 /// Waits, for at most the idle timeout, until `read` (a peek or a buffered read) says the
-/// client has sent something. hyper's header timeout starts only once the protocol has
-/// been detected from the first bytes: a client that connects (or completes a TLS
-/// handshake) and then sends nothing must be timed out here. False: close the
-/// connection (timed out, closed by the client, or draining).
-async fn first_byte_arrives(
+/// client has sent something, and returns how many bytes are there. hyper's header
+/// timeout starts only once the connection is handed to it: a client that connects (or
+/// completes a TLS handshake) and then sends nothing must be timed out here. `None`:
+/// close the connection (timed out, closed by the client, or draining).
+async fn first_bytes_arrive(
     read: impl std::future::Future<Output = io::Result<usize>>,
     idle_timeout: Duration,
     drain: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Option<usize> {
     tokio::select! {
         read = tokio::time::timeout(idle_timeout, read) => match read {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(_)) => false,
+            Ok(Ok(n)) => (n > 0).then_some(n),
+            Ok(Err(_)) => None,
             Err(_elapsed) => {
                 tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
-                false
+                None
             }
         },
-        _ = signalled(drain) => false,
-    }
-}
-
-fn http_builder(context: &ListenerContext) -> auto::Builder<TokioExecutor> {
-    let limits = &context.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_size.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(limits.idle_timeout));
-    builder
-}
-
-async fn serve_connection<S>(
-    builder: &auto::Builder<TokioExecutor>,
-    stream: S,
-    context: ConnectionContext,
-    mut shutdown: Shutdown,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let context = Arc::new(context);
-    let service = service_fn(move |request| {
-        let context = context.clone();
-        async move { Ok::<_, Infallible>(context.handle(request).await) }
-    });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = signalled(&mut shutdown.drain) => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = signalled(&mut shutdown.close) => Ok(()),
-            }
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!("connection ended with an error: {error}");
+        _ = signalled(drain) => None,
     }
 }
 

@@ -299,3 +299,41 @@ routes:
         "expected the connection to be closed, got {read:?}"
     );
 }
+
+/// The gateway picks HTTP/1.1 or HTTP/2 from a connection's first bytes. A lone `P`
+/// could begin `POST` or the HTTP/2 preface (`PRI * HTTP/2.0`): the request must be
+/// served whatever arrives first.
+#[tokio::test]
+async fn a_request_whose_first_byte_arrives_alone_is_served() {
+    let backend = Backend::echo().await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.write_all(b"P").await.expect("first byte");
+    // Gives the gateway the chance to see the lone byte; served either way.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(b"OST /split HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .expect("rest of the request");
+    let mut reader = BufReader::new(stream);
+    assert_eq!(
+        within("the response", read_response(&mut reader)).await,
+        200
+    );
+    let seen = backend.state.last_seen();
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/split")
+    );
+}

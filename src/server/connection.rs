@@ -1,0 +1,250 @@
+//! Serving one accepted connection with hyper: choosing HTTP/1.1 or HTTP/2 for it (from
+//! its first bytes on cleartext listeners, from ALPN on TLS ones), the per-listener hyper
+//! builders, and finishing its requests when the gateway drains.
+//!
+//! The protocol is chosen before hyper sees the connection, so that the common case
+//! runs hyper's HTTP/1 connection directly. hyper-util's auto-detecting connection
+//! reads the first bytes itself and hands them back through a rewinding wrapper, which
+//! makes hyper grow its read buffer to 16 KiB on every connection; it is kept only for
+//! the rare client whose first bytes cannot tell (fewer than the 24 bytes of the HTTP/2
+//! preface, all matching it).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{signalled, Shutdown};
+use crate::body::ResponseBody;
+use crate::proxy::{ConnectionContext, ListenerContext};
+
+/// What a client's connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    /// Not known yet: let hyper-util read the first bytes and decide.
+    Undecided,
+}
+
+/// The client connection preface of HTTP/2 with prior knowledge (RFC 9113, 3.4).
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Protocol {
+    /// Decides from the first bytes a cleartext client sent (at least one).
+    pub fn sniff(first: &[u8]) -> Protocol {
+        if first.len() >= H2_PREFACE.len() {
+            if first.starts_with(H2_PREFACE) {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            }
+        } else if H2_PREFACE.starts_with(first) {
+            Protocol::Undecided
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    /// Decides from what ALPN negotiated on a TLS connection.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            Some(b"http/1.1") => Protocol::Http1,
+            _ => Protocol::Undecided,
+        }
+    }
+}
+
+/// One listener's hyper settings, built once per listener.
+pub struct HttpBuilders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    pub fn new(context: &ListenerContext) -> Self {
+        let limits = &context.limits;
+        let max_header_list = u32::try_from(limits.max_header_size).unwrap_or(u32::MAX);
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .max_headers(limits.max_headers)
+            .max_buf_size(limits.max_header_size.max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_header_list)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(limits.idle_timeout));
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .max_headers(limits.max_headers)
+            .max_buf_size(limits.max_header_size.max(8192));
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_header_list)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(limits.idle_timeout));
+        HttpBuilders { http1, http2, auto }
+    }
+}
+
+type ServiceFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
+
+/// Serves `stream` until the client closes it or the gateway drains it. HTTP/2 and
+/// undecided connections are boxed: their states are large, and the task of a plain
+/// HTTP/1 connection (the common case) should stay small while it idles.
+pub async fn serve_connection<S>(
+    builders: &HttpBuilders,
+    protocol: Protocol,
+    stream: S,
+    context: ConnectionContext,
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let context = Arc::new(context);
+    // hyper keeps one slot for the service's future for the connection's whole life,
+    // sized to that future: boxing it per request keeps idle connections small.
+    let service = service_fn(move |request| {
+        let context = context.clone();
+        let response: ServiceFuture =
+            Box::pin(async move { Ok::<_, Infallible>(context.handle(request).await) });
+        response
+    });
+    let io = TokioIo::new(stream);
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
+        Protocol::Http1 => {
+            let connection = builders.http1.serve_connection(io, service).with_upgrades();
+            until_drained(connection, shutdown)
+                .await
+                .map_err(Into::into)
+        }
+        Protocol::Http2 => {
+            let connection = Box::pin(builders.http2.serve_connection(io, service));
+            Box::pin(until_drained(connection, shutdown))
+                .await
+                .map_err(Into::into)
+        }
+        Protocol::Undecided => {
+            let connection = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
+            Box::pin(until_drained(connection, shutdown)).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!("connection ended with an error: {error}");
+    }
+}
+
+/// A hyper connection that can be asked to finish its requests and close.
+trait GracefulConnection: Future {
+    fn shut_down_gracefully(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<C: GracefulConnection + ?Sized> GracefulConnection for Pin<Box<C>> {
+    fn shut_down_gracefully(self: Pin<&mut Self>) {
+        self.get_mut().as_mut().shut_down_gracefully();
+    }
+}
+
+impl<I, S, B> GracefulConnection for http2::Connection<I, S, TokioExecutor>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `connection` to its end; once draining starts, asks it to finish its requests
+/// and close, and drops it when the gateway closes what is left.
+async fn until_drained<C, E>(connection: C, mut shutdown: Shutdown) -> Result<(), E>
+where
+    C: GracefulConnection<Output = Result<(), E>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = signalled(&mut shutdown.drain) => {
+            connection.as_mut().shut_down_gracefully();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                _ = signalled(&mut shutdown.close) => Ok(()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_tells_http1_from_the_http2_preface() {
+        assert_eq!(Protocol::sniff(b"GET / HTTP/1.1\r\n"), Protocol::Http1);
+        assert_eq!(
+            Protocol::sniff(b"POST /upload HTTP/1.1\r\nHost: a\r\n"),
+            Protocol::Http1
+        );
+        assert_eq!(Protocol::sniff(b"P"), Protocol::Undecided);
+        assert_eq!(Protocol::sniff(b"PRI * HTTP/2"), Protocol::Undecided);
+        assert_eq!(Protocol::sniff(b"PUT"), Protocol::Http1);
+        assert_eq!(Protocol::sniff(H2_PREFACE), Protocol::Http2);
+        let mut longer = H2_PREFACE.to_vec();
+        longer.extend_from_slice(b"\0\0\x12\x04");
+        assert_eq!(Protocol::sniff(&longer), Protocol::Http2);
+    }
+
+    #[test]
+    fn alpn_decides_on_tls() {
+        assert_eq!(Protocol::from_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::from_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::from_alpn(None), Protocol::Undecided);
+    }
+}
