@@ -113,6 +113,8 @@ pub struct Metrics {
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
+    upstream_connections_opened: IntCounterVec,
+    upstream_connections_idle: IntGaugeVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
@@ -227,6 +229,16 @@ impl Metrics {
             endpoint_healthy: gauge(
                 "portcullis_upstream_endpoint_healthy",
                 "1 while the endpoint receives requests (passing health checks, not ejected), else 0.",
+                &["upstream", "endpoint"],
+            ),
+            upstream_connections_opened: counter(
+                "portcullis_upstream_connections_opened_total",
+                "Connections opened to the endpoint (protocol: http1); a steady rise under steady load means keep-alive is not working.",
+                &["upstream", "endpoint"],
+            ),
+            upstream_connections_idle: gauge(
+                "portcullis_upstream_connections_idle",
+                "Keep-alive connections to the endpoint waiting in the pool (protocol: http1).",
                 &["upstream", "endpoint"],
             ),
             ejections: counter(
@@ -467,6 +479,18 @@ impl Metrics {
             self.ejections
                 .with_label_values(&[upstream, endpoint, "health_check"]),
         )
+    }
+
+    /// Handles for an endpoint's pool of HTTP/1.1 connections.
+    pub fn connection_pool(&self, upstream: &str, endpoint: &str) -> crate::upstream::PoolMetrics {
+        crate::upstream::PoolMetrics {
+            opened: self
+                .upstream_connections_opened
+                .with_label_values(&[upstream, endpoint]),
+            idle: self
+                .upstream_connections_idle
+                .with_label_values(&[upstream, endpoint]),
+        }
     }
 
     pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {

@@ -12,7 +12,8 @@ use hyper::body::Incoming;
 use prometheus::Histogram;
 
 use super::adaptive::Sample;
-use super::{Endpoint, Permit, Rejection, Upstream};
+use super::connections::{Lent, SendError};
+use super::{Endpoint, EndpointPool, Permit, Rejection, Upstream};
 use crate::body::{BodyError, BoxError, UpstreamBody};
 use crate::metrics::UpstreamOutcome;
 
@@ -135,25 +136,26 @@ impl Upstream {
             );
         };
         let endpoint = &self.endpoints()[index];
-        let guard = Exchange::begin(self.clone(), index, permit);
+        let mut guard = Exchange::begin(self.clone(), index, permit);
         let request = match build(endpoint) {
             Ok(request) => request,
             Err(error) => return (Err(ExchangeError::Build(error)), Some(index)),
         };
         let sent = Instant::now();
-        let result = self.send(endpoint, request, timeout).await;
+        let result = self.pool.send(index, request, timeout).await;
         let latency = sent.elapsed();
         self.metrics.duration.observe(latency.as_secs_f64());
         self.limiter.sample(match &result {
-            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
+            Ok((response, _)) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
             Ok(_) => Sample::Latency(latency),
             Err(UpstreamError::Timeout { .. }) => Sample::Dropped,
             Err(_) => Sample::Latency(latency),
         });
         let result = match result {
-            Ok(response) => {
+            Ok((response, lent)) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));
                 self.observe(index, response.status().is_server_error());
+                guard.connection = lent;
                 Ok((response, guard))
             }
             Err(error) => {
@@ -166,59 +168,92 @@ impl Upstream {
         };
         (result, Some(index))
     }
+}
 
-    async fn send(
+impl EndpointPool {
+    /// Sends `request` to endpoint `index` and waits at most `timeout` for the response
+    /// headers. For `protocol: http1` the connection comes back lent: it returns to the
+    /// endpoint's pool when the [`Lent`] is dropped.
+    pub(super) async fn send(
         &self,
-        endpoint: &Endpoint,
+        index: usize,
         request: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<Lent>), UpstreamError> {
+        let endpoint = &self.endpoints[index];
         let label = || endpoint.address.label.clone();
-        match tokio::time::timeout(timeout, self.client().request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Err(_elapsed) => Err(UpstreamError::Timeout {
-                endpoint: label(),
-                timeout,
-            }),
-            Ok(Err(error)) => {
-                if let Some(body_error) = find_source::<BodyError>(&error) {
-                    return Err(match body_error {
-                        BodyError::TooLarge { limit } => {
-                            UpstreamError::BodyTooLarge { limit: *limit }
-                        }
-                        BodyError::Client(e) => UpstreamError::ClientBody(e.to_string()),
-                    });
+        let timed_out = || UpstreamError::Timeout {
+            endpoint: label(),
+            timeout,
+        };
+        if let Some(connections) = &endpoint.connections {
+            let sent = connections.send(request, &endpoint.host_value);
+            return match tokio::time::timeout(timeout, sent).await {
+                Err(_elapsed) => Err(timed_out()),
+                Ok(Ok((response, lent))) => Ok((response, Some(lent))),
+                Ok(Err(SendError::ConnectTimeout)) => {
+                    Err(UpstreamError::ConnectTimeout { endpoint: label() })
                 }
-                if error.is_connect() {
-                    let timed_out = find_source::<std::io::Error>(&error)
-                        .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
-                    return Err(if timed_out {
-                        UpstreamError::ConnectTimeout { endpoint: label() }
-                    } else {
-                        UpstreamError::Connect {
-                            endpoint: label(),
-                            source: error.into(),
-                        }
-                    });
-                }
-                let reset = find_source::<hyper::Error>(&error)
-                    .is_some_and(|e| e.is_incomplete_message())
-                    || find_source::<std::io::Error>(&error).is_some_and(|e| {
-                        matches!(
-                            e.kind(),
-                            std::io::ErrorKind::ConnectionReset
-                                | std::io::ErrorKind::ConnectionAborted
-                                | std::io::ErrorKind::BrokenPipe
-                                | std::io::ErrorKind::UnexpectedEof
-                        )
-                    });
-                Err(UpstreamError::Protocol {
+                Ok(Err(SendError::Connect(source))) => Err(UpstreamError::Connect {
                     endpoint: label(),
-                    reset,
-                    source: error.into(),
+                    source,
+                }),
+                Ok(Err(SendError::Exchange(error))) => Err(exchange_failed(error, label())),
+            };
+        }
+        let Some(client) = &self.client else {
+            return Err(UpstreamError::Connect {
+                endpoint: label(),
+                source: "the upstream has no client for its protocol".into(),
+            });
+        };
+        match tokio::time::timeout(timeout, client.request(request)).await {
+            Err(_elapsed) => Err(timed_out()),
+            Ok(Ok(response)) => Ok((response, None)),
+            Ok(Err(error)) if error.is_connect() && find_source::<BodyError>(&error).is_none() => {
+                let timed_out = find_source::<std::io::Error>(&error)
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+                Err(if timed_out {
+                    UpstreamError::ConnectTimeout { endpoint: label() }
+                } else {
+                    UpstreamError::Connect {
+                        endpoint: label(),
+                        source: error.into(),
+                    }
                 })
             }
+            Ok(Err(error)) => Err(exchange_failed(error, label())),
         }
+    }
+}
+
+/// Sorts out an exchange that failed after connecting: the client's body (too large,
+/// or broken), a connection reset before any response, or another protocol error.
+fn exchange_failed(
+    error: impl StdError + Send + Sync + 'static,
+    endpoint: String,
+) -> UpstreamError {
+    if let Some(body_error) = find_source::<BodyError>(&error) {
+        return match body_error {
+            BodyError::TooLarge { limit } => UpstreamError::BodyTooLarge { limit: *limit },
+            BodyError::Client(e) => UpstreamError::ClientBody(e.to_string()),
+        };
+    }
+    let reset = find_source::<hyper::Error>(&error)
+        .is_some_and(|e| e.is_incomplete_message() || e.is_canceled())
+        || find_source::<std::io::Error>(&error).is_some_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        });
+    UpstreamError::Protocol {
+        endpoint,
+        reset,
+        source: error.into(),
     }
 }
 
@@ -241,6 +276,9 @@ pub struct Exchange {
     upstream: Arc<Upstream>,
     endpoint: usize,
     timer: Option<(Histogram, Instant)>,
+    /// Declared before the permit: fields drop in order, so the connection is back in
+    /// its pool before the next request waiting for a permit looks for one.
+    connection: Option<Lent>,
     _permit: Permit,
 }
 
@@ -251,6 +289,7 @@ impl Exchange {
             upstream,
             endpoint,
             timer: None,
+            connection: None,
             _permit: permit,
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use http::header::{HOST, USER_AGENT};
 use http::{HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Limited};
 use prometheus::{IntCounter, IntGauge};
 
 use super::{Endpoint, EndpointPool};
@@ -182,7 +183,8 @@ pub(super) fn spawn_checker(pool: Weak<EndpointPool>, config: HealthCheckConfig,
             let checks = current
                 .endpoints
                 .iter()
-                .map(|endpoint| check(&current, endpoint, &config));
+                .enumerate()
+                .map(|(index, endpoint)| check(&current, index, endpoint, &config));
             let results = futures_util::future::join_all(checks).await;
             for ((endpoint, passed), (passes, failures)) in current
                 .endpoints
@@ -215,7 +217,12 @@ pub(super) fn spawn_checker(pool: Weak<EndpointPool>, config: HealthCheckConfig,
     });
 }
 
-async fn check(pool: &EndpointPool, endpoint: &Endpoint, config: &HealthCheckConfig) -> bool {
+async fn check(
+    pool: &EndpointPool,
+    index: usize,
+    endpoint: &Endpoint,
+    config: &HealthCheckConfig,
+) -> bool {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(endpoint.address.scheme.clone());
     parts.authority = Some(endpoint.address.authority.clone());
@@ -232,11 +239,18 @@ async fn check(pool: &EndpointPool, endpoint: &Endpoint, config: &HealthCheckCon
         USER_AGENT,
         HeaderValue::from_static("portcullis-health-check"),
     );
-    match tokio::time::timeout(config.timeout, pool.client.request(request)).await {
-        Ok(Ok(response)) => {
-            let status = response.status().as_u16();
-            (config.expected_status.0..=config.expected_status.1).contains(&status)
-        }
+    let checked = async {
+        let (response, lent) = pool.send(index, request, config.timeout).await.ok()?;
+        let status = response.status().as_u16();
+        // Read (a small) body to its end, so that the connection can be used again.
+        let _ = Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await;
+        drop(lent);
+        Some(status)
+    };
+    match tokio::time::timeout(config.timeout, checked).await {
+        Ok(Some(status)) => (config.expected_status.0..=config.expected_status.1).contains(&status),
         _ => false,
     }
 }

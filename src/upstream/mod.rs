@@ -12,6 +12,7 @@
 //! connections per endpoint.
 
 pub mod adaptive;
+mod connections;
 mod exchange;
 pub mod health;
 pub mod limiter;
@@ -34,6 +35,8 @@ use crate::config::{
 };
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
+pub use connections::PoolMetrics;
+use connections::{Http1Pool, PoolSettings};
 pub use exchange::{Exchange, ExchangeError, UpstreamError};
 pub use limiter::{Limiter, Permit, Rejection};
 
@@ -45,6 +48,9 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     metrics: EndpointMetrics,
     pub health: health::EndpointHealth,
+    /// The gateway's own pool of HTTP/1.1 connections (`protocol: http1`); other
+    /// protocols go through the upstream's hyper-util client.
+    connections: Option<Arc<Http1Pool>>,
 }
 
 impl Endpoint {
@@ -91,7 +97,9 @@ pub struct EndpointPool {
     weak_self: std::sync::Weak<EndpointPool>,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    client: Client<Connector, UpstreamBody>,
+    /// For `protocol: http2 | auto` (HTTP/2 multiplexing, ALPN); `None` for `http1`,
+    /// whose endpoints pool their own connections.
+    client: Option<Client<Connector, UpstreamBody>>,
 }
 
 /// Plain TCP, with TLS for `https://` endpoints.
@@ -127,7 +135,17 @@ impl EndpointPool {
     /// Builds the pool, and starts its health checker when one is configured.
     fn start(identity: PoolIdentity, upstream: &str, metrics: &Metrics) -> Arc<Self> {
         let checks = identity.health_check.clone();
+        let sweep_every = (identity.pool_idle_timeout / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let pool = Arc::new_cyclic(|weak| Self::new(identity, weak.clone(), upstream, metrics));
+        let pooled: Vec<_> = pool
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| endpoint.connections.as_ref().map(Arc::downgrade))
+            .collect();
+        if !pooled.is_empty() {
+            connections::spawn_sweeper(pooled, sweep_every);
+        }
         if let Some(checks) = checks {
             health::spawn_checker(Arc::downgrade(&pool), checks, upstream.to_owned());
         }
@@ -140,12 +158,40 @@ impl EndpointPool {
         upstream: &str,
         metrics: &Metrics,
     ) -> Self {
-        let client = build_client(&identity);
+        let client =
+            (identity.protocol != UpstreamProtocol::Http1).then(|| build_client(&identity));
+        let http1_tls = identity.tls.as_ref().map(|tls| {
+            let mut config = (*tls.client_config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            (
+                tokio_rustls::TlsConnector::from(Arc::new(config)),
+                tls.server_name.clone(),
+            )
+        });
         EndpointPool {
             endpoints: identity
                 .endpoints
                 .iter()
                 .map(|address| Endpoint {
+                    connections: (identity.protocol == UpstreamProtocol::Http1).then(|| {
+                        let tls = match (&http1_tls, address.scheme == http::uri::Scheme::HTTPS) {
+                            (Some((connector, name)), true) => Some((
+                                connector.clone(),
+                                name.clone().or_else(|| server_name_of(address)),
+                            )),
+                            _ => None,
+                        };
+                        Arc::new(Http1Pool::new(
+                            address,
+                            PoolSettings {
+                                connect_timeout: identity.connect_timeout,
+                                max_idle: identity.max_idle_per_endpoint,
+                                idle_timeout: identity.pool_idle_timeout,
+                                tls,
+                            },
+                            metrics.connection_pool(upstream, &address.label),
+                        ))
+                    }),
                     health: {
                         let (healthy, ejected, failed_checks) =
                             metrics.endpoint_health(upstream, &address.label);
@@ -164,6 +210,16 @@ impl EndpointPool {
             client,
         }
     }
+}
+
+/// The name an `https://` endpoint is sent (SNI) and verified by: its host.
+fn server_name_of(address: &EndpointAddress) -> Option<rustls::pki_types::ServerName<'static>> {
+    let host = address
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_owned()).ok()
 }
 
 /// The pooled client for `identity`: TCP with its connect timeout, TLS for `https://`
@@ -269,10 +325,6 @@ impl Upstream {
 
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.pool.endpoints
-    }
-
-    pub(crate) fn client(&self) -> &Client<Connector, UpstreamBody> {
-        &self.pool.client
     }
 
     /// The version of requests sent to this upstream: HTTP/2 for `protocol: http2`;

@@ -12,5 +12,6 @@ mod routing;
 mod streaming;
 mod tls;
 mod upstream_h2;
+mod upstream_pool;
 mod upstream_tls;
 mod websocket;

@@ -139,6 +139,17 @@ impl Drop for CancelWatch {
     }
 }
 
+/// A listening socket on 127.0.0.1 with a deep accept queue: a burst of thousands of
+/// new upstream connections must not overflow it (tokio's default is 1,024), or some
+/// would wait for a SYN retransmission and run into the gateway's connect timeout.
+fn bind_backend() -> TcpListener {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("backend binds");
+    socket.listen(4096).expect("backend listens")
+}
+
 impl Backend {
     /// A backend answering every request with `handler`.
     pub async fn start<F, Fut>(handler: F) -> Backend
@@ -155,9 +166,7 @@ impl Backend {
         F: Fn(Request<Incoming>, Arc<State>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("backend binds");
+        let listener = bind_backend();
         let addr = listener.local_addr().expect("address");
         let state = Arc::new(State::default());
         let handler: Arc<Handler> =
@@ -173,9 +182,7 @@ impl Backend {
         F: Fn(Request<Incoming>, Arc<State>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("backend binds");
+        let listener = bind_backend();
         let addr = listener.local_addr().expect("address");
         let state = Arc::new(State::default());
         let handler: Arc<Handler> =
