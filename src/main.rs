@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use portcullis::config::{Config, LoadError, RouteTarget};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc malloc: measured in benches/RESULTS.md.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// An async API gateway and reverse proxy.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about)]

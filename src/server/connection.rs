@@ -209,7 +209,9 @@ where
     C: GracefulConnection<Output = Result<(), E>>,
 {
     tokio::pin!(connection);
+    // Biased: the connection first, every time the task wakes (it is what woke it).
     tokio::select! {
+        biased;
         result = connection.as_mut() => result,
         _ = signalled(&mut shutdown.drain) => {
             connection.as_mut().shut_down_gracefully();
