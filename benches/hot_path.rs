@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the pieces every proxied request goes through, through the public
-//! library API: the route lookup (10 and 1,000 routes), the request header rules, and
-//! (once per reload, not per request) compiling a 1,000-route configuration.
+//! library API: the route lookup (10 and 1,000 routes), the request header rules, the
+//! merge of an aggregate route's call results, and (once per reload, not per request)
+//! compiling a 1,000-route configuration.
 //!
 //! Run with `cargo bench --bench hot_path` (about a minute; `-- --quick` is faster).
 //! The end-to-end comparison against nginx and HAProxy is `benches/compare.sh`; figures
@@ -16,6 +17,8 @@ use http::header::{
     USER_AGENT,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use portcullis::aggregate::merge;
+use portcullis::config::MergeMode;
 use portcullis::proxy::headers;
 use portcullis::routing::{HostPattern, Lookup, PathPattern, RouteSpec, RouteTable};
 
@@ -267,9 +270,34 @@ fn quick() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
+/// Three call results shaped like a dashboard's (a user, their orders, their team),
+/// merged as an aggregate route does once all calls are in: keyed (one member per call)
+/// and flat (the calls' members side by side).
+fn aggregate_merge(c: &mut Criterion) {
+    let user = serde_json::json!({
+        "id": 42, "name": "Ada Lovelace", "email": "ada@example.com", "team_id": 7,
+        "roles": ["admin", "author"], "created": "2026-01-02T03:04:05Z",
+    });
+    let orders = serde_json::json!({
+        "orders": (0..20).map(|i| serde_json::json!({"id": i, "total": 12.5 * f64::from(i), "items": i % 4 + 1}))
+            .collect::<Vec<_>>(),
+    });
+    let team = serde_json::json!({"team": {"id": 7, "name": "Analytical Engines", "members": 12}});
+    let names: Vec<String> = ["user", "orders", "team"].map(String::from).to_vec();
+    let results = vec![Ok(user), Ok(orders), Ok(team)];
+    let mut group = c.benchmark_group("aggregate_merge");
+    group.bench_function("keyed_3_calls", |b| {
+        b.iter(|| merge::merge(MergeMode::Keyed, black_box(&names), black_box(&results)));
+    });
+    group.bench_function("flat_3_calls", |b| {
+        b.iter(|| merge::merge(MergeMode::Flat, black_box(&names), black_box(&results)));
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = quick();
-    targets = route_lookup, header_rules, config_compile
+    targets = route_lookup, header_rules, aggregate_merge, config_compile
 }
 criterion_main!(benches);

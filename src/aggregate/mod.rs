@@ -11,7 +11,7 @@
 //! Two ways to answer: wait for all calls and send one merged document ([`respond`]),
 //! or stream one NDJSON line per call as it completes, then a summary ([`stream`]).
 
-mod merge;
+pub mod merge;
 pub mod template;
 
 use std::future::Future;
