@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
@@ -341,11 +341,9 @@ async fn fetch(
     })?;
     let (response, exchange) = upstream
         .exchange(upstream.timeout, |endpoint| {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(endpoint.address.scheme.clone());
-            parts.authority = Some(endpoint.address.authority.clone());
-            parts.path_and_query = Some(path);
-            let uri = Uri::from_parts(parts).map_err(|e| CallError::Body(e.to_string()))?;
+            let uri = endpoint
+                .uri(path)
+                .map_err(|e| CallError::Body(e.to_string()))?;
             if upstream.host_header == HostHeader::Endpoint || !headers.contains_key(HOST) {
                 headers.insert(HOST, endpoint.host_value.clone());
             }

@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, UPGRADE};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -374,12 +374,9 @@ impl Prepared {
         version: Version,
         body: UpstreamBody,
     ) -> Result<Request<UpstreamBody>, ProxyError> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(endpoint.address.scheme.clone());
-        uri.authority = Some(endpoint.address.authority.clone());
-        uri.path_and_query = Some(self.path);
         let mut request = Request::new(body);
-        *request.uri_mut() = Uri::from_parts(uri)
+        *request.uri_mut() = endpoint
+            .uri(self.path)
             .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))?;
         *request.method_mut() = self.method;
         *request.version_mut() = version;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -108,21 +108,13 @@ impl Http1Pool {
         }
     }
 
-    /// Sends `request` over an idle connection, or a new one. The request's URI may be
-    /// absolute: it is sent in origin form, with the endpoint's `Host` if it has none.
+    /// Sends `request` (its URI in origin form, see [`super::Endpoint::uri`]) over an
+    /// idle connection, or a new one; with the endpoint's `Host` if it has none.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<UpstreamBody>,
         endpoint_host: &HeaderValue,
     ) -> Result<(Response<Incoming>, Lent), SendError> {
-        if request.uri().scheme().is_some() {
-            let path = request
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            *request.uri_mut() = Uri::from(path);
-        }
         if !request.headers().contains_key(http::header::HOST) {
             request
                 .headers_mut()

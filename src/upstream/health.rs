@@ -14,7 +14,7 @@ use std::sync::{OnceLock, Weak};
 use std::time::Duration;
 
 use http::header::{HOST, USER_AGENT};
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use prometheus::{IntCounter, IntGauge};
 
@@ -223,11 +223,7 @@ async fn check(
     endpoint: &Endpoint,
     config: &HealthCheckConfig,
 ) -> bool {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(endpoint.address.scheme.clone());
-    parts.authority = Some(endpoint.address.authority.clone());
-    parts.path_and_query = Some(config.path.clone());
-    let Ok(uri) = Uri::from_parts(parts) else {
+    let Ok(uri) = endpoint.uri(config.path.clone()) else {
         return false;
     };
     let mut request = Request::new(UpstreamBody::Empty);

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Uri, Version};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -69,6 +70,20 @@ impl Endpoint {
 
     pub fn record(&self, outcome: UpstreamOutcome) {
         self.metrics.record(outcome);
+    }
+
+    /// The URI of a request for `path` on this endpoint, in the form its transport
+    /// sends: origin form (`/path?query`) over the gateway's own HTTP/1.1 pool, absolute
+    /// (`http://host:port/path`) for the hyper-util client, which connects by it.
+    pub fn uri(&self, path: PathAndQuery) -> Result<Uri, http::uri::InvalidUriParts> {
+        if self.connections.is_some() {
+            return Ok(Uri::from(path));
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.address.scheme.clone());
+        parts.authority = Some(self.address.authority.clone());
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts)
     }
 }
 
