@@ -14,7 +14,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::Exchange;
+use crate::upstream::{Exchange, ReceivedBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,6 +41,19 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A copy to send again, for a body the gateway holds or an empty one (none for a
+    /// streamed one).
+    pub fn replayable(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Empty => Some(UpstreamBody::Empty),
+            UpstreamBody::Full(bytes) => Some(UpstreamBody::Full(bytes.clone())),
+            UpstreamBody::Client { inner, .. } if inner.is_end_stream() => {
+                Some(UpstreamBody::Empty)
+            }
+            UpstreamBody::Client { .. } => None,
+        }
+    }
+
     pub fn client(inner: Incoming, limit: u64) -> Self {
         UpstreamBody::Client {
             inner,
@@ -106,7 +119,7 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream's body, streamed; `guard` is dropped at its end.
     Upstream {
-        inner: Incoming,
+        inner: ReceivedBody,
         guard: Option<Exchange>,
     },
     /// Chunks the gateway produces as it goes (aggregate NDJSON).
@@ -126,7 +139,7 @@ impl ResponseBody {
         ResponseBody::Stream(Box::pin(chunks))
     }
 
-    pub fn upstream(inner: Incoming, guard: Exchange) -> Self {
+    pub fn upstream(inner: ReceivedBody, guard: Exchange) -> Self {
         ResponseBody::Upstream {
             inner,
             guard: Some(guard),
@@ -166,7 +179,7 @@ impl Body for ResponseBody {
                         if let Some(mut guard) = guard.take() {
                             guard.body_failed(&error);
                         }
-                        Poll::Ready(Some(Err(error.into())))
+                        Poll::Ready(Some(Err(error)))
                     }
                     None => {
                         guard.take();

@@ -38,7 +38,7 @@ use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
 use crate::metrics::RequestCounters;
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
-use crate::upstream::{Endpoint, ExchangeError, Upstream};
+use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamUpgrade};
 use headers::X_REQUEST_ID;
 use websocket::WebSockets;
 
@@ -244,7 +244,7 @@ impl ConnectionContext {
                     .metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-                let upstream_io = hyper::upgrade::on(&mut response);
+                let upstream_io = UpstreamUpgrade::of(&mut response);
                 let (mut parts, _) = response.into_parts();
                 let protocol = parts.headers.get(UPGRADE).cloned();
                 headers::remove_hop_by_hop(&mut parts.headers, false);

@@ -27,9 +27,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::body::BoxError;
 use crate::config::WebSocketConfig;
 use crate::metrics::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 use crate::server::signalled;
+use crate::upstream::UpstreamUpgrade;
 
 /// The `Upgrade` value of a request that asks to switch to WebSocket, when it does:
 /// HTTP/1.1, `upgrade` among the `Connection` tokens, `websocket` in `Upgrade`.
@@ -122,7 +124,7 @@ impl Upgrading {
 
     /// The upstream answered 101: joins the client's connection (once hyper has written
     /// the 101 to it) with the upstream's, in a task of its own.
-    pub fn join(self, client: OnUpgrade, upstream: OnUpgrade, close: watch::Receiver<bool>) {
+    pub fn join(self, client: OnUpgrade, upstream: UpstreamUpgrade, close: watch::Receiver<bool>) {
         self.websockets.metrics.upgrade(UpgradeOutcome::Upgraded);
         tokio::spawn(self.tunnel(client, upstream, close));
     }
@@ -130,13 +132,18 @@ impl Upgrading {
     async fn tunnel(
         self,
         client: OnUpgrade,
-        upstream: OnUpgrade,
+        upstream: UpstreamUpgrade,
         mut close: watch::Receiver<bool>,
     ) {
         let websockets = &self.websockets;
         let metrics = &websockets.metrics;
         let joined = tokio::select! {
-            joined = async { tokio::try_join!(client, upstream) } => joined,
+            joined = async {
+                tokio::try_join!(
+                    async { client.await.map_err(BoxError::from) },
+                    upstream.connected()
+                )
+            } => joined,
             _ = signalled(&mut close) => {
                 metrics.closed(CloseReason::Shutdown);
                 return;
@@ -153,7 +160,7 @@ impl Upgrading {
         metrics.active.inc();
         let reason = pump(
             TokioIo::new(client),
-            TokioIo::new(upstream),
+            upstream,
             websockets.config.idle_timeout,
             &mut close,
         )

@@ -1,19 +1,16 @@
 //! Keep-alive HTTP/1.1 connections to one endpoint (`protocol: http1`, the default),
 //! pooled by the gateway itself: connect (TCP, then TLS for `https://`), hand out an idle
-//! connection or open one, and take it back when its exchange ends.
+//! connection or open one, and take it back when its response body has been read.
 //!
-//! Each connection is a hyper `http1` client connection driven by its own task. A
-//! checkout is a short, uncontended lock and a pop; a return is a push, done when the
-//! exchange's guard drops (the response body finished or was abandoned). hyper-util's
-//! general-purpose pool did more per request: a pool-key hash, a lazily built connect
-//! future raced against the checkout, and an extra spawned task per response to put
-//! the connection back once it was ready again.
-//!
-//! A connection that is not ready yet when it is taken (its task has not seen the end
-//! of the previous response) is waited for; one that closed meanwhile is dropped and
-//! another taken. A request that could not be written because its connection had just
-//! closed is sent again once, on a new connection. Idle connections older than the
-//! pool's idle timeout are closed by a periodic sweep.
+//! The exchange itself ([`super::http1`]) runs in the task that asked for it; the pool
+//! only lends connections. A checkout is a short, uncontended lock and a pop (the most
+//! recently used connection first, its socket likely still warm); a connection the
+//! endpoint closed while it was idle is seen at checkout (the socket reported readable,
+//! at no system call otherwise) and dropped. A request that met a pooled connection
+//! closed under it before any response arrived is sent again once, on a new
+//! connection, when that is safe: an idempotent method and a body the gateway still
+//! holds. Idle connections older than the pool's idle timeout are closed by a periodic
+//! sweep.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -23,9 +20,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use prometheus::{IntCounter, IntGauge};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::http1::{Connection, ExchangeFailure, PooledBody};
 use crate::body::{BoxError, UpstreamBody};
 use crate::config::EndpointAddress;
 
@@ -52,10 +47,8 @@ pub struct PoolMetrics {
     pub idle: IntGauge,
 }
 
-type Sender = http1::SendRequest<UpstreamBody>;
-
 struct Idle {
-    sender: Sender,
+    connection: Connection,
     since: Instant,
 }
 
@@ -73,22 +66,7 @@ pub struct Http1Pool {
 pub enum SendError {
     ConnectTimeout,
     Connect(BoxError),
-    /// From hyper, with the request's body error, if any, in its source chain.
-    Exchange(hyper::Error),
-}
-
-/// A connection lent to one exchange; given back to its pool when dropped.
-pub struct Lent {
-    pool: Weak<Http1Pool>,
-    sender: Option<Sender>,
-}
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        if let (Some(pool), Some(sender)) = (self.pool.upgrade(), self.sender.take()) {
-            pool.give_back(sender);
-        }
-    }
+    Exchange(ExchangeFailure),
 }
 
 impl Http1Pool {
@@ -109,114 +87,82 @@ impl Http1Pool {
     }
 
     /// Sends `request` (its URI in origin form, see [`super::Endpoint::uri`]) over an
-    /// idle connection, or a new one; with the endpoint's `Host` if it has none.
+    /// idle connection, or a new one; with the endpoint's `Host` if it has none. The
+    /// response body reads from the connection and gives it back at its end.
     pub async fn send(
         self: &Arc<Self>,
-        mut request: Request<UpstreamBody>,
+        request: Request<UpstreamBody>,
         endpoint_host: &HeaderValue,
-    ) -> Result<(Response<Incoming>, Lent), SendError> {
-        if !request.headers().contains_key(http::header::HOST) {
-            request
-                .headers_mut()
-                .insert(http::header::HOST, endpoint_host.clone());
-        }
-        let mut reused = true;
-        let mut sender = match self.checkout().await {
-            Some(sender) => sender,
-            None => {
-                reused = false;
-                self.connect().await?
-            }
+    ) -> Result<Response<PooledBody>, SendError> {
+        let (parts, mut body) = request.into_parts();
+        let mut replay = if parts.method.is_idempotent() {
+            body.replayable()
+        } else {
+            None
+        };
+        let (mut connection, mut reused) = match self.checkout() {
+            Some(connection) => (connection, true),
+            None => (self.connect().await?, false),
         };
         loop {
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lent = Lent {
-                        pool: Arc::downgrade(self),
-                        sender: Some(sender),
-                    };
-                    return Ok((response, lent));
+            match connection.exchange(&parts, body, endpoint_host).await {
+                Ok(exchanged) => {
+                    return Ok(exchanged.into_response(connection, Arc::downgrade(self)));
                 }
-                Err(mut error) => match error.take_message() {
-                    // The connection closed before the request was written: a pooled
-                    // connection the endpoint had just closed. Once more, on a new one.
-                    Some(unsent) if reused => {
-                        tracing::debug!(
-                            endpoint = %self.host,
-                            "pooled connection closed before the request was sent; reconnecting"
-                        );
-                        request = unsent;
-                        reused = false;
-                        sender = self.connect().await?;
-                    }
-                    _ => return Err(SendError::Exchange(error.into_error())),
-                },
+                Err(failure) if reused && failure.before_response() && replay.is_some() => {
+                    // The endpoint closed the pooled connection as the request went out.
+                    tracing::debug!(
+                        endpoint = %self.host,
+                        "pooled connection closed before a response: {failure}; resending on a new one"
+                    );
+                    body = replay.take().unwrap_or(UpstreamBody::Empty);
+                    reused = false;
+                    connection = self.connect().await?;
+                }
+                Err(failure) => return Err(SendError::Exchange(failure)),
             }
         }
     }
 
-    /// An idle connection ready for a request, if one is open.
-    async fn checkout(&self) -> Option<Sender> {
+    /// An idle connection that is still open, if there is one.
+    fn checkout(&self) -> Option<Connection> {
         loop {
-            let mut candidate = {
+            let mut entry = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                // Prefer one whose task has already finished its last exchange.
-                let ready = idle
-                    .iter()
-                    .rev()
-                    .take(4)
-                    .position(|entry| entry.sender.is_ready())
-                    .map(|from_back| idle.len() - 1 - from_back);
-                let entry = match ready {
-                    Some(index) => idle.swap_remove(index),
-                    None => idle.pop()?,
-                };
+                let entry = idle.pop()?;
                 self.metrics.idle.set(gauge_value(idle.len()));
                 entry
             };
-            if candidate.since.elapsed() > self.settings.idle_timeout {
-                continue;
-            }
-            if candidate.sender.is_ready() {
-                return Some(candidate.sender);
-            }
-            if candidate.sender.is_closed() {
-                continue;
-            }
-            // Its task has yet to see the end of the previous response (usually it is
-            // already scheduled); closed meanwhile means: take another.
-            if candidate.sender.ready().await.is_ok() {
-                return Some(candidate.sender);
+            if entry.since.elapsed() <= self.settings.idle_timeout && entry.connection.is_reusable()
+            {
+                return Some(entry.connection);
             }
         }
     }
 
-    fn give_back(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    /// Takes back a connection whose last response was read to its end.
+    pub fn give_back(&self, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
-                sender,
+                connection,
                 since: Instant::now(),
             });
             self.metrics.idle.set(gauge_value(idle.len()));
         }
     }
 
-    /// Closes idle connections past the idle timeout, and forgets closed ones.
+    /// Closes idle connections past the idle timeout, and those the endpoint closed.
     fn sweep(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.settings.idle_timeout;
-        idle.retain(|entry| !entry.sender.is_closed() && entry.since.elapsed() <= timeout);
+        idle.retain_mut(|entry| entry.since.elapsed() <= timeout && entry.connection.is_reusable());
         self.metrics.idle.set(gauge_value(idle.len()));
     }
 
     /// Opens a connection: TCP (every address of the host in turn) within the connect
-    /// timeout, then TLS for `https://`, then the HTTP/1.1 handshake; its task is
-    /// spawned.
-    async fn connect(&self) -> Result<Sender, SendError> {
+    /// timeout, then TLS for `https://`.
+    async fn connect(&self) -> Result<Connection, SendError> {
         let tcp = tokio::time::timeout(self.settings.connect_timeout, self.connect_tcp())
             .await
             .map_err(|_| SendError::ConnectTimeout)?
@@ -237,17 +183,8 @@ impl Http1Pool {
                 Stream::Tls(Box::new(tls))
             }
         };
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|error| SendError::Connect(error.into()))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!("upstream connection ended with an error: {error}");
-            }
-        });
         self.metrics.opened.inc();
-        Ok(sender)
+        Ok(Connection::new(io))
     }
 
     async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
@@ -289,7 +226,7 @@ pub fn spawn_sweeper(pools: Vec<Weak<Http1Pool>>, interval: Duration) {
 }
 
 /// A connection to an endpoint: plain TCP, or TLS (boxed: it is large, and rare).
-enum Stream {
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use prometheus::Histogram;
 
 use super::adaptive::Sample;
-use super::connections::{Lent, SendError};
-use super::{Endpoint, EndpointPool, Permit, Rejection, Upstream};
+use super::connections::SendError;
+use super::http1::ExchangeFailure;
+use super::{Endpoint, EndpointPool, Permit, ReceivedBody, Rejection, Upstream};
 use crate::body::{BodyError, BoxError, UpstreamBody};
 use crate::metrics::UpstreamOutcome;
 
@@ -110,7 +110,7 @@ impl Upstream {
         self: &Arc<Self>,
         timeout: Duration,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
-    ) -> Result<(Response<Incoming>, Exchange), ExchangeError<E>> {
+    ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
         self.attempt(timeout, &[], build).await.0
     }
 
@@ -122,7 +122,7 @@ impl Upstream {
         skip: &[usize],
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> (
-        Result<(Response<Incoming>, Exchange), ExchangeError<E>>,
+        Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
         Option<usize>,
     ) {
         let permit = match self.limiter.acquire().await {
@@ -136,7 +136,7 @@ impl Upstream {
             );
         };
         let endpoint = &self.endpoints()[index];
-        let mut guard = Exchange::begin(self.clone(), index, permit);
+        let guard = Exchange::begin(self.clone(), index, permit);
         let request = match build(endpoint) {
             Ok(request) => request,
             Err(error) => return (Err(ExchangeError::Build(error)), Some(index)),
@@ -146,16 +146,15 @@ impl Upstream {
         let latency = sent.elapsed();
         self.metrics.duration.observe(latency.as_secs_f64());
         self.limiter.sample(match &result {
-            Ok((response, _)) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
+            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
             Ok(_) => Sample::Latency(latency),
             Err(UpstreamError::Timeout { .. }) => Sample::Dropped,
             Err(_) => Sample::Latency(latency),
         });
         let result = match result {
-            Ok((response, lent)) => {
+            Ok(response) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));
                 self.observe(index, response.status().is_server_error());
-                guard.connection = lent;
                 Ok((response, guard))
             }
             Err(error) => {
@@ -172,14 +171,14 @@ impl Upstream {
 
 impl EndpointPool {
     /// Sends `request` to endpoint `index` and waits at most `timeout` for the response
-    /// headers. For `protocol: http1` the connection comes back lent: it returns to the
-    /// endpoint's pool when the [`Lent`] is dropped.
+    /// headers. Over the gateway's own HTTP/1.1 pool, the connection returns to the
+    /// endpoint's pool when the body has been read to its end.
     pub(super) async fn send(
         &self,
         index: usize,
         request: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Lent>), UpstreamError> {
+    ) -> Result<Response<ReceivedBody>, UpstreamError> {
         let endpoint = &self.endpoints[index];
         let label = || endpoint.address.label.clone();
         let timed_out = || UpstreamError::Timeout {
@@ -190,7 +189,7 @@ impl EndpointPool {
             let sent = connections.send(request, &endpoint.host_value);
             return match tokio::time::timeout(timeout, sent).await {
                 Err(_elapsed) => Err(timed_out()),
-                Ok(Ok((response, lent))) => Ok((response, Some(lent))),
+                Ok(Ok(response)) => Ok(response.map(ReceivedBody::Pooled)),
                 Ok(Err(SendError::ConnectTimeout)) => {
                     Err(UpstreamError::ConnectTimeout { endpoint: label() })
                 }
@@ -198,7 +197,7 @@ impl EndpointPool {
                     endpoint: label(),
                     source,
                 }),
-                Ok(Err(SendError::Exchange(error))) => Err(exchange_failed(error, label())),
+                Ok(Err(SendError::Exchange(failure))) => Err(http1_failed(failure, label())),
             };
         }
         let Some(client) = &self.client else {
@@ -209,7 +208,7 @@ impl EndpointPool {
         };
         match tokio::time::timeout(timeout, client.request(request)).await {
             Err(_elapsed) => Err(timed_out()),
-            Ok(Ok(response)) => Ok((response, None)),
+            Ok(Ok(response)) => Ok(response.map(ReceivedBody::Hyper)),
             Ok(Err(error)) if error.is_connect() && find_source::<BodyError>(&error).is_none() => {
                 let timed_out = find_source::<std::io::Error>(&error)
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
@@ -224,6 +223,24 @@ impl EndpointPool {
             }
             Ok(Err(error)) => Err(exchange_failed(error, label())),
         }
+    }
+}
+
+/// Sorts out an exchange over the gateway's own HTTP/1.1 client that failed after
+/// connecting: like [`exchange_failed`].
+fn http1_failed(failure: ExchangeFailure, endpoint: String) -> UpstreamError {
+    match failure {
+        ExchangeFailure::Body(BodyError::TooLarge { limit }) => {
+            UpstreamError::BodyTooLarge { limit }
+        }
+        ExchangeFailure::Body(BodyError::Client(error)) => {
+            UpstreamError::ClientBody(error.to_string())
+        }
+        failure => UpstreamError::Protocol {
+            endpoint,
+            reset: failure.before_response(),
+            source: failure.into(),
+        },
     }
 }
 
@@ -276,9 +293,6 @@ pub struct Exchange {
     upstream: Arc<Upstream>,
     endpoint: usize,
     timer: Option<(Histogram, Instant)>,
-    /// Declared before the permit: fields drop in order, so the connection is back in
-    /// its pool before the next request waiting for a permit looks for one.
-    connection: Option<Lent>,
     _permit: Permit,
 }
 
@@ -289,7 +303,6 @@ impl Exchange {
             upstream,
             endpoint,
             timer: None,
-            connection: None,
             _permit: permit,
         }
     }

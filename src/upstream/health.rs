@@ -236,13 +236,12 @@ async fn check(
         HeaderValue::from_static("portcullis-health-check"),
     );
     let checked = async {
-        let (response, lent) = pool.send(index, request, config.timeout).await.ok()?;
+        let response = pool.send(index, request, config.timeout).await.ok()?;
         let status = response.status().as_u16();
         // Read (a small) body to its end, so that the connection can be used again.
         let _ = Limited::new(response.into_body(), 64 * 1024)
             .collect()
             .await;
-        drop(lent);
         Some(status)
     };
     match tokio::time::timeout(config.timeout, checked).await {

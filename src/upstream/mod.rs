@@ -15,7 +15,9 @@ pub mod adaptive;
 mod connections;
 mod exchange;
 pub mod health;
+mod http1;
 pub mod limiter;
+mod received;
 mod retry;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +42,7 @@ pub use connections::PoolMetrics;
 use connections::{Http1Pool, PoolSettings};
 pub use exchange::{Exchange, ExchangeError, UpstreamError};
 pub use limiter::{Limiter, Permit, Rejection};
+pub use received::{ReceivedBody, TunnelIo, UpstreamUpgrade};
 
 /// One address of an upstream.
 pub struct Endpoint {

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use super::exchange::{Exchange, ExchangeError, UpstreamError};
 use super::health::now_ms;
-use super::{Endpoint, Upstream};
+use super::{Endpoint, ReceivedBody, Upstream};
 use crate::body::UpstreamBody;
 use crate::config::RetryConfig;
 
@@ -72,7 +71,7 @@ enum Reason {
 
 fn reason<E>(
     policy: &RetryConfig,
-    result: &Result<(Response<Incoming>, Exchange), ExchangeError<E>>,
+    result: &Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
 ) -> Option<Reason> {
     let on = &policy.on;
     match result {
@@ -119,7 +118,7 @@ impl Upstream {
         policy: &RetryConfig,
         timeout: Duration,
         mut build: impl FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>,
-    ) -> Result<(Response<Incoming>, Exchange), ExchangeError<E>> {
+    ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
         self.budget.deposit();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tried = Vec::with_capacity(policy.attempts as usize);

@@ -14,4 +14,5 @@ mod tls;
 mod upstream_h2;
 mod upstream_pool;
 mod upstream_tls;
+mod upstream_wire;
 mod websocket;

@@ -1,0 +1,400 @@
+//! The gateway's own HTTP/1.1 client against upstreams scripted byte by byte on raw
+//! sockets: the body framings of RFC 9112 (chunked with trailers, delimited by close,
+//! HTTP/1.0), interim responses, the request as written on the wire, and a pooled
+//! connection the upstream closes under a request (resent when that is safe, 502
+//! otherwise).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::support::client::raw_exchange;
+use crate::support::{gateway, url, within, Client};
+
+/// What the scripted upstream does with a request.
+enum Answer {
+    /// Writes these bytes and keeps the connection open.
+    Reply(&'static [u8]),
+    /// Writes these bytes, then closes the connection.
+    ReplyAndClose(&'static [u8]),
+    /// Closes the connection without answering.
+    Close,
+}
+
+/// A request as the upstream read it: the head and the raw body bytes.
+#[derive(Clone, Debug)]
+struct Received {
+    head: String,
+    body: Vec<u8>,
+}
+
+/// An upstream on raw sockets: `script(n, request)` answers the `n`-th request (from
+/// 0) on its connection.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    received: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    async fn start(script: fn(usize, &Received) -> Answer) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (opened, seen) = (connections.clone(), received.clone());
+        let task = tokio::spawn(async move {
+            let mut handlers = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                opened.fetch_add(1, Ordering::SeqCst);
+                handlers.spawn(serve(socket, script, seen.clone()));
+            }
+        });
+        Scripted {
+            addr,
+            connections,
+            received,
+            task,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    fn opened(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(
+    mut socket: tokio::net::TcpStream,
+    script: fn(usize, &Received) -> Answer,
+    seen: Arc<Mutex<Vec<Received>>>,
+) {
+    let mut buffer = Vec::new();
+    for index in 0.. {
+        let Some(request) = read_request(&mut socket, &mut buffer).await else {
+            return;
+        };
+        seen.lock().expect("lock").push(request.clone());
+        match script(index, &request) {
+            Answer::Reply(bytes) => {
+                if socket.write_all(bytes).await.is_err() {
+                    return;
+                }
+            }
+            Answer::ReplyAndClose(bytes) => {
+                let _ = socket.write_all(bytes).await;
+                return;
+            }
+            Answer::Close => return,
+        }
+    }
+}
+
+/// Reads one request: the head, then a `Content-Length` body or a chunked one (kept
+/// raw, up to its last chunk).
+async fn read_request(
+    socket: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Option<Received> {
+    let head_end = loop {
+        if let Some(at) = find(buffer, b"\r\n\r\n") {
+            break at + 4;
+        }
+        read_more(socket, buffer).await?;
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    buffer.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    let body = if let Some(length) = lower
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+    {
+        while buffer.len() < length {
+            read_more(socket, buffer).await?;
+        }
+        buffer.drain(..length).collect()
+    } else if lower.contains("transfer-encoding: chunked") {
+        let end = loop {
+            if let Some(at) = find(buffer, b"0\r\n\r\n") {
+                break at + 5;
+            }
+            read_more(socket, buffer).await?;
+        };
+        buffer.drain(..end).collect()
+    } else {
+        Vec::new()
+    };
+    Some(Received { head, body })
+}
+
+async fn read_more(socket: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    match socket.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buffer.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn gateway_for(upstream: &Scripted) -> portcullis::RunningGateway {
+    gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        addr = upstream.addr
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_chunked_response_with_trailers_is_decoded_and_its_connection_reused() {
+    let upstream = Scripted::start(|_, _| {
+        Answer::Reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-checksum: abc\r\n\r\n",
+        )
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    for _ in 0..3 {
+        let reply = within("the response", client.get(&url(&gw, "/chunked"))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "hello, world");
+    }
+    assert_eq!(
+        upstream.opened(),
+        1,
+        "the connection is reused after the last chunk"
+    );
+}
+
+#[tokio::test]
+async fn a_response_delimited_by_close_arrives_whole_and_its_connection_is_not_reused() {
+    let upstream =
+        Scripted::start(|_, _| Answer::ReplyAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end"))
+            .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    for _ in 0..2 {
+        let reply = within("the response", client.get(&url(&gw, "/close"))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "until the end");
+    }
+    assert_eq!(upstream.opened(), 2);
+}
+
+#[tokio::test]
+async fn http_1_0_responses_are_passed_on_and_their_connections_not_reused() {
+    let upstream =
+        Scripted::start(|_, _| Answer::Reply(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+            .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    for _ in 0..2 {
+        let reply = within("the response", client.get(&url(&gw, "/old"))).await;
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "ok")
+        );
+    }
+    assert_eq!(upstream.opened(), 2);
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let upstream = Scripted::start(|_, _| {
+        Answer::Reply(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone",
+        )
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let reply = within(
+        "the response",
+        Client::new().send(Method::POST, &url(&gw, "/make"), &[], "payload"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.text(), "done");
+}
+
+#[tokio::test]
+async fn the_request_goes_upstream_as_the_client_framed_it() {
+    let upstream =
+        Scripted::start(|_, _| Answer::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+            .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let chunked = raw_exchange(
+        addr,
+        b"POST /up?x=1 HTTP/1.1\r\nHost: client.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
+    assert!(chunked.starts_with("HTTP/1.1 200"), "{chunked}");
+    let sized = within(
+        "the response",
+        Client::new().send(
+            Method::PUT,
+            &url(&gw, "/put"),
+            &[],
+            Bytes::from_static(b"12345"),
+        ),
+    )
+    .await;
+    assert_eq!(sized.status, StatusCode::OK);
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    let (streamed, known) = (&received[0], &received[1]);
+    assert!(
+        streamed.head.starts_with("POST /up?x=1 HTTP/1.1\r\n"),
+        "{}",
+        streamed.head
+    );
+    assert!(
+        streamed.head.contains("host: client.example\r\n"),
+        "{}",
+        streamed.head
+    );
+    assert!(
+        streamed.head.contains("transfer-encoding: chunked\r\n"),
+        "{}",
+        streamed.head
+    );
+    let body = String::from_utf8_lossy(&streamed.body);
+    let decoded: String = body.split("\r\n").skip(1).step_by(2).collect();
+    assert_eq!(decoded, "abcdefg", "chunked body as sent: {body:?}");
+    assert!(
+        known.head.starts_with("PUT /put HTTP/1.1\r\n"),
+        "{}",
+        known.head
+    );
+    assert!(
+        known.head.contains("content-length: 5\r\n"),
+        "{}",
+        known.head
+    );
+    assert_eq!(known.body, b"12345");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_under_a_request_is_resent_only_when_safe() {
+    // Every connection answers its first request and closes on its second: the gateway
+    // meets a pooled connection that breaks before any response.
+    let upstream = Scripted::start(|index, _| match index {
+        0 => Answer::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        _ => Answer::Close,
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    let first = within("the first GET", client.get(&url(&gw, "/a"))).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // A GET is idempotent and has no body: sent again on a new connection.
+    let second = within("the second GET", client.get(&url(&gw, "/b"))).await;
+    assert_eq!(
+        (second.status, second.text().as_str()),
+        (StatusCode::OK, "ok")
+    );
+    assert_eq!(upstream.opened(), 2);
+    // A POST is not: the client gets a 502, and the upstream saw it once.
+    let post = within(
+        "the POST",
+        client.send(Method::POST, &url(&gw, "/c"), &[], "data"),
+    )
+    .await;
+    assert_eq!(post.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(post.json()["error"], "upstream_bad_response");
+    let paths: Vec<String> = upstream
+        .received()
+        .iter()
+        .map(|r| r.head.split(' ').nth(1).unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(paths, ["/a", "/b", "/b", "/c"]);
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_upload_was_read_reaches_the_client() {
+    // The upstream refuses the upload from its head alone and closes with the body
+    // unread (the kernel resets the connection).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("address");
+    let refusing = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buffer = Vec::new();
+            while find(&buffer, b"\r\n\r\n").is_none() {
+                if read_more(&mut socket, &mut buffer).await.is_none() {
+                    break;
+                }
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo much")
+                .await;
+        }
+    });
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#
+    ))
+    .await;
+    // A raw client: it keeps writing the body while it reads, and ignores a failed
+    // write (the gateway may close once it has answered).
+    let stream = tokio::net::TcpStream::connect(gw.listener_addr("public").expect("listener"))
+        .await
+        .expect("connects");
+    let (mut reading, mut writing) = stream.into_split();
+    let body_size = 4 << 20;
+    let uploading = tokio::spawn(async move {
+        let head =
+            format!("POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: {body_size}\r\n\r\n");
+        let _ = writing.write_all(head.as_bytes()).await;
+        let _ = writing.write_all(&vec![b'u'; body_size]).await;
+    });
+    let answer = within("the refusal", async {
+        let mut received = Vec::new();
+        while !String::from_utf8_lossy(&received).contains("too much") {
+            let mut chunk = [0u8; 4096];
+            match reading.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    })
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("too much"), "{answer}");
+    uploading.abort();
+    refusing.abort();
+}
