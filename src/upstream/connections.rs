@@ -102,7 +102,7 @@ impl Http1Pool {
         };
         let (mut connection, mut reused) = match self.checkout() {
             Some(connection) => (connection, true),
-            None => (self.connect().await?, false),
+            None => (self.connect_boxed().await?, false),
         };
         loop {
             match connection.exchange(&parts, body, endpoint_host).await {
@@ -117,7 +117,7 @@ impl Http1Pool {
                     );
                     body = replay.take().unwrap_or(UpstreamBody::Empty);
                     reused = false;
-                    connection = self.connect().await?;
+                    connection = self.connect_boxed().await?;
                 }
                 Err(failure) => return Err(SendError::Exchange(failure)),
             }
@@ -158,6 +158,13 @@ impl Http1Pool {
         let timeout = self.settings.idle_timeout;
         idle.retain_mut(|entry| entry.since.elapsed() <= timeout && entry.connection.is_reusable());
         self.metrics.idle.set(gauge_value(idle.len()));
+    }
+
+    /// [`Http1Pool::connect`] on the heap: its future (name resolution, the TLS
+    /// handshake) is several times the size of the rest of an exchange, and would
+    /// otherwise enlarge every request's future for the rare request that connects.
+    async fn connect_boxed(&self) -> Result<Connection, SendError> {
+        Box::pin(self.connect()).await
     }
 
     /// Opens a connection: TCP (every address of the host in turn) within the connect
