@@ -12,7 +12,8 @@
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket
 //!   upgrades tunnelled after the upstream's 101 ([`proxy::websocket`]);
 //! - [`aggregate`]: routes that fan out to several upstreams and merge their JSON;
-//! - [`upstream`]: pooled clients (HTTP/1.1 or HTTP/2, plain or TLS), load balancing,
+//! - [`upstream`]: pooled clients (the gateway's own HTTP/1.1 client run in the request's
+//!   task, hyper's for HTTP/2; plain or TLS), load balancing,
 //!   per-upstream concurrency limits;
 //! - [`body`]: streaming bodies both ways; [`metrics`] and [`admin`]: observability;
 //! - [`demo`]: sample services for `portcullis demo`.

@@ -3,7 +3,9 @@
 //!
 //! Endpoints are `http://` or `https://` (rustls, see [`crate::config::upstream_tls`]);
 //! the upstream's `protocol` chooses HTTP/1.1, HTTP/2 (h2c with prior knowledge, or ALPN
-//! `h2`) or whatever ALPN negotiates.
+//! `h2`) or whatever ALPN negotiates. HTTP/1.1 goes through the gateway's own client
+//! ([`http1`]) over per-endpoint pools ([`connections`]); the others through
+//! hyper-util's client. [`received`] makes their responses look alike.
 //!
 //! An [`Upstream`] is built from each configuration, sharing its limiter and pool
 //! with the previous configuration's upstream of the same name. Proxied requests and
