@@ -398,3 +398,23 @@ routes:
     uploading.abort();
     refusing.abort();
 }
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_upstream_never_reaches_the_client_complete() {
+    let upstream = Scripted::start(|_, _| {
+        Answer::ReplyAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    for _ in 0..2 {
+        // The client's connection ends short of a complete response (hyper's server
+        // closes it when the body fails, with or without what it had buffered).
+        let raw = raw_exchange(addr, b"GET /short HTTP/1.1\r\nHost: gw\r\n\r\n", "never").await;
+        let complete = raw
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, body)| body.len() >= 10);
+        assert!(!complete, "{raw}");
+    }
+    assert_eq!(upstream.opened(), 2);
+}

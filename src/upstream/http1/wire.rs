@@ -27,6 +27,8 @@ pub enum WireError {
     ContentLength,
     #[error("malformed chunked body: {0}")]
     Chunked(&'static str),
+    #[error("the upstream closed the connection before the body ended")]
+    Truncated,
 }
 
 /// How the request body is delimited on the wire.
@@ -425,9 +427,7 @@ impl Decoder {
                 *self = Decoder::Done;
                 Ok(())
             }
-            _ => Err(WireError::Chunked(
-                "connection closed before the body ended",
-            )),
+            _ => Err(WireError::Truncated),
         }
     }
 }
@@ -719,7 +719,7 @@ mod tests {
         assert!(decoder.is_done());
         assert_eq!(&buf[..], b"HTTP/1.1");
         let mut decoder = Decoder::new(ResponseFraming::Length(3));
-        assert!(decoder.closed().is_err());
+        assert_eq!(decoder.closed(), Err(WireError::Truncated));
         let mut decoder = Decoder::new(ResponseFraming::UntilClose);
         let mut buf = BytesMut::from(&b"xyz"[..]);
         assert_eq!(
