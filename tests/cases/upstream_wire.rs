@@ -159,6 +159,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 async fn gateway_for(upstream: &Scripted) -> portcullis::RunningGateway {
+    gateway_to(upstream.addr).await
+}
+
+async fn gateway_to(addr: std::net::SocketAddr) -> portcullis::RunningGateway {
     gateway(&format!(
         r#"
 listeners: [{{ name: public, address: "127.0.0.1:0" }}]
@@ -166,8 +170,7 @@ upstreams:
   u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
 routes:
   - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        addr = upstream.addr
+"#
     ))
     .await
 }
@@ -358,16 +361,7 @@ async fn an_answer_sent_before_the_upload_was_read_reaches_the_client() {
                 .await;
         }
     });
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#
-    ))
-    .await;
+    let gw = gateway_to(addr).await;
     // A raw client: it keeps writing the body while it reads, and ignores a failed
     // write (the gateway may close once it has answered).
     let stream = tokio::net::TcpStream::connect(gw.listener_addr("public").expect("listener"))
