@@ -1,6 +1,7 @@
 mod aggregate;
 mod cli;
 mod connections;
+mod downstream_http1;
 mod failures;
 mod headers;
 mod health;
