@@ -1,5 +1,7 @@
 //! Body types of both directions of the proxy.
 //!
+//! [`ClientBody`] is a request body as the client's connection delivers it: read by the
+//! gateway's own HTTP/1.1 server, or by hyper's HTTP/2 server.
 //! [`UpstreamBody`] streams the client's request body upstream, enforcing the
 //! listener's size limit as bytes pass. [`ResponseBody`] streams the upstream's response
 //! to the client, carrying the exchange's guard (its concurrency permit, endpoint load
@@ -14,6 +16,7 @@ use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::server::http1::{RequestBody, RequestBodyError};
 use crate::upstream::{Exchange, ReceivedBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -24,7 +27,58 @@ pub enum BodyError {
     #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("reading the client's request body failed: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] ClientBodyError),
+}
+
+/// Why a client's request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error(transparent)]
+    Http1(#[from] RequestBodyError),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// A request body from the client.
+pub enum ClientBody {
+    /// The request declared none.
+    Empty,
+    /// Read by the gateway's HTTP/1.1 server as it is asked for.
+    Http1(RequestBody),
+    /// Read by hyper (HTTP/2).
+    Hyper(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Http1(body) => body.is_end_stream(),
+            ClientBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Http1(body) => body.size_hint(),
+            ClientBody::Hyper(body) => body.size_hint(),
+        }
+    }
 }
 
 /// The body of a request sent upstream.
@@ -34,7 +88,7 @@ pub enum UpstreamBody {
     Full(Option<Bytes>),
     /// The client's body, streamed as it arrives, cut off beyond `limit` bytes.
     Client {
-        inner: Incoming,
+        inner: ClientBody,
         limit: u64,
         seen: u64,
     },
@@ -54,7 +108,7 @@ impl UpstreamBody {
         }
     }
 
-    pub fn client(inner: Incoming, limit: u64) -> Self {
+    pub fn client(inner: ClientBody, limit: u64) -> Self {
         UpstreamBody::Client {
             inner,
             limit,

@@ -7,6 +7,7 @@
 //! - [`gateway`]: start, serve and shut down; [`snapshot`]: a config compiled for
 //!   serving, swapped atomically; [`reload`]: hot reload of the file;
 //! - [`server`]: listeners, accept loop, connection limits, TLS ([`server::tls`]),
+//!   the gateway's own HTTP/1.1 server ([`server::http1`]; hyper's for HTTP/2),
 //!   graceful drain;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket

@@ -677,6 +677,11 @@ impl RequestCounters {
         }
     }
 
+    /// Counts a request whose method could not be read (label `OTHER`).
+    pub fn inc_unknown_method(&self, status: StatusCode) {
+        self.labelled(METHOD_LABELS.len() - 1, status).inc();
+    }
+
     fn labelled(&self, method: usize, status: StatusCode) -> IntCounter {
         self.family.with_label_values(&[
             &*self.listener,

@@ -1,9 +1,10 @@
 //! Client-facing listeners: binding, the accept loop with its connection limit, TLS
-//! ([`tls`], in each connection's task), serving each connection with hyper (HTTP/1.1,
-//! HTTP/2 over TLS by ALPN, and cleartext HTTP/2 with prior knowledge), and draining
-//! connections on shutdown.
+//! ([`tls`], in each connection's task), serving each connection (HTTP/1.1 with the
+//! gateway's own server, [`http1`]; HTTP/2 over TLS by ALPN and cleartext HTTP/2 with
+//! prior knowledge with hyper's), and draining connections on shutdown.
 
 mod connection;
+pub mod http1;
 pub mod tls;
 
 use std::io;
@@ -243,13 +244,18 @@ async fn serve_tls(
     if let Some(tls) = handshake {
         // TLS streams cannot peek: a small buffer holds the first bytes instead;
         // hyper's larger reads then bypass it.
-        let protocol = Protocol::from_alpn(tls.stream.get_ref().1.alpn_protocol());
+        let alpn = Protocol::from_alpn(tls.stream.get_ref().1.alpn_protocol());
         let mut stream = BufReader::with_capacity(FIRST_READ_BUFFER, tls.stream);
         let fill = async { stream.fill_buf().await.map(<[u8]>::len) };
         if first_bytes_arrive(fill, idle_timeout, &mut drain)
             .await
             .is_some()
         {
+            // Without ALPN, the first bytes tell, as on cleartext listeners.
+            let protocol = match alpn {
+                Protocol::Undecided => Protocol::sniff(stream.buffer()),
+                decided => decided,
+            };
             serve_connection(&builders, protocol, stream, connection, shutdown).await;
         }
         drop(tls.active);

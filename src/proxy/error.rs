@@ -22,6 +22,12 @@ pub enum ProxyError {
     UriTooLong { limit: usize },
     #[error("{0}")]
     BadRequest(&'static str),
+    #[error("the request head is larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("the request has more than {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("the request's transfer coding is not supported; only `chunked` is")]
+    UnsupportedTransferCoding,
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("upstream {upstream:?} is overloaded: {reason}")]
@@ -47,6 +53,10 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -63,6 +73,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::UriTooLong { .. } => "uri_too_long",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::HeadTooLarge { .. } => "request_head_too_large",
+            ProxyError::TooManyHeaders { .. } => "too_many_headers",
+            ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Overloaded { .. } => "upstream_overloaded",
             ProxyError::WebSocketLimit { .. } => "websocket_limit",

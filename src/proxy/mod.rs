@@ -27,13 +27,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
 
 use crate::aggregate::{AggregateRuntime, Inputs};
-use crate::body::{ResponseBody, UpstreamBody};
+use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
 use crate::metrics::RequestCounters;
 use crate::routing::Lookup;
@@ -76,7 +75,7 @@ struct Routed {
 
 impl ConnectionContext {
     /// Answers one request; never fails (errors become responses).
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ResponseBody> {
         let started = Instant::now();
         let snapshot = self.listener.state.load_full();
         let request_id = headers::client_request_id(request.headers())
@@ -143,6 +142,20 @@ impl ConnectionContext {
         response
     }
 
+    /// Counts a request the connection refused before it could be routed (malformed,
+    /// or its head too large), under the unmatched route.
+    pub fn count_refused(&self, method: Option<&Method>, status: StatusCode) {
+        let snapshot = self.listener.state.load();
+        let listener = snapshot.listener_index(&self.listener.name);
+        let unmatched = &snapshot.unmatched;
+        if let Some(counters) = unmatched.for_listener(listener) {
+            match method {
+                Some(method) => counters.inc(method, status),
+                None => counters.inc_unknown_method(status),
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -152,7 +165,7 @@ impl ConnectionContext {
         retry: Option<&RetryConfig>,
         websocket: Option<&Arc<WebSockets>>,
         routed: Routed,
-        mut request: Request<Incoming>,
+        mut request: Request<ClientBody>,
         request_id: &HeaderValue,
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -170,7 +183,11 @@ impl ConnectionContext {
                             limit: websockets.config.max_connections,
                         });
                     };
-                    Some((upgrading, protocol, hyper::upgrade::on(&mut request)))
+                    Some((
+                        upgrading,
+                        protocol,
+                        websocket::ClientSwitch::take(&mut request),
+                    ))
                 }
                 None => None,
             },
@@ -272,7 +289,7 @@ impl ConnectionContext {
         &self,
         aggregate: &Arc<AggregateRuntime>,
         routed: Routed,
-        request: Request<Incoming>,
+        request: Request<ClientBody>,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, _body) = request.into_parts();
@@ -394,7 +411,7 @@ impl Prepared {
 fn admit_and_route(
     snapshot: &Snapshot,
     limits: &ClientLimits,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
 ) -> Result<Routed, ProxyError> {
     let uri = request.uri();
     let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
@@ -449,7 +466,7 @@ fn admit_and_route(
 /// The same URL with `https://` (and `port`, unless 443): 301 for GET and HEAD, 308 for
 /// other methods so that clients repeat them unchanged.
 fn redirect_to_https(
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     port: u16,
     request_id: &HeaderValue,
 ) -> Response<ResponseBody> {
@@ -484,7 +501,7 @@ fn redirect_to_https(
 
 /// The host the client asked for, without port: from the URI (HTTP/2, absolute form)
 /// or the `Host` header.
-fn request_host(request: &Request<Incoming>) -> Option<&str> {
+fn request_host(request: &Request<ClientBody>) -> Option<&str> {
     request.uri().host().or_else(|| {
         request
             .headers()

@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use crate::body::BoxError;
 use crate::config::WebSocketConfig;
 use crate::metrics::{CloseReason, UpgradeOutcome, WebSocketMetrics};
+use crate::server::http1::ClientUpgrade;
 use crate::server::signalled;
-use crate::upstream::UpstreamUpgrade;
+use crate::upstream::{TunnelIo, UpstreamUpgrade};
 
 /// The `Upgrade` value of a request that asks to switch to WebSocket, when it does:
 /// HTTP/1.1, `upgrade` among the `Connection` tokens, `websocket` in `Upgrade`.
@@ -110,6 +111,31 @@ impl WebSockets {
     }
 }
 
+/// The client's side of a switch: its connection once the `101` has been written, from
+/// the gateway's HTTP/1.1 server or from hyper's (connections whose protocol hyper
+/// detected).
+pub enum ClientSwitch {
+    Http1(ClientUpgrade),
+    Hyper(OnUpgrade),
+}
+
+impl ClientSwitch {
+    /// Takes the switch out of an upgrade request.
+    pub fn take<B>(request: &mut Request<B>) -> Self {
+        match request.extensions_mut().remove::<ClientUpgrade>() {
+            Some(upgrade) => ClientSwitch::Http1(upgrade),
+            None => ClientSwitch::Hyper(hyper::upgrade::on(request)),
+        }
+    }
+
+    async fn connected(self) -> Result<Box<dyn TunnelIo>, BoxError> {
+        match self {
+            ClientSwitch::Http1(upgrade) => upgrade.connected().await,
+            ClientSwitch::Hyper(upgrade) => Ok(Box::new(TokioIo::new(upgrade.await?))),
+        }
+    }
+}
+
 /// An upgrade request holding its route's slot until the upstream answers.
 pub struct Upgrading {
     websockets: Arc<WebSockets>,
@@ -124,14 +150,19 @@ impl Upgrading {
 
     /// The upstream answered 101: joins the client's connection (once hyper has written
     /// the 101 to it) with the upstream's, in a task of its own.
-    pub fn join(self, client: OnUpgrade, upstream: UpstreamUpgrade, close: watch::Receiver<bool>) {
+    pub fn join(
+        self,
+        client: ClientSwitch,
+        upstream: UpstreamUpgrade,
+        close: watch::Receiver<bool>,
+    ) {
         self.websockets.metrics.upgrade(UpgradeOutcome::Upgraded);
         tokio::spawn(self.tunnel(client, upstream, close));
     }
 
     async fn tunnel(
         self,
-        client: OnUpgrade,
+        client: ClientSwitch,
         upstream: UpstreamUpgrade,
         mut close: watch::Receiver<bool>,
     ) {
@@ -140,7 +171,7 @@ impl Upgrading {
         let joined = tokio::select! {
             joined = async {
                 tokio::try_join!(
-                    async { client.await.map_err(BoxError::from) },
+                    client.connected(),
                     upstream.connected()
                 )
             } => joined,
@@ -158,13 +189,7 @@ impl Upgrading {
             }
         };
         metrics.active.inc();
-        let reason = pump(
-            TokioIo::new(client),
-            upstream,
-            websockets.config.idle_timeout,
-            &mut close,
-        )
-        .await;
+        let reason = pump(client, upstream, websockets.config.idle_timeout, &mut close).await;
         metrics.active.dec();
         metrics.closed(reason);
         tracing::debug!(route = %websockets.route, reason = reason.label(), "WebSocket connection closed");

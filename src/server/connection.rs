@@ -1,27 +1,24 @@
-//! Serving one accepted connection with hyper: choosing HTTP/1.1 or HTTP/2 for it (from
-//! its first bytes on cleartext listeners, from ALPN on TLS ones), the per-listener hyper
-//! builders, and finishing its requests when the gateway drains.
+//! Serving one accepted connection: choosing HTTP/1.1 or HTTP/2 for it (from its first
+//! bytes, or from ALPN on TLS), serving HTTP/1.1 with the gateway's own server
+//! ([`super::http1`]) and HTTP/2 with hyper's (per-listener builders), and finishing its
+//! requests when the gateway drains.
 //!
-//! The protocol is chosen before hyper sees the connection, so that the common case
-//! runs hyper's HTTP/1 connection directly. hyper-util's auto-detecting connection
-//! reads the first bytes itself and hands them back through a rewinding wrapper, which
-//! makes hyper grow its read buffer to 16 KiB on every connection; it is kept only for
-//! the rare client whose first bytes cannot tell (fewer than the 24 bytes of the HTTP/2
-//! preface, all matching it).
+//! hyper-util's auto-detecting connection is kept only for the rare client whose first
+//! bytes cannot tell (fewer than the 24 bytes of the HTTP/2 preface, all matching it).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{signalled, Shutdown};
-use crate::body::ResponseBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::proxy::{ConnectionContext, ListenerContext};
 
 /// What a client's connection speaks.
@@ -64,7 +61,6 @@ impl Protocol {
 
 /// One listener's hyper settings, built once per listener.
 pub struct HttpBuilders {
-    http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     auto: auto::Builder<TokioExecutor>,
 }
@@ -73,12 +69,6 @@ impl HttpBuilders {
     pub fn new(context: &ListenerContext) -> Self {
         let limits = &context.limits;
         let max_header_list = u32::try_from(limits.max_header_size).unwrap_or(u32::MAX);
-        let mut http1 = http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.idle_timeout)
-            .max_headers(limits.max_headers)
-            .max_buf_size(limits.max_header_size.max(8192));
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -96,16 +86,22 @@ impl HttpBuilders {
             .max_header_list_size(max_header_list)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(limits.idle_timeout));
-        HttpBuilders { http1, http2, auto }
+        HttpBuilders { http2, auto }
     }
+}
+
+/// What hyper serves: HTTP/2, or whatever it detects.
+enum HyperProtocol {
+    Http2,
+    Detect,
 }
 
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
 
-/// Serves `stream` until the client closes it or the gateway drains it. HTTP/2 and
-/// undecided connections are boxed: their states are large, and the task of a plain
-/// HTTP/1 connection (the common case) should stay small while it idles.
+/// Serves `stream` until the client closes it or the gateway drains it. hyper's
+/// connections are boxed: their states are large, and the task of an HTTP/1.1
+/// connection (the common case) should stay small while it idles.
 pub async fn serve_connection<S>(
     builders: &HttpBuilders,
     protocol: Protocol,
@@ -115,30 +111,30 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let hyper_protocol = match protocol {
+        Protocol::Http1 => return super::http1::serve(stream, &context, shutdown).await,
+        Protocol::Http2 => HyperProtocol::Http2,
+        Protocol::Undecided => HyperProtocol::Detect,
+    };
     let context = Arc::new(context);
     // hyper keeps one slot for the service's future for the connection's whole life,
     // sized to that future: boxing it per request keeps idle connections small.
     let service = service_fn(move |request| {
         let context = context.clone();
+        let request = request.map(ClientBody::Hyper);
         let response: ServiceFuture =
             Box::pin(async move { Ok::<_, Infallible>(context.handle(request).await) });
         response
     });
     let io = TokioIo::new(stream);
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
-        Protocol::Http1 => {
-            let connection = builders.http1.serve_connection(io, service).with_upgrades();
-            until_drained(connection, shutdown)
-                .await
-                .map_err(Into::into)
-        }
-        Protocol::Http2 => {
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match hyper_protocol {
+        HyperProtocol::Http2 => {
             let connection = Box::pin(builders.http2.serve_connection(io, service));
             Box::pin(until_drained(connection, shutdown))
                 .await
                 .map_err(Into::into)
         }
-        Protocol::Undecided => {
+        HyperProtocol::Detect => {
             let connection = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
             Box::pin(until_drained(connection, shutdown)).await
         }
@@ -151,19 +147,6 @@ pub async fn serve_connection<S>(
 /// A hyper connection that can be asked to finish its requests and close.
 trait GracefulConnection: Future {
     fn shut_down_gracefully(self: Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for http1::UpgradeableConnection<I, S>
-where
-    Self: Future,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shut_down_gracefully(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 impl<C: GracefulConnection + ?Sized> GracefulConnection for Pin<Box<C>> {

@@ -17,7 +17,7 @@ pub mod adaptive;
 mod connections;
 mod exchange;
 pub mod health;
-mod http1;
+pub(crate) mod http1;
 pub mod limiter;
 mod received;
 mod retry;

@@ -4,8 +4,9 @@
 //! in small pieces, cut off by the client), `Expect: 100-continue`, the framing errors
 //! that guard against request smuggling (400 and a closed connection), HEAD, responses
 //! without a length or without a body, request bodies the gateway answers without
-//! reading, idle and slow clients, absolute-form targets, and the date and length of
-//! the gateway's own responses. What a client observes, not how the server does it.
+//! reading, idle and slow clients, absolute-form targets, `Host` rules, and the date,
+//! length, JSON body and metrics of the gateway's own refusals. What a client observes,
+//! not how the server does it.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::support::backend::Body;
-use crate::support::{eventually, gateway, within, Backend, Reply};
+use crate::support::{eventually, gateway, metric_reaches, within, Backend, Reply};
 
 /// A client connection: reads go through a buffer, writes to the socket.
 type Connection = BufReader<TcpStream>;
@@ -464,6 +465,8 @@ async fn expect_100_continue_gets_an_interim_response_before_the_body_is_sent() 
     let response = read_response(&mut connection, "POST").await;
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "POST /api/expect body=hello");
+    // The expectation was the gateway's to meet: the upstream is not asked again.
+    assert!(!backend.state.last_seen().headers.contains_key("expect"));
 }
 
 #[tokio::test]
@@ -941,4 +944,106 @@ fn assert_imf_date(response: &Response) {
         .collect();
     assert_eq!(shape, "aaa, 00 aaa 0000 00:00:00 aaa", "{date:?}");
     assert!(date.ends_with(" GMT"), "{date:?}");
+}
+
+#[tokio::test]
+async fn requests_without_exactly_one_host_get_400_with_a_json_body() {
+    let backend = backend().await;
+    let gw = gateway_to(&backend, "").await;
+    for request in [
+        "GET /api/a HTTP/1.1\r\n\r\n",
+        "GET /api/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET /api/a HTTP/1.1\r\nHost:\r\n\r\n",
+    ] {
+        let mut connection = connect(&gw).await;
+        send(&mut connection, request.as_bytes()).await;
+        let response = read_response(&mut connection, "GET").await;
+        assert_eq!(response.status, 400, "{request:?}: {response:?}");
+        let json: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+        assert_eq!(json["error"], "bad_request");
+        assert_eq!(
+            json["request_id"].as_str(),
+            response.header("x-request-id"),
+            "{response:?}"
+        );
+        assert_closed(&mut connection).await;
+    }
+    // HTTP/1.0 predates `Host`: a request without one is served.
+    let mut connection = connect(&gw).await;
+    send(&mut connection, b"GET /api/old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(read_response(&mut connection, "GET").await.status, 200);
+    assert_eq!(backend.state.arrived(), 1);
+}
+
+#[tokio::test]
+async fn the_upstream_sees_the_host_of_an_absolute_form_target() {
+    let backend = backend().await;
+    let gw = gateway_to(&backend, "").await;
+    let mut connection = connect(&gw).await;
+    send(
+        &mut connection,
+        b"GET http://api.example.com/api/abs HTTP/1.1\r\nHost: other.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(read_response(&mut connection, "GET").await.status, 200);
+    let seen = backend.state.last_seen();
+    assert_eq!(seen.uri, "/hosted/api/abs");
+    assert_eq!(seen.headers["host"], "api.example.com");
+    assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+}
+
+#[tokio::test]
+async fn a_transfer_coding_before_chunked_gets_501() {
+    let backend = backend().await;
+    let gw = gateway_to(&backend, "").await;
+    let mut connection = connect(&gw).await;
+    send(
+        &mut connection,
+        b"POST /api/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    let response = read_response(&mut connection, "POST").await;
+    assert_eq!(response.status, 501, "{response:?}");
+    let json: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+    assert_eq!(json["error"], "unsupported_transfer_coding");
+    assert_closed(&mut connection).await;
+    assert_eq!(backend.state.arrived(), 0);
+}
+
+#[tokio::test]
+async fn refused_requests_are_counted_as_unmatched() {
+    let backend = backend().await;
+    let gw = gateway(&format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ name: public, address: "127.0.0.1:0", max_header_size: 8KiB }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let mut connection = connect(&gw).await;
+    send(&mut connection, b"GARBAGE\r\n\r\n").await;
+    assert_eq!(read_response(&mut connection, "GET").await.status, 400);
+    let mut connection = connect(&gw).await;
+    let big = format!(
+        "GET /api/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    send(&mut connection, big.as_bytes()).await;
+    let response = read_response(&mut connection, "GET").await;
+    assert_eq!(response.status, 431);
+    let json: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+    assert_eq!(json["error"], "request_head_too_large");
+    let unmatched = |status: u16| {
+        format!(
+            "portcullis_http_requests_total{{listener=\"public\",method=\"OTHER\",route=\"_unmatched\",status=\"{status}\"}}"
+        )
+    };
+    metric_reaches(&gw, &unmatched(400), 1.0).await;
+    metric_reaches(&gw, &unmatched(431), 1.0).await;
+    assert_eq!(backend.state.arrived(), 0);
 }

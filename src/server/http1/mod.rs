@@ -1,0 +1,767 @@
+//! The gateway's HTTP/1.1 server: one client connection's requests read, answered and
+//! written back in the connection's own task (RFC 9112).
+//!
+//! The life of a connection: wait for a request head (the idle timeout runs from the
+//! end of the previous response), parse it, hand the request to the proxy, and while
+//! the proxy works keep reading from the client: the request body as the proxy asks for
+//! it ([`body`]), or else watch for the client going away (which cancels the request)
+//! and buffer any pipelined request. The response head goes out with the body's first
+//! bytes in one write. Then the connection waits for the next request, or closes, or,
+//! after `101 Switching Protocols`, is handed to the proxy as a tunnel.
+//!
+//! An idle connection holds no buffer: reads start on the stack, and the request's
+//! bytes are copied into a buffer of their own size only once they have arrived.
+//! hyper serves HTTP/2 and the rare connection whose protocol its first bytes cannot
+//! tell ([`super::connection`]).
+
+mod body;
+pub mod head;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::EXPECT;
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::oneshot;
+
+use super::{signalled, Shutdown};
+use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::proxy::{headers, ConnectionContext, ProxyError};
+use crate::upstream::http1::wire::{Chunk, Decoder};
+use crate::upstream::TunnelIo;
+use body::{BodyFeed, Demand};
+pub use body::{RequestBody, RequestBodyError};
+use head::{
+    BodyFraming, ConnectionHeader, ConnectionWishes, HeadError, RequestHead, ResponseFraming,
+};
+
+/// Bytes read onto the stack while no buffer is held.
+const FIRST_READ: usize = 8 * 1024;
+/// Room made in the buffer for each further read.
+const READ_CHUNK: usize = 16 * 1024;
+/// `Expect: 100-continue` answered.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long, and how many bytes, a closing connection reads and throws away so that
+/// the client sees the final response instead of a reset.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// The client's side of a protocol switch: its connection, once the `101` has been
+/// written to it. Found in the request's extensions of an upgrade request (which must
+/// be `Clone`: the first to ask gets the connection).
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<TunnelReceiver>>>);
+
+/// Where the connection arrives once the `101` is written.
+type TunnelReceiver = oneshot::Receiver<Box<dyn TunnelIo>>;
+
+impl ClientUpgrade {
+    /// The client's connection, ready to carry bytes.
+    pub async fn connected(self) -> Result<Box<dyn TunnelIo>, BoxError> {
+        let receiver = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match receiver {
+            Some(receiver) => receiver
+                .await
+                .map_err(|_| "the client's connection closed before the switch".into()),
+            None => Err("the client's connection was already taken".into()),
+        }
+    }
+}
+
+/// Where the connection is, as its drain needs to know.
+struct Phase {
+    /// The gateway drains: answer what was asked, then close.
+    draining: AtomicBool,
+    /// Waiting for a request with nothing buffered: can be closed at once.
+    idle: AtomicBool,
+}
+
+/// Serves HTTP/1.1 on `io` until the client closes it, it idles out, or the gateway
+/// drains (idle connections close at once; a request being answered is finished, with
+/// `Connection: close`) or closes.
+pub async fn serve<S>(io: S, context: &ConnectionContext, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let phase = Phase {
+        draining: AtomicBool::new(false),
+        idle: AtomicBool::new(false),
+    };
+    let Shutdown {
+        mut drain,
+        mut close,
+        ..
+    } = shutdown;
+    let connection = Connection {
+        io,
+        read: BytesMut::new(),
+        eof: false,
+        limits: context.listener.limits,
+    };
+    let mut run = std::pin::pin!(connection.run(context, &phase));
+    tokio::select! {
+        biased;
+        () = &mut run => return,
+        () = signalled(&mut drain) => {}
+    }
+    phase.draining.store(true, Ordering::Relaxed);
+    if phase.idle.load(Ordering::Relaxed) {
+        return;
+    }
+    tokio::select! {
+        biased;
+        () = &mut run => {}
+        () = signalled(&mut close) => {}
+    }
+}
+
+struct Connection<S> {
+    io: S,
+    /// Bytes read and not used yet; no allocation while there are none.
+    read: BytesMut,
+    /// The client has closed its side.
+    eof: bool,
+    limits: crate::config::ClientLimits,
+}
+
+/// What follows a response.
+enum After {
+    KeepAlive,
+    /// Close; `linger`: the client may still be sending (an unread body).
+    Close {
+        linger: bool,
+    },
+    Upgrade(oneshot::Sender<Box<dyn TunnelIo>>),
+}
+
+/// Something happened on the client's side while a request was being answered.
+enum ClientEvent {
+    /// A body frame was handed over or bytes were buffered: poll the request again.
+    Progress,
+    /// The client closed the connection or it failed.
+    Gone,
+}
+
+/// Why a response could not be written to its end.
+#[derive(Debug, thiserror::Error)]
+enum WriteFailure {
+    #[error("writing to the client failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the client closed the connection")]
+    ClientGone,
+    #[error("the response body failed: {0}")]
+    Body(BoxError),
+    #[error("the response body does not match its length")]
+    Length,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn run(mut self, context: &ConnectionContext, phase: &Phase) {
+        loop {
+            let head = match self.next_head(phase).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(error) => {
+                    self.refuse(error, None, context).await;
+                    return self.close(true).await;
+                }
+            };
+            // Boxed: answering (the proxy's future within) takes a few KiB, which an
+            // idle connection's task should not carry.
+            match Box::pin(self.answer(head, context, phase)).await {
+                After::KeepAlive => {}
+                After::Close { linger } => return self.close(linger).await,
+                After::Upgrade(sender) => {
+                    let tunnel = Rewound {
+                        io: self.io,
+                        buffered: self.read,
+                    };
+                    let _ = sender.send(Box::new(tunnel));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next request head: from what is buffered (a pipelined request), or read within
+    /// the idle timeout. `Ok(None)`: close quietly (the client closed, went silent, or
+    /// the read failed).
+    async fn next_head(&mut self, phase: &Phase) -> Result<Option<RequestHead>, HeadError> {
+        if let Some(head) = self.parse_head()? {
+            return Ok(Some(head));
+        }
+        phase.idle.store(self.read.is_empty(), Ordering::Relaxed);
+        let idle_timeout = self.limits.idle_timeout;
+        let reading = async {
+            loop {
+                if self.eof {
+                    return Ok(None);
+                }
+                match poll_fn(|cx| self.poll_fill(cx, false)).await {
+                    Ok(0) | Err(_) => {
+                        self.eof = true;
+                        return Ok(None);
+                    }
+                    Ok(_) => {
+                        phase.idle.store(false, Ordering::Relaxed);
+                        if let Some(head) = self.parse_head()? {
+                            return Ok(Some(head));
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(idle_timeout, reading).await {
+            Ok(head) => head,
+            Err(_elapsed) => {
+                tracing::debug!(
+                    "closing a connection with no complete request within {idle_timeout:?}"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn parse_head(&mut self) -> Result<Option<RequestHead>, HeadError> {
+        if self.read.is_empty() {
+            return Ok(None);
+        }
+        head::parse_request_head(
+            &mut self.read,
+            self.limits.max_header_size,
+            self.limits.max_headers,
+        )
+    }
+
+    /// Reads what the client sent into the buffer; `Ok(0)`: end of file. With nothing
+    /// buffered (and no body coming, whose reads should not be copied), the read goes
+    /// onto the stack first, so that waiting holds no buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, body: bool) -> Poll<io::Result<usize>> {
+        if self.read.is_empty() && !body {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut filled = ReadBuf::uninit(&mut scratch);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut filled))?;
+            let filled = filled.filled();
+            if !filled.is_empty() {
+                self.read = BytesMut::with_capacity(filled.len());
+                self.read.extend_from_slice(filled);
+            }
+            return Poll::Ready(Ok(filled.len()));
+        }
+        if self.read.capacity() - self.read.len() < 1024 {
+            self.read.reserve(READ_CHUNK);
+        }
+        let read = std::pin::pin!(self.io.read_buf(&mut self.read));
+        read.poll(cx)
+    }
+
+    /// Reads from the client while a request is answered: body bytes while the body's
+    /// consumer asks for them; otherwise, watching for the client going away, and
+    /// buffering a pipelined request (up to the head size limit).
+    fn poll_client(
+        &mut self,
+        feed: Option<&mut BodyFeed>,
+        cx: &mut Context<'_>,
+    ) -> Poll<ClientEvent> {
+        if let Some(feed) = feed {
+            if !feed.is_read() {
+                return match feed.demand(cx) {
+                    Demand::Wanted => self.poll_feed(feed, cx),
+                    // Nothing more is read until the body is read or given up.
+                    Demand::NotYet | Demand::Abandoned | Demand::Finished => Poll::Pending,
+                };
+            }
+        }
+        if self.eof {
+            return Poll::Pending;
+        }
+        while self.read.len() < self.limits.max_header_size {
+            match ready!(self.poll_fill(cx, false)) {
+                Ok(0) | Err(_) => {
+                    self.eof = true;
+                    return Poll::Ready(ClientEvent::Gone);
+                }
+                Ok(_) => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Hands the body's consumer its next frame, reading as needed.
+    fn poll_feed(&mut self, feed: &mut BodyFeed, cx: &mut Context<'_>) -> Poll<ClientEvent> {
+        loop {
+            if feed.decode_into_slot(&mut self.read, cx) {
+                return Poll::Ready(ClientEvent::Progress);
+            }
+            if feed.owes_continue {
+                if let Err(error) = ready!(self.poll_write_continue(feed, cx)) {
+                    feed.fail(RequestBodyError::Io(error.to_string()), cx);
+                    self.eof = true;
+                    return Poll::Ready(ClientEvent::Progress);
+                }
+            }
+            if self.eof {
+                feed.fail(RequestBodyError::Truncated, cx);
+                return Poll::Ready(ClientEvent::Progress);
+            }
+            match ready!(self.poll_fill(cx, true)) {
+                Ok(0) => {
+                    self.eof = true;
+                    feed.fail(RequestBodyError::Truncated, cx);
+                    return Poll::Ready(ClientEvent::Progress);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.eof = true;
+                    feed.fail(RequestBodyError::Io(error.to_string()), cx);
+                    return Poll::Ready(ClientEvent::Progress);
+                }
+            }
+        }
+    }
+
+    /// Writes `100 Continue`: the client waits for it before sending its body.
+    fn poll_write_continue(
+        &mut self,
+        feed: &mut BodyFeed,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while feed.continue_written < CONTINUE.len() {
+            let rest = &CONTINUE[feed.continue_written..];
+            match ready!(Pin::new(&mut self.io).poll_write(cx, rest))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => feed.continue_written += n,
+            }
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        feed.owes_continue = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Answers one request: runs the proxy on it, then writes its response.
+    async fn answer(
+        &mut self,
+        head: RequestHead,
+        context: &ConnectionContext,
+        phase: &Phase,
+    ) -> After {
+        let mut head = head;
+        let wishes = ConnectionWishes::of(head.version, &head.headers);
+        if wishes.expects_continue {
+            // Answered here, when the body is first asked for; not the upstream's to answer.
+            head.headers.remove(EXPECT);
+        }
+        let framing = head::settle_host(head.version, &head.uri, &mut head.headers)
+            .and_then(|()| head::body_framing(head.version, &head.headers));
+        let framing = match framing {
+            Ok(framing) => framing,
+            Err(error) => {
+                self.refuse(error, Some(&head.method), context).await;
+                return After::Close { linger: true };
+            }
+        };
+        let (mut feed, body) = match framing {
+            BodyFraming::None => (None, ClientBody::Empty),
+            BodyFraming::Length(length) => {
+                let (feed, body) = body::channel(
+                    Decoder::Length(length),
+                    Some(length),
+                    wishes.expects_continue,
+                );
+                (Some(feed), ClientBody::Http1(body))
+            }
+            BodyFraming::Chunked => {
+                let (feed, body) =
+                    body::channel(Decoder::Chunked(Chunk::Size), None, wishes.expects_continue);
+                (Some(feed), ClientBody::Http1(body))
+            }
+        };
+        let RequestHead {
+            method,
+            uri,
+            version,
+            headers,
+        } = head;
+        let is_head = method == Method::HEAD;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = version;
+        *request.headers_mut() = headers;
+        let upgrade = wishes.upgrade.then(|| {
+            let (sender, receiver) = oneshot::channel();
+            request
+                .extensions_mut()
+                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+            sender
+        });
+
+        // The proxy works while the client is read from.
+        let handler = context.handle(request);
+        tokio::pin!(handler);
+        let response = poll_fn(|cx| loop {
+            if let Poll::Ready(response) = handler.as_mut().poll(cx) {
+                return Poll::Ready(Some(response));
+            }
+            match ready!(self.poll_client(feed.as_mut(), cx)) {
+                ClientEvent::Progress => {}
+                ClientEvent::Gone => return Poll::Ready(None),
+            }
+        })
+        .await;
+        let Some(response) = response else {
+            tracing::debug!("the client closed its connection before the response");
+            return After::Close { linger: false };
+        };
+
+        // A `100 Continue` half written is finished before the final response.
+        if let Some(feed) = feed.as_mut().filter(|feed| feed.continue_written > 0) {
+            if poll_fn(|cx| self.poll_write_continue(feed, cx))
+                .await
+                .is_err()
+            {
+                return After::Close { linger: false };
+            }
+        }
+        if let Some(feed) = feed.as_mut() {
+            feed.owes_continue = false;
+        }
+
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let framing = if switching {
+            ResponseFraming::None
+        } else {
+            ResponseFraming::choose(is_head, status, version, body.size_hint().exact())
+        };
+        // A body its consumer gave up on: what is buffered of it is skipped; the rest
+        // would have to be read, so the connection closes after this response.
+        let body_left = match feed.as_mut() {
+            Some(feed) if feed.is_abandoned() => !feed.discard_buffered(&mut self.read),
+            _ => false,
+        };
+        let close = !wishes.keep_alive
+            || body_left
+            || self.eof
+            || phase.draining.load(Ordering::Relaxed)
+            || framing == ResponseFraming::UntilClose
+            || (switching && upgrade.is_none());
+        let connection = if switching {
+            ConnectionHeader::Upgrade
+        } else if close {
+            ConnectionHeader::Close
+        } else if version == Version::HTTP_10 {
+            ConnectionHeader::KeepAlive
+        } else {
+            ConnectionHeader::Omitted
+        };
+        let mut writer = ResponseWriter::new(framing);
+        head::encode_response_head(
+            &mut writer.bytes,
+            status,
+            &parts.headers,
+            framing,
+            connection,
+        );
+
+        let written = poll_fn(|cx| loop {
+            if let Poll::Ready(result) = self.poll_write_response(&mut writer, &mut body, cx) {
+                return Poll::Ready(result);
+            }
+            match ready!(self.poll_client(feed.as_mut(), cx)) {
+                ClientEvent::Progress => {}
+                ClientEvent::Gone => return Poll::Ready(Err(WriteFailure::ClientGone)),
+            }
+        })
+        .await;
+        drop(body);
+        if let Err(error) = written {
+            tracing::debug!("response to the client cut short: {error}");
+            return After::Close { linger: false };
+        }
+        if switching {
+            if let Some(upgrade) = upgrade.filter(|_| !close) {
+                return After::Upgrade(upgrade);
+            }
+        }
+        let body_read = match feed.as_mut() {
+            None => true,
+            Some(feed) => feed.is_read() || feed.discard_buffered(&mut self.read),
+        };
+        if close || !body_read {
+            return After::Close { linger: !body_read };
+        }
+        After::KeepAlive
+    }
+
+    /// Writes the response: pending bytes first (the head, chunk framing, a body frame),
+    /// taking the body's next frame whenever the previous one's data is out, so that the
+    /// head and chunk framing go out together with data.
+    fn poll_write_response(
+        &mut self,
+        writer: &mut ResponseWriter,
+        body: &mut ResponseBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteFailure>> {
+        loop {
+            if !writer.finished && writer.data.is_empty() {
+                writer.suffix_into_bytes();
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => writer.push_frame(frame)?,
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Err(WriteFailure::Body(error)))
+                    }
+                    Poll::Ready(None) => writer.finish()?,
+                    Poll::Pending if writer.is_empty() => {
+                        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if writer.is_empty() {
+                if writer.finished {
+                    ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            let slices = writer.slices();
+            match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices)) {
+                Ok(0) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
+                Ok(written) => writer.advance(written),
+                Err(error) => return Poll::Ready(Err(error.into())),
+            }
+        }
+    }
+
+    /// Answers a request that cannot be served (malformed, too large) with its error,
+    /// counted and logged like any other answer.
+    async fn refuse(
+        &mut self,
+        error: HeadError,
+        method: Option<&Method>,
+        context: &ConnectionContext,
+    ) {
+        let refusal = match error {
+            HeadError::TooLarge { limit } => ProxyError::HeadTooLarge { limit },
+            HeadError::TooManyHeaders { limit } => ProxyError::TooManyHeaders { limit },
+            HeadError::UriTooLong => ProxyError::UriTooLong {
+                limit: self.limits.max_uri_length,
+            },
+            HeadError::Malformed(what) => ProxyError::BadRequest(what),
+            HeadError::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
+        };
+        let request_id = headers::generate_request_id();
+        tracing::debug!(
+            request_id = request_id.to_str().unwrap_or_default(),
+            status = refusal.status().as_u16(),
+            "refused a request: {refusal}"
+        );
+        context.count_refused(method, refusal.status());
+        let response = refusal.into_response(&request_id);
+        let (parts, body) = response.into_parts();
+        let length = body.size_hint().exact().unwrap_or(0);
+        let mut out = Vec::new();
+        head::encode_response_head(
+            &mut out,
+            parts.status,
+            &parts.headers,
+            ResponseFraming::Length(length),
+            ConnectionHeader::Close,
+        );
+        if let ResponseBody::Full(Some(bytes)) = body {
+            out.extend_from_slice(&bytes);
+        }
+        let _ = tokio::time::timeout(self.limits.idle_timeout, self.io.write_all(&out)).await;
+    }
+
+    /// Closes the connection: end of stream (with TLS, its close notification), then,
+    /// with `linger`, what the client still sends is read and thrown away for a while,
+    /// so that closing with unread bytes does not reset the connection under the
+    /// response the client has not read yet.
+    async fn close(mut self, linger: bool) {
+        let closing = async {
+            let _ = self.io.shutdown().await;
+            if linger {
+                // On the heap: a buffer in this future would be in every connection's task.
+                let mut scratch = vec![0u8; 4096];
+                let mut left = LINGER_BYTES;
+                while left > 0 {
+                    match self.io.read(&mut scratch).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, closing).await;
+    }
+}
+
+/// A response on its way out: encoded bytes (head, chunk framing), then a body frame's
+/// data as it came, then what follows the data (the CRLF ending a chunk).
+struct ResponseWriter {
+    framing: ResponseFraming,
+    /// Body bytes the `Content-Length` still allows.
+    remaining: u64,
+    bytes: Vec<u8>,
+    sent: usize,
+    data: Bytes,
+    suffix: &'static [u8],
+    /// Every frame has been taken from the body and encoded.
+    finished: bool,
+}
+
+impl ResponseWriter {
+    fn new(framing: ResponseFraming) -> Self {
+        ResponseWriter {
+            framing,
+            remaining: match framing {
+                ResponseFraming::Length(length) => length,
+                _ => 0,
+            },
+            bytes: Vec::new(),
+            sent: 0,
+            data: Bytes::new(),
+            suffix: &[],
+            finished: framing == ResponseFraming::None,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len() && self.data.is_empty() && self.suffix.is_empty()
+    }
+
+    /// With no data pending, what follows it joins the encoded bytes, so that the next
+    /// frame's framing can be added after it.
+    fn suffix_into_bytes(&mut self) {
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+        }
+        self.bytes.extend_from_slice(self.suffix);
+        self.suffix = &[];
+    }
+
+    fn push_frame(&mut self, frame: Frame<Bytes>) -> Result<(), WriteFailure> {
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                match self.framing {
+                    ResponseFraming::Length(_) => {
+                        let len = data.len() as u64;
+                        if len > self.remaining {
+                            return Err(WriteFailure::Length);
+                        }
+                        self.remaining -= len;
+                    }
+                    ResponseFraming::Chunked => {
+                        let mut line = [0; 18];
+                        let line =
+                            crate::upstream::http1::wire::chunk_size_line(data.len(), &mut line);
+                        self.bytes.extend_from_slice(line);
+                        self.suffix = b"\r\n";
+                    }
+                    ResponseFraming::UntilClose => {}
+                    ResponseFraming::None => return Ok(()),
+                }
+                self.data = data;
+            }
+            Err(frame) => {
+                if let (Ok(trailers), ResponseFraming::Chunked) =
+                    (frame.into_trailers(), self.framing)
+                {
+                    head::encode_last_chunk(&mut self.bytes, Some(&trailers));
+                    self.finished = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), WriteFailure> {
+        match self.framing {
+            ResponseFraming::Chunked => head::encode_last_chunk(&mut self.bytes, None),
+            ResponseFraming::Length(_) if self.remaining > 0 => return Err(WriteFailure::Length),
+            _ => {}
+        }
+        self.finished = true;
+        Ok(())
+    }
+
+    fn slices(&self) -> [io::IoSlice<'_>; 3] {
+        [
+            io::IoSlice::new(&self.bytes[self.sent..]),
+            io::IoSlice::new(&self.data),
+            io::IoSlice::new(self.suffix),
+        ]
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        let from_bytes = written.min(self.bytes.len() - self.sent);
+        self.sent += from_bytes;
+        written -= from_bytes;
+        let from_data = written.min(self.data.len());
+        self.data.advance(from_data);
+        written -= from_data;
+        self.suffix = &self.suffix[written.min(self.suffix.len())..];
+    }
+}
+
+/// The client's connection after `101 Switching Protocols`: first the bytes already read
+/// past the request head, then the connection itself.
+struct Rewound<S> {
+    io: S,
+    buffered: BytesMut,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buffered.is_empty() {
+            let take = this.buffered.len().min(buf.remaining());
+            buf.put_slice(&this.buffered[..take]);
+            this.buffered.advance(take);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
