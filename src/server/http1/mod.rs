@@ -32,6 +32,7 @@ use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 use super::{signalled, Shutdown};
 use crate::body::{BoxError, ClientBody, ResponseBody};
@@ -169,8 +170,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async fn run(mut self, context: &ConnectionContext, phase: &Phase) {
+        let mut idle_timer = std::pin::pin!(tokio::time::sleep(self.limits.idle_timeout));
         loop {
-            let head = match self.next_head(phase).await {
+            let head = match self.next_head(phase, idle_timer.as_mut()).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(error) => {
@@ -198,12 +200,21 @@ where
     /// The next request head: from what is buffered (a pipelined request), or read within
     /// the idle timeout. `Ok(None)`: close quietly (the client closed, went silent, or
     /// the read failed).
-    async fn next_head(&mut self, phase: &Phase) -> Result<Option<RequestHead>, HeadError> {
+    ///
+    /// `idle_timer` is the connection's one timer, moved only lazily: when it fires
+    /// before the current wait's deadline it is set again, so a busy connection touches
+    /// the runtime's timer wheel about once per idle timeout, not once per request.
+    async fn next_head(
+        &mut self,
+        phase: &Phase,
+        mut idle_timer: Pin<&mut Sleep>,
+    ) -> Result<Option<RequestHead>, HeadError> {
         if let Some(head) = self.parse_head()? {
             return Ok(Some(head));
         }
         phase.idle.store(self.read.is_empty(), Ordering::Relaxed);
         let idle_timeout = self.limits.idle_timeout;
+        let deadline = Instant::now() + idle_timeout;
         let reading = async {
             loop {
                 if self.eof {
@@ -223,15 +234,23 @@ where
                 }
             }
         };
-        match tokio::time::timeout(idle_timeout, reading).await {
-            Ok(head) => head,
-            Err(_elapsed) => {
-                tracing::debug!(
-                    "closing a connection with no complete request within {idle_timeout:?}"
-                );
-                Ok(None)
+        let mut reading = std::pin::pin!(reading);
+        poll_fn(|cx| {
+            if let Poll::Ready(head) = reading.as_mut().poll(cx) {
+                return Poll::Ready(head);
             }
-        }
+            loop {
+                ready!(idle_timer.as_mut().poll(cx));
+                if idle_timer.deadline() >= deadline {
+                    tracing::debug!(
+                        "closing a connection with no complete request within {idle_timeout:?}"
+                    );
+                    return Poll::Ready(Ok(None));
+                }
+                idle_timer.as_mut().reset(deadline);
+            }
+        })
+        .await
     }
 
     fn parse_head(&mut self) -> Result<Option<RequestHead>, HeadError> {

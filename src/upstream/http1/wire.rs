@@ -3,6 +3,8 @@
 //! (length, chunked, until close) decoded from the bytes read. Pure functions over
 //! buffers; the I/O is in [`super`].
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -163,9 +165,16 @@ pub struct ResponseHead {
 /// taken off `buf` (what follows stays: the start of the body) and the header values
 /// share them without copying. `Ok(None)`: the head is not complete yet.
 pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, WireError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let length = match response.parse(buf) {
+    // Slots left uninitialised: zeroing a hundred of them for every response costs
+    // more than parsing a small head.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        &buf[..],
+        &mut slots,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= MAX_HEAD_SIZE {
@@ -185,22 +194,23 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, W
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where each name and value lies in the head, so that the values can share the
-    // head's bytes once it is split off the buffer.
+    // Names are built now; where each value lies is kept, so that the values can share
+    // the head's bytes once it is split off the buffer.
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = header.name.as_ptr() as usize - base;
-        let value = header.value.as_ptr() as usize - base;
-        *span = (name, header.name.len(), value, header.value.len());
+    let mut fields = Vec::with_capacity(response.headers.len());
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| WireError::Head("invalid header name"))?;
+        fields.push((
+            name,
+            header.value.as_ptr() as usize - base,
+            header.value.len(),
+        ));
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name, name_len, value, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| WireError::Head("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, start, len) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
             .map_err(|_| WireError::Head("invalid header value"))?;
         headers.append(name, value);
     }
