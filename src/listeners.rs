@@ -219,6 +219,7 @@ impl ListenerSet {
                         "http"
                     }),
                     redirect_to_https: config.redirect_to_https,
+                    timeouts: self.metrics.client_timeouts(&config.name),
                 }),
                 max_connections: config.max_connections,
                 metrics: self.metrics.listener(&config.name),

@@ -110,6 +110,7 @@ pub struct Metrics {
     upstream_rejected: IntCounterVec,
     connections_active: IntGaugeVec,
     connections_total: IntCounterVec,
+    client_timeouts: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
@@ -215,6 +216,13 @@ impl Metrics {
                 "portcullis_connections_total",
                 "Client connections accepted.",
                 &["listener"],
+            ),
+            client_timeouts: counter(
+                "portcullis_client_timeouts_total",
+                "HTTP/1.1 client connections closed after idle_timeout, by what the client \
+                 was doing: idle (no request), head (a request head not finished), \
+                 response (not reading its response).",
+                &["listener", "phase"],
             ),
             aggregate_calls: counter(
                 "portcullis_aggregate_calls_total",
@@ -369,6 +377,16 @@ impl Metrics {
         ListenerMetrics {
             active: self.connections_active.with_label_values(&[listener]),
             accepted: self.connections_total.with_label_values(&[listener]),
+        }
+    }
+
+    /// Handles for one listener's client timeouts.
+    pub fn client_timeouts(&self, listener: &str) -> ClientTimeouts {
+        let phase = |phase: &str| self.client_timeouts.with_label_values(&[listener, phase]);
+        ClientTimeouts {
+            idle: phase("idle"),
+            head: phase("head"),
+            response: phase("response"),
         }
     }
 
@@ -562,6 +580,14 @@ impl CallMetrics {
             .unwrap_or(0);
         self.outcomes[index].inc();
     }
+}
+
+/// `portcullis_client_timeouts_total` of one listener, by phase.
+#[derive(Clone)]
+pub struct ClientTimeouts {
+    pub idle: IntCounter,
+    pub head: IntCounter,
+    pub response: IntCounter,
 }
 
 pub struct ListenerMetrics {

@@ -78,7 +78,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientLimits {
     /// Time allowed for a request's headers to arrive, counted from accept or from the
-    /// end of the previous response: bounds idle keep-alive connections and slow clients.
+    /// end of the previous response, and for a client to take any of its response:
+    /// bounds idle keep-alive connections, slow clients and clients that stop reading.
     pub idle_timeout: Duration,
     /// Request line plus headers, in bytes (431 beyond).
     pub max_header_size: usize,

@@ -34,7 +34,7 @@ pub use error::ProxyError;
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
-use crate::metrics::RequestCounters;
+use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
 use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamUpgrade};
@@ -52,6 +52,8 @@ pub struct ListenerContext {
     pub forwarded_proto: HeaderValue,
     /// Answer every request with a redirect to `https://` on this port instead.
     pub redirect_to_https: Option<u16>,
+    /// Connections closed because the client was too slow.
+    pub timeouts: ClientTimeouts,
 }
 
 /// One client connection.

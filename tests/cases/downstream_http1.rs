@@ -1047,3 +1047,49 @@ routes:
     metric_reaches(&gw, &unmatched(431), 1.0).await;
     assert_eq!(backend.state.arrived(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_reads_none_of_its_response_is_disconnected_after_the_idle_timeout() {
+    // 64 MiB, made as it is read: more than the sockets between them can hold.
+    let backend = Backend::start(|_request, _state| async move {
+        let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+        let chunks = futures_util::stream::iter(
+            std::iter::repeat_n(chunk, 1024)
+                .map(|c| Ok::<_, std::io::Error>(http_body::Frame::data(c))),
+        );
+        http::Response::new(http_body_util::StreamBody::new(chunks).boxed())
+    })
+    .await;
+    let gw = gateway(&format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 1s }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let mut connection = connect(&gw).await;
+    send(
+        &mut connection,
+        b"GET /api/huge HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    // The client reads nothing. The gateway gives up on it, and with it on the
+    // upstream's response: the upstream connection closes and the permit is free again.
+    metric_reaches(
+        &gw,
+        "portcullis_client_timeouts_total{listener=\"public\",phase=\"response\"}",
+        1.0,
+    )
+    .await;
+    eventually("the upstream connection is closed", || {
+        backend.state.connections_closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    metric_reaches(&gw, "portcullis_upstream_in_flight{upstream=\"u\"}", 0.0).await;
+    drop(connection);
+}

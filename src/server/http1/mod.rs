@@ -163,6 +163,8 @@ enum WriteFailure {
     Body(BoxError),
     #[error("the response body does not match its length")]
     Length,
+    #[error("the client took none of the response for {0:?}")]
+    Stalled(Duration),
 }
 
 impl<S> Connection<S>
@@ -172,7 +174,7 @@ where
     async fn run(mut self, context: &ConnectionContext, phase: &Phase) {
         let mut idle_timer = std::pin::pin!(tokio::time::sleep(self.limits.idle_timeout));
         loop {
-            let head = match self.next_head(phase, idle_timer.as_mut()).await {
+            let head = match self.next_head(context, phase, idle_timer.as_mut()).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(error) => {
@@ -182,7 +184,7 @@ where
             };
             // Boxed: answering (the proxy's future within) takes a few KiB, which an
             // idle connection's task should not carry.
-            match Box::pin(self.answer(head, context, phase)).await {
+            match Box::pin(self.answer(head, context, phase, idle_timer.as_mut())).await {
                 After::KeepAlive => {}
                 After::Close { linger } => return self.close(linger).await,
                 After::Upgrade(sender) => {
@@ -206,6 +208,7 @@ where
     /// the runtime's timer wheel about once per idle timeout, not once per request.
     async fn next_head(
         &mut self,
+        context: &ConnectionContext,
         phase: &Phase,
         mut idle_timer: Pin<&mut Sleep>,
     ) -> Result<Option<RequestHead>, HeadError> {
@@ -239,16 +242,18 @@ where
             if let Poll::Ready(head) = reading.as_mut().poll(cx) {
                 return Poll::Ready(head);
             }
-            loop {
-                ready!(idle_timer.as_mut().poll(cx));
-                if idle_timer.deadline() >= deadline {
-                    tracing::debug!(
-                        "closing a connection with no complete request within {idle_timeout:?}"
-                    );
-                    return Poll::Ready(Ok(None));
-                }
-                idle_timer.as_mut().reset(deadline);
+            ready!(poll_deadline(idle_timer.as_mut(), deadline, cx));
+            let timeouts = &context.listener.timeouts;
+            if phase.idle.load(Ordering::Relaxed) {
+                timeouts.idle.inc();
+                tracing::debug!("closing a connection idle for {idle_timeout:?}");
+            } else {
+                timeouts.head.inc();
+                tracing::debug!(
+                    "closing a connection whose request head did not arrive within {idle_timeout:?}"
+                );
             }
+            Poll::Ready(Ok(None))
         })
         .await
     }
@@ -369,12 +374,14 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Answers one request: runs the proxy on it, then writes its response.
+    /// Answers one request: runs the proxy on it, then writes its response. A client
+    /// that takes none of the response for the idle timeout is disconnected.
     async fn answer(
         &mut self,
         head: RequestHead,
         context: &ConnectionContext,
         phase: &Phase,
+        mut idle_timer: Pin<&mut Sleep>,
     ) -> After {
         let mut head = head;
         let wishes = ConnectionWishes::of(head.version, &head.headers);
@@ -496,9 +503,21 @@ where
             connection,
         );
 
+        let send_timeout = self.limits.idle_timeout;
+        let mut stalled_until = None;
         let written = poll_fn(|cx| loop {
             if let Poll::Ready(result) = self.poll_write_response(&mut writer, &mut body, cx) {
                 return Poll::Ready(result);
+            }
+            if std::mem::take(&mut writer.progressed) || !writer.blocked {
+                stalled_until = None;
+            }
+            if writer.blocked {
+                let deadline = *stalled_until.get_or_insert_with(|| Instant::now() + send_timeout);
+                if poll_deadline(idle_timer.as_mut(), deadline, cx).is_ready() {
+                    context.listener.timeouts.response.inc();
+                    return Poll::Ready(Err(WriteFailure::Stalled(send_timeout)));
+                }
             }
             match ready!(self.poll_client(feed.as_mut(), cx)) {
                 ClientEvent::Progress => {}
@@ -545,7 +564,9 @@ where
                     }
                     Poll::Ready(None) => writer.finish()?,
                     Poll::Pending if writer.is_empty() => {
+                        writer.blocked = true;
                         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                        writer.blocked = false;
                         return Poll::Pending;
                     }
                     Poll::Pending => {}
@@ -553,15 +574,22 @@ where
             }
             if writer.is_empty() {
                 if writer.finished {
+                    writer.blocked = true;
                     ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                    writer.blocked = false;
                     return Poll::Ready(Ok(()));
                 }
                 continue;
             }
+            writer.blocked = true;
             let slices = writer.slices();
             match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices)) {
                 Ok(0) => return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into())),
-                Ok(written) => writer.advance(written),
+                Ok(written) => {
+                    writer.blocked = false;
+                    writer.progressed = true;
+                    writer.advance(written);
+                }
                 Err(error) => return Poll::Ready(Err(error.into())),
             }
         }
@@ -631,6 +659,19 @@ where
     }
 }
 
+/// Resolves once `deadline` has passed, with the connection's one timer. The timer is
+/// set again only when it fires early: deadlines only move later (each is now plus
+/// the idle timeout), so a timer set earlier never fires after the current deadline.
+fn poll_deadline(mut timer: Pin<&mut Sleep>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    loop {
+        ready!(timer.as_mut().poll(cx));
+        if timer.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(deadline);
+    }
+}
+
 /// A response on its way out: encoded bytes (head, chunk framing), then a body frame's
 /// data as it came, then what follows the data (the CRLF ending a chunk).
 struct ResponseWriter {
@@ -643,6 +684,10 @@ struct ResponseWriter {
     suffix: &'static [u8],
     /// Every frame has been taken from the body and encoded.
     finished: bool,
+    /// The last write (or flush) could not go on: the client is not reading.
+    blocked: bool,
+    /// Bytes went out since the connection last looked.
+    progressed: bool,
 }
 
 impl ResponseWriter {
@@ -658,6 +703,8 @@ impl ResponseWriter {
             data: Bytes::new(),
             suffix: &[],
             finished: framing == ResponseFraming::None,
+            blocked: false,
+            progressed: false,
         }
     }
 
