@@ -8,18 +8,22 @@ pub mod http1;
 pub mod tls;
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::HeaderValue;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{ConnectionContext, ListenerContext};
-use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
+use connection::{serve_connection, HttpBuilders, Protocol};
 use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
@@ -205,9 +209,11 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Serves a cleartext connection once its first bytes arrive.
+/// Serves a cleartext connection once its first bytes arrive. They are read (not
+/// peeked: that would cost a system call per connection) into the buffer the HTTP/1.1
+/// server goes on with, or that hyper is handed back first.
 async fn serve_plain(
-    stream: TcpStream,
+    mut stream: TcpStream,
     builders: Arc<HttpBuilders>,
     connection: ConnectionContext,
     shutdown: Shutdown,
@@ -215,11 +221,27 @@ async fn serve_plain(
     _slot: ConnectionSlot,
 ) {
     let mut drain = shutdown.drain.clone();
-    let mut first = [0u8; H2_PREFACE.len()];
-    let peek = stream.peek(&mut first);
-    if let Some(n) = first_bytes_arrive(peek, idle_timeout, &mut drain).await {
-        let protocol = Protocol::sniff(&first[..n]);
-        serve_connection(&builders, protocol, stream, connection, shutdown).await;
+    let mut first = BytesMut::new();
+    // Read onto the stack, then kept in a buffer of the size that arrived: a connection
+    // waiting for its first bytes holds no buffer, nor does a burst of new connections
+    // leave 8 KiB apiece behind. (Through `AsyncRead`, not `try_read`: tokio then notes
+    // that a short read emptied the socket, which saves the next read's system call.)
+    let read = std::future::poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut filled = ReadBuf::uninit(&mut scratch);
+        ready!(Pin::new(&mut stream).poll_read(cx, &mut filled))?;
+        first.extend_from_slice(filled.filled());
+        Poll::Ready(Ok::<_, io::Error>(filled.filled().len()))
+    });
+    if first_bytes_arrive(read, idle_timeout, &mut drain)
+        .await
+        .is_some()
+    {
+        let protocol = Protocol::sniff(&first);
+        serve_connection(
+            &builders, protocol, stream, first, false, connection, shutdown,
+        )
+        .await;
     }
 }
 
@@ -256,7 +278,16 @@ async fn serve_tls(
                 Protocol::Undecided => Protocol::sniff(stream.buffer()),
                 decided => decided,
             };
-            serve_connection(&builders, protocol, stream, connection, shutdown).await;
+            serve_connection(
+                &builders,
+                protocol,
+                stream,
+                BytesMut::new(),
+                true,
+                connection,
+                shutdown,
+            )
+            .await;
         }
         drop(tls.active);
     }
@@ -264,6 +295,8 @@ async fn serve_tls(
 
 /// Bytes buffered while waiting for a TLS client's first request bytes.
 const FIRST_READ_BUFFER: usize = 1024;
+/// The first read of a cleartext connection.
+const FIRST_READ: usize = 8 * 1024;
 
 /// Waits, for at most the idle timeout, until `read` (a peek or a buffered read) says the
 /// client has sent something, and returns how many bytes are there. hyper's header

@@ -11,12 +11,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::BytesMut;
+
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::http1::Rewound;
 use super::{signalled, Shutdown};
 use crate::body::{ClientBody, ResponseBody};
 use crate::proxy::{ConnectionContext, ListenerContext};
@@ -102,17 +105,24 @@ type ServiceFuture =
 /// Serves `stream` until the client closes it or the gateway drains it. hyper's
 /// connections are boxed: their states are large, and the task of an HTTP/1.1
 /// connection (the common case) should stay small while it idles.
+///
+/// `first`: bytes already read from the stream (they are served first); `tls`: the
+/// stream is TLS, whose close must be announced.
 pub async fn serve_connection<S>(
     builders: &HttpBuilders,
     protocol: Protocol,
     stream: S,
+    first: BytesMut,
+    tls: bool,
     context: ConnectionContext,
     shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let hyper_protocol = match protocol {
-        Protocol::Http1 => return super::http1::serve(stream, &context, shutdown).await,
+        Protocol::Http1 => {
+            return super::http1::serve(stream, first, tls, &context, shutdown).await;
+        }
         Protocol::Http2 => HyperProtocol::Http2,
         Protocol::Undecided => HyperProtocol::Detect,
     };
@@ -126,7 +136,7 @@ pub async fn serve_connection<S>(
             Box::pin(async move { Ok::<_, Infallible>(context.handle(request).await) });
         response
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(Rewound::new(stream, first));
     let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match hyper_protocol {
         HyperProtocol::Http2 => {
             let connection = Box::pin(builders.http2.serve_connection(io, service));

@@ -89,8 +89,16 @@ struct Phase {
 /// Serves HTTP/1.1 on `io` until the client closes it, it idles out, or the gateway
 /// drains (idle connections close at once; a request being answered is finished, with
 /// `Connection: close`) or closes.
-pub async fn serve<S>(io: S, context: &ConnectionContext, shutdown: Shutdown)
-where
+///
+/// `first` holds bytes already read from the client; `close_notify`: closing needs an
+/// orderly end of stream (TLS's close notification), which plain TCP's close gives.
+pub async fn serve<S>(
+    io: S,
+    first: BytesMut,
+    close_notify: bool,
+    context: &ConnectionContext,
+    shutdown: Shutdown,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let phase = Phase {
@@ -104,8 +112,9 @@ where
     } = shutdown;
     let connection = Connection {
         io,
-        read: BytesMut::new(),
+        read: first,
         eof: false,
+        close_notify,
         limits: context.listener.limits,
     };
     let mut run = std::pin::pin!(connection.run(context, &phase));
@@ -131,6 +140,7 @@ struct Connection<S> {
     read: BytesMut,
     /// The client has closed its side.
     eof: bool,
+    close_notify: bool,
     limits: crate::config::ClientLimits,
 }
 
@@ -188,10 +198,7 @@ where
                 After::KeepAlive => {}
                 After::Close { linger } => return self.close(linger).await,
                 After::Upgrade(sender) => {
-                    let tunnel = Rewound {
-                        io: self.io,
-                        buffered: self.read,
-                    };
+                    let tunnel = Rewound::new(self.io, self.read);
                     let _ = sender.send(Box::new(tunnel));
                     return;
                 }
@@ -214,6 +221,10 @@ where
     ) -> Result<Option<RequestHead>, HeadError> {
         if let Some(head) = self.parse_head()? {
             return Ok(Some(head));
+        }
+        if self.read.is_empty() {
+            // Lets go of the last request's buffer (its head may still share it).
+            self.read = BytesMut::new();
         }
         phase.idle.store(self.read.is_empty(), Ordering::Relaxed);
         let idle_timeout = self.limits.idle_timeout;
@@ -641,6 +652,9 @@ where
     /// so that closing with unread bytes does not reset the connection under the
     /// response the client has not read yet.
     async fn close(mut self, linger: bool) {
+        if !linger && !self.close_notify {
+            return;
+        }
         let closing = async {
             let _ = self.io.shutdown().await;
             if linger {
@@ -790,11 +804,18 @@ impl ResponseWriter {
     }
 }
 
-/// The client's connection after `101 Switching Protocols`: first the bytes already read
-/// past the request head, then the connection itself.
-struct Rewound<S> {
+/// A client connection with bytes already read from it put back in front: after `101
+/// Switching Protocols` (the bytes read past the request head), or for hyper after the
+/// first bytes were read to tell the protocol.
+pub struct Rewound<S> {
     io: S,
     buffered: BytesMut,
+}
+
+impl<S> Rewound<S> {
+    pub fn new(io: S, buffered: BytesMut) -> Self {
+        Rewound { io, buffered }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
