@@ -16,7 +16,8 @@
 //! - [`upstream`]: pooled clients (the gateway's own HTTP/1.1 client run in the request's
 //!   task, hyper's for HTTP/2; plain or TLS), load balancing,
 //!   per-upstream concurrency limits;
-//! - [`body`]: streaming bodies both ways; [`metrics`] and [`admin`]: observability;
+//! - [`body`]: streaming bodies both ways ([`rewound`]: a stream with bytes put back);
+//!   [`metrics`] and [`admin`]: observability;
 //! - [`demo`]: sample services for `portcullis demo`.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod rewound;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -19,10 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::http1::Rewound;
 use super::{signalled, Shutdown};
 use crate::body::{ClientBody, ResponseBody};
 use crate::proxy::{ConnectionContext, ListenerContext};
+use crate::rewound::Rewound;
 
 /// What a client's connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
+use crate::upstream::http1::wire::format_u64;
+
 /// Header slots parsed on the stack; a listener allowing more uses the heap.
 const STACK_HEADER_SLOTS: usize = 128;
 
@@ -375,7 +377,7 @@ pub fn encode_response_head(
     }
     match framing {
         ResponseFraming::Length(length) => {
-            let mut digits = itoa_buffer();
+            let mut digits = [0; 20];
             put_header(out, b"content-length", format_u64(length, &mut digits));
         }
         ResponseFraming::Chunked => put_header(out, b"transfer-encoding", b"chunked"),
@@ -405,23 +407,6 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_buffer() -> [u8; 20] {
-    [0; 20]
-}
-
-/// `value` in decimal, written into the end of `digits`.
-fn format_u64(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &digits[start..];
-        }
-    }
 }
 
 /// An IMF-fixdate is 29 bytes: `Sun, 06 Nov 1994 08:49:37 GMT`.

@@ -37,6 +37,7 @@ use tokio::time::{Instant, Sleep};
 use super::{signalled, Shutdown};
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::proxy::{headers, ConnectionContext, ProxyError};
+use crate::rewound::Rewound;
 use crate::upstream::http1::wire::{Chunk, Decoder};
 use crate::upstream::TunnelIo;
 use body::{BodyFeed, Demand};
@@ -801,54 +802,5 @@ impl ResponseWriter {
         self.data.advance(from_data);
         written -= from_data;
         self.suffix = &self.suffix[written.min(self.suffix.len())..];
-    }
-}
-
-/// A client connection with bytes already read from it put back in front: after `101
-/// Switching Protocols` (the bytes read past the request head), or for hyper after the
-/// first bytes were read to tell the protocol.
-pub struct Rewound<S> {
-    io: S,
-    buffered: BytesMut,
-}
-
-impl<S> Rewound<S> {
-    pub fn new(io: S, buffered: BytesMut) -> Self {
-        Rewound { io, buffered }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.buffered.is_empty() {
-            let take = this.buffered.len().min(buf.remaining());
-            buf.put_slice(&this.buffered[..take]);
-            this.buffered.advance(take);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -29,10 +29,11 @@ use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::connections::{Http1Pool, Stream};
 use crate::body::{BodyError, UpstreamBody};
+use crate::rewound::Rewound;
 use wire::{Decoded, Decoder, RequestFraming, ResponseHead, WireError};
 
 /// Spare room below which a read first makes space.
@@ -326,10 +327,7 @@ impl PooledBody {
     /// The connection of a `101 Switching Protocols` response, now a byte stream.
     pub fn take_upgraded(&mut self) -> Option<Upgraded> {
         let connection = self.connection.take()?;
-        Some(Upgraded {
-            io: connection.io,
-            buffered: connection.read,
-        })
+        Some(Rewound::new(connection.io, connection.read))
     }
 }
 
@@ -416,42 +414,4 @@ impl Body for PooledBody {
 
 /// An upstream connection after `101 Switching Protocols`: first the bytes already
 /// read past the response head, then the connection itself.
-pub struct Upgraded {
-    io: Stream,
-    buffered: BytesMut,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.buffered.is_empty() {
-            let take = this.buffered.len().min(buf.remaining());
-            buf.put_slice(&this.buffered[..take]);
-            this.buffered.advance(take);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = Rewound<Stream>;

@@ -124,7 +124,7 @@ fn put_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// `value` in decimal, written into the end of `digits`.
-fn format_u64(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
+pub fn format_u64(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut start = digits.len();
     loop {
         start -= 1;
