@@ -13,6 +13,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 use crate::upstream::http1::wire::format_u64;
 
+/// Headers the proxy adds to a forwarded request.
+const ADDED_BY_PROXY: usize = 5;
 /// Header slots parsed on the stack; a listener allowing more uses the heap.
 const STACK_HEADER_SLOTS: usize = 128;
 
@@ -64,7 +66,9 @@ pub fn parse_request_head(
     let head = buf.split_to(scanned.length).freeze();
     let (start, len) = scanned.target;
     let uri = parse_target(&scanned.method, head.slice(start..start + len))?;
-    let mut headers = HeaderMap::with_capacity(scanned.fields.len());
+    // Room for what the proxy adds (X-Forwarded-*, the request id), so that adding
+    // them does not grow and rehash the map.
+    let mut headers = HeaderMap::with_capacity(scanned.fields.len() + ADDED_BY_PROXY);
     for (name, start, len) in scanned.fields {
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;

@@ -208,7 +208,8 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, W
         ));
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the request id the proxy adds, so that adding it does not rehash.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
     for (name, start, len) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
             .map_err(|_| WireError::Head("invalid header value"))?;
