@@ -216,29 +216,34 @@ impl ConnectionContext {
                     })
                     .await
             }
+            // Boxed: keeping the body and retrying takes more state than one exchange,
+            // and every request's future would otherwise be sized for it.
             Some(policy) => {
-                let kept = if body.is_end_stream() {
-                    None
-                } else {
-                    let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
-                    let collected = http_body_util::Limited::new(body, limit)
-                        .collect()
-                        .await
-                        .map_err(|_| {
+                Box::pin(async {
+                    let kept = if body.is_end_stream() {
+                        None
+                    } else {
+                        let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+                        let collected = http_body_util::Limited::new(body, limit)
+                            .collect()
+                            .await
+                            .map_err(|_| {
                             ProxyError::BadRequest("the request body could not be read")
                         })?;
-                    Some(collected.to_bytes())
-                };
-                upstream
-                    .exchange_retrying(policy, timeout, |endpoint| {
-                        prepared.clone().addressed(
-                            endpoint,
-                            host_header,
-                            version,
-                            UpstreamBody::Full(kept.clone()),
-                        )
-                    })
-                    .await
+                        Some(collected.to_bytes())
+                    };
+                    Ok(upstream
+                        .exchange_retrying(policy, timeout, |endpoint| {
+                            prepared.clone().addressed(
+                                endpoint,
+                                host_header,
+                                version,
+                                UpstreamBody::Full(kept.clone()),
+                            )
+                        })
+                        .await)
+                })
+                .await?
             }
         };
         let (mut response, exchange) = exchanged.map_err(|error| match error {

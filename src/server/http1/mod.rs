@@ -446,19 +446,22 @@ where
             sender
         });
 
-        // The proxy works while the client is read from.
-        let handler = context.handle(request);
-        tokio::pin!(handler);
-        let response = poll_fn(|cx| loop {
-            if let Poll::Ready(response) = handler.as_mut().poll(cx) {
-                return Poll::Ready(Some(response));
-            }
-            match ready!(self.poll_client(feed.as_mut(), cx)) {
-                ClientEvent::Progress => {}
-                ClientEvent::Gone => return Poll::Ready(None),
-            }
-        })
-        .await;
+        // The proxy works while the client is read from. Its future is pinned where it
+        // is made (bound to a local first, it would take its kilobytes twice in this
+        // future) and in a block of its own, so that what follows can reuse its room.
+        let response = {
+            let mut handler = std::pin::pin!(context.handle(request));
+            poll_fn(|cx| loop {
+                if let Poll::Ready(response) = handler.as_mut().poll(cx) {
+                    return Poll::Ready(Some(response));
+                }
+                match ready!(self.poll_client(feed.as_mut(), cx)) {
+                    ClientEvent::Progress => {}
+                    ClientEvent::Gone => return Poll::Ready(None),
+                }
+            })
+            .await
+        };
         let Some(response) = response else {
             tracing::debug!("the client closed its connection before the response");
             return After::Close { linger: false };
