@@ -1085,3 +1085,55 @@ routes:
     metric_reaches(&gw, "portcullis_upstream_in_flight{upstream=\"u\"}", 0.0).await;
     drop(connection);
 }
+
+#[tokio::test]
+async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
+    // One chunk, then nothing more, ever (a stream of events that has gone quiet).
+    let backend = Backend::start(|_request, _state| async move {
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(http_body::Frame::data(
+            Bytes::from_static(b"event: one\n\n"),
+        ))]);
+        let quiet = futures_util::stream::pending();
+        http::Response::new(
+            http_body_util::StreamBody::new(futures_util::StreamExt::chain(first, quiet)).boxed(),
+        )
+    })
+    .await;
+    let gw = gateway(&format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let mut connection = connect(&gw).await;
+    send(
+        &mut connection,
+        b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let mut seen = Vec::new();
+    within("the first event arrives", async {
+        while !String::from_utf8_lossy(&seen).contains("event: one") {
+            let mut chunk = [0u8; 1024];
+            let n = connection.read(&mut chunk).await.expect("reads");
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    metric_reaches(&gw, "portcullis_upstream_in_flight{upstream=\"u\"}", 1.0).await;
+    // The client goes away while the upstream has nothing to send: the gateway notices
+    // from the client's side, not from a failed write.
+    drop(connection);
+    metric_reaches(&gw, "portcullis_upstream_in_flight{upstream=\"u\"}", 0.0).await;
+    eventually("the upstream connection is closed", || {
+        backend.state.connections_closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
