@@ -16,6 +16,7 @@
 
 mod body;
 pub mod head;
+mod writer;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -26,10 +27,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::EXPECT;
 use http::{Method, Request, StatusCode, Version};
-use http_body::{Body, Frame};
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -45,6 +46,7 @@ pub use body::{RequestBody, RequestBodyError};
 use head::{
     BodyFraming, ConnectionHeader, ConnectionWishes, HeadError, RequestHead, ResponseFraming,
 };
+use writer::ResponseWriter;
 
 /// Bytes read onto the stack while no buffer is held.
 const FIRST_READ: usize = 8 * 1024;
@@ -687,123 +689,5 @@ fn poll_deadline(mut timer: Pin<&mut Sleep>, deadline: Instant, cx: &mut Context
             return Poll::Ready(());
         }
         timer.as_mut().reset(deadline);
-    }
-}
-
-/// A response on its way out: encoded bytes (head, chunk framing), then a body frame's
-/// data as it came, then what follows the data (the CRLF ending a chunk).
-struct ResponseWriter {
-    framing: ResponseFraming,
-    /// Body bytes the `Content-Length` still allows.
-    remaining: u64,
-    bytes: Vec<u8>,
-    sent: usize,
-    data: Bytes,
-    suffix: &'static [u8],
-    /// Every frame has been taken from the body and encoded.
-    finished: bool,
-    /// The last write (or flush) could not go on: the client is not reading.
-    blocked: bool,
-    /// Bytes went out since the connection last looked.
-    progressed: bool,
-}
-
-impl ResponseWriter {
-    fn new(framing: ResponseFraming) -> Self {
-        ResponseWriter {
-            framing,
-            remaining: match framing {
-                ResponseFraming::Length(length) => length,
-                _ => 0,
-            },
-            bytes: Vec::new(),
-            sent: 0,
-            data: Bytes::new(),
-            suffix: &[],
-            finished: framing == ResponseFraming::None,
-            blocked: false,
-            progressed: false,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.sent == self.bytes.len() && self.data.is_empty() && self.suffix.is_empty()
-    }
-
-    /// With no data pending, what follows it joins the encoded bytes, so that the next
-    /// frame's framing can be added after it.
-    fn suffix_into_bytes(&mut self) {
-        if self.sent == self.bytes.len() {
-            self.bytes.clear();
-            self.sent = 0;
-        }
-        self.bytes.extend_from_slice(self.suffix);
-        self.suffix = &[];
-    }
-
-    fn push_frame(&mut self, frame: Frame<Bytes>) -> Result<(), WriteFailure> {
-        match frame.into_data() {
-            Ok(data) => {
-                if data.is_empty() {
-                    return Ok(());
-                }
-                match self.framing {
-                    ResponseFraming::Length(_) => {
-                        let len = data.len() as u64;
-                        if len > self.remaining {
-                            return Err(WriteFailure::Length);
-                        }
-                        self.remaining -= len;
-                    }
-                    ResponseFraming::Chunked => {
-                        let mut line = [0; 18];
-                        let line =
-                            crate::upstream::http1::wire::chunk_size_line(data.len(), &mut line);
-                        self.bytes.extend_from_slice(line);
-                        self.suffix = b"\r\n";
-                    }
-                    ResponseFraming::UntilClose => {}
-                    ResponseFraming::None => return Ok(()),
-                }
-                self.data = data;
-            }
-            Err(frame) => {
-                if let (Ok(trailers), ResponseFraming::Chunked) =
-                    (frame.into_trailers(), self.framing)
-                {
-                    head::encode_last_chunk(&mut self.bytes, Some(&trailers));
-                    self.finished = true;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<(), WriteFailure> {
-        match self.framing {
-            ResponseFraming::Chunked => head::encode_last_chunk(&mut self.bytes, None),
-            ResponseFraming::Length(_) if self.remaining > 0 => return Err(WriteFailure::Length),
-            _ => {}
-        }
-        self.finished = true;
-        Ok(())
-    }
-
-    fn slices(&self) -> [io::IoSlice<'_>; 3] {
-        [
-            io::IoSlice::new(&self.bytes[self.sent..]),
-            io::IoSlice::new(&self.data),
-            io::IoSlice::new(self.suffix),
-        ]
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        let from_bytes = written.min(self.bytes.len() - self.sent);
-        self.sent += from_bytes;
-        written -= from_bytes;
-        let from_data = written.min(self.data.len());
-        self.data.advance(from_data);
-        written -= from_data;
-        self.suffix = &self.suffix[written.min(self.suffix.len())..];
     }
 }
