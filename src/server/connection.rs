@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
