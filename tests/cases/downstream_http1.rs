@@ -115,6 +115,23 @@ routes:
     .await
 }
 
+/// A gateway with an admin listener (for its metrics) and one route, `/api` to
+/// `backend`; `listener_extra` adds keys to the listener.
+async fn gateway_with_admin(backend: &Backend, listener_extra: &str) -> RunningGateway {
+    gateway(&format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ name: public, address: "127.0.0.1:0" {listener_extra} }}]
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await
+}
+
 async fn connect(gw: &RunningGateway) -> Connection {
     let stream = TcpStream::connect(gw.listener_addr("public").expect("listener `public`"))
         .await
@@ -1005,18 +1022,7 @@ async fn a_transfer_coding_before_chunked_gets_501() {
 #[tokio::test]
 async fn refused_requests_are_counted_as_unmatched() {
     let backend = backend().await;
-    let gw = gateway(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ name: public, address: "127.0.0.1:0", max_header_size: 8KiB }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_with_admin(&backend, ", max_header_size: 8KiB").await;
     let mut connection = connect(&gw).await;
     send(&mut connection, b"GARBAGE\r\n\r\n").await;
     assert_eq!(read_response(&mut connection, "GET").await.status, 400);
@@ -1052,18 +1058,7 @@ async fn a_client_that_reads_none_of_its_response_is_disconnected_after_the_idle
         http::Response::new(http_body_util::StreamBody::new(chunks).boxed())
     })
     .await;
-    let gw = gateway(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 1s }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_with_admin(&backend, ", idle_timeout: 1s").await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -1099,18 +1094,7 @@ async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
         )
     })
     .await;
-    let gw = gateway(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_with_admin(&backend, "").await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
