@@ -392,12 +392,11 @@ where
     /// that takes none of the response for the idle timeout is disconnected.
     async fn answer(
         &mut self,
-        head: RequestHead,
+        mut head: RequestHead,
         context: &ConnectionContext,
         phase: &Phase,
         mut idle_timer: Pin<&mut Sleep>,
     ) -> After {
-        let mut head = head;
         let wishes = ConnectionWishes::of(head.version, &head.headers);
         if wishes.expects_continue {
             // Answered here, when the body is first asked for; not the upstream's to answer.
@@ -412,19 +411,15 @@ where
                 return After::Close { linger: true };
             }
         };
-        let (mut feed, body) = match framing {
-            BodyFraming::None => (None, ClientBody::Empty),
-            BodyFraming::Length(length) => {
-                let (feed, body) = body::channel(
-                    Decoder::Length(length),
-                    Some(length),
-                    wishes.expects_continue,
-                );
-                (Some(feed), ClientBody::Http1(body))
-            }
-            BodyFraming::Chunked => {
-                let (feed, body) =
-                    body::channel(Decoder::Chunked(Chunk::Size), None, wishes.expects_continue);
+        let decoder = match framing {
+            BodyFraming::None => None,
+            BodyFraming::Length(length) => Some((Decoder::Length(length), Some(length))),
+            BodyFraming::Chunked => Some((Decoder::Chunked(Chunk::Size), None)),
+        };
+        let (mut feed, body) = match decoder {
+            None => (None, ClientBody::Empty),
+            Some((decoder, declared)) => {
+                let (feed, body) = body::channel(decoder, declared, wishes.expects_continue);
                 (Some(feed), ClientBody::Http1(body))
             }
         };
