@@ -191,21 +191,32 @@ pub fn body_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        let codings: Vec<&[u8]> = headers
+        let codings = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
             .flat_map(|value| value.as_bytes().split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
-            .filter(|coding| !coding.is_empty())
-            .collect();
-        let is_chunked = |coding: &&[u8]| coding.eq_ignore_ascii_case(b"chunked");
-        // RFC 9112 §6.3: without `chunked` last, the length cannot be told (400); with
-        // other codings before it, the body would reach the upstream still encoded (501).
-        return match codings.split_last() {
-            Some((last, [])) if is_chunked(last) => Ok(BodyFraming::Chunked),
-            Some((last, others)) if is_chunked(last) && !others.iter().any(is_chunked) => {
-                Err(HeadError::UnsupportedCoding)
+            .filter(|coding| !coding.is_empty());
+        let is_chunked = |coding: &[u8]| coding.eq_ignore_ascii_case(b"chunked");
+        // What came before the last coding: any `chunked`, any other coding.
+        let (mut last, mut earlier_chunked, mut earlier_other) = (None, false, false);
+        for coding in codings {
+            if let Some(previous) = last.replace(coding) {
+                if is_chunked(previous) {
+                    earlier_chunked = true;
+                } else {
+                    earlier_other = true;
+                }
             }
+        }
+        // RFC 9112 §6.3: without `chunked` last, or with it twice, the length cannot be
+        // told (400); with other codings before it, the body would reach the upstream
+        // still encoded (501).
+        return match last {
+            Some(last) if is_chunked(last) && !earlier_chunked && !earlier_other => {
+                Ok(BodyFraming::Chunked)
+            }
+            Some(last) if is_chunked(last) && !earlier_chunked => Err(HeadError::UnsupportedCoding),
             _ => Err(HeadError::Malformed(
                 "`chunked` is not the final transfer coding",
             )),
