@@ -18,12 +18,15 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::server;
 use crate::snapshot::Snapshot;
+use crate::workers::Workers;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Listener(#[from] ListenerError),
+    #[error("cannot start the worker threads")]
+    Workers(#[source] std::io::Error),
     #[error("cannot listen on {address} for the admin listener")]
     Admin {
         address: SocketAddr,
@@ -98,6 +101,10 @@ async fn launch(
     let reload_config = config.reload;
     let listener_configs = config.listeners.clone();
     let admin_config = config.admin.clone();
+    let workers = match config.per_core_workers() {
+        1 => Workers::single(),
+        count => Workers::start(count).map_err(StartError::Workers)?,
+    };
     let state = Arc::new(ArcSwap::from_pointee(Snapshot::build(
         config, &metrics, None,
     )));
@@ -107,6 +114,7 @@ async fn launch(
     let listeners = Arc::new(ListenerSet::new(
         state.clone(),
         metrics.clone(),
+        workers.handles().to_vec(),
         close_rx.clone(),
     ));
     let changes = listeners.prepare(&listener_configs)?;
@@ -173,6 +181,7 @@ async fn launch(
         }
         // Keep the snapshot (and its upstream pools) alive until every connection is done.
         drop(state);
+        workers.stop().await;
         tracing::info!("stopped");
     });
 

@@ -18,6 +18,7 @@
 //!   per-upstream concurrency limits;
 //! - [`body`]: streaming bodies both ways ([`rewound`]: a stream with bytes put back);
 //!   [`metrics`] and [`admin`]: observability;
+//! - [`workers`]: one single-threaded runtime per core (`worker_model: per_core`);
 //! - [`demo`]: sample services for `portcullis demo`.
 
 pub mod admin;
@@ -35,6 +36,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod workers;
 
 pub use config::Config;
 pub use gateway::{run, start, RunningGateway, StartError};

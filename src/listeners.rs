@@ -8,13 +8,17 @@
 //! connections. A listener whose settings change but whose
 //! address stays keeps its socket: the new accept loop takes it over, and clients that
 //! connect meanwhile wait in the kernel's queue instead of being refused.
+//!
+//! With per-core workers ([`crate::workers`]) a listener is one socket per worker
+//! (`SO_REUSEPORT`), each with an accept loop on its worker's runtime; the listener's
+//! connection limit is shared by them.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -22,7 +26,7 @@ use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::proxy::ListenerContext;
 use crate::server::tls::{CertificateWatcher, TlsListener};
-use crate::server::{self, Listener, Shutdown};
+use crate::server::{self, Listener, Shutdown, WorkerSocket};
 use crate::snapshot::Snapshot;
 
 /// Why a listener could not be set up.
@@ -43,10 +47,13 @@ pub enum ListenerError {
     },
 }
 
-/// A listener ready to start: socket bound, TLS built.
+/// A listener's sockets, one per worker.
+type Sockets = Arc<Vec<std::net::TcpListener>>;
+
+/// A listener ready to start: sockets bound, TLS built.
 pub struct Ready {
     config: ListenerConfig,
-    tcp: Arc<TcpListener>,
+    sockets: Sockets,
     tls: Option<(Arc<TlsListener>, CertificateWatcher)>,
 }
 
@@ -60,8 +67,8 @@ pub struct Changes {
 struct Running {
     config: ListenerConfig,
     address: SocketAddr,
-    tcp: Arc<TcpListener>,
-    /// Stops the accept loop.
+    sockets: Sockets,
+    /// Stops the accept loops.
     accept: watch::Sender<bool>,
     /// Asks the connections to finish and close.
     drain: watch::Sender<bool>,
@@ -81,20 +88,26 @@ struct Inner {
 pub struct ListenerSet {
     state: Arc<ArcSwap<Snapshot>>,
     metrics: Metrics,
+    /// The runtimes that serve connections, worker 0 first; every listener accepts on
+    /// each of them.
+    workers: Vec<Handle>,
     close: watch::Receiver<bool>,
     inner: Mutex<Inner>,
 }
 
 impl ListenerSet {
-    /// An empty set; `close` ends the connections still open after a drain.
+    /// An empty set whose listeners accept on every one of `workers`; `close` ends the
+    /// connections still open after a drain.
     pub fn new(
         state: Arc<ArcSwap<Snapshot>>,
         metrics: Metrics,
+        workers: Vec<Handle>,
         close: watch::Receiver<bool>,
     ) -> Self {
         ListenerSet {
             state,
             metrics,
+            workers,
             close,
             inner: Mutex::new(Inner {
                 running: Vec::new(),
@@ -130,18 +143,20 @@ impl ListenerSet {
                         .find(|r| r.config.address == config.address)
                 })
                 .flatten();
-            let tcp = match reused {
+            let sockets = match reused {
                 Some(running) => {
                     changes.stop.push(running.config.name.clone());
-                    running.tcp.clone()
+                    running.sockets.clone()
                 }
-                None => Arc::new(server::bind(config.address).map_err(|source| {
-                    ListenerError::Bind {
-                        what: format!("listener {:?}", config.name),
-                        address: config.address,
-                        source,
-                    }
-                })?),
+                None => Arc::new(
+                    server::bind_group(config.address, self.workers.len()).map_err(|source| {
+                        ListenerError::Bind {
+                            what: format!("listener {:?}", config.name),
+                            address: config.address,
+                            source,
+                        }
+                    })?,
+                ),
             };
             let tls = match &config.tls {
                 Some(tls) => Some(TlsListener::new(&config.name, tls, &self.metrics).map_err(
@@ -157,7 +172,7 @@ impl ListenerSet {
             }
             changes.start.push(Ready {
                 config: config.clone(),
-                tcp,
+                sockets,
                 tls,
             });
         }
@@ -203,28 +218,48 @@ impl ListenerSet {
         for ready in changes.start {
             let (accept_tx, accept_rx) = watch::channel(false);
             let (drain_tx, drain_rx) = watch::channel(false);
-            let address = ready.tcp.local_addr().unwrap_or(ready.config.address);
+            let address = ready
+                .sockets
+                .first()
+                .and_then(|socket| socket.local_addr().ok())
+                .unwrap_or(ready.config.address);
             let config = ready.config;
             let (tls, certificate_watcher) = ready.tls.unzip();
-            tracing::info!(listener = %config.name, %address, tls = tls.is_some(), "listening");
-            let listener = Listener {
-                tcp: ready.tcp.clone(),
-                context: Arc::new(ListenerContext {
-                    name: config.name.clone(),
-                    limits: config.limits,
-                    state: self.state.clone(),
-                    forwarded_proto: HeaderValue::from_static(if tls.is_some() {
-                        "https"
-                    } else {
-                        "http"
-                    }),
-                    redirect_to_https: config.redirect_to_https,
-                    timeouts: self.metrics.client_timeouts(&config.name),
+            tracing::info!(listener = %config.name, %address, tls = tls.is_some(), workers = self.workers.len(), "listening");
+            let context = Arc::new(ListenerContext {
+                name: config.name.clone(),
+                limits: config.limits,
+                state: self.state.clone(),
+                forwarded_proto: HeaderValue::from_static(if tls.is_some() {
+                    "https"
+                } else {
+                    "http"
                 }),
+                redirect_to_https: config.redirect_to_https,
+                timeouts: self.metrics.client_timeouts(&config.name),
+            });
+            let mut workers = Vec::with_capacity(self.workers.len());
+            for (index, (runtime, socket)) in
+                self.workers.iter().zip(ready.sockets.iter()).enumerate()
+            {
+                match socket.try_clone() {
+                    Ok(socket) => workers.push(WorkerSocket {
+                        runtime: runtime.clone(),
+                        socket,
+                        metrics: self.metrics.listener(&config.name),
+                        connections: self.metrics.worker(index),
+                    }),
+                    Err(error) => {
+                        tracing::error!(listener = %config.name, worker = index, "cannot share the listening socket with this worker: {error}");
+                    }
+                }
+            }
+            let listener = Listener {
+                context,
                 max_connections: config.max_connections,
-                metrics: self.metrics.listener(&config.name),
                 tls,
                 certificate_watcher,
+                workers,
             };
             inner.tasks.spawn(listener.serve(Shutdown {
                 accept: accept_rx,
@@ -234,7 +269,7 @@ impl ListenerSet {
             inner.running.push(Running {
                 config,
                 address,
-                tcp: ready.tcp,
+                sockets: ready.sockets,
                 accept: accept_tx,
                 drain: drain_tx,
             });

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use portcullis::config::{Config, LoadError, RouteTarget};
+use portcullis::config::{Config, LoadError, RouteTarget, WorkerModel};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc instead of glibc malloc: measured in benches/RESULTS.md.
@@ -111,17 +111,20 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(error) => tracing::warn!("cannot raise the open-files limit: {error}"),
     }
-    // One worker: a current-thread runtime, whose run queue is strictly FIFO (the
-    // multi-thread scheduler's LIFO slot favours just-woken tasks, which showed as a
-    // several times worse p99 at 1,000 connections on one core). More: the
-    // multi-thread runtime.
-    let runtime = match config.workers {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .event_interval(256)
-            .enable_all()
-            .build(),
-        workers => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
+    // A current-thread runtime, whose run queue is strictly FIFO (the multi-thread
+    // scheduler's LIFO slot favours just-woken tasks, which showed as a several times
+    // worse p99 at 1,000 connections on one core). With `worker_model: per_core` it is
+    // worker 0 and the gateway starts the others (see `portcullis::workers`);
+    // `work_stealing` runs tokio's multi-thread runtime instead.
+    let runtime = match (config.worker_model, config.workers) {
+        (WorkerModel::WorkStealing, workers) if workers > 1 => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
+            .event_interval(portcullis::server::EVENT_INTERVAL)
             .enable_all()
             .build(),
     }
@@ -215,6 +218,11 @@ fn print_demo_tour(gateway: &portcullis::RunningGateway) {
 
 fn print_summary(path: &Path, config: &Config) {
     println!("{}: configuration is valid", path.display());
+    println!(
+        "\nworkers: {} ({})",
+        config.workers,
+        config.worker_model.as_str()
+    );
     println!("\nlisteners:");
     for listener in &config.listeners {
         let mode = match (&listener.tls, listener.redirect_to_https) {

@@ -110,6 +110,8 @@ pub struct Metrics {
     upstream_rejected: IntCounterVec,
     connections_active: IntGaugeVec,
     connections_total: IntCounterVec,
+    worker_connections_active: IntGaugeVec,
+    worker_connections_total: IntCounterVec,
     client_timeouts: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
@@ -216,6 +218,16 @@ impl Metrics {
                 "portcullis_connections_total",
                 "Client connections accepted.",
                 &["listener"],
+            ),
+            worker_connections_active: gauge(
+                "portcullis_worker_connections_active",
+                "Client connections open now, by the worker serving them.",
+                &["worker"],
+            ),
+            worker_connections_total: counter(
+                "portcullis_worker_connections_total",
+                "Client connections accepted, by the worker that accepted them.",
+                &["worker"],
             ),
             client_timeouts: counter(
                 "portcullis_client_timeouts_total",
@@ -377,6 +389,15 @@ impl Metrics {
         ListenerMetrics {
             active: self.connections_active.with_label_values(&[listener]),
             accepted: self.connections_total.with_label_values(&[listener]),
+        }
+    }
+
+    /// Handles for the connections of worker `index`.
+    pub fn worker(&self, index: usize) -> WorkerConnections {
+        let worker = index.to_string();
+        WorkerConnections {
+            active: self.worker_connections_active.with_label_values(&[&worker]),
+            accepted: self.worker_connections_total.with_label_values(&[&worker]),
         }
     }
 
@@ -591,6 +612,13 @@ pub struct ClientTimeouts {
 }
 
 pub struct ListenerMetrics {
+    pub active: IntGauge,
+    pub accepted: IntCounter,
+}
+
+/// The client connections of one worker (all listeners).
+#[derive(Clone)]
+pub struct WorkerConnections {
     pub active: IntGauge,
     pub accepted: IntCounter,
 }

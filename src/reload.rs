@@ -234,10 +234,20 @@ impl Reloader {
     }
 }
 
-/// Settings that only a restart applies (the admin listener is bound at start).
+/// Settings that only a restart applies (the admin listener is bound and the workers
+/// are started at start).
 fn needs_restart(current: &Config, new: &Config) -> Result<(), String> {
     if current.admin != new.admin {
         return Err("the admin listener changed; restart the gateway to apply it".to_owned());
+    }
+    if (current.workers, current.worker_model) != (new.workers, new.worker_model) {
+        return Err(format!(
+            "workers changed ({} {} -> {} {}); restart the gateway to apply it",
+            current.workers,
+            current.worker_model.as_str(),
+            new.workers,
+            new.worker_model.as_str()
+        ));
     }
     Ok(())
 }

@@ -19,9 +19,9 @@ use bytes::BytesMut;
 use http::HeaderValue;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Semaphore, TryAcquireError};
 
-use crate::metrics::ListenerMetrics;
+use crate::metrics::{ListenerMetrics, WorkerConnections};
 use crate::proxy::{ConnectionContext, ListenerContext};
 use connection::{serve_connection, HttpBuilders, Protocol};
 use tls::{CertificateWatcher, TlsListener};
@@ -29,16 +29,44 @@ use tls::{CertificateWatcher, TlsListener};
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;
 
+/// How many tasks a worker runtime runs between looks at I/O readiness and timers.
+pub const EVENT_INTERVAL: u32 = 256;
+
 /// Binds a listening socket with `SO_REUSEADDR` and a deep accept queue.
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    listen_socket(address, false)?.listen(ACCEPT_BACKLOG)
+}
+
+/// Binds `count` listening sockets to `address`, one per worker. With more than one,
+/// each has `SO_REUSEPORT`, so the kernel spreads new connections across them; the
+/// first resolves port 0 and the others join it. The sockets are not yet registered
+/// with any runtime: each worker's accept loop registers its own.
+pub fn bind_group(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let shared = count > 1;
+    let first = listen_socket(address, shared)?
+        .listen(ACCEPT_BACKLOG)?
+        .into_std()?;
+    let address = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        let socket = listen_socket(address, shared)?;
+        sockets.push(socket.listen(ACCEPT_BACKLOG)?.into_std()?);
+    }
+    Ok(sockets)
+}
+
+fn listen_socket(address: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(address)?;
-    socket.listen(ACCEPT_BACKLOG)
+    Ok(socket)
 }
 
 /// Signals that stop a listener: `accept` stops its accept loop only (a reload replaced
@@ -66,122 +94,192 @@ pub async fn signalled(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
 }
 
-/// A bound listener, ready to serve.
+/// A bound listener, ready to serve: one socket per worker.
 pub struct Listener {
-    /// Shared so that a reload can hand the socket to a new accept loop without
-    /// closing it (connections wait in the kernel's queue meanwhile).
-    pub tcp: Arc<TcpListener>,
     pub context: Arc<ListenerContext>,
     pub max_connections: usize,
-    pub metrics: ListenerMetrics,
     /// Set on TLS listeners: every connection shakes hands before HTTP.
     pub tls: Option<Arc<TlsListener>>,
     /// Reloads the TLS listener's certificates when their files change.
     pub certificate_watcher: Option<CertificateWatcher>,
+    pub workers: Vec<WorkerSocket>,
+}
+
+/// A listener's socket on one worker.
+pub struct WorkerSocket {
+    /// The worker's runtime, which runs the accept loop and the connections.
+    pub runtime: tokio::runtime::Handle,
+    /// A duplicate of the worker's socket: the listener set keeps the socket open, so
+    /// that a reload can hand it to a new accept loop without closing it (connections
+    /// wait in the kernel's queue meanwhile). Registered with `runtime` by the loop.
+    pub socket: std::net::TcpListener,
+    pub metrics: ListenerMetrics,
+    /// The connection counters of the worker.
+    pub connections: WorkerConnections,
+}
+
+/// What one worker's accept loop shares with the listener's other workers.
+struct Accepting {
+    context: Arc<ListenerContext>,
+    builders: Arc<HttpBuilders>,
+    /// The listener's connection limit.
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    tls: Option<Arc<TlsListener>>,
 }
 
 impl Listener {
-    /// Accepts and serves connections until `shutdown.accept` or `shutdown.drain`; then
-    /// waits until every connection has finished (bounded by `shutdown.close`).
-    pub async fn serve(mut self, mut shutdown: Shutdown) {
+    /// Accepts and serves connections on every worker until `shutdown.accept` or
+    /// `shutdown.drain`; then waits until every connection has finished (bounded by
+    /// `shutdown.close`).
+    pub async fn serve(mut self, shutdown: Shutdown) {
         if let Some(watcher) = self.certificate_watcher.take() {
             tokio::spawn(watcher.run(shutdown.accept.clone()));
         }
-        let builders = Arc::new(HttpBuilders::new(&self.context));
-        let limit = Arc::new(Semaphore::new(self.max_connections));
-        let mut backoff = Duration::from_millis(5);
-        let mut at_limit = false;
-        loop {
-            if limit.available_permits() == 0 {
-                if !at_limit {
-                    tracing::warn!(
-                        listener = %self.context.name,
-                        max_connections = self.max_connections,
-                        "connection limit reached; new connections wait in the accept queue"
-                    );
-                }
-                at_limit = true;
-            } else if at_limit {
-                tracing::info!(listener = %self.context.name, "below the connection limit again");
-                at_limit = false;
-            }
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = shutdown.accepting_stops() => break,
-            };
-            let accepted = tokio::select! {
-                accepted = self.tcp.accept() => accepted,
-                _ = shutdown.accepting_stops() => break,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => {
-                    backoff = Duration::from_millis(5);
-                    accepted
-                }
-                Err(error) if is_per_connection_error(&error) => continue,
-                Err(error) => {
-                    // EMFILE, ENFILE, ENOBUFS: the process is out of something; back
-                    // off instead of spinning, and keep the loop alive.
-                    tracing::error!(listener = %self.context.name, "accept failed: {error}; retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.accepting_stops() => break,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            self.metrics.accepted.inc();
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {error}");
-            }
-            let connection = ConnectionContext {
-                listener: self.context.clone(),
-                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                close: shutdown.close.clone(),
-            };
-            let slot = ConnectionSlot::open(self.metrics.active.clone(), permit);
-            let builders = builders.clone();
-            let shutdown = shutdown.clone();
-            let idle_timeout = self.context.limits.idle_timeout;
-            // Plain and TLS connections are separate task types: a task is as large as
-            // its future, and an idle plain connection must not carry the TLS states.
-            match self.tls.clone() {
-                None => {
-                    tokio::spawn(serve_plain(
-                        stream,
-                        builders,
-                        connection,
-                        shutdown,
-                        idle_timeout,
-                        slot,
-                    ));
-                }
-                Some(tls) => {
-                    tokio::spawn(serve_tls(
-                        stream,
-                        peer,
-                        tls,
-                        builders,
-                        connection,
-                        shutdown,
-                        idle_timeout,
-                        slot,
-                    ));
-                }
-            }
+        let shared = Arc::new(Accepting {
+            builders: Arc::new(HttpBuilders::new(&self.context)),
+            context: self.context,
+            limit: Arc::new(Semaphore::new(self.max_connections)),
+            max_connections: self.max_connections,
+            tls: self.tls,
+        });
+        let mut accepting = tokio::task::JoinSet::new();
+        for worker in self.workers {
+            let runtime = worker.runtime.clone();
+            accepting.spawn_on(
+                accept_loop(worker, shared.clone(), shutdown.clone()),
+                &runtime,
+            );
         }
-        drop(self.tcp);
+        while accepting.join_next().await.is_some() {}
         // Every connection holds a permit: all permits back means all connections done.
-        let everyone = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        // (Only now that no worker accepts: a permit taken here is one no accepted
+        // client waits for.)
+        let everyone = u32::try_from(shared.max_connections).unwrap_or(u32::MAX);
         let mut close = shutdown.close.clone();
         tokio::select! {
-            _ = limit.acquire_many(everyone) => {}
+            _ = shared.limit.acquire_many(everyone) => {}
             _ = signalled(&mut close) => {}
+        }
+    }
+}
+
+/// One worker's accept loop: accepts on the worker's socket and serves each connection
+/// in a task on the worker's runtime, until accepting stops.
+async fn accept_loop(worker: WorkerSocket, shared: Arc<Accepting>, mut shutdown: Shutdown) {
+    let name = &shared.context.name;
+    let tcp = match TcpListener::from_std(worker.socket) {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            tracing::error!(listener = %name, "cannot accept on this worker: {error}");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(5);
+    let mut at_limit = false;
+    loop {
+        // Accept first, then take a place under the limit: a worker must not sit on the
+        // listener's last free place while the waiting client is in another worker's
+        // queue. Each worker holds at most one accepted connection that waits for a
+        // place; the others wait in the kernel's queue.
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            _ = shutdown.accepting_stops() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(5);
+                accepted
+            }
+            Err(error) if is_per_connection_error(&error) => continue,
+            Err(error) => {
+                // EMFILE, ENFILE, ENOBUFS: the process is out of something; back off
+                // instead of spinning, and keep the loop alive.
+                tracing::error!(listener = %name, "accept failed: {error}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.accepting_stops() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let permit = match shared.limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                if at_limit {
+                    tracing::info!(listener = %name, "below the connection limit again");
+                    at_limit = false;
+                }
+                permit
+            }
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if !at_limit {
+                    tracing::warn!(
+                        listener = %name,
+                        max_connections = shared.max_connections,
+                        "connection limit reached; new connections wait until others close"
+                    );
+                    at_limit = true;
+                }
+                // The accepted client is served once a place frees, even if a reload
+                // replaces the listener meanwhile; only a drain gives up on it.
+                let mut drain = shutdown.drain.clone();
+                tokio::select! {
+                    permit = shared.limit.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = signalled(&mut drain) => break,
+                }
+            }
+        };
+        worker.metrics.accepted.inc();
+        worker.connections.accepted.inc();
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {error}");
+        }
+        let connection = ConnectionContext {
+            listener: shared.context.clone(),
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            close: shutdown.close.clone(),
+        };
+        let slot = ConnectionSlot::open(
+            [
+                worker.metrics.active.clone(),
+                worker.connections.active.clone(),
+            ],
+            permit,
+        );
+        let builders = shared.builders.clone();
+        let shutdown = shutdown.clone();
+        let idle_timeout = shared.context.limits.idle_timeout;
+        // Plain and TLS connections are separate task types: a task is as large as its
+        // future, and an idle plain connection must not carry the TLS states.
+        match shared.tls.clone() {
+            None => {
+                tokio::spawn(serve_plain(
+                    stream,
+                    builders,
+                    connection,
+                    shutdown,
+                    idle_timeout,
+                    slot,
+                ));
+            }
+            Some(tls) => {
+                tokio::spawn(serve_tls(
+                    stream,
+                    peer,
+                    tls,
+                    builders,
+                    connection,
+                    shutdown,
+                    idle_timeout,
+                    slot,
+                ));
+            }
         }
     }
 }
@@ -189,13 +287,16 @@ impl Listener {
 /// One accepted connection's place: counted as active, and holding a permit of the
 /// listener's connection limit, until dropped.
 struct ConnectionSlot {
-    active: prometheus::IntGauge,
+    /// The listener's and the worker's gauges of open connections.
+    active: [prometheus::IntGauge; 2],
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl ConnectionSlot {
-    fn open(active: prometheus::IntGauge, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        active.inc();
+    fn open(active: [prometheus::IntGauge; 2], permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        for gauge in &active {
+            gauge.inc();
+        }
         ConnectionSlot {
             active,
             _permit: permit,
@@ -205,7 +306,9 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.active.dec();
+        for gauge in &self.active {
+            gauge.dec();
+        }
     }
 }
 

@@ -61,7 +61,12 @@ impl Snapshot {
             .map(|u| {
                 let before =
                     previous.and_then(|p| p.upstreams.iter().find(|old| old.name == u.name));
-                Arc::new(Upstream::carry_over(u, before.map(|b| &**b), metrics))
+                Arc::new(Upstream::carry_over(
+                    u,
+                    before.map(|b| &**b),
+                    metrics,
+                    config.per_core_workers(),
+                ))
             })
             .collect();
         let routes = config

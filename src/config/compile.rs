@@ -158,6 +158,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             workers: raw.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
+            worker_model: raw.worker_model,
             warnings: problems.warnings,
             reload: ReloadConfig {
                 watch: raw.reload.watch.unwrap_or(true),
@@ -1240,6 +1241,27 @@ routes:
         let errors = errors_of(&format!("workers: 0\n{VALID}"));
         assert_eq!(errors[0].key, "workers");
         assert_eq!((errors[0].line, errors[0].column), (1, 10));
+    }
+
+    #[test]
+    fn workers_run_per_core_unless_told_to_steal_work() {
+        let config =
+            compile(&format!("workers: 4\n{VALID}"), "t.yaml").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(config.per_core_workers(), 4);
+        let text = format!("workers: 4\nworker_model: work_stealing\n{VALID}");
+        let config = compile(&text, "t.yaml").expect("valid");
+        assert_eq!(
+            config.worker_model,
+            crate::config::WorkerModel::WorkStealing
+        );
+        assert_eq!(config.per_core_workers(), 1);
+        let errors = errors_of(&format!("worker_model: threads\n{VALID}"));
+        assert_eq!(errors[0].key, "worker_model");
+        assert!(
+            errors[0].message.contains("per_core"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]

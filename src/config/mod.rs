@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use error::{ConfigError, LoadError};
-pub use raw::{Balance, HostHeader, MergeMode, StreamMode, UpstreamProtocol};
+pub use raw::{Balance, HostHeader, MergeMode, StreamMode, UpstreamProtocol, WorkerModel};
 pub use tls::ListenerTls;
 pub use upstream_tls::UpstreamTls;
 
@@ -41,8 +41,10 @@ pub struct Config {
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
-    /// Runtime threads serving traffic; 1 runs a single-threaded runtime.
+    /// Threads serving traffic; 1 runs a single-threaded runtime.
     pub workers: usize,
+    /// How the workers share connections (when there is more than one).
+    pub worker_model: WorkerModel,
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
     pub reload: ReloadConfig,
@@ -297,6 +299,16 @@ impl Config {
     /// (certificates, keys) are resolved against `file`'s directory.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, LoadError> {
         compile::compile(text, file).map_err(LoadError::Invalid)
+    }
+
+    /// How many single-threaded worker runtimes serve traffic: `workers` with
+    /// `worker_model: per_core`, else one (a multi-threaded runtime counts as one: its
+    /// threads share everything).
+    pub fn per_core_workers(&self) -> usize {
+        match self.worker_model {
+            WorkerModel::PerCore => self.workers,
+            WorkerModel::WorkStealing => 1,
+        }
     }
 
     /// The upstreams a route calls, by name.

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<HumanDuration>,
     pub workers: Option<usize>,
     #[serde(default)]
+    pub worker_model: WorkerModel,
+    #[serde(default)]
     pub reload: RawReload,
 }
 
@@ -151,6 +153,29 @@ pub struct RawUpstream {
     #[serde(default)]
     pub protocol: UpstreamProtocol,
     pub tls: Option<RawUpstreamTls>,
+}
+
+/// How `workers` share the traffic.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerModel {
+    /// One single-threaded runtime per worker, each accepting on its own `SO_REUSEPORT`
+    /// socket; a connection stays on the worker that accepted it.
+    #[default]
+    PerCore,
+    /// One multi-threaded runtime: any worker thread may run any connection, and idle
+    /// threads steal work from busy ones.
+    WorkStealing,
+}
+
+impl WorkerModel {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerModel::PerCore => "per_core",
+            WorkerModel::WorkStealing => "work_stealing",
+        }
+    }
 }
 
 /// How the gateway speaks to an upstream's endpoints.

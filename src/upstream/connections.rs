@@ -11,6 +11,10 @@
 //! connection, when that is safe: an idempotent method and a body the gateway still
 //! holds. Idle connections older than the pool's idle timeout are closed by a periodic
 //! sweep.
+//!
+//! With per-core workers the idle connections are kept apart by worker: a connection
+//! is registered with the runtime of the worker that opened it, and is lent only to
+//! requests on that worker, so its readiness events never cross threads.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -36,6 +40,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Workers whose idle connections are kept apart; `max_idle` is split among them.
+    pub worker_shards: usize,
     /// For `https://` endpoints: the client configuration (ALPN `http/1.1`) and the
     /// name to send and verify (`None`: the host is not a valid name).
     pub tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
@@ -52,12 +58,26 @@ struct Idle {
     since: Instant,
 }
 
+/// One worker's idle connections, on a cache line of its own: workers take and give
+/// back connections without touching each other's lines.
+#[repr(align(128))]
+struct IdleShard(Mutex<Vec<Idle>>);
+
+impl IdleShard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The pooled connections of one endpoint.
 pub struct Http1Pool {
     host: String,
     port: u16,
     settings: PoolSettings,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections by worker ([`crate::workers::current`] modulo their number).
+    idle: Box<[IdleShard]>,
+    /// Idle connections each shard keeps at most.
+    max_idle_per_shard: usize,
     metrics: PoolMetrics,
 }
 
@@ -80,8 +100,11 @@ impl Http1Pool {
                 .trim_end_matches(']')
                 .to_owned(),
             port: authority.port_u16().unwrap_or(default_port),
+            idle: (0..settings.worker_shards.max(1))
+                .map(|_| IdleShard(Mutex::new(Vec::new())))
+                .collect(),
+            max_idle_per_shard: settings.max_idle.div_ceil(settings.worker_shards.max(1)),
             settings,
-            idle: Mutex::new(Vec::new()),
             metrics,
         }
     }
@@ -124,13 +147,18 @@ impl Http1Pool {
         }
     }
 
+    /// This worker's idle connections.
+    fn shard(&self) -> &IdleShard {
+        &self.idle[crate::workers::current() % self.idle.len()]
+    }
+
     /// An idle connection that is still open, if there is one.
     fn checkout(&self) -> Option<Connection> {
+        let shard = self.shard();
         loop {
             let mut entry = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let entry = idle.pop()?;
-                self.metrics.idle.set(gauge_value(idle.len()));
+                let entry = shard.lock().pop()?;
+                self.metrics.idle.dec();
                 entry
             };
             if entry.since.elapsed() <= self.settings.idle_timeout && entry.connection.is_reusable()
@@ -142,22 +170,27 @@ impl Http1Pool {
 
     /// Takes back a connection whose last response was read to its end.
     pub fn give_back(&self, connection: Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.settings.max_idle {
+        let mut idle = self.shard().lock();
+        if idle.len() < self.max_idle_per_shard {
             idle.push(Idle {
                 connection,
                 since: Instant::now(),
             });
-            self.metrics.idle.set(gauge_value(idle.len()));
+            self.metrics.idle.inc();
         }
     }
 
     /// Closes idle connections past the idle timeout, and those the endpoint closed.
     fn sweep(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let timeout = self.settings.idle_timeout;
-        idle.retain_mut(|entry| entry.since.elapsed() <= timeout && entry.connection.is_reusable());
-        self.metrics.idle.set(gauge_value(idle.len()));
+        for shard in &self.idle {
+            let mut idle = shard.lock();
+            let before = idle.len();
+            idle.retain_mut(|entry| {
+                entry.since.elapsed() <= timeout && entry.connection.is_reusable()
+            });
+            self.metrics.idle.sub(gauge_value(before - idle.len()));
+        }
     }
 
     /// [`Http1Pool::connect`] on the heap: its future (name resolution, the TLS
@@ -201,6 +234,15 @@ impl Http1Pool {
         };
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+}
+
+impl Drop for Http1Pool {
+    /// The idle connections close with the pool (a reload replaced the upstream's
+    /// endpoints): they no longer count as idle.
+    fn drop(&mut self) {
+        let idle: usize = self.idle.iter().map(|shard| shard.lock().len()).sum();
+        self.metrics.idle.sub(gauge_value(idle));
     }
 }
 

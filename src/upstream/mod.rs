@@ -135,10 +135,12 @@ struct PoolIdentity {
     health_check: Option<HealthCheckConfig>,
     protocol: UpstreamProtocol,
     tls: Option<UpstreamTls>,
+    /// Workers whose idle HTTP/1.1 connections are kept apart (see [`Http1Pool`]).
+    worker_shards: usize,
 }
 
 impl PoolIdentity {
-    fn of(config: &UpstreamConfig) -> Self {
+    fn of(config: &UpstreamConfig, worker_shards: usize) -> Self {
         PoolIdentity {
             endpoints: config.endpoints.clone(),
             connect_timeout: config.connect_timeout,
@@ -147,6 +149,7 @@ impl PoolIdentity {
             health_check: config.health_check.clone(),
             protocol: config.protocol,
             tls: config.tls.clone(),
+            worker_shards,
         }
     }
 }
@@ -207,6 +210,7 @@ impl EndpointPool {
                                 connect_timeout: identity.connect_timeout,
                                 max_idle: identity.max_idle_per_endpoint,
                                 idle_timeout: identity.pool_idle_timeout,
+                                worker_shards: identity.worker_shards,
                                 tls,
                             },
                             metrics.connection_pool(upstream, &address.label),
@@ -291,7 +295,7 @@ fn plain_only_tls_config() -> rustls::ClientConfig {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig, metrics: &Metrics) -> Self {
-        Self::carry_over(config, None, metrics)
+        Self::carry_over(config, None, metrics, 1)
     }
 
     /// Builds the upstream for `config`, keeping `previous`'s limiter (reconfigured in
@@ -301,6 +305,7 @@ impl Upstream {
         config: &UpstreamConfig,
         previous: Option<&Upstream>,
         metrics: &Metrics,
+        worker_shards: usize,
     ) -> Self {
         let upstream_metrics = metrics.upstream(&config.name);
         let limiter = match previous {
@@ -323,7 +328,7 @@ impl Upstream {
             )),
         };
         limiter.set_adaptive(config.adaptive);
-        let identity = PoolIdentity::of(config);
+        let identity = PoolIdentity::of(config, worker_shards);
         let pool = match previous {
             Some(previous) if previous.pool.identity == identity => previous.pool.clone(),
             _ => EndpointPool::start(identity, &config.name, metrics),

@@ -1,11 +1,12 @@
-//! The `portcullis` binary as users run it: `check` and its errors, and SIGTERM.
+//! The `portcullis` binary as users run it: `check` and its errors, SIGTERM, SIGHUP,
+//! and both worker models.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use http::StatusCode;
 
-use crate::support::{eventually, within, Backend, Client};
+use crate::support::{eventually, metric, within, Backend, Client, Reply};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -233,4 +234,57 @@ async fn sighup_reloads_the_configuration_file() {
     assert_eq!(client.get(&url).await.status, StatusCode::OK);
     gateway.signal("-TERM");
     assert_eq!(gateway.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_stops_with_either_worker_model() {
+    let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
+    for (workers, model) in [(3, "per_core"), (2, "work_stealing")] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = write_config(
+            &dir,
+            &format!(
+                "workers: {workers}\nworker_model: {model}\nlisteners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}\n",
+                backend.url()
+            ),
+        );
+        let mut gateway = RunningBinary::start(&path).await;
+        let admin_line = gateway.wait_for_log("admin listening").await;
+        let entry: serde_json::Value = serde_json::from_str(&admin_line).expect("JSON");
+        let admin = entry["fields"]["address"]
+            .as_str()
+            .expect("address")
+            .to_owned();
+        for _ in 0..20 {
+            let reply = Client::new()
+                .send(
+                    http::Method::GET,
+                    &format!("http://{}/x", gateway.address),
+                    &[("connection", "close")],
+                    "",
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{model}");
+            assert_eq!(reply.text(), "pong");
+        }
+        // Per core: each worker accepts on its own socket. Work stealing: one runtime,
+        // whose threads share one socket.
+        let text = Client::new()
+            .get(&format!("http://{admin}/metrics"))
+            .await
+            .text();
+        let accepted: Vec<f64> = (0..workers)
+            .map_while(|worker| {
+                metric(
+                    &text,
+                    &format!("portcullis_worker_connections_total{{worker=\"{worker}\"}}"),
+                )
+            })
+            .collect();
+        assert_eq!(accepted.iter().sum::<f64>(), 20.0, "{model}: {text}");
+        let sockets = if model == "per_core" { workers } else { 1 };
+        assert_eq!(accepted.len(), sockets, "{model}: {text}");
+        gateway.signal("-TERM");
+        assert_eq!(gateway.exit_code().await, Some(0), "{model}");
+    }
 }

@@ -207,6 +207,7 @@ async fn beyond_max_connections_new_connections_wait_and_existing_ones_are_serve
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
     let gw = gateway(&format!(
         r#"
+workers: 2
 listeners: [{{ name: public, address: "127.0.0.1:0", max_connections: 2 }}]
 admin: {{ address: "127.0.0.1:0" }}
 upstreams:

@@ -17,3 +17,4 @@ mod upstream_pool;
 mod upstream_tls;
 mod upstream_wire;
 mod websocket;
+mod workers;

@@ -187,6 +187,18 @@ async fn post_reload_applies_the_file_now() {
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(refused.text().contains("restart"), "{}", refused.text());
     assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
+
+    // So are the workers.
+    let more_workers = format!("workers: 97\n{}", config_text(&backend, false, "", ""));
+    write_config(&path, &more_workers);
+    let refused = post_reload(&client, &gw).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.text().contains("workers changed"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
 }
 
 /// Client loops that request `target` until stopped, counting answers that are 200

@@ -22,9 +22,12 @@ fn series(template: &str, backend: &Backend) -> String {
     template.replace('E', &backend.url())
 }
 
+/// One worker: its requests share one pool of idle connections (with more, each worker
+/// keeps its own; see the test at the end).
 async fn single_route(backend: &Backend, pool: &str) -> portcullis::RunningGateway {
     gateway(&format!(
         r#"
+workers: 1
 listeners: [{{ name: public, address: "127.0.0.1:0" }}]
 admin: {{ address: "127.0.0.1:0" }}
 upstreams:
