@@ -5,6 +5,7 @@
 #
 # Usage: benches/compare.sh [--quick] [--rounds N] [--duration SECONDS]
 #                           [--scenarios LIST] [--no-build] [--raw FILE] [--report FILE]
+#                           [--workers N] [--proxy-cpus LIST] [--load-cpus LIST]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
 #   --scenarios    comma-separated subset of: small-c50 small-c1000 64k-c50 newconn-c50
@@ -12,6 +13,13 @@
 #   --no-build     use target/release/portcullis as it is
 #   --raw FILE     also write every run as CSV to FILE
 #   --report FILE  print the tables from such a CSV again, without measuring
+#   --workers N    multi-core: N workers each (Portcullis `workers: N`, nginx
+#                  `worker_processes N` with `reuseport`, HAProxy `nbthread N`), and a
+#                  fourth contestant, portcullis-ws (`worker_model: work_stealing`)
+#   --proxy-cpus LIST, --load-cpus LIST
+#                  taskset CPU lists for the proxies and for wrk + backend (default 0
+#                  and 1); e.g. --workers 8 --proxy-cpus 0-7 --load-cpus 8-15. wrk runs
+#                  one thread per load CPU.
 #
 # Layout (what issue 6 found to be the least noisy on 2 cores): each proxy under test is
 # pinned to CPU 0 with one worker; the load generator and the backend (a one-worker
@@ -35,6 +43,7 @@ SCENARIOS=
 BUILD=1
 RAW=
 REPORT=
+WORKERS=1
 ALL_SCENARIOS="small-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
@@ -46,6 +55,9 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --raw) RAW=$2; shift ;;
         --report) REPORT=$2; shift ;;
+        --workers) WORKERS=$2; shift ;;
+        --proxy-cpus) PROXY_CPU=$2; shift ;;
+        --load-cpus) LOAD_CPU=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -73,11 +85,15 @@ import csv, statistics, sys
 
 path, saturated_pct, rate_offered = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 rows = list(csv.DictReader(open(path)))
+# Runs with several workers record how many CPUs the proxies had and whether the load
+# shared them (older CSVs lack the columns: one CPU of its own).
+proxy_cpus = max(int(r.get("proxy_cpus") or 1) for r in rows)
+shared_cpus = any(r.get("shared_cpus") == "1" for r in rows)
 timed = [r for r in rows if r["scenario"] != "idle-10k"] or rows
 rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
-proxies = ["portcullis", "nginx", "haproxy"]
+proxies = [p for p in ["portcullis", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
 throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
@@ -97,7 +113,8 @@ def f(r, k):
     return float(r[k])
 
 def disturbed(r):
-    return 100 * f(r, "other_cpu0_s") / f(r, "wall_s") > DISTURBED_PCT
+    # With the load on the proxies' CPUs, everything else on them is the load itself.
+    return not shared_cpus and 100 * f(r, "other_cpu0_s") / f(r, "wall_s") > DISTURBED_PCT
 
 def stats(scenario, proxy):
     """Medians over the runs no other process disturbed; over all runs if each was."""
@@ -108,7 +125,7 @@ def stats(scenario, proxy):
     runs = clean or every
     rps = [f(r, "requests") / f(r, "wall_s") for r in runs]
     cpu_us = [1e6 * f(r, "cpu_s") / f(r, "requests") if f(r, "requests") else None for r in runs]
-    busy = [100 * f(r, "cpu_s") / f(r, "wall_s") for r in runs]
+    busy = [100 * f(r, "cpu_s") / f(r, "wall_s") / proxy_cpus for r in runs]
     def pct(k):
         vals = [f(r, k) / 1000 for r in runs if f(r, k) >= 0]
         return med(vals)
@@ -139,6 +156,11 @@ print(f"Medians of up to {rounds} alternating rounds of {duration} s per proxy a
       "the backend (sharing CPU 1) more than the proxy. Runs during which other processes took "
       f"> {DISTURBED_PCT}% of the proxy's CPU (from /proc/stat) are left out of the medians; "
       "'runs used' counts the rest.\n")
+if proxy_cpus > 1:
+    print(f"Each proxy had {proxy_cpus} CPUs and as many workers"
+          + (", shared with wrk and the backend: CPU µs/req is the fairer figure, and "
+             "'load-side-limited' means little" if shared_cpus else "") + ". Proxy CPU busy "
+          f"is per CPU. portcullis is `worker_model: per_core`, portcullis-ws `work_stealing`.\n")
 print("| scenario | proxy | req/s | × nginx | p99 ms | × nginx | CPU µs/req | × nginx | proxy CPU busy | load-side-limited runs | runs used | errors |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for scenario in throughput + ["delay-c1000"]:
@@ -193,13 +215,31 @@ fi
 
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
+# A taskset CPU list ("0-3,8") as one CPU number per line.
+expand_cpus() {
+    local part
+    for part in ${1//,/ }; do
+        case "$part" in
+            *-*) seq "${part%-*}" "${part#*-}" ;;
+            *) echo "$part" ;;
+        esac
+    done
+}
+PROXY_CPU_LIST=$(expand_cpus "$PROXY_CPU" | sort -un)
+LOAD_CPU_LIST=$(expand_cpus "$LOAD_CPU" | sort -un)
+PROXY_CPUS=$(echo "$PROXY_CPU_LIST" | wc -l)
+LOAD_THREADS=$(echo "$LOAD_CPU_LIST" | wc -l)
+SHARED_CPUS=0
+[ -z "$(comm -12 <(echo "$PROXY_CPU_LIST") <(echo "$LOAD_CPU_LIST"))" ] || SHARED_CPUS=1
+[ "$WORKERS" -ge 1 ] 2>/dev/null || { echo "--workers must be a number >= 1" >&2; exit 2; }
 CONTESTANTS="portcullis nginx haproxy"
+[ "$WORKERS" -gt 1 ] && CONTESTANTS="portcullis portcullis-ws nginx haproxy"
 BACKEND_PORT=18081
-declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084)
+declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws]=18087)
 # h2c (prior knowledge): Portcullis serves HTTP/1.1 and HTTP/2 on one port; nginx 1.22
 # and HAProxy need a port of their own for it.
-declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086)
-ADMIN_PORT=18092
+declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086 [portcullis-ws]=18087)
+declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093)
 IDLE_CONNS=${IDLE_CONNS:-10000}
 
 log() { printf '[compare] %s\n' "$*" >&2; }
@@ -229,7 +269,7 @@ if [ ${#need_install[@]} -gt 0 ]; then
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
-for port in "$BACKEND_PORT" "${PORT[@]}" "${H2_PORT[@]}" "$ADMIN_PORT"; do
+for port in "$BACKEND_PORT" "${PORT[@]}" "${H2_PORT[@]}" "${ADMIN[@]}"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is already in use; stop whatever listens there"
     fi
@@ -294,7 +334,7 @@ start_backend() {
     chmod 755 "$dir" "$dir/www" && chmod 644 "$dir/www/64k"
     cat >"$dir/nginx.conf" <<EOF
 load_module $ECHO_MODULE;
-worker_processes 1;
+worker_processes $LOAD_THREADS;
 worker_rlimit_nofile 20000;
 daemon off;
 pid $dir/nginx.pid;
@@ -322,21 +362,24 @@ EOF
 # ---------------------------------------------------------------- contestants (CPU 0)
 declare -A PID
 
-start_portcullis() {
-    local dir=$WORK/portcullis
+start_portcullis() { # [WORKER_MODEL]
+    local model=${1:-per_core} who=portcullis
+    [ "$model" = per_core ] || who=portcullis-ws
+    local dir=$WORK/$who
     mkdir -p "$dir"
     # Configured as users run it: metrics on (admin listener), request ids, limits set
     # high enough that the limiter never rejects during the benchmark.
     cat >"$dir/gateway.yaml" <<EOF
 listeners:
   - name: bench
-    address: 127.0.0.1:${PORT[portcullis]}
+    address: 127.0.0.1:${PORT[$who]}
     max_connections: 19000
     idle_timeout: 75s
 admin:
-  address: 127.0.0.1:$ADMIN_PORT
+  address: 127.0.0.1:${ADMIN[$who]}
 shutdown_timeout: 2s
-workers: 1
+workers: $WORKERS
+worker_model: $model
 upstreams:
   backend:
     endpoints: ["http://127.0.0.1:$BACKEND_PORT"]
@@ -353,20 +396,26 @@ routes:
 EOF
     "$BIN" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "the generated gateway.yaml is invalid"; }
-    # The binary builds a multi-thread runtime with one worker per core; give it one.
     taskset -c "$PROXY_CPU" "$BIN" run -c "$dir/gateway.yaml" \
         >"$dir/portcullis.log" 2>&1 &
-    PID[portcullis]=$!
+    PID[$who]=$!
     STARTED+=($!)
-    wait_http "http://127.0.0.1:${PORT[portcullis]}/small"
-    wait_http "http://127.0.0.1:$ADMIN_PORT/metrics"
+    wait_http "http://127.0.0.1:${PORT[$who]}/small"
+    wait_http "http://127.0.0.1:${ADMIN[$who]}/metrics"
+}
+
+start_portcullis-ws() {
+    start_portcullis work_stealing
 }
 
 start_nginx() {
     local dir=$WORK/nginx
     mkdir -p "$dir"
+    # Several workers: one listening socket each (reuseport), nginx's fastest setting.
+    local reuseport=
+    [ "$WORKERS" -gt 1 ] && reuseport=" reuseport"
     cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 worker_rlimit_nofile 20000;
 daemon off;
 pid $dir/nginx.pid;
@@ -384,8 +433,8 @@ $(nginx_temp_paths "$dir")
         keepalive_timeout 75s;
     }
     server {
-        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
-        listen 127.0.0.1:${H2_PORT[nginx]} http2 backlog=4096;
+        listen 127.0.0.1:${PORT[nginx]} backlog=4096$reuseport;
+        listen 127.0.0.1:${H2_PORT[nginx]} http2 backlog=4096$reuseport;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -411,7 +460,7 @@ start_haproxy() {
     mkdir -p "$dir"
     cat >"$dir/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 19000
     # The open-files limit here (20,000) is below what maxconn asks for; run anyway.
     no strict-limits
@@ -476,10 +525,12 @@ rss_kb() {
 
 now_ns() { date +%s%N; }
 
-# Ticks CPU $PROXY_CPU spent in user, nice, system and steal time (/proc/stat): compared
-# with the proxy's own CPU time, this shows when something else ran on the proxy's CPU.
+# Ticks the proxies' CPUs spent in user, nice, system and steal time (/proc/stat):
+# compared with the proxy's own CPU time, this shows when something else ran on them.
 cpu0_ticks() {
-    awk -v cpu="cpu$PROXY_CPU" '$1 == cpu { print $2 + $3 + $4 + $9 }' /proc/stat
+    awk -v cpus=" $(echo $PROXY_CPU_LIST) " '
+        $1 ~ /^cpu[0-9]+$/ && index(cpus, " " substr($1, 4) " ") { t += $2 + $3 + $4 + $9 }
+        END { print t + 0 }' /proc/stat
 }
 
 # Between runs nothing of ours is busy, so CPU time used now is someone else's (a build, a
@@ -503,7 +554,7 @@ wait_quiet() {
 
 # ---------------------------------------------------------------- load generators (CPU 1)
 cat >"$WORK/report.lua" <<'EOF'
--- With WRK_RATE set, sends at that many requests per second in all, open loop: each
+-- With WRK_RATE set, each wrk thread sends that many requests per second, open loop: each
 -- request about to go out takes the next slot of a fixed schedule and waits for it, so
 -- a slow answer does not lower the offered rate (as long as enough connections are
 -- free). Latency is counted from each request's send. At the end, prints one
@@ -545,7 +596,7 @@ run_wrk() {
     local who=$1 conns=$2 path=$3 out=$WORK/wrk.out t0 t1 c0 c1 s0 s1 line
     shift 3
     c0=$(cpu_ticks "$who"); s0=$(cpu0_ticks); t0=$(now_ns)
-    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" \
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" wrk -t"$LOAD_THREADS" -c"$conns" -d"${DURATION}s" \
         --timeout 10s -s "$WORK/report.lua" "$@" "http://127.0.0.1:${PORT[$who]}$path" >"$out" 2>&1 || true
     t1=$(now_ns); c1=$(cpu_ticks "$who"); s1=$(cpu0_ticks)
     line=$(grep '^RESULT ' "$out" || true)
@@ -562,7 +613,7 @@ run_wrk() {
 run_h2load() {
     local who=$1 conns=$2 streams=$3 path=$4 out=$WORK/h2load.out t0 t1 c0 c1 s0 s1
     c0=$(cpu_ticks "$who"); s0=$(cpu0_ticks); t0=$(now_ns)
-    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" h2load -t1 -c"$conns" -m"$streams" \
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" h2load -t"$LOAD_THREADS" -c"$conns" -m"$streams" \
         -D "$DURATION" "http://127.0.0.1:${H2_PORT[$who]}$path" >"$out" 2>&1 || true
     t1=$(now_ns); c1=$(cpu_ticks "$who"); s1=$(cpu0_ticks)
     read -r REQUESTS ERRORS STATUS < <(awk '
@@ -577,9 +628,9 @@ run_h2load() {
 }
 
 CSV=$WORK/runs.csv
-echo "scenario,proxy,round,requests,wall_s,cpu_s,other_cpu0_s,errors,status_errors,p50_us,p99_us,p999_us,rss_before_kb,rss_after_kb,idle_conns,probe_p99_before_us" >"$CSV"
+echo "scenario,proxy,round,requests,wall_s,cpu_s,other_cpu0_s,errors,status_errors,p50_us,p99_us,p999_us,rss_before_kb,rss_after_kb,idle_conns,probe_p99_before_us,proxy_cpus,shared_cpus" >"$CSV"
 record() { # SCENARIO WHO ROUND [rss_before rss_after idle_conns probe_before]
-    local line="$1,$2,$3,$REQUESTS,$WALL_S,$CPU_S,$OTHER_S,$ERRORS,$STATUS,$P50,$P99,$P999,${4:-},${5:-},${6:-},${7:-}"
+    local line="$1,$2,$3,$REQUESTS,$WALL_S,$CPU_S,$OTHER_S,$ERRORS,$STATUS,$P50,$P99,$P999,${4:-},${5:-},${6:-},${7:-},$PROXY_CPUS,$SHARED_CPUS"
     echo "$line" >>"$CSV"
     log "$1 round $3 $(printf '%-10s' "$2") $(awk -v r="$REQUESTS" -v w="$WALL_S" -v c="$CPU_S" -v o="$OTHER_S" -v p="$P99" \
         'BEGIN { printf "%8.0f req/s  p99 %7.2f ms  cpu %5.1f%%  %6.2f us/req  other on cpu %4.1f%%", r / w, p / 1000, 100 * c / w, (r > 0 ? 1e6 * c / r : 0), 100 * o / w }')$([ "$ERRORS$STATUS" = 00 ] || echo "  errors $ERRORS, non-2xx $STATUS")"
@@ -710,7 +761,8 @@ run_one() { # SCENARIO WHO ROUND
         64k-c50) run_wrk "$2" 50 /64k ;;
         newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;
         h2c-c50x10) run_h2load "$2" 50 10 /small ;;
-        rate-half) WRK_RATE=$RATE run_wrk "$2" "$RATE_CONNS" /small ;;
+        # Each wrk thread keeps its own schedule: give each its share of the rate.
+        rate-half) WRK_RATE=$((RATE / LOAD_THREADS)) run_wrk "$2" "$RATE_CONNS" /small ;;
         delay-c1000) run_wrk "$2" 1000 /delay ;;
         idle-10k) run_idle "$2" "$3"; return ;;
     esac
@@ -719,9 +771,9 @@ run_one() { # SCENARIO WHO ROUND
 
 log "work dir $WORK; $ROUNDS rounds of ${DURATION}s; proxies on CPU $PROXY_CPU, wrk and backend on CPU $LOAD_CPU"
 start_backend
-start_portcullis
-start_nginx
-start_haproxy
+for who in $CONTESTANTS; do
+    "start_$who"
+done
 
 log "warm-up"
 for who in $CONTESTANTS; do
@@ -757,7 +809,7 @@ done
 cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
-- portcullis: $SRC_STATE (workers: 1, pinned to CPU $PROXY_CPU)
+- portcullis: $SRC_STATE (workers: $WORKERS, pinned to CPUs $PROXY_CPU; wrk and the backend on CPUs $LOAD_CPU)
 - peers: $(nginx -v 2>&1 | sed 's|.*/||; s|^|nginx |'), $(haproxy -v 2>&1 | awk 'NR == 1 { print "HAProxy " $3 }'); load: $(wrk -v 2>&1 | awk 'NR == 1 { print "wrk " $2 }'), $(h2load --version 2>&1 | awk 'NR == 1 { print $2 }' | sed 's|/| |')
 - command: benches/compare.sh $ARGS
 
