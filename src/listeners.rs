@@ -54,6 +54,9 @@ type Sockets = Arc<Vec<std::net::TcpListener>>;
 pub struct Ready {
     config: ListenerConfig,
     sockets: Sockets,
+    /// Duplicates of `sockets` for the new accept loops, one per worker (made here, so
+    /// that running out of file descriptors fails the change, not one worker's loop).
+    for_workers: Vec<std::net::TcpListener>,
     tls: Option<(Arc<TlsListener>, CertificateWatcher)>,
 }
 
@@ -170,9 +173,22 @@ impl ListenerSet {
             if let Some(current) = current {
                 changes.stop.push(current.config.name.clone());
             }
+            let for_workers = sockets
+                .iter()
+                .map(std::net::TcpListener::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| ListenerError::Bind {
+                    what: format!(
+                        "listener {:?} (sharing its sockets with the workers)",
+                        config.name
+                    ),
+                    address: config.address,
+                    source,
+                })?;
             changes.start.push(Ready {
                 config: config.clone(),
                 sockets,
+                for_workers,
                 tls,
             });
         }
@@ -238,22 +254,18 @@ impl ListenerSet {
                 redirect_to_https: config.redirect_to_https,
                 timeouts: self.metrics.client_timeouts(&config.name),
             });
-            let mut workers = Vec::with_capacity(self.workers.len());
-            for (index, (runtime, socket)) in
-                self.workers.iter().zip(ready.sockets.iter()).enumerate()
-            {
-                match socket.try_clone() {
-                    Ok(socket) => workers.push(WorkerSocket {
-                        runtime: runtime.clone(),
-                        socket,
-                        metrics: self.metrics.listener(&config.name),
-                        connections: self.metrics.worker(index),
-                    }),
-                    Err(error) => {
-                        tracing::error!(listener = %config.name, worker = index, "cannot share the listening socket with this worker: {error}");
-                    }
-                }
-            }
+            let workers = self
+                .workers
+                .iter()
+                .zip(ready.for_workers)
+                .enumerate()
+                .map(|(index, (runtime, socket))| WorkerSocket {
+                    runtime: runtime.clone(),
+                    socket,
+                    metrics: self.metrics.listener(&config.name),
+                    connections: self.metrics.worker(index),
+                })
+                .collect();
             let listener = Listener {
                 context,
                 max_connections: config.max_connections,
