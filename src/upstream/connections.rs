@@ -74,7 +74,8 @@ pub struct Http1Pool {
     host: String,
     port: u16,
     settings: PoolSettings,
-    /// Idle connections by worker ([`crate::workers::current`] modulo their number).
+    /// Idle connections by worker ([`crate::workers::current`]; a thread of no worker,
+    /// or of another gateway's worker beyond these, uses the first).
     idle: Box<[IdleShard]>,
     /// Idle connections each shard keeps at most.
     max_idle_per_shard: usize,
@@ -93,6 +94,7 @@ impl Http1Pool {
     pub fn new(address: &EndpointAddress, settings: PoolSettings, metrics: PoolMetrics) -> Self {
         let authority = &address.authority;
         let default_port = if settings.tls.is_some() { 443 } else { 80 };
+        let shards = settings.worker_shards.max(1);
         Http1Pool {
             host: authority
                 .host()
@@ -100,10 +102,10 @@ impl Http1Pool {
                 .trim_end_matches(']')
                 .to_owned(),
             port: authority.port_u16().unwrap_or(default_port),
-            idle: (0..settings.worker_shards.max(1))
+            idle: (0..shards)
                 .map(|_| IdleShard(Mutex::new(Vec::new())))
                 .collect(),
-            max_idle_per_shard: settings.max_idle.div_ceil(settings.worker_shards.max(1)),
+            max_idle_per_shard: settings.max_idle.div_ceil(shards),
             settings,
             metrics,
         }
@@ -149,7 +151,9 @@ impl Http1Pool {
 
     /// This worker's idle connections.
     fn shard(&self) -> &IdleShard {
-        &self.idle[crate::workers::current() % self.idle.len()]
+        // A bounds check rather than a division: this runs twice per request.
+        let shards = &self.idle;
+        shards.get(crate::workers::current()).unwrap_or(&shards[0])
     }
 
     /// An idle connection that is still open, if there is one.
