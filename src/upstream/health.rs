@@ -90,7 +90,11 @@ impl EndpointPool {
         let endpoint = &self.endpoints[index];
         let health = &endpoint.health;
         if !failed {
-            health.consecutive_failures.store(0, Ordering::Release);
+            // Read before writing: a store on every success would pull the cache line
+            // away from every other worker thread.
+            if health.consecutive_failures.load(Ordering::Acquire) != 0 {
+                health.consecutive_failures.store(0, Ordering::Release);
+            }
             return;
         }
         let Some(config) = outlier else { return };

@@ -3,11 +3,11 @@
 //! refused at once, so a slow upstream costs its own callers fast 503s and never holds
 //! up requests to other upstreams.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::adaptive::{Adaptive, Sample};
 use crate::config::AdaptiveLimit;
@@ -26,6 +26,9 @@ pub enum Rejection {
 /// (see [`Limiter::reconfigure`]), so requests in flight stay counted when the limits
 /// change.
 pub struct Limiter {
+    /// Free permits. A request's permit is forgotten when taken and added back when
+    /// its [`Permit`] drops: no `Arc` of the semaphore is cloned per request, which
+    /// matters when every worker thread takes permits from the same upstream.
     semaphore: Arc<Semaphore>,
     max_in_flight: AtomicUsize,
     max_queue: AtomicUsize,
@@ -36,11 +39,13 @@ pub struct Limiter {
     /// Present when the limit follows the upstream's latency. A std mutex: held only
     /// to update the controller, never across `.await`.
     adaptive: std::sync::Mutex<Option<Adaptive>>,
+    /// Whether `adaptive` holds a controller: lets [`Limiter::sample`] skip the lock
+    /// for a fixed limit, so worker threads do not contend on it per request.
+    adaptive_enabled: AtomicBool,
 }
 
 /// The right to have one request in flight; released when dropped.
 pub struct Permit {
-    _permit: OwnedSemaphorePermit,
     limiter: Arc<Limiter>,
 }
 
@@ -48,6 +53,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.limiter.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.limiter.metrics.in_flight.dec();
+        self.limiter.semaphore.add_permits(1);
     }
 }
 
@@ -75,6 +81,7 @@ impl Limiter {
             .set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
         Limiter {
             adaptive: std::sync::Mutex::new(None),
+            adaptive_enabled: AtomicBool::new(false),
             semaphore: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight: AtomicUsize::new(max_in_flight),
             max_queue: AtomicUsize::new(max_queue),
@@ -106,6 +113,7 @@ impl Limiter {
         let limit = match (bounds, adaptive.as_mut()) {
             (None, _) => {
                 *adaptive = None;
+                self.adaptive_enabled.store(false, Ordering::Release);
                 return;
             }
             (Some(bounds), Some(current)) => current.rebound(bounds),
@@ -113,6 +121,7 @@ impl Limiter {
                 let controller = Adaptive::new(bounds, self.max_in_flight.load(Ordering::Acquire));
                 let limit = controller.limit();
                 *adaptive = Some(controller);
+                self.adaptive_enabled.store(true, Ordering::Release);
                 limit
             }
         };
@@ -122,6 +131,9 @@ impl Limiter {
 
     /// Feeds one finished request to an adaptive limit (no-op for a fixed one).
     pub fn sample(&self, sample: Sample) {
+        if !self.adaptive_enabled.load(Ordering::Acquire) {
+            return;
+        }
         let new_limit = {
             let mut adaptive = self
                 .adaptive
@@ -173,8 +185,11 @@ impl Limiter {
 
     /// Waits for a permit, or says why none will come.
     pub async fn acquire(self: &Arc<Self>) -> Result<Permit, Rejection> {
-        match self.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => return Ok(self.grant(permit)),
+        match self.semaphore.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                return Ok(self.grant());
+            }
             Err(TryAcquireError::NoPermits) => {}
             Err(TryAcquireError::Closed) => return Err(self.queue_full()),
         }
@@ -192,13 +207,15 @@ impl Limiter {
         let _slot = QueueSlot { limiter: self };
         let queue_timeout = Duration::from_nanos(self.queue_timeout_nanos.load(Ordering::Acquire));
         let waiting_since = Instant::now();
-        let waited =
-            tokio::time::timeout(queue_timeout, self.semaphore.clone().acquire_owned()).await;
+        let waited = tokio::time::timeout(queue_timeout, self.semaphore.acquire()).await;
         self.metrics
             .queue_wait
             .observe(waiting_since.elapsed().as_secs_f64());
         match waited {
-            Ok(Ok(permit)) => Ok(self.grant(permit)),
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(self.grant())
+            }
             Ok(Err(_closed)) => Err(self.queue_full()),
             Err(_elapsed) => {
                 self.metrics.rejected_queue_timeout.inc();
@@ -207,11 +224,11 @@ impl Limiter {
         }
     }
 
-    fn grant(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Permit {
+    /// Counts a permit taken from the semaphore (and forgotten there) as in flight.
+    fn grant(self: &Arc<Self>) -> Permit {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.metrics.in_flight.inc();
         Permit {
-            _permit: permit,
             limiter: self.clone(),
         }
     }
@@ -245,6 +262,21 @@ mod tests {
             Duration::from_millis(100),
             Metrics::new().upstream("u"),
         )
+    }
+
+    #[test]
+    fn samples_move_only_an_adaptive_limit() {
+        let limiter = limiter(10, 0);
+        limiter.sample(Sample::Dropped);
+        assert_eq!(limiter.limit(), 10, "a fixed limit ignores samples");
+        limiter.set_adaptive(Some(AdaptiveLimit { min: 1, max: 20 }));
+        let adaptive_start = limiter.limit();
+        limiter.sample(Sample::Dropped);
+        let lowered = limiter.limit();
+        assert!(lowered < adaptive_start, "{lowered} < {adaptive_start}");
+        limiter.set_adaptive(None);
+        limiter.sample(Sample::Dropped);
+        assert_eq!(limiter.limit(), lowered, "fixed again: samples are ignored");
     }
 
     #[tokio::test(start_paused = true)]
