@@ -20,6 +20,9 @@
 #                  taskset CPU lists for the proxies and for wrk + backend (default 0
 #                  and 1); e.g. --workers 8 --proxy-cpus 0-7 --load-cpus 8-15. wrk runs
 #                  one thread per load CPU.
+#   --ab BIN       A/B: run BIN as contestant portcullis-b (same config as portcullis)
+#                  against target/release/portcullis and nginx only, e.g. a build of
+#                  main against a build of a branch
 #
 # Layout (what issue 6 found to be the least noisy on 2 cores): each proxy under test is
 # pinned to CPU 0 with one worker; the load generator and the backend (a one-worker
@@ -44,6 +47,7 @@ BUILD=1
 RAW=
 REPORT=
 WORKERS=1
+AB_BIN=
 ALL_SCENARIOS="small-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
@@ -58,6 +62,7 @@ while [ $# -gt 0 ]; do
         --workers) WORKERS=$2; shift ;;
         --proxy-cpus) PROXY_CPU=$2; shift ;;
         --load-cpus) LOAD_CPU=$2; shift ;;
+        --ab) AB_BIN=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -93,7 +98,7 @@ timed = [r for r in rows if r["scenario"] != "idle-10k"] or rows
 rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
-proxies = [p for p in ["portcullis", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
+proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
 throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
@@ -234,12 +239,17 @@ SHARED_CPUS=0
 [ "$WORKERS" -ge 1 ] 2>/dev/null || { echo "--workers must be a number >= 1" >&2; exit 2; }
 CONTESTANTS="portcullis nginx haproxy"
 [ "$WORKERS" -gt 1 ] && CONTESTANTS="portcullis portcullis-ws nginx haproxy"
+if [ -n "$AB_BIN" ]; then
+    [ -x "$AB_BIN" ] || { echo "--ab $AB_BIN: not an executable" >&2; exit 2; }
+    AB_BIN=$(cd "$(dirname "$AB_BIN")" && pwd)/$(basename "$AB_BIN")
+    CONTESTANTS="portcullis portcullis-b nginx"
+fi
 BACKEND_PORT=18081
-declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws]=18087)
+declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws]=18087 [portcullis-b]=18088)
 # h2c (prior knowledge): Portcullis serves HTTP/1.1 and HTTP/2 on one port; nginx 1.22
 # and HAProxy need a port of their own for it.
-declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086 [portcullis-ws]=18087)
-declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093)
+declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086 [portcullis-ws]=18087 [portcullis-b]=18088)
+declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093 [portcullis-b]=18094)
 IDLE_CONNS=${IDLE_CONNS:-10000}
 
 log() { printf '[compare] %s\n' "$*" >&2; }
@@ -362,8 +372,8 @@ EOF
 # ---------------------------------------------------------------- contestants (CPU 0)
 declare -A PID
 
-start_portcullis() { # [WORKER_MODEL]
-    local model=${1:-per_core} who=portcullis
+start_portcullis() { # [WORKER_MODEL [CONTESTANT BINARY]]
+    local model=${1:-per_core} who=${2:-portcullis} bin=${3:-$BIN}
     [ "$model" = per_core ] || who=portcullis-ws
     local dir=$WORK/$who
     mkdir -p "$dir"
@@ -394,9 +404,9 @@ routes:
     match: { path_prefix: / }
     upstream: backend
 EOF
-    "$BIN" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
+    "$bin" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "the generated gateway.yaml is invalid"; }
-    taskset -c "$PROXY_CPU" "$BIN" run -c "$dir/gateway.yaml" \
+    taskset -c "$PROXY_CPU" "$bin" run -c "$dir/gateway.yaml" \
         >"$dir/portcullis.log" 2>&1 &
     PID[$who]=$!
     STARTED+=($!)
@@ -406,6 +416,10 @@ EOF
 
 start_portcullis-ws() {
     start_portcullis work_stealing
+}
+
+start_portcullis-b() {
+    start_portcullis per_core portcullis-b "$AB_BIN"
 }
 
 start_nginx() {
@@ -801,6 +815,8 @@ for scenario in $SCENARIOS; do
             run_one "$scenario" "$who" "$round"
         done
     done
+    # Keep what is measured so far, should a later scenario be interrupted.
+    [ -z "$RAW" ] || cp "$CSV" "$RAW"
 done
 
 [ -n "$RAW" ] && cp "$CSV" "$RAW"
@@ -809,7 +825,8 @@ done
 cat <<EOF
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), Linux $(uname -r)
-- portcullis: $SRC_STATE (workers: $WORKERS, pinned to CPUs $PROXY_CPU; wrk and the backend on CPUs $LOAD_CPU)
+- portcullis: $SRC_STATE (workers: $WORKERS, pinned to CPUs $PROXY_CPU; wrk and the backend on CPUs $LOAD_CPU)${AB_BIN:+
+- portcullis-b: $AB_BIN}
 - peers: $(nginx -v 2>&1 | sed 's|.*/||; s|^|nginx |'), $(haproxy -v 2>&1 | awk 'NR == 1 { print "HAProxy " $3 }'); load: $(wrk -v 2>&1 | awk 'NR == 1 { print "wrk " $2 }'), $(h2load --version 2>&1 | awk 'NR == 1 { print $2 }' | sed 's|/| |')
 - command: benches/compare.sh $ARGS
 
