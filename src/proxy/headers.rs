@@ -48,18 +48,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         return;
     }
     if present[0] {
-        let nominated: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !HOP_BY_HOP.contains(name))
-            .collect();
-        for name in nominated {
-            // The request id and Host are ours to manage; never let a client strip them.
-            if name != X_REQUEST_ID && name != HOST {
-                headers.remove(name);
+        // Nearly always one value, `close` or `keep-alive`: a copy of it (a reference
+        // count) lets the names it lists be removed without collecting them first.
+        let mut values = headers.get_all(CONNECTION).iter();
+        match (values.next().cloned(), values.next().is_some()) {
+            (Some(only), false) => remove_nominated(headers, &only),
+            _ => {
+                let all: Vec<HeaderValue> = headers.get_all(CONNECTION).iter().cloned().collect();
+                for value in &all {
+                    remove_nominated(headers, value);
+                }
             }
         }
     }
@@ -77,6 +75,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes the headers that one `Connection` value names, except hop-by-hop ones (removed
+/// anyway), the request id and `Host`. Looks names up as text: no `HeaderName` is built
+/// for the usual `close` or `keep-alive`.
+fn remove_nominated(headers: &mut HeaderMap, connection: &HeaderValue) {
+    let Ok(value) = connection.to_str() else {
+        return;
+    };
+    for token in value.split(',').map(str::trim) {
+        let is = |name: &HeaderName| token.eq_ignore_ascii_case(name.as_str());
+        // The request id and Host are ours to manage; never let a client strip them.
+        if token.is_empty() || HOP_BY_HOP.iter().any(is) || is(&X_REQUEST_ID) || is(&HOST) {
+            continue;
+        }
+        // A token that is no valid header name finds nothing.
+        headers.remove(token);
     }
 }
 
@@ -159,6 +175,26 @@ mod tests {
         assert_eq!(headers.len(), 2, "{headers:?}");
         assert_eq!(headers[TE], "trailers");
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn every_connection_value_counts_and_ours_are_kept() {
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, HeaderValue::from_static("close, X-A"));
+        headers.append(
+            CONNECTION,
+            HeaderValue::from_static(" x-b ,, x-request-id, Host, bad name, Upgrade"),
+        );
+        for name in ["x-a", "x-b", "x-kept"] {
+            headers.insert(name, HeaderValue::from_static("1"));
+        }
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
+        headers.insert(HOST, HeaderValue::from_static("example.test"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        remove_hop_by_hop(&mut headers, false);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept", "x-request-id"]);
     }
 
     #[test]
