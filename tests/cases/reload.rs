@@ -422,8 +422,8 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
     let backend = Backend::echo().await;
     let (_dir, path) = temp_config();
     let (public_port, second_port) = (
-        crate::support::closed_port().port(),
-        crate::support::closed_port().port(),
+        crate::support::port_to_listen_on_later(),
+        crate::support::port_to_listen_on_later(),
     );
     let gw = reloadable(&path, &with_listeners(&backend, public_port, "", None)).await;
     let client = Client::new();

@@ -85,6 +85,24 @@ pub async fn metric_reaches(gateway: &RunningGateway, series: &str, value: f64) 
     .await;
 }
 
+/// A port for a listener that a test binds later (after a reload, say). It is below the
+/// kernel's ephemeral range (32768-60999 by default), so the client connections that
+/// other tests open meanwhile cannot take it as their source port, as a port from
+/// `bind(0)` can.
+pub fn port_to_listen_on_later() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PICKED: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..1000 {
+        let n = PICKED.fetch_add(1, Ordering::Relaxed);
+        let offset = (std::process::id().wrapping_mul(97) ^ n.wrapping_mul(7919)) % 12_000;
+        let port = 20_000 + u16::try_from(offset).expect("below 12,000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 31999");
+}
+
 /// An address on which nothing listens.
 pub fn closed_port() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
