@@ -570,7 +570,14 @@ where
             if !writer.finished && writer.data.is_empty() {
                 writer.suffix_into_bytes();
                 match Pin::new(&mut *body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => writer.push_frame(frame)?,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        writer.push_frame(frame)?;
+                        // A body that knows it has ended (the last chunk came with the
+                        // data) ends the response in the same write.
+                        if !writer.finished && body.is_end_stream() {
+                            writer.finish()?;
+                        }
+                    }
                     Poll::Ready(Some(Err(error))) => {
                         return Poll::Ready(Err(WriteFailure::Body(error)))
                     }

@@ -106,6 +106,11 @@ impl ResponseWriter {
 
     pub fn finish(&mut self) -> Result<(), WriteFailure> {
         match self.framing {
+            // The last data is still pending (the body said it ended with it): the last
+            // chunk goes after it, with the CRLF that closes that data, in the same write.
+            ResponseFraming::Chunked if !self.data.is_empty() => {
+                self.suffix = b"\r\n0\r\n\r\n";
+            }
             ResponseFraming::Chunked => head::encode_last_chunk(&mut self.bytes, None),
             ResponseFraming::Length(_) if self.remaining > 0 => return Err(WriteFailure::Length),
             _ => {}
@@ -169,6 +174,19 @@ mod tests {
         writer.finish().expect("end");
         drain(&mut writer, &mut out);
         assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n");
+        assert!(writer.finished);
+    }
+
+    #[test]
+    fn a_body_that_ends_with_its_data_is_finished_in_one_write() {
+        let mut writer = ResponseWriter::new(ResponseFraming::Chunked);
+        writer.bytes.extend_from_slice(b"HEAD\r\n\r\n");
+        writer.suffix_into_bytes();
+        writer.push_frame(data(b"hello")).expect("frame");
+        writer.finish().expect("end");
+        let mut out = Vec::new();
+        drain(&mut writer, &mut out);
+        assert_eq!(out, b"HEAD\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
         assert!(writer.finished);
     }
 

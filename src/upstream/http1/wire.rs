@@ -395,10 +395,12 @@ impl Decoder {
                     }
                     let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
                     *left -= take as u64;
+                    let data = buf.split_to(take).freeze();
                     if *left == 0 {
                         *self = Decoder::Chunked(Chunk::DataEnd);
+                        self.take_buffered_end(buf);
                     }
-                    return Ok(Some(Decoded::Data(buf.split_to(take).freeze())));
+                    return Ok(Some(Decoded::Data(data)));
                 }
                 Decoder::Chunked(Chunk::DataEnd) => {
                     match buf.first() {
@@ -427,6 +429,19 @@ impl Decoder {
                     };
                 }
             }
+        }
+    }
+
+    /// After a chunk's data: when what follows in `buf` is the last chunk without
+    /// trailers (as nearly every server sends it), takes it now. The body then reports
+    /// its end together with its last data: the proxy writes the end of its response in
+    /// the same write as that data, and the connection goes back to its pool at once.
+    /// Anything else is left for [`Decoder::decode`].
+    fn take_buffered_end(&mut self, buf: &mut BytesMut) {
+        const LAST_CHUNK_AFTER_DATA: &[u8] = b"\r\n0\r\n\r\n";
+        if buf.starts_with(LAST_CHUNK_AFTER_DATA) {
+            buf.advance(LAST_CHUNK_AFTER_DATA.len());
+            *self = Decoder::Done;
         }
     }
 
@@ -701,6 +716,30 @@ mod tests {
         let mut decoder = Decoder::new(ResponseFraming::Chunked);
         let (body, trailers) = decode_all(&mut decoder, b"3\r\nabc\r\n0\r\n\r\n").expect("decodes");
         assert_eq!((body.as_slice(), trailers), (&b"abc"[..], None));
+    }
+
+    #[test]
+    fn a_buffered_last_chunk_ends_the_body_with_its_data() {
+        let mut decoder = Decoder::new(ResponseFraming::Chunked);
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\n"[..]);
+        let first = decoder.decode(&mut buf).expect("decodes");
+        assert_eq!(first, Some(Decoded::Data(Bytes::from_static(b"hello"))));
+        assert!(decoder.is_done() && buf.is_empty());
+
+        // Not all of it buffered yet: the end comes with the next bytes.
+        let mut decoder = Decoder::new(ResponseFraming::Chunked);
+        let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n"[..]);
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Ok(Some(Decoded::Data(_)))
+        ));
+        assert!(!decoder.is_done());
+        assert_eq!(decoder.decode(&mut buf).expect("decodes"), None);
+        buf.extend_from_slice(b"\r\n");
+        assert_eq!(
+            decoder.decode(&mut buf).expect("decodes"),
+            Some(Decoded::End)
+        );
     }
 
     #[test]
