@@ -198,6 +198,50 @@ async fn a_chunked_response_with_trailers_is_decoded_and_its_connection_reused()
 }
 
 #[tokio::test]
+async fn a_chunked_response_read_in_one_piece_is_passed_on_complete() {
+    // Head, data and last chunk in one write, as most servers send a short body: the
+    // gateway ends its own chunked response together with the data.
+    let upstream = Scripted::start(|_, _| {
+        Answer::Reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+    })
+    .await;
+    // One worker: each worker keeps its own upstream connections, and each request
+    // below comes on a new client connection.
+    let gw = gateway(&format!(
+        r#"
+workers: 1
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  u: {{ endpoints: ["http://{}"], timeout: 5s }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        upstream.addr
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    for _ in 0..3 {
+        let raw = raw_exchange(
+            addr,
+            b"GET /one HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+            "\r\n0\r\n\r\n",
+        )
+        .await;
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{raw}"
+        );
+        assert_eq!(body, "5\r\nhello\r\n0\r\n\r\n");
+    }
+    assert_eq!(upstream.opened(), 1, "the upstream connection is reused");
+}
+
+#[tokio::test]
 async fn a_response_delimited_by_close_arrives_whole_and_its_connection_is_not_reused() {
     let upstream =
         Scripted::start(|_, _| Answer::ReplyAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end"))
