@@ -73,8 +73,14 @@ bundle=$(cd "$(dirname "$0")" && pwd)
 # The machine's own tools come first where it has them.
 export PATH=$PATH:$bundle/bin
 ulimit -n 65536 2>/dev/null || ulimit -n 20000
-mkdir -p /usr/lib/nginx/modules
-cp "$bundle/ngx_http_echo_module.so" /usr/lib/nginx/modules/
+# Replaced only when it differs, and by renaming a copy: writing over a module that a
+# running nginx has loaded crashes that nginx's workers.
+module=/usr/lib/nginx/modules/ngx_http_echo_module.so
+if ! cmp -s "$bundle/ngx_http_echo_module.so" "$module"; then
+    mkdir -p "$(dirname "$module")"
+    cp "$bundle/ngx_http_echo_module.so" "$module.new"
+    mv "$module.new" "$module"
+fi
 id www-data >/dev/null 2>&1 || useradd -r -M www-data
 mkdir -p target/release
 cp "$bundle/portcullis" target/release/portcullis
