@@ -162,9 +162,12 @@ async fn gateway_for(upstream: &Scripted) -> portcullis::RunningGateway {
     gateway_to(upstream.addr).await
 }
 
+/// A gateway with one worker in front of `addr`: each worker keeps its own upstream
+/// connections, and these tests count the connections one pool opens.
 async fn gateway_to(addr: std::net::SocketAddr) -> portcullis::RunningGateway {
     gateway(&format!(
         r#"
+workers: 1
 listeners: [{{ name: public, address: "127.0.0.1:0" }}]
 upstreams:
   u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
@@ -207,20 +210,9 @@ async fn a_chunked_response_read_in_one_piece_is_passed_on_complete() {
         )
     })
     .await;
-    // One worker: each worker keeps its own upstream connections, and each request
-    // below comes on a new client connection.
-    let gw = gateway(&format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["http://{}"], timeout: 5s }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        upstream.addr
-    ))
-    .await;
+    // New client connections may land on any worker: `gateway_to` runs one, so the
+    // reuse counted below is of one pool.
+    let gw = gateway_for(&upstream).await;
     let addr = gw.listener_addr("public").expect("listener");
     for _ in 0..3 {
         let raw = raw_exchange(
