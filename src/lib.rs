@@ -9,6 +9,8 @@
 //! - [`server`]: listeners, accept loop, connection limits, TLS ([`server::tls`]),
 //!   the gateway's own HTTP/1.1 server ([`server::http1`]; hyper's for HTTP/2),
 //!   graceful drain;
+//! - [`http1`]: the HTTP/1.1 codec both the server and the upstream client use (heads,
+//!   body framing, trailers), a leaf;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket
 //!   upgrades tunnelled after the upstream's 101 ([`proxy::websocket`]);
@@ -27,6 +29,7 @@ pub mod body;
 pub mod config;
 pub mod demo;
 pub mod gateway;
+pub mod http1;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;

@@ -253,6 +253,7 @@ impl ListenerSet {
                 }),
                 redirect_to_https: config.redirect_to_https,
                 timeouts: self.metrics.client_timeouts(&config.name),
+                header_fields_dropped: self.metrics.header_fields_dropped(&config.name),
             });
             let workers = self
                 .workers

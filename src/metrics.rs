@@ -113,6 +113,7 @@ pub struct Metrics {
     worker_connections_active: IntGaugeVec,
     worker_connections_total: IntCounterVec,
     client_timeouts: IntCounterVec,
+    header_fields_dropped: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
@@ -235,6 +236,12 @@ impl Metrics {
                  was doing: idle (no request), head (a request head not finished), \
                  response (not reading its response).",
                 &["listener", "phase"],
+            ),
+            header_fields_dropped: counter(
+                "portcullis_header_fields_dropped_total",
+                "Request header fields removed before routing because their names contain \
+                 `_` (listener option headers_with_underscores: drop).",
+                &["listener"],
             ),
             aggregate_calls: counter(
                 "portcullis_aggregate_calls_total",
@@ -409,6 +416,11 @@ impl Metrics {
             head: phase("head"),
             response: phase("response"),
         }
+    }
+
+    /// One listener's count of request header fields dropped for their names.
+    pub fn header_fields_dropped(&self, listener: &str) -> IntCounter {
+        self.header_fields_dropped.with_label_values(&[listener])
     }
 
     /// Handles for one TLS listener.

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::HeaderValue;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore, TryAcquireError};
 
 use crate::metrics::{ListenerMetrics, WorkerConnections};
 use crate::proxy::{ConnectionContext, ListenerContext};
-use connection::{serve_connection, HttpBuilders, Protocol};
+use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
 use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
@@ -360,14 +360,41 @@ async fn serve_plain(
     });
     if first_bytes_arrive(read, idle_timeout, &mut drain)
         .await
-        .is_some()
+        .is_none()
     {
+        return;
+    }
+    let decided = first_bytes_arrive(
+        read_until_decided(&mut stream, &mut first),
+        idle_timeout,
+        &mut drain,
+    );
+    if decided.await.is_some() {
         let protocol = Protocol::sniff(&first);
         serve_connection(
             &builders, protocol, stream, first, false, connection, shutdown,
         )
         .await;
     }
+}
+
+/// Reads on while the bytes so far are a strict prefix of the HTTP/2 preface (a client
+/// that sent `P`, or `PRI * HTTP/2.0`, in its first segment), until they tell HTTP/1.1
+/// from HTTP/2: every HTTP/1.1 request then meets the gateway's own parser, however its
+/// first bytes were split. `Ok(0)`: the client closed before they told.
+async fn read_until_decided<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    first: &mut BytesMut,
+) -> io::Result<usize> {
+    while Protocol::sniff(first) == Protocol::Undecided {
+        let mut more = [0u8; H2_PREFACE.len()];
+        let read = stream.read(&mut more).await?;
+        if read == 0 {
+            return Ok(0);
+        }
+        first.extend_from_slice(&more[..read]);
+    }
+    Ok(first.len())
 }
 
 /// Shakes hands, then serves the connection once its first request bytes arrive.
@@ -398,19 +425,27 @@ async fn serve_tls(
             .await
             .is_some()
         {
-            // Without ALPN, the first bytes tell, as on cleartext listeners.
+            // Without ALPN, the first bytes tell, as on cleartext listeners; when they
+            // cannot yet, they are taken out of the buffer and more are read.
+            let mut first = BytesMut::new();
             let protocol = match alpn {
+                Protocol::Undecided if Protocol::sniff(stream.buffer()) == Protocol::Undecided => {
+                    first.extend_from_slice(stream.buffer());
+                    stream.consume(first.len());
+                    let decided = read_until_decided(&mut stream, &mut first);
+                    if first_bytes_arrive(decided, idle_timeout, &mut drain)
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                    Protocol::sniff(&first)
+                }
                 Protocol::Undecided => Protocol::sniff(stream.buffer()),
                 decided => decided,
             };
             serve_connection(
-                &builders,
-                protocol,
-                stream,
-                BytesMut::new(),
-                true,
-                connection,
-                shutdown,
+                &builders, protocol, stream, first, true, connection, shutdown,
             )
             .await;
         }

@@ -297,6 +297,7 @@ fn compile_listeners(
                     max_request_body: listener
                         .max_request_body
                         .map_or(defaults.max_request_body, |s| s.0),
+                    headers_with_underscores: listener.headers_with_underscores.unwrap_or_default(),
                 },
                 tls,
                 redirect_to_https,

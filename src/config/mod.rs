@@ -21,7 +21,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 
 pub use error::{ConfigError, LoadError};
-pub use raw::{Balance, HostHeader, MergeMode, StreamMode, UpstreamProtocol, WorkerModel};
+pub use raw::{
+    Balance, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol, WorkerModel,
+};
 pub use tls::ListenerTls;
 pub use upstream_tls::UpstreamTls;
 
@@ -91,6 +93,8 @@ pub struct ClientLimits {
     pub max_uri_length: usize,
     /// Bytes of request body (413 beyond).
     pub max_request_body: u64,
+    /// Request header fields whose names contain `_`.
+    pub headers_with_underscores: UnderscoreHeaders,
 }
 
 impl Default for ClientLimits {
@@ -101,6 +105,7 @@ impl Default for ClientLimits {
             max_headers: 100,
             max_uri_length: 8 * 1024,
             max_request_body: 1 << 30,
+            headers_with_underscores: UnderscoreHeaders::Drop,
         }
     }
 }

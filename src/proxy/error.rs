@@ -30,6 +30,8 @@ pub enum ProxyError {
     UnsupportedTransferCoding,
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the request's Expect header asks for something other than `100-continue`")]
+    ExpectationFailed,
     #[error("upstream {upstream:?} is overloaded: {reason}")]
     Overloaded { upstream: String, reason: Rejection },
     #[error("upstream {upstream:?}: {error}")]
@@ -58,6 +60,7 @@ impl ProxyError {
             }
             ProxyError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ExpectationFailed => StatusCode::EXPECTATION_FAILED,
             ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -77,6 +80,7 @@ impl ProxyError {
             ProxyError::TooManyHeaders { .. } => "too_many_headers",
             ProxyError::UnsupportedTransferCoding => "unsupported_transfer_coding",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::ExpectationFailed => "expectation_failed",
             ProxyError::Overloaded { .. } => "upstream_overloaded",
             ProxyError::WebSocketLimit { .. } => "websocket_limit",
             ProxyError::Upstream { error, .. } => error.code(),

@@ -54,6 +54,8 @@ pub struct ListenerContext {
     pub redirect_to_https: Option<u16>,
     /// Connections closed because the client was too slow.
     pub timeouts: ClientTimeouts,
+    /// Request header fields dropped for their names (`headers_with_underscores`).
+    pub header_fields_dropped: prometheus::IntCounter,
 }
 
 /// One client connection.
@@ -283,6 +285,10 @@ impl ConnectionContext {
 
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, false);
+        if crate::http1::response::is_bodiless(parts.status) {
+            // RFC 9110 §8.6: no length on a response that cannot have a body.
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
         let exchange = exchange.timed(route.metrics.duration.clone(), started);
         Ok(Response::from_parts(

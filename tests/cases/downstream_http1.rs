@@ -438,7 +438,7 @@ async fn a_chunked_body_with_extensions_and_trailers_arrives_whole_from_small_wr
     let mut connection = connect(&gw).await;
     let request = b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
         3;name=value\r\nabc\r\n\
-        A ; q=\"quoted\"\r\n0123456789\r\n\
+        A;q=\"quoted\"\r\n0123456789\r\n\
         1\r\n!\r\n\
         0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n";
     // Three bytes at a time: sizes, data, CRLFs and trailers all split across reads.

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::upstream::http1::wire::{Decoded, Decoder, WireError};
+use crate::http1::{Decoded, Decoder, WireError};
 
 /// Why the client's request body could not be read to its end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +105,12 @@ impl BodyFeed {
         self.decoder.is_done()
     }
 
+    /// Whether the body's framing broke (or the connection ended within it): where the
+    /// body ends cannot be told, so the connection must close after its response.
+    pub fn is_broken(&self) -> bool {
+        self.decoder.is_failed()
+    }
+
     /// Whether the consumer dropped the body before its end.
     pub fn is_abandoned(&self) -> bool {
         let slot = lock(&self.shared);
@@ -156,9 +162,9 @@ impl BodyFeed {
                     WireError::Chunked(what) => RequestBodyError::Malformed(what),
                     _ => RequestBodyError::Truncated,
                 }));
+                // The decoder stays failed: nothing after the error is read as body or
+                // as a next request, and the connection closes after its response.
                 slot.ended = true;
-                // Nothing more can be read from this connection.
-                self.decoder = Decoder::Done;
             }
         }
         slot.wanted = false;
@@ -171,10 +177,10 @@ impl BodyFeed {
     /// The connection ended (the client closed it, or reading failed) before the body
     /// did: the consumer gets `error`.
     pub fn fail(&mut self, error: RequestBodyError, cx: &Context<'_>) {
-        if self.decoder.is_done() {
+        if self.decoder.is_done() || self.decoder.is_failed() {
             return;
         }
-        self.decoder = Decoder::Done;
+        self.decoder = Decoder::Failed;
         let mut slot = lock(&self.shared);
         slot.frame = Some(Err(error));
         slot.ended = true;
@@ -199,7 +205,7 @@ impl BodyFeed {
 
 impl Drop for BodyFeed {
     fn drop(&mut self) {
-        if self.decoder.is_done() {
+        if self.decoder.is_done() || self.decoder.is_failed() {
             return;
         }
         // The connection is gone with the body unfinished.
@@ -269,12 +275,11 @@ impl Drop for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::http1::wire::Chunk;
     use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn frames_are_handed_over_as_they_are_asked_for() {
-        let (mut feed, body) = channel(Decoder::Chunked(Chunk::Size), None, false);
+        let (mut feed, body) = channel(Decoder::chunked(), None, false);
         let mut buf = BytesMut::from(&b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-sum: 5\r\n\r\n"[..]);
         let consumer = tokio::spawn(async move { body.collect().await });
         let feeder = std::future::poll_fn(|cx| loop {

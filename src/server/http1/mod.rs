@@ -15,7 +15,6 @@
 //! tell ([`super::connection`]).
 
 mod body;
-pub mod head;
 mod writer;
 
 use std::future::{poll_fn, Future};
@@ -37,15 +36,15 @@ use tokio::time::{Instant, Sleep};
 
 use super::{signalled, Shutdown};
 use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::config::UnderscoreHeaders;
+use crate::http1::request::{self, BodyFraming, ConnectionWishes, HeadError, RequestHead};
+use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
+use crate::http1::Decoder;
 use crate::proxy::{headers, ConnectionContext, ProxyError};
 use crate::rewound::Rewound;
-use crate::upstream::http1::wire::{Chunk, Decoder};
 use crate::upstream::TunnelIo;
 use body::{BodyFeed, Demand};
 pub use body::{RequestBody, RequestBodyError};
-use head::{
-    BodyFraming, ConnectionHeader, ConnectionWishes, HeadError, RequestHead, ResponseFraming,
-};
 use writer::ResponseWriter;
 
 /// Bytes read onto the stack while no buffer is held.
@@ -276,7 +275,7 @@ where
         if self.read.is_empty() {
             return Ok(None);
         }
-        head::parse_request_head(
+        request::parse_request_head(
             &mut self.read,
             self.limits.max_header_size,
             self.limits.max_headers,
@@ -388,6 +387,42 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// What a parsed head asks of the connection and how its body is framed, once the
+    /// head has passed the checks that need no route: `Expect`, `Host`, the body's
+    /// framing, names with `_` (the listener's `headers_with_underscores`). The one
+    /// `Content-Length` the gateway read replaces the client's spelling of it.
+    fn check_head(
+        &self,
+        head: &mut RequestHead,
+        context: &ConnectionContext,
+    ) -> Result<(ConnectionWishes, BodyFraming), HeadError> {
+        let wishes = ConnectionWishes::of(head.version, &head.headers)?;
+        // Answered here, when the body is first asked for; not the upstream's to answer
+        // (and ignored from HTTP/1.0 clients).
+        head.headers.remove(EXPECT);
+        match self.limits.headers_with_underscores {
+            UnderscoreHeaders::Allow => {}
+            UnderscoreHeaders::Drop => {
+                let dropped = request::drop_foldable_names(&mut head.headers);
+                if dropped > 0 {
+                    context
+                        .listener
+                        .header_fields_dropped
+                        .inc_by(dropped as u64);
+                }
+            }
+            UnderscoreHeaders::Reject => {
+                if head.headers.keys().any(crate::http1::fields::may_be_folded) {
+                    return Err(HeadError::Malformed("a header field name contains `_`"));
+                }
+            }
+        }
+        request::settle_host(head.version, &head.uri, &mut head.headers)?;
+        let framing = request::body_framing(head.version, &head.headers)?;
+        request::normalise_length(&mut head.headers, framing);
+        Ok((wishes, framing))
+    }
+
     /// Answers one request: runs the proxy on it, then writes its response. A client
     /// that takes none of the response for the idle timeout is disconnected.
     async fn answer(
@@ -397,29 +432,26 @@ where
         phase: &Phase,
         mut idle_timer: Pin<&mut Sleep>,
     ) -> After {
-        let wishes = ConnectionWishes::of(head.version, &head.headers);
-        if wishes.expects_continue {
-            // Answered here, when the body is first asked for; not the upstream's to answer.
-            head.headers.remove(EXPECT);
-        }
-        let framing = head::settle_host(head.version, &head.uri, &mut head.headers)
-            .and_then(|()| head::body_framing(head.version, &head.headers));
-        let framing = match framing {
-            Ok(framing) => framing,
+        let prepared = self.check_head(&mut head, context);
+        let (wishes, framing) = match prepared {
+            Ok(prepared) => prepared,
             Err(error) => {
                 self.refuse(error, Some(&head.method), context).await;
                 return After::Close { linger: true };
             }
         };
-        let decoder = match framing {
-            BodyFraming::None => None,
-            BodyFraming::Length(length) => Some((Decoder::Length(length), Some(length))),
-            BodyFraming::Chunked => Some((Decoder::Chunked(Chunk::Size), None)),
-        };
-        let (mut feed, body) = match decoder {
-            None => (None, ClientBody::Empty),
-            Some((decoder, declared)) => {
-                let (feed, body) = body::channel(decoder, declared, wishes.expects_continue);
+        let (mut feed, body) = match framing {
+            BodyFraming::None => (None, ClientBody::Empty),
+            BodyFraming::Length(length) => {
+                let (feed, body) = body::channel(
+                    Decoder::length(length),
+                    Some(length),
+                    wishes.expects_continue,
+                );
+                (Some(feed), ClientBody::Http1(body))
+            }
+            BodyFraming::Chunked => {
+                let (feed, body) = body::channel(Decoder::chunked(), None, wishes.expects_continue);
                 (Some(feed), ClientBody::Http1(body))
             }
         };
@@ -481,7 +513,7 @@ where
         let status = parts.status;
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         let framing = if switching {
-            ResponseFraming::None
+            ResponseFraming::Empty
         } else {
             ResponseFraming::choose(is_head, status, version, body.size_hint().exact())
         };
@@ -491,8 +523,10 @@ where
             Some(feed) if feed.is_abandoned() => !feed.discard_buffered(&mut self.read),
             _ => false,
         };
+        let framing_broken = feed.as_ref().is_some_and(BodyFeed::is_broken);
         let close = !wishes.keep_alive
             || body_left
+            || framing_broken
             || self.eof
             || phase.draining.load(Ordering::Relaxed)
             || framing == ResponseFraming::UntilClose
@@ -507,7 +541,7 @@ where
             ConnectionHeader::Omitted
         };
         let mut writer = ResponseWriter::new(framing);
-        head::encode_response_head(
+        response::encode_response_head(
             &mut writer.bytes,
             status,
             &parts.headers,
@@ -630,6 +664,7 @@ where
             },
             HeadError::Malformed(what) => ProxyError::BadRequest(what),
             HeadError::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
+            HeadError::UnsupportedExpectation => ProxyError::ExpectationFailed,
         };
         let request_id = headers::generate_request_id();
         tracing::debug!(
@@ -642,7 +677,7 @@ where
         let (parts, body) = response.into_parts();
         let length = body.size_hint().exact().unwrap_or(0);
         let mut out = Vec::new();
-        head::encode_response_head(
+        response::encode_response_head(
             &mut out,
             parts.status,
             &parts.headers,

@@ -8,9 +8,9 @@ use std::io;
 use bytes::{Buf, Bytes};
 use http_body::Frame;
 
-use super::head::{self, ResponseFraming};
 use super::WriteFailure;
-use crate::upstream::http1::wire::chunk_size_line;
+use crate::http1::fields::chunk_size_line;
+use crate::http1::response::{self, ResponseFraming};
 
 /// A response on its way out: encoded bytes (head, chunk framing), then a body frame's
 /// data as it came, then what follows the data (the CRLF ending a chunk).
@@ -42,7 +42,7 @@ impl ResponseWriter {
             sent: 0,
             data: Bytes::new(),
             suffix: &[],
-            finished: framing == ResponseFraming::None,
+            finished: framing == ResponseFraming::Empty,
             blocked: false,
             progressed: false,
         }
@@ -88,7 +88,7 @@ impl ResponseWriter {
                         self.suffix = b"\r\n";
                     }
                     ResponseFraming::UntilClose => {}
-                    ResponseFraming::None => return Ok(()),
+                    ResponseFraming::Empty => return Ok(()),
                 }
                 self.data = data;
             }
@@ -96,7 +96,7 @@ impl ResponseWriter {
                 if let (Ok(trailers), ResponseFraming::Chunked) =
                     (frame.into_trailers(), self.framing)
                 {
-                    head::encode_last_chunk(&mut self.bytes, Some(&trailers));
+                    response::encode_last_chunk(&mut self.bytes, Some(&trailers));
                     self.finished = true;
                 }
             }
@@ -111,7 +111,7 @@ impl ResponseWriter {
             ResponseFraming::Chunked if !self.data.is_empty() => {
                 self.suffix = b"\r\n0\r\n\r\n";
             }
-            ResponseFraming::Chunked => head::encode_last_chunk(&mut self.bytes, None),
+            ResponseFraming::Chunked => response::encode_last_chunk(&mut self.bytes, None),
             ResponseFraming::Length(_) if self.remaining > 0 => return Err(WriteFailure::Length),
             _ => {}
         }

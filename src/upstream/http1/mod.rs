@@ -16,15 +16,15 @@
 //! for its timeout. An upstream's `101 Switching Protocols` hands over the raw
 //! connection ([`Upgraded`]).
 
-pub mod wire;
-
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::Weak;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use http::header::UPGRADE;
 use http::request::Parts;
 use http::{HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -33,8 +33,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::connections::{Http1Pool, Stream};
 use crate::body::{BodyError, UpstreamBody};
+use crate::http1::fields::chunk_size_line;
+use crate::http1::request::{self, RequestFraming};
+use crate::http1::response::{self, ResponseHead};
+use crate::http1::{Decoded, Decoder, WireError};
 use crate::rewound::Rewound;
-use wire::{Decoded, Decoder, RequestFraming, ResponseHead, WireError};
 
 /// Spare room below which a read first makes space.
 const MIN_READ_SPACE: usize = 1024;
@@ -42,6 +45,8 @@ const MIN_READ_SPACE: usize = 1024;
 const READ_SIZE: usize = 8 * 1024;
 /// The most room a read makes for a long body.
 const MAX_READ_SIZE: usize = 64 * 1024;
+/// The most interim (`1xx`) responses read before the final one.
+const MAX_INTERIM_RESPONSES: usize = 8;
 
 /// One keep-alive connection to an endpoint, with what it has read but not used.
 pub struct Connection {
@@ -103,19 +108,32 @@ impl Connection {
     }
 
     /// Whether an idle connection can take a request: not closed by the endpoint, and
-    /// nothing unexpected sent on it. Costs no system call unless the socket was
-    /// reported readable.
+    /// nothing unexpected sent on it. Asks the socket itself (a non-blocking peek, one
+    /// system call), not the runtime's record of its readiness, which can lag behind a
+    /// close that has just arrived.
     pub fn is_reusable(&mut self) -> bool {
         if !self.read.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut probe);
-        let mut context = Context::from_waker(std::task::Waker::noop());
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut context, &mut probe),
-            Poll::Pending
-        )
+        if let Stream::Tls(_) = self.io {
+            // TLS records already read (a session ticket) are taken in first; anything
+            // they decrypt to is unexpected.
+            let mut probe = [0u8; 1];
+            let mut probe = ReadBuf::new(&mut probe);
+            let mut context = Context::from_waker(std::task::Waker::noop());
+            if Pin::new(&mut self.io)
+                .poll_read(&mut context, &mut probe)
+                .is_ready()
+            {
+                return false;
+            }
+        }
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(self.io.tcp()).peek(&mut probe) {
+            Err(error) => error.kind() == io::ErrorKind::WouldBlock,
+            // Closed by the endpoint (0), or bytes nobody asked for.
+            Ok(_) => false,
+        }
     }
 
     /// Sends the request (URI in origin form) and reads the response head, skipping
@@ -126,14 +144,14 @@ impl Connection {
         body: UpstreamBody,
         default_host: &HeaderValue,
     ) -> Result<Exchanged, ExchangeFailure> {
-        let framing = wire::request_framing(
+        let framing = request::request_framing(
             &parts.method,
             &parts.headers,
             body.is_end_stream(),
             body.size_hint().exact(),
         );
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        wire::encode_request_head(
+        request::encode_request_head(
             &mut self.head,
             &parts.method,
             path,
@@ -159,14 +177,19 @@ impl Connection {
             },
             Err(failure) => return Err(failure),
         };
+        if head.status == StatusCode::SWITCHING_PROTOCOLS && !parts.headers.contains_key(UPGRADE) {
+            return Err(ExchangeFailure::Wire(WireError::Head(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            )));
+        }
         let framing =
-            wire::response_framing(&parts.method, &head).map_err(ExchangeFailure::Wire)?;
+            response::response_framing(&parts.method, &head).map_err(ExchangeFailure::Wire)?;
         let keep_alive = fully_written
             && head.status != StatusCode::SWITCHING_PROTOCOLS
-            && wire::keeps_alive(&head, framing);
+            && response::keeps_alive(&head, framing);
         Ok(Exchanged {
             head,
-            decoder: Decoder::new(framing),
+            decoder: framing.decoder(),
             keep_alive,
         })
     }
@@ -191,8 +214,21 @@ impl Connection {
         let mut terminated = false;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(ExchangeFailure::Body)?;
-            let Ok(data) = frame.into_data() else {
-                continue; // Request trailers are not sent over HTTP/1.1.
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    // Trailers end a chunked body (filtered as a response's are); a body
+                    // sent with a length has nowhere to carry them.
+                    if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                        let mut end = pending_head.to_vec();
+                        response::encode_last_chunk(&mut end, Some(&trailers));
+                        io.write_all(&end).await.map_err(failed)?;
+                        pending_head = &[];
+                        terminated = true;
+                        break;
+                    }
+                    continue;
+                }
             };
             if data.is_empty() {
                 continue;
@@ -201,9 +237,9 @@ impl Connection {
             let mut size_line = [0; 18];
             let (prefix, suffix): (&[u8], &[u8]) = match (chunked, last) {
                 (false, _) => (&[], &[]),
-                (true, false) => (wire::chunk_size_line(data.len(), &mut size_line), b"\r\n"),
+                (true, false) => (chunk_size_line(data.len(), &mut size_line), b"\r\n"),
                 (true, true) => (
-                    wire::chunk_size_line(data.len(), &mut size_line),
+                    chunk_size_line(data.len(), &mut size_line),
                     b"\r\n0\r\n\r\n",
                 ),
             };
@@ -224,17 +260,26 @@ impl Connection {
         Ok(())
     }
 
+    /// Reads the final response head (or a `101`), skipping at most
+    /// [`MAX_INTERIM_RESPONSES`] interim `1xx` responses.
     async fn read_head(&mut self) -> Result<ResponseHead, ExchangeFailure> {
         let mut response_started = false;
+        let mut interim = 0;
         loop {
             if !self.read.is_empty() {
                 response_started = true;
                 if let Some(head) =
-                    wire::parse_response_head(&mut self.read).map_err(ExchangeFailure::Wire)?
+                    response::parse_response_head(&mut self.read).map_err(ExchangeFailure::Wire)?
                 {
                     if head.status.is_informational()
                         && head.status != StatusCode::SWITCHING_PROTOCOLS
                     {
+                        interim += 1;
+                        if interim > MAX_INTERIM_RESPONSES {
+                            return Err(ExchangeFailure::Wire(WireError::Head(
+                                "too many interim 1xx responses",
+                            )));
+                        }
                         continue;
                     }
                     return Ok(head);
