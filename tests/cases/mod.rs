@@ -1,6 +1,7 @@
 mod aggregate;
 mod cli;
 mod connections;
+mod desync;
 mod downstream_http1;
 mod failures;
 mod headers;
