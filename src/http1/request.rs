@@ -11,6 +11,7 @@ use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
 use super::fields::{self, put_header, Codings, LengthError};
+use crate::config::UnderscoreHeaders;
 
 /// Headers the proxy adds to a forwarded request.
 const ADDED_BY_PROXY: usize = 5;
@@ -326,6 +327,45 @@ impl ConnectionWishes {
             expects_continue,
         })
     }
+}
+
+/// A request head that passed [`check_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub wishes: ConnectionWishes,
+    pub framing: BodyFraming,
+    /// Header fields removed for names with `_`.
+    pub dropped_fields: usize,
+}
+
+/// The checks a parsed head must pass before it is routed, in the order the gateway's
+/// server runs them: `Expect` (removed: the server answers `100-continue` itself),
+/// names with `_` (as `underscores` says), `Host`, the body's framing. The one
+/// `Content-Length` the gateway read replaces the client's spelling of it.
+pub fn check_head(
+    head: &mut RequestHead,
+    underscores: UnderscoreHeaders,
+) -> Result<Checked, HeadError> {
+    let wishes = ConnectionWishes::of(head.version, &head.headers)?;
+    head.headers.remove(EXPECT);
+    let mut dropped_fields = 0;
+    match underscores {
+        UnderscoreHeaders::Allow => {}
+        UnderscoreHeaders::Drop => dropped_fields = drop_foldable_names(&mut head.headers),
+        UnderscoreHeaders::Reject => {
+            if head.headers.keys().any(fields::may_be_folded) {
+                return Err(HeadError::Malformed("a header field name contains `_`"));
+            }
+        }
+    }
+    settle_host(head.version, &head.uri, &mut head.headers)?;
+    let framing = body_framing(head.version, &head.headers)?;
+    normalise_length(&mut head.headers, framing);
+    Ok(Checked {
+        wishes,
+        framing,
+        dropped_fields,
+    })
 }
 
 /// How the request body is delimited on the way to an upstream.

@@ -27,7 +27,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::header::EXPECT;
 use http::{Method, Request, StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -36,8 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{signalled, Shutdown};
 use crate::body::{BoxError, ClientBody, ResponseBody};
-use crate::config::UnderscoreHeaders;
-use crate::http1::request::{self, BodyFraming, ConnectionWishes, HeadError, RequestHead};
+use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::proxy::{headers, ConnectionContext, ProxyError};
@@ -387,42 +385,6 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// What a parsed head asks of the connection and how its body is framed, once the
-    /// head has passed the checks that need no route: `Expect`, `Host`, the body's
-    /// framing, names with `_` (the listener's `headers_with_underscores`). The one
-    /// `Content-Length` the gateway read replaces the client's spelling of it.
-    fn check_head(
-        &self,
-        head: &mut RequestHead,
-        context: &ConnectionContext,
-    ) -> Result<(ConnectionWishes, BodyFraming), HeadError> {
-        let wishes = ConnectionWishes::of(head.version, &head.headers)?;
-        // Answered here, when the body is first asked for; not the upstream's to answer
-        // (and ignored from HTTP/1.0 clients).
-        head.headers.remove(EXPECT);
-        match self.limits.headers_with_underscores {
-            UnderscoreHeaders::Allow => {}
-            UnderscoreHeaders::Drop => {
-                let dropped = request::drop_foldable_names(&mut head.headers);
-                if dropped > 0 {
-                    context
-                        .listener
-                        .header_fields_dropped
-                        .inc_by(dropped as u64);
-                }
-            }
-            UnderscoreHeaders::Reject => {
-                if head.headers.keys().any(crate::http1::fields::may_be_folded) {
-                    return Err(HeadError::Malformed("a header field name contains `_`"));
-                }
-            }
-        }
-        request::settle_host(head.version, &head.uri, &mut head.headers)?;
-        let framing = request::body_framing(head.version, &head.headers)?;
-        request::normalise_length(&mut head.headers, framing);
-        Ok((wishes, framing))
-    }
-
     /// Answers one request: runs the proxy on it, then writes its response. A client
     /// that takes none of the response for the idle timeout is disconnected.
     async fn answer(
@@ -432,9 +394,15 @@ where
         phase: &Phase,
         mut idle_timer: Pin<&mut Sleep>,
     ) -> After {
-        let prepared = self.check_head(&mut head, context);
-        let (wishes, framing) = match prepared {
-            Ok(prepared) => prepared,
+        let checked = request::check_head(&mut head, self.limits.headers_with_underscores);
+        let (wishes, framing) = match checked {
+            Ok(checked) => {
+                if checked.dropped_fields > 0 {
+                    let dropped = checked.dropped_fields as u64;
+                    context.listener.header_fields_dropped.inc_by(dropped);
+                }
+                (checked.wishes, checked.framing)
+            }
             Err(error) => {
                 self.refuse(error, Some(&head.method), context).await;
                 return After::Close { linger: true };
