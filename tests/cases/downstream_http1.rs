@@ -1121,3 +1121,95 @@ async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn userinfo_in_an_absolute_target_and_connect_get_400() {
+    let backend = backend().await;
+    let gw = gateway_to(&backend, "").await;
+    for request in [
+        "GET http://user:pw@api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+        "GET http://user@api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+        "CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n",
+        "CONNECT /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut connection = connect(&gw).await;
+        send(&mut connection, request.as_bytes()).await;
+        let response = read_response(&mut connection, "GET").await;
+        assert_eq!(response.status, 400, "{request:?}: {response:?}");
+        assert!(response.closes(), "{request:?}");
+        assert_closed(&mut connection).await;
+    }
+    assert!(backend_saw(&backend).is_empty());
+}
+
+#[tokio::test]
+async fn an_expectation_other_than_100_continue_gets_417() {
+    let backend = backend().await;
+    let gw = gateway_to(&backend, "").await;
+    for expect in [
+        "200-ok",
+        "100-continue, foo",
+        "100-continue\r\nExpect: 100-continue",
+    ] {
+        let mut connection = connect(&gw).await;
+        let request = format!(
+            "POST /api/x HTTP/1.1\r\nHost: x\r\nExpect: {expect}\r\nContent-Length: 2\r\n\r\nab"
+        );
+        send(&mut connection, request.as_bytes()).await;
+        let response = read_response(&mut connection, "POST").await;
+        assert_eq!(response.status, 417, "{expect:?}");
+        assert!(
+            response.text().contains("\"expectation_failed\""),
+            "{response:?}"
+        );
+        assert_closed(&mut connection).await;
+    }
+    // HTTP/1.0 clients' `100-continue` is ignored (RFC 9110 §10.1.1), not forwarded.
+    let mut connection = connect(&gw).await;
+    send(
+        &mut connection,
+        b"POST /api/old HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nab",
+    )
+    .await;
+    let response = read_response(&mut connection, "POST").await;
+    assert_eq!(response.text(), "POST /api/old body=ab");
+    assert!(!backend.state.last_seen().headers.contains_key("expect"));
+    assert_eq!(backend_saw(&backend), ["POST /api/old"]);
+}
+
+#[tokio::test]
+async fn header_names_with_underscores_are_dropped_counted_passed_or_refused_as_configured() {
+    let backend = backend().await;
+    let request = b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\
+        Transfer_Encoding: chunked\r\nX_Secret: 1\r\nX_Secret: 2\r\nX-Fine: 1\r\n\r\nab";
+
+    let gw = gateway_with_admin(&backend, "").await;
+    let mut connection = connect(&gw).await;
+    send(&mut connection, request).await;
+    let response = read_response(&mut connection, "POST").await;
+    assert_eq!(response.text(), "POST /api/x body=ab");
+    let seen = backend.state.last_seen();
+    assert!(seen.headers.contains_key("x-fine"));
+    assert!(
+        !seen.headers.contains_key("x_secret") && !seen.headers.contains_key("transfer_encoding")
+    );
+    metric_reaches(
+        &gw,
+        "portcullis_header_fields_dropped_total{listener=\"public\"}",
+        3.0,
+    )
+    .await;
+
+    let gw = gateway_to(&backend, ", headers_with_underscores: allow").await;
+    let mut connection = connect(&gw).await;
+    send(&mut connection, request).await;
+    assert_eq!(read_response(&mut connection, "POST").await.status, 200);
+    let seen = backend.state.last_seen();
+    assert_eq!(seen.headers.get_all("x_secret").iter().count(), 2);
+
+    let gw = gateway_to(&backend, ", headers_with_underscores: reject").await;
+    let mut connection = connect(&gw).await;
+    send(&mut connection, request).await;
+    assert_eq!(read_response(&mut connection, "POST").await.status, 400);
+    assert_closed(&mut connection).await;
+}

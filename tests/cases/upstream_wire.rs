@@ -38,6 +38,8 @@ struct Received {
 struct Scripted {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
+    /// Connections the upstream has closed.
+    closed: Arc<AtomicUsize>,
     received: Arc<Mutex<Vec<Received>>>,
     task: JoinHandle<()>,
 }
@@ -53,18 +55,24 @@ impl Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("address");
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let (opened, seen) = (connections.clone(), received.clone());
+        let (opened, seen, ended) = (connections.clone(), received.clone(), closed.clone());
         let task = tokio::spawn(async move {
             let mut handlers = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
                 opened.fetch_add(1, Ordering::SeqCst);
-                handlers.spawn(serve(socket, script, seen.clone()));
+                let (seen, ended) = (seen.clone(), ended.clone());
+                handlers.spawn(async move {
+                    serve(socket, script, seen).await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
         Scripted {
             addr,
             connections,
+            closed,
             received,
             task,
         }
@@ -130,9 +138,17 @@ async fn read_request(
         }
         buffer.drain(..length).collect()
     } else if lower.contains("transfer-encoding: chunked") {
+        // The last chunk (`0` at a line start), then its trailer section to the blank line.
         let end = loop {
-            if let Some(at) = find(buffer, b"0\r\n\r\n") {
-                break at + 5;
+            let last = if buffer.starts_with(b"0\r\n") {
+                Some(0)
+            } else {
+                find(buffer, b"\r\n0\r\n").map(|at| at + 2)
+            };
+            if let Some(end) =
+                last.and_then(|at| find(&buffer[at + 1..], b"\r\n\r\n").map(|e| at + 1 + e + 4))
+            {
+                break end;
             }
             read_more(socket, buffer).await?;
         };
@@ -447,4 +463,155 @@ async fn a_body_cut_short_by_the_upstream_never_reaches_the_client_complete() {
         assert!(!complete, "{raw}");
     }
     assert_eq!(upstream.opened(), 2);
+}
+
+#[tokio::test]
+async fn responses_that_cannot_have_a_body_lose_their_content_length() {
+    let upstream = Scripted::start(|_, request| {
+        if request.head.starts_with("GET /204") {
+            Answer::Reply(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        } else {
+            Answer::Reply(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nETag: \"a\"\r\n\r\n")
+        }
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    for path in ["/204", "/304"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+        let raw = raw_exchange(addr, request.as_bytes(), "\r\n\r\n").await;
+        let head = raw.to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {}", &path[1..])),
+            "{raw}"
+        );
+        assert!(!head.contains("content-length"), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn a_switch_nobody_asked_for_and_endless_interim_responses_are_bad_gateways() {
+    let upstream = Scripted::start(|_, request| {
+        if request.head.starts_with("GET /switch") {
+            Answer::ReplyAndClose(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nraw bytes",
+            )
+        } else {
+            Answer::ReplyAndClose(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            )
+        }
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    for path in ["/switch", "/interim"] {
+        let reply = within("the response", client.get(&url(&gw, path))).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_GATEWAY,
+            "{path}: {}",
+            reply.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn trailers_lose_framing_fields_both_ways() {
+    let upstream = Scripted::start(|_, _| {
+        Answer::Reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\
+              Content-Length: 99\r\nHost: evil.example\r\nX-Checksum: abc\r\n\r\n",
+        )
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let raw = raw_exchange(
+        addr,
+        b"POST /up HTTP/1.1\r\nHost: gw\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          3\r\nabc\r\n0\r\nX-Sum: 3\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "x-checksum: abc\r\n\r\n",
+    )
+    .await;
+    let lower = raw.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{raw}");
+    let (_, body) = lower.split_once("\r\n\r\n").expect("a head");
+    assert!(
+        !body.contains("content-length") && !body.contains("evil"),
+        "{raw}"
+    );
+    // The request's trailers went upstream, without their framing fields.
+    let received = upstream.received();
+    let body = String::from_utf8_lossy(&received[0].body).to_ascii_lowercase();
+    assert!(body.starts_with("3\r\nabc\r\n0\r\n"), "{body:?}");
+    assert!(body.contains("x-sum: 3\r\n"), "{body:?}");
+    assert!(
+        !body.contains("content-length") && !body.contains("transfer-encoding"),
+        "{body:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_content_length_upstream_is_the_one_the_gateway_read() {
+    let upstream =
+        Scripted::start(|_, _| Answer::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+            .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    for lengths in [
+        "Content-Length: 005\r\n",
+        "Content-Length: 5, 5\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+    ] {
+        let request =
+            format!("POST /len HTTP/1.1\r\nHost: gw\r\n{lengths}Connection: close\r\n\r\nhello");
+        let raw = raw_exchange(addr, request.as_bytes(), "\r\n\r\n").await;
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        let received = upstream.received();
+        let last = received.last().expect("the upstream got the request");
+        let lower = last.head.to_ascii_lowercase();
+        assert_eq!(
+            lower.matches("content-length").count(),
+            1,
+            "{lengths:?}: {}",
+            last.head
+        );
+        assert!(lower.contains("content-length: 5\r\n"), "{}", last.head);
+        assert_eq!(last.body, b"hello");
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_while_idle_is_not_reused() {
+    // Every response says keep-alive, then the upstream closes: the gateway must see
+    // the close before it reuses the connection for a request it may not resend.
+    let upstream = Scripted::start(|_, _| {
+        Answer::ReplyAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let client = Client::new();
+    for attempt in 0..5 {
+        let reply = within(
+            "the response",
+            client.send(Method::POST, &url(&gw, "/once"), &[], "x"),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "attempt {attempt}: {}",
+            reply.text()
+        );
+        // The upstream has closed its side before the next request is sent.
+        crate::support::eventually("the upstream has closed the connection", || {
+            upstream.closed.load(Ordering::SeqCst) == attempt + 1
+        })
+        .await;
+    }
+    assert_eq!(upstream.opened(), 5);
 }
