@@ -10,7 +10,8 @@
 //!   the gateway's own HTTP/1.1 server ([`server::http1`]; hyper's for HTTP/2),
 //!   graceful drain;
 //! - [`http1`]: the HTTP/1.1 codec both the server and the upstream client use (heads,
-//!   body framing, trailers), a leaf;
+//!   body framing, trailers), a leaf; [`interim`]: `103 Early Hints` passed from the
+//!   upstream client to the client's connection;
 //! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
 //! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket
 //!   upgrades tunnelled after the upstream's 101 ([`proxy::websocket`]);
@@ -30,6 +31,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod http1;
+pub mod interim;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;

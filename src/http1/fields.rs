@@ -158,6 +158,22 @@ pub fn is_forbidden_in_trailers(name: &HeaderName) -> bool {
     FORBIDDEN.contains(&name.as_str())
 }
 
+/// Whether `name` describes one connection and is never passed on (RFC 9110 §7.6.1).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
 /// Whether a server behind the gateway could read `name` as another field: some fold
 /// `_` into `-` (`Content_Length` as `Content-Length`), as CGI-style environments do.
 pub fn may_be_folded(name: &HeaderName) -> bool {

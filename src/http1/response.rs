@@ -253,6 +253,18 @@ pub fn encode_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// A `103 Early Hints` response: its fields, without those that describe a
+/// connection or a body (the upstream's `Connection`, `Content-Length`, ...).
+pub fn encode_early_hints(out: &mut Vec<u8>, fields: &HeaderMap) {
+    out.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\n");
+    for (name, value) in fields {
+        if !fields::is_hop_by_hop(name) && name != CONTENT_LENGTH {
+            put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The end of a chunked body: the last chunk, the trailers (without the fields a
 /// trailer section may not carry), the blank line.
 pub fn encode_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {

@@ -34,6 +34,7 @@ pub use error::ProxyError;
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
+use crate::interim::EarlyHints;
 use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
@@ -354,6 +355,7 @@ impl ConnectionContext {
             method,
             uri,
             mut headers,
+            mut extensions,
             ..
         } = parts;
         let uri = uri.into_parts();
@@ -383,6 +385,7 @@ impl ConnectionContext {
             method,
             path,
             headers,
+            early_hints: extensions.remove::<EarlyHints>(),
         })
     }
 }
@@ -393,6 +396,8 @@ struct Prepared {
     method: Method,
     path: PathAndQuery,
     headers: HeaderMap,
+    /// Where the upstream's `103 Early Hints` go, when the client can take them.
+    early_hints: Option<EarlyHints>,
 }
 
 impl Prepared {
@@ -411,6 +416,9 @@ impl Prepared {
         *request.method_mut() = self.method;
         *request.version_mut() = version;
         *request.headers_mut() = self.headers;
+        if let Some(hints) = self.early_hints {
+            request.extensions_mut().insert(hints);
+        }
         if host_header == HostHeader::Endpoint {
             request
                 .headers_mut()

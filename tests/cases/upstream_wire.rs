@@ -615,3 +615,32 @@ async fn a_pooled_connection_the_upstream_closed_while_idle_is_not_reused() {
     }
     assert_eq!(upstream.opened(), 5);
 }
+
+#[tokio::test]
+async fn early_hints_reach_http_1_1_clients_before_the_final_response() {
+    let upstream = Scripted::start(|_, _| {
+        Answer::Reply(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x-hop\r\n\r\n\
+              HTTP/1.1 100 Continue\r\n\r\n\
+              HTTP/1.1 103 Early Hints\r\nLink: </b.js>; rel=preload\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone",
+        )
+    })
+    .await;
+    let gw = gateway_for(&upstream).await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let raw = raw_exchange(
+        addr,
+        b"GET /page HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        "\r\n\r\ndone",
+    )
+    .await;
+    let expected_start = "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n\
+                          HTTP/1.1 103 Early Hints\r\nlink: </b.js>; rel=preload\r\n\r\n\
+                          HTTP/1.1 200 OK\r\n";
+    assert!(raw.starts_with(expected_start), "{raw}");
+    assert!(raw.ends_with("\r\n\r\ndone"), "{raw}");
+    // HTTP/1.0 clients never get an interim response (RFC 9110 §15.2).
+    let raw = raw_exchange(addr, b"GET /page HTTP/1.0\r\n\r\n", "\r\n\r\ndone").await;
+    assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
+}

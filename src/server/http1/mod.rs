@@ -38,6 +38,7 @@ use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
+use crate::interim::EarlyHints;
 use crate::proxy::{headers, ConnectionContext, ProxyError};
 use crate::rewound::Rewound;
 use crate::upstream::TunnelIo;
@@ -112,6 +113,9 @@ pub async fn serve<S>(
     } = shutdown;
     let connection = Connection {
         io,
+        early_hints: None,
+        hints_out: Vec::new(),
+        hints_written: 0,
         read: first,
         eof: false,
         close_notify,
@@ -136,6 +140,12 @@ pub async fn serve<S>(
 
 struct Connection<S> {
     io: S,
+    /// Where an upstream's `103 Early Hints` for the current request arrive; made at
+    /// the first HTTP/1.1 request and reused.
+    early_hints: Option<EarlyHints>,
+    /// Early hints encoded and not yet written, and how much of them was.
+    hints_out: Vec<u8>,
+    hints_written: usize,
     /// Bytes read and not used yet; no allocation while there are none.
     read: BytesMut,
     /// The client has closed its side.
@@ -341,6 +351,10 @@ where
                 return Poll::Ready(ClientEvent::Progress);
             }
             if feed.owes_continue {
+                if self.hints_written < self.hints_out.len() {
+                    // An early hint is half written; its write wakes this task.
+                    return Poll::Pending;
+                }
                 if let Err(error) = ready!(self.poll_write_continue(feed, cx)) {
                     feed.fail(RequestBodyError::Io(error.to_string()), cx);
                     self.eof = true;
@@ -365,6 +379,35 @@ where
                 }
             }
         }
+    }
+
+    /// Writes the `103 Early Hints` the upstream has sent so far. `Ready(Ok)`: all
+    /// written; `Pending`: the client is not taking them yet (the request goes on).
+    fn poll_write_hints(
+        &mut self,
+        hints: &EarlyHints,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.hints_written == self.hints_out.len() {
+            self.hints_out.clear();
+            self.hints_written = 0;
+        }
+        for fields in hints.take(cx) {
+            response::encode_early_hints(&mut self.hints_out, &fields);
+        }
+        while self.hints_written < self.hints_out.len() {
+            let rest = &self.hints_out[self.hints_written..];
+            match ready!(Pin::new(&mut self.io).poll_write(cx, rest))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.hints_written += n,
+            }
+        }
+        if !self.hints_out.is_empty() {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.hints_out.clear();
+            self.hints_written = 0;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes `100 Continue`: the client waits for it before sending its body.
@@ -435,6 +478,14 @@ where
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
+        let early_hints = (version == Version::HTTP_11 && !wishes.upgrade).then(|| {
+            let hints = self.early_hints.get_or_insert_with(EarlyHints::default);
+            hints.reset();
+            hints.clone()
+        });
+        if let Some(hints) = &early_hints {
+            request.extensions_mut().insert(hints.clone());
+        }
         let upgrade = wishes.upgrade.then(|| {
             let (sender, receiver) = oneshot::channel();
             request
@@ -452,6 +503,16 @@ where
                 if let Poll::Ready(response) = handler.as_mut().poll(cx) {
                     return Poll::Ready(Some(response));
                 }
+                // Never in the middle of a `100 Continue`: one interim response at a time.
+                let continue_started = feed
+                    .as_ref()
+                    .is_some_and(|feed| feed.owes_continue && feed.continue_written > 0);
+                if let Some(hints) = early_hints.as_ref().filter(|_| !continue_started) {
+                    if let Poll::Ready(Err(error)) = self.poll_write_hints(hints, cx) {
+                        tracing::debug!("writing early hints to the client failed: {error}");
+                        return Poll::Ready(None);
+                    }
+                }
                 match ready!(self.poll_client(feed.as_mut(), cx)) {
                     ClientEvent::Progress => {}
                     ClientEvent::Gone => return Poll::Ready(None),
@@ -463,7 +524,6 @@ where
             tracing::debug!("the client closed its connection before the response");
             return After::Close { linger: false };
         };
-
         // A `100 Continue` half written is finished before the final response.
         if let Some(feed) = feed.as_mut().filter(|feed| feed.continue_written > 0) {
             if poll_fn(|cx| self.poll_write_continue(feed, cx))
@@ -475,6 +535,16 @@ where
         }
         if let Some(feed) = feed.as_mut() {
             feed.owes_continue = false;
+        }
+        // Hints that arrived before the final response go out before it.
+        if let Some(hints) = &early_hints {
+            let idle_timeout = self.limits.idle_timeout;
+            let writing = poll_fn(|cx| self.poll_write_hints(hints, cx));
+            let written = tokio::time::timeout(idle_timeout, writing).await;
+            hints.close();
+            if !matches!(written, Ok(Ok(()))) {
+                return After::Close { linger: false };
+            }
         }
 
         let (parts, mut body) = response.into_parts();
