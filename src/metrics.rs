@@ -118,6 +118,7 @@ pub struct Metrics {
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
     upstream_connections_opened: IntCounterVec,
+    upstream_connections_salvaged: IntCounterVec,
     upstream_connections_idle: IntGaugeVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
@@ -261,6 +262,12 @@ impl Metrics {
             upstream_connections_opened: counter(
                 "portcullis_upstream_connections_opened_total",
                 "Connections opened to the endpoint (protocol: http1); a steady rise under steady load means keep-alive is not working.",
+                &["upstream", "endpoint"],
+            ),
+            upstream_connections_salvaged: counter(
+                "portcullis_upstream_connections_salvaged_total",
+                "Connections kept for reuse after the client abandoned its request: the \
+                 rest of the response was read and dropped (protocol: http1).",
                 &["upstream", "endpoint"],
             ),
             upstream_connections_idle: gauge(
@@ -540,6 +547,9 @@ impl Metrics {
                 .with_label_values(&[upstream, endpoint]),
             idle: self
                 .upstream_connections_idle
+                .with_label_values(&[upstream, endpoint]),
+            salvaged: self
+                .upstream_connections_salvaged
                 .with_label_values(&[upstream, endpoint]),
         }
     }

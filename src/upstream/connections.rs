@@ -5,8 +5,10 @@
 //! The exchange itself ([`super::http1`]) runs in the task that asked for it; the pool
 //! only lends connections. A checkout is a short, uncontended lock and a pop (the most
 //! recently used connection first, its socket likely still warm); a connection the
-//! endpoint closed while it was idle is seen at checkout (the socket reported readable,
-//! at no system call otherwise) and dropped. A request that met a pooled connection
+//! endpoint closed while it was idle is seen at checkout (a non-blocking peek at the
+//! socket) and dropped. A request the client abandons after it went out whole has the
+//! rest of its response read in the background, within bounds, so that its connection
+//! is kept ([`Http1Pool::salvage`]). A request that met a pooled connection
 //! closed under it before any response arrived is sent again once, on a new
 //! connection, when that is safe: an idempotent method and a body the gateway still
 //! holds. Idle connections older than the pool's idle timeout are closed by a periodic
@@ -19,6 +21,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -31,9 +34,31 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::http1::{Connection, ExchangeFailure, PooledBody};
+use super::http1::{Connection, ExchangeFailure, PooledBody, Unfinished};
 use crate::body::{BoxError, UpstreamBody};
 use crate::config::EndpointAddress;
+
+/// How long an abandoned response is read for, to keep its connection.
+const SALVAGE_TIME: Duration = Duration::from_secs(2);
+/// How many body bytes of an abandoned response are read at most, to keep its
+/// connection; a longer body closes it.
+const SALVAGE_BYTES: u64 = 64 * 1024;
+
+/// An exchange dropped before its response arrived: its connection is salvaged when
+/// the request had gone out whole.
+struct Abandoned<'a> {
+    connection: Option<Connection>,
+    pool: &'a Arc<Http1Pool>,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            let rest = connection.unfinished();
+            self.pool.salvage(connection, rest);
+        }
+    }
+}
 
 /// How to reach the endpoint, and how many idle connections to keep for how long.
 pub struct PoolSettings {
@@ -51,6 +76,8 @@ pub struct PoolSettings {
 pub struct PoolMetrics {
     pub opened: IntCounter,
     pub idle: IntGauge,
+    /// Connections kept after their request was abandoned.
+    pub salvaged: IntCounter,
 }
 
 struct Idle {
@@ -79,6 +106,9 @@ pub struct Http1Pool {
     idle: Box<[IdleShard]>,
     /// Idle connections each shard keeps at most.
     max_idle_per_shard: usize,
+    /// Abandoned exchanges being read to their end so that their connections can be
+    /// reused ([`Http1Pool::salvage`]), at most `max_idle`.
+    salvaging: AtomicUsize,
     metrics: PoolMetrics,
 }
 
@@ -106,6 +136,7 @@ impl Http1Pool {
                 .map(|_| IdleShard(Mutex::new(Vec::new())))
                 .collect(),
             max_idle_per_shard: settings.max_idle.div_ceil(shards),
+            salvaging: AtomicUsize::new(0),
             settings,
             metrics,
         }
@@ -125,13 +156,25 @@ impl Http1Pool {
         } else {
             None
         };
-        let (mut connection, mut reused) = match self.checkout() {
+        let (connection, mut reused) = match self.checkout() {
             Some(connection) => (connection, true),
             None => (self.connect_boxed().await?, false),
         };
+        // Dropped with the request (the client went away) while the response is
+        // awaited, the guard salvages the connection.
+        let mut guard = Abandoned {
+            connection: Some(connection),
+            pool: self,
+        };
         loop {
+            let Some(connection) = guard.connection.as_mut() else {
+                return Err(SendError::Connect("the connection was lost".into()));
+            };
             match connection.exchange(&parts, body, endpoint_host).await {
                 Ok(exchanged) => {
+                    let Some(connection) = guard.connection.take() else {
+                        return Err(SendError::Connect("the connection was lost".into()));
+                    };
                     return Ok(exchanged.into_response(connection, Arc::downgrade(self)));
                 }
                 Err(failure) if reused && failure.before_response() && replay.is_some() => {
@@ -142,7 +185,8 @@ impl Http1Pool {
                     );
                     body = replay.take().unwrap_or(UpstreamBody::Empty);
                     reused = false;
-                    connection = self.connect_boxed().await?;
+                    guard.connection = None;
+                    guard.connection = Some(self.connect_boxed().await?);
                 }
                 Err(failure) => return Err(SendError::Exchange(failure)),
             }
@@ -182,6 +226,38 @@ impl Http1Pool {
             });
             self.metrics.idle.inc();
         }
+    }
+
+    /// Keeps a connection whose request the client abandoned (its exchange was dropped
+    /// after the request was written, or its response body before its end): the rest
+    /// of the response is read and thrown away in a task of its own, within
+    /// [`SALVAGE_TIME`] and [`SALVAGE_BYTES`], and the connection goes back to the
+    /// pool. A client resetting requests one after another then costs the endpoint no
+    /// new connection per request. At most `max_idle` are salvaged at once; beyond
+    /// that, and for what cannot be salvaged, the connection closes.
+    pub fn salvage(self: &Arc<Self>, connection: Connection, rest: Unfinished) {
+        if matches!(rest, Unfinished::Nothing)
+            || tokio::runtime::Handle::try_current().is_err()
+            || self.salvaging.fetch_add(1, Ordering::Relaxed) >= self.settings.max_idle
+        {
+            if !matches!(rest, Unfinished::Nothing) {
+                self.salvaging.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let finished =
+                tokio::time::timeout(SALVAGE_TIME, connection.finish(rest, SALVAGE_BYTES));
+            let kept = finished.await.ok().flatten();
+            if let Some(pool) = pool.upgrade() {
+                pool.salvaging.fetch_sub(1, Ordering::Relaxed);
+                if let Some(connection) = kept {
+                    pool.metrics.salvaged.inc();
+                    pool.give_back(connection);
+                }
+            }
+        });
     }
 
     /// Closes idle connections past the idle timeout, and those the endpoint closed.

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    eventually, gateway, metric, metrics_text, url, within, Backend, Client, Reply,
+    eventually, gateway, metric, metric_reaches, metrics_text, url, within, Backend, Client, Reply,
 };
 
 const OPENED: &str = "portcullis_upstream_connections_opened_total{endpoint=\"E\",upstream=\"u\"}";
@@ -179,4 +179,48 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
         (StatusCode::OK, "fine")
     );
     assert_eq!(backend.state.connections_opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_abandoned_before_its_response_keeps_its_connection_for_the_next() {
+    // `/held` waits at the backend's gate; the client leaves before it is answered.
+    let backend = Backend::start(|request, state| async move {
+        if request.uri().path() == "/held" {
+            state.hold().await;
+        }
+        Reply::ok("fine")
+    })
+    .await;
+    let gw = single_route(&backend, "{ idle_timeout: 60s }").await;
+    for round in 0..3 {
+        let addr = gw.listener_addr("public").expect("listener");
+        let mut client = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /held HTTP/1.1\r\nHost: gw\r\n\r\n")
+            .await
+            .expect("writes");
+        eventually("the request reaches the backend", || {
+            backend.state.arrived() == round * 2 + 1
+        })
+        .await;
+        drop(client);
+        // The gateway has seen the client go (the request counts as 499).
+        metric_reaches(
+            &gw,
+            "portcullis_http_requests_total{listener=\"public\",method=\"GET\",route=\"u\",status=\"499\"}",
+            (round + 1) as f64,
+        )
+        .await;
+        backend.state.release(1);
+        // The abandoned response is read and thrown away; the connection goes back to
+        // the pool and carries the next request.
+        metric_reaches(&gw, &series(IDLE, &backend), 1.0).await;
+        let reply = within("the next request", Client::new().get(&url(&gw, "/next"))).await;
+        assert_eq!(reply.text(), "fine");
+    }
+    assert_eq!(backend.state.connections_opened.load(Ordering::SeqCst), 1);
+    let salvaged = "portcullis_upstream_connections_salvaged_total{endpoint=\"E\",upstream=\"u\"}";
+    let text = metrics_text(&gw).await;
+    assert_eq!(metric(&text, &series(salvaged, &backend)), Some(3.0));
 }

@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::UPGRADE;
 use http::request::Parts;
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
@@ -55,6 +55,19 @@ pub struct Connection {
     read: BytesMut,
     /// The request head being written; kept to reuse its allocation.
     head: Vec<u8>,
+    /// The method of a request written whole whose response head is being awaited:
+    /// what an exchange dropped at that moment leaves to read ([`Connection::unfinished`]).
+    awaiting: Option<Method>,
+}
+
+/// What is left of a response whose exchange was abandoned.
+pub enum Unfinished {
+    /// Nothing that can be read to an end: the connection closes.
+    Nothing,
+    /// The whole response, to a request with this method.
+    Head(Method),
+    /// The rest of the body.
+    Body(Decoder),
 }
 
 /// Why an exchange produced no response.
@@ -105,6 +118,7 @@ impl Connection {
             io,
             read: BytesMut::new(),
             head: Vec::new(),
+            awaiting: None,
         }
     }
 
@@ -170,7 +184,12 @@ impl Connection {
         let fully_written = written.is_ok();
         let early_hints = parts.extensions.get::<EarlyHints>();
         let head = match written {
-            Ok(()) => self.read_head(early_hints).await?,
+            Ok(()) => {
+                self.awaiting = Some(parts.method.clone());
+                let head = self.read_head(early_hints).await;
+                self.awaiting = None;
+                head?
+            }
             // An upstream that answers before reading the whole body (a 413, a 401) and
             // closes: its answer is already in the socket; pass it on.
             Err(failure @ ExchangeFailure::Io { .. }) => match self.read_head(early_hints).await {
@@ -310,6 +329,58 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// What an exchange dropped now would leave unread.
+    pub fn unfinished(&mut self) -> Unfinished {
+        self.awaiting
+            .take()
+            .map_or(Unfinished::Nothing, Unfinished::Head)
+    }
+
+    /// Reads what is left of an abandoned response and throws it away: the connection,
+    /// when it may carry another request (the response ended within `max_body_bytes`
+    /// of body, allowed keep-alive, and nothing followed it).
+    pub async fn finish(mut self, rest: Unfinished, max_body_bytes: u64) -> Option<Connection> {
+        let mut decoder = match rest {
+            Unfinished::Nothing => return None,
+            Unfinished::Body(decoder) => decoder,
+            Unfinished::Head(method) => {
+                let head = self.read_head(None).await.ok()?;
+                let framing = response::response_framing(&method, &head).ok()?;
+                if head.status == StatusCode::SWITCHING_PROTOCOLS
+                    || !response::keeps_alive(&head, framing)
+                {
+                    return None;
+                }
+                framing.decoder()
+            }
+        };
+        let mut skipped = 0u64;
+        loop {
+            match decoder.decode(&mut self.read).ok()? {
+                Some(Decoded::End) => break,
+                Some(Decoded::Data(data)) => {
+                    skipped += data.len() as u64;
+                    if skipped > max_body_bytes {
+                        return None;
+                    }
+                }
+                Some(Decoded::Trailers(_)) => {}
+                None => {
+                    make_room(&mut self.read, READ_SIZE);
+                    if self.io.read_buf(&mut self.read).await.ok()? == 0 {
+                        return None;
+                    }
+                }
+            }
+            if decoder.is_done() {
+                break;
+            }
+        }
+        self.read.is_empty().then_some(self)
+    }
+}
+
 /// Makes at least [`MIN_READ_SPACE`] bytes of room in `buf`, `size` when it allocates.
 fn make_room(buf: &mut BytesMut, size: usize) {
     if buf.capacity() - buf.len() < MIN_READ_SPACE {
@@ -389,9 +460,14 @@ impl PooledBody {
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // A body ended but not polled to its end (hyper skips empty bodies) still
-        // returns its connection; one dropped early closes it.
+        // returns its connection; one dropped early (the client went away) has the rest
+        // read by its pool, which keeps the connection when it can.
         if self.decoder.is_done() {
             self.finish();
+        } else if self.keep_alive {
+            if let (Some(connection), Some(pool)) = (self.connection.take(), self.pool.upgrade()) {
+                pool.salvage(connection, Unfinished::Body(self.decoder));
+            }
         }
     }
 }
