@@ -227,6 +227,15 @@ impl Body for ResponseBody {
                         if inner.is_end_stream() {
                             guard.take();
                         }
+                        // Trailers from any upstream (HTTP/2 ones too) lose the fields a
+                        // trailer section may not carry.
+                        let frame = match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                crate::http1::fields::remove_forbidden_trailers(&mut trailers);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        };
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Some(Err(error)) => {

@@ -158,6 +158,20 @@ pub fn is_forbidden_in_trailers(name: &HeaderName) -> bool {
     FORBIDDEN.contains(&name.as_str())
 }
 
+/// Removes from `trailers` every field [`is_forbidden_in_trailers`] names.
+pub fn remove_forbidden_trailers(trailers: &mut HeaderMap) {
+    if trailers.keys().any(is_forbidden_in_trailers) {
+        let forbidden: Vec<HeaderName> = trailers
+            .keys()
+            .filter(|name| is_forbidden_in_trailers(name))
+            .cloned()
+            .collect();
+        for name in forbidden {
+            trailers.remove(name);
+        }
+    }
+}
+
 /// Whether `name` describes one connection and is never passed on (RFC 9110 §7.6.1).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     const HOP_BY_HOP: &[&str] = &[

@@ -308,3 +308,34 @@ async fn grpc_server_streaming_is_forwarded_message_by_message() {
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "done");
 }
+
+#[tokio::test]
+async fn trailers_from_an_http2_upstream_lose_the_fields_a_trailer_section_may_not_carry() {
+    let backend = Backend::start(|_, _| async move {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("authorization", HeaderValue::from_static("secret"));
+        trailers.insert("content-type", HeaderValue::from_static("text/evil"));
+        let frames = vec![
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"body"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        http::Response::new(StreamBody::new(stream::iter(frames)).boxed())
+    })
+    .await;
+    let gw = upstream_gateway(&backend.url(), ", protocol: http2").await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let raw = crate::support::client::raw_exchange(
+        addr,
+        b"GET /t HTTP/1.1\r\nHost: gw\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+        "grpc-status: 0\r\n\r\n",
+    )
+    .await;
+    let lower = raw.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200"), "{raw}");
+    assert!(lower.contains("\r\n0\r\ngrpc-status: 0\r\n\r\n"), "{raw}");
+    assert!(
+        !lower.contains("secret") && !lower.contains("text/evil"),
+        "{raw}"
+    );
+}
