@@ -2,6 +2,7 @@ mod aggregate;
 mod cli;
 mod connections;
 mod desync;
+mod downstream_h2;
 mod downstream_http1;
 mod failures;
 mod headers;
