@@ -1,7 +1,9 @@
 //! Forwarding one request. The phases, in order:
 //!
 //! 1. **admit**: take the configuration snapshot, assign the request id, reject what is
-//!    malformed or over a limit (414, 400, 413) before anything is sent;
+//!    malformed or over a limit (414, 400, 413) before anything is sent, including HTTP/2
+//!    requests an HTTP/1.1 upstream could read otherwise than they are routed
+//!    ([`h2_request`]);
 //! 2. **route**: find the route (404, 405) and compute the upstream path;
 //! 3. **limit**: take a permit from the upstream's limiter (503 when it is saturated);
 //! 4. **send**: pick an endpoint, rewrite headers, stream the request over a pooled
@@ -14,6 +16,7 @@
 //! Every failure becomes a [`ProxyError`], turned into a response in one place.
 
 mod error;
+mod h2_request;
 pub mod headers;
 pub mod websocket;
 
@@ -87,7 +90,10 @@ impl ConnectionContext {
             .unwrap_or_else(headers::generate_request_id);
         let listener = snapshot.listener_index(&self.listener.name);
         if let Some(port) = self.listener.redirect_to_https {
-            let response = redirect_to_https(&request, port, &request_id);
+            let response = match admit_http2(&request) {
+                Ok(()) => redirect_to_https(&request, port, &request_id),
+                Err(error) => error.into_response(&request_id),
+            };
             let unmatched = &snapshot.unmatched;
             if let Some(counters) = unmatched.for_listener(listener) {
                 counters.inc(request.method(), response.status());
@@ -307,12 +313,7 @@ impl ConnectionContext {
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, _body) = request.into_parts();
-        let client_host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
         let base_headers = crate::aggregate::base_headers(request_id, &parts.headers, |headers| {
             headers::set_forwarded(
                 headers,
@@ -354,6 +355,7 @@ impl ConnectionContext {
         let http::request::Parts {
             method,
             uri,
+            version,
             mut headers,
             mut extensions,
             ..
@@ -367,10 +369,7 @@ impl ConnectionContext {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
         headers::remove_hop_by_hop(&mut headers, true);
-        let client_host = headers.get(HOST).cloned().or_else(|| {
-            uri.authority
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let client_host = client_host(version, uri.authority.as_ref(), &headers);
         if let Some(host) = &client_host {
             headers.insert(HOST, host.clone());
         }
@@ -434,6 +433,7 @@ fn admit_and_route(
     limits: &ClientLimits,
     request: &Request<ClientBody>,
 ) -> Result<Routed, ProxyError> {
+    admit_http2(request)?;
     let uri = request.uri();
     let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_length {
@@ -482,6 +482,31 @@ fn admit_and_route(
             },
         }),
     }
+}
+
+/// The checks only HTTP/2 requests need ([`h2_request`]); nothing for HTTP/1.1.
+fn admit_http2(request: &Request<ClientBody>) -> Result<(), ProxyError> {
+    if request.version() == Version::HTTP_2 {
+        h2_request::check(request)
+    } else {
+        Ok(())
+    }
+}
+
+/// The `Host` to forward: over HTTP/2 the `:authority` (RFC 9113, 8.3.1), else the
+/// `Host` header, else the target's authority (absolute form).
+fn client_host(
+    version: Version,
+    authority: Option<&http::uri::Authority>,
+    headers: &HeaderMap,
+) -> Option<HeaderValue> {
+    if version == Version::HTTP_2 {
+        return h2_request::forwarded_host(authority, headers);
+    }
+    headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
 }
 
 /// The same URL with `https://` (and `port`, unless 443): 301 for GET and HEAD, 308 for

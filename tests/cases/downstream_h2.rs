@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use portcullis::RunningGateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,6 +133,13 @@ struct Answer {
     body: Bytes,
 }
 
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
 /// Sends `request` (no body) and reads its whole response.
 async fn send(sender: &Sender, request: Request<()>) -> Result<Answer, h2::Error> {
     let mut sender = within("a stream", sender.clone().ready()).await?;
@@ -154,6 +161,12 @@ async fn send(sender: &Sender, request: Request<()>) -> Result<Answer, h2::Error
 
 fn get(uri: &str) -> http::request::Builder {
     Request::builder().method(Method::GET).uri(uri)
+}
+
+fn bad_request(answer: &Answer, what: &str) {
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}");
+    assert_eq!(answer.json()["error"], "bad_request", "{what}");
+    assert!(answer.headers.contains_key("x-request-id"), "{what}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -260,6 +273,19 @@ impl Raw {
         .await
     }
 
+    /// The `error` field of the JSON body the gateway answered `stream` with.
+    async fn error_code(&mut self, stream: u32) -> String {
+        within("the whole response", async {
+            while !self.finished.contains(&stream) && self.ended.is_none() {
+                self.read_frame().await;
+            }
+        })
+        .await;
+        let body = self.bodies.get(&stream).cloned().unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        json["error"].as_str().unwrap_or_default().to_owned()
+    }
+
     async fn read_frame(&mut self) {
         while self.read.len() < 9 || self.read.len() < 9 + frame_len(&self.read) {
             let n = self.tcp.read_buf(&mut self.read).await.unwrap_or(0);
@@ -362,6 +388,47 @@ fn put_string(buffer: &mut BytesMut, bytes: &[u8]) {
 // Host and authority
 
 #[tokio::test]
+async fn authority_and_host_that_name_different_hosts_are_refused() {
+    let hosts = hosts("").await;
+    let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
+    for (authority, host) in [("a.example", "b.test"), ("b.test", "a.example")] {
+        let request = get(&format!("http://{authority}/x"))
+            .header("host", host)
+            .body(())
+            .expect("request");
+        let answer = send(&sender, request).await.expect("an answer");
+        bad_request(&answer, &format!(":authority {authority}, host {host}"));
+    }
+    assert_eq!(hosts.forwarded(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn the_host_upstream_comes_from_the_authority_when_both_name_the_same_host() {
+    let hosts = hosts("").await;
+    let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
+    // Scheme-based normalisation (RFC 9113, 8.3.1): case and the default port.
+    for host in ["A.Example", "a.example:80", "a.example"] {
+        let request = get("http://a.example/x")
+            .header("host", host)
+            .body(())
+            .expect("request");
+        let answer = send(&sender, request).await.expect("an answer");
+        assert_eq!(answer.status, StatusCode::OK, "host {host}");
+        assert_eq!(answer.body, "a.example", "host {host}: the upstream's Host");
+    }
+    // A different port is a different authority.
+    let request = get("http://a.example/x")
+        .header("host", "a.example:8080")
+        .body(())
+        .expect("request");
+    bad_request(
+        &send(&sender, request).await.expect("an answer"),
+        "port 8080",
+    );
+    assert_eq!(hosts_seen(&hosts.a.state), ["a.example"; 3]);
+}
+
+#[tokio::test]
 async fn a_request_with_only_host_is_routed_and_forwarded_by_it() {
     let hosts = hosts("").await;
     let mut raw = Raw::connect(hosts.addr()).await;
@@ -369,6 +436,85 @@ async fn a_request_with_only_host_is_routed_and_forwarded_by_it() {
     assert_eq!(raw.outcome(1).await, Outcome::Response(Some(200)));
     assert_eq!(hosts_seen(&hosts.b.state), ["b.test:8080"]);
     assert_eq!(hosts.forwarded(), 1);
+}
+
+#[tokio::test]
+async fn userinfo_in_the_authority_is_refused() {
+    let hosts = hosts("").await;
+    let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
+    let request = get("http://a.example@b.test/x").body(()).expect("request");
+    bad_request(
+        &send(&sender, request).await.expect("an answer"),
+        "userinfo",
+    );
+    // The same in a lone Host field.
+    let mut raw = Raw::connect(hosts.addr()).await;
+    raw.get(1, "/x", None, Some("a.example@b.test")).await;
+    assert_eq!(raw.outcome(1).await, Outcome::Response(Some(400)));
+    assert_eq!(raw.error_code(1).await, "bad_request");
+    assert_eq!(hosts.forwarded(), 0, "nothing was forwarded");
+}
+
+// ---------------------------------------------------------------------------------------
+// Field values and the path
+
+#[tokio::test]
+async fn field_values_with_surrounding_whitespace_are_refused() {
+    let hosts = hosts("").await;
+    let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
+    for (name, value) in [
+        ("host", "a.example "),
+        ("x-note", " leading"),
+        ("x-note", "trailing\t"),
+    ] {
+        let request = get("http://a.example/x")
+            .header(name, HeaderValue::from_str(value).expect("a valid value"))
+            .body(())
+            .expect("request");
+        let answer = send(&sender, request).await.expect("an answer");
+        bad_request(&answer, &format!("{name}: {value:?}"));
+    }
+    // A lone Host with a trailing space would be routed as another host than the one
+    // the upstream reads.
+    let mut raw = Raw::connect(hosts.addr()).await;
+    raw.get(1, "/x", None, Some("b.test ")).await;
+    assert_eq!(raw.outcome(1).await, Outcome::Response(Some(400)));
+    assert_eq!(raw.error_code(1).await, "bad_request");
+    // Whitespace inside a value is fine.
+    let request = get("http://a.example/x")
+        .header("x-note", "two words")
+        .body(())
+        .expect("request");
+    assert_eq!(
+        send(&sender, request).await.expect("an answer").status,
+        StatusCode::OK
+    );
+    assert_eq!(hosts.forwarded(), 1);
+}
+
+#[tokio::test]
+async fn a_path_that_is_only_a_query_is_refused() {
+    let hosts = hosts("").await;
+    let mut raw = Raw::connect(hosts.addr()).await;
+    raw.get(1, "?x=1", Some("a.example"), None).await;
+    assert_eq!(raw.outcome(1).await, Outcome::Response(Some(400)));
+    assert_eq!(
+        raw.error_code(1).await,
+        "bad_request",
+        "the gateway's own 400"
+    );
+    raw.get(3, "/?x=1", Some("a.example"), None).await;
+    assert_eq!(raw.outcome(3).await, Outcome::Response(Some(200)));
+    let uris: Vec<String> = hosts
+        .a
+        .state
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|seen| seen.uri.clone())
+        .collect();
+    assert_eq!(uris, ["/?x=1"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -556,6 +702,69 @@ routes:
     assert!(backend.state.arrived() >= 2);
     assert_eq!(complete.load(Ordering::SeqCst), 0);
     assert!(!connection.is_finished());
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile hosts
+
+/// Whatever `:authority` and `host` say, an upstream only ever gets a Host naming the
+/// host its route was chosen for.
+#[tokio::test]
+async fn no_request_reaches_an_upstream_with_another_host_than_it_was_routed_by() {
+    let hosts = hosts("").await;
+    let spellings = [
+        None,
+        Some("a.example"),
+        Some("A.EXAMPLE"),
+        Some("a.example:80"),
+        Some("a.example:8080"),
+        Some("b.test"),
+        Some("b.test:443"),
+        Some("a.example@b.test"),
+        Some("b.test@a.example"),
+        Some("a.example "),
+        Some(" b.test"),
+        Some("a.example\tx"),
+        Some("a.example,b.test"),
+        Some("a.example/x"),
+        Some("a.example:b.test"),
+        Some("[::1]:80"),
+        Some(""),
+    ];
+    let mut raw = Raw::connect(hosts.addr()).await;
+    let mut stream = 1;
+    for authority in spellings {
+        for host in spellings {
+            raw.get(stream, "/x", authority, host).await;
+            let outcome = raw.outcome(stream).await;
+            assert!(
+                matches!(outcome, Outcome::Response(_) | Outcome::Reset(_)),
+                "{authority:?} {host:?}: {outcome:?}"
+            );
+            stream += 2;
+        }
+    }
+    let name = |host: &str| {
+        let host = host.to_ascii_lowercase();
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name.to_owned(),
+            _ => host,
+        }
+    };
+    for seen in hosts_seen(&hosts.a.state) {
+        assert_eq!(name(&seen), "a.example", "upstream a got host {seen:?}");
+    }
+    for seen in hosts_seen(&hosts.b.state) {
+        assert_eq!(name(&seen), "b.test", "upstream b got host {seen:?}");
+    }
+    for seen in hosts_seen(&hosts.other.state) {
+        let seen = name(seen.trim());
+        assert!(
+            seen != "a.example" && seen != "b.test",
+            "the catch-all upstream got host {seen:?}"
+        );
+    }
+    assert!(hosts.a.state.arrived() > 0 && hosts.b.state.arrived() > 0);
 }
 
 // ---------------------------------------------------------------------------------------
