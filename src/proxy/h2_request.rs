@@ -1,6 +1,6 @@
-//! HTTP/2 requests made fit for HTTP/1.1 upstreams (RFC 9113, 8.3). Phase 1 (admit)
-//! runs [`check`] on requests that arrived over HTTP/2, and phase 4 (send) takes the
-//! `Host` from [`forwarded_host`]; HTTP/1.1 requests skip both.
+//! HTTP/2 requests made fit for HTTP/1.1 upstreams (RFC 9113, 8.2 and 8.3). Phase 1
+//! (admit) runs [`check`] on requests that arrived over HTTP/2, and phase 4 (send)
+//! rewrites with [`forwarded_host`] and [`join_cookies`]; HTTP/1.1 requests skip both.
 //!
 //! hyper's HTTP/2 server (h2) has already refused connection-specific fields, `TE` other
 //! than `trailers`, invalid names and values, and a malformed `:authority`, `:scheme` or
@@ -14,7 +14,8 @@
 //! - A field value starting or ending with a space or a tab (8.2.1).
 //! - A `:path` that does not start with `/`, such as one that is only a query (`?x`).
 
-use http::header::HOST;
+use bytes::Bytes;
+use http::header::{COOKIE, HOST};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Request};
 
@@ -94,6 +95,28 @@ pub fn forwarded_host(authority: Option<&Authority>, headers: &HeaderMap) -> Opt
     match authority {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => headers.get(HOST).cloned(),
+    }
+}
+
+/// Joins several `cookie` fields into one, separated by `; `, as HTTP/1.1 needs (RFC
+/// 9113, 8.2.3). One field (the usual case) is left as it is, without copying.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let all = headers.get_all(COOKIE);
+    let len = all.iter().map(|v| v.len() + 2).sum::<usize>();
+    let mut joined = Vec::with_capacity(len);
+    for value in all {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Valid values joined by `; ` make a valid value.
+    if let Ok(joined) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(COOKIE, joined);
     }
 }
 
@@ -205,5 +228,18 @@ mod tests {
         ] {
             assert!(check(&request(uri, headers)).is_ok(), "{uri} {headers:?}");
         }
+    }
+
+    #[test]
+    fn cookies_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut headers);
+        assert_eq!(headers[COOKIE], "a=1");
+        headers.append(COOKIE, HeaderValue::from_static("b=2"));
+        headers.append(COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut headers);
+        let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
     }
 }

@@ -369,6 +369,9 @@ impl ConnectionContext {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
         headers::remove_hop_by_hop(&mut headers, true);
+        if version == Version::HTTP_2 {
+            h2_request::join_cookies(&mut headers);
+        }
         let client_host = client_host(version, uri.authority.as_ref(), &headers);
         if let Some(host) = &client_host {
             headers.insert(HOST, host.clone());

@@ -456,7 +456,7 @@ async fn userinfo_in_the_authority_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Field values and the path
+// Field values, cookies, the path
 
 #[tokio::test]
 async fn field_values_with_surrounding_whitespace_are_refused() {
@@ -490,6 +490,44 @@ async fn field_values_with_surrounding_whitespace_are_refused() {
         StatusCode::OK
     );
     assert_eq!(hosts.forwarded(), 1);
+}
+
+#[tokio::test]
+async fn cookie_fields_are_joined_into_one_for_http1_upstreams() {
+    let backend = Backend::echo().await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  app: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let (sender, _) = connect_h2(addr, &h2::client::Builder::new()).await;
+    let request = get("http://api.test/x")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(())
+        .expect("request");
+    let answer = send(&sender, request).await.expect("an answer");
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = backend.state.last_seen();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["a=1; b=2; c=3"], "one field, joined with `; `");
+    // One cookie field goes on as it is.
+    let request = get("http://api.test/x")
+        .header("cookie", "only=1")
+        .body(())
+        .expect("request");
+    send(&sender, request).await.expect("an answer");
+    let seen = backend.state.last_seen();
+    let cookies: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["only=1"]);
 }
 
 #[tokio::test]
