@@ -254,6 +254,7 @@ impl ListenerSet {
                 redirect_to_https: config.redirect_to_https,
                 timeouts: self.metrics.client_timeouts(&config.name),
                 header_fields_dropped: self.metrics.header_fields_dropped(&config.name),
+                cancel_floods: self.metrics.http2_cancel_floods(&config.name),
             });
             let workers = self
                 .workers

@@ -114,6 +114,7 @@ pub struct Metrics {
     worker_connections_total: IntCounterVec,
     client_timeouts: IntCounterVec,
     header_fields_dropped: IntCounterVec,
+    http2_cancel_floods: IntCounterVec,
     aggregate_calls: IntCounterVec,
     aggregate_call_duration: HistogramVec,
     endpoint_healthy: IntGaugeVec,
@@ -242,6 +243,12 @@ impl Metrics {
                 "portcullis_header_fields_dropped_total",
                 "Request header fields removed before routing because their names contain \
                  `_` (listener option headers_with_underscores: drop).",
+                &["listener"],
+            ),
+            http2_cancel_floods: counter(
+                "portcullis_http2_cancel_floods_total",
+                "HTTP/2 connections closed (GOAWAY) because the client cancelled most of \
+                 its streams while they were being answered (paced rapid reset).",
                 &["listener"],
             ),
             aggregate_calls: counter(
@@ -428,6 +435,11 @@ impl Metrics {
     /// One listener's count of request header fields dropped for their names.
     pub fn header_fields_dropped(&self, listener: &str) -> IntCounter {
         self.header_fields_dropped.with_label_values(&[listener])
+    }
+
+    /// `portcullis_http2_cancel_floods_total` of one listener.
+    pub fn http2_cancel_floods(&self, listener: &str) -> IntCounter {
+        self.http2_cancel_floods.with_label_values(&[listener])
     }
 
     /// Handles for one TLS listener.

@@ -30,6 +30,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use prometheus::IntCounter;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
@@ -59,7 +60,9 @@ pub struct ListenerContext {
     /// Connections closed because the client was too slow.
     pub timeouts: ClientTimeouts,
     /// Request header fields dropped for their names (`headers_with_underscores`).
-    pub header_fields_dropped: prometheus::IntCounter,
+    pub header_fields_dropped: IntCounter,
+    /// HTTP/2 connections closed because the client cancelled most of its streams.
+    pub cancel_floods: IntCounter,
 }
 
 /// One client connection.

@@ -5,11 +5,20 @@
 //!
 //! hyper-util's auto-detecting connection is kept only for the rare client whose first
 //! bytes cannot tell (fewer than the 24 bytes of the HTTP/2 preface, all matching it).
+//!
+//! **Cancelled streams** (paced rapid reset) on the connections hyper serves (HTTP/2,
+//! in practice): a request whose answer the client cancels (RST_STREAM) before its
+//! response head is counted; once a connection has more than
+//! [`CANCELLED_STREAMS_ALLOWED`] such requests and they are more than half of its
+//! requests, it is closed: GOAWAY, then at most `idle_timeout` for the streams still
+//! open. h2's own limit counts only streams reset before hyper accepted them.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::server::conn::http2;
@@ -17,6 +26,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 
 use super::{signalled, Shutdown};
 use crate::body::{ClientBody, ResponseBody};
@@ -101,6 +111,56 @@ enum HyperProtocol {
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
 
+/// Cancelled requests a connection may have before their share of its requests counts.
+pub const CANCELLED_STREAMS_ALLOWED: u64 = 100;
+
+/// What the requests of one connection served by hyper share.
+struct Served {
+    context: ConnectionContext,
+    /// Requests started.
+    started: AtomicU64,
+    /// Requests whose answer was dropped before it was ready (the client cancelled).
+    cancelled: AtomicU64,
+    /// Set once, when the cancelled requests cross the limit.
+    flooded: AtomicBool,
+    /// Wakes the connection's task to close the connection.
+    close: Notify,
+}
+
+impl Served {
+    /// Counts a cancelled request; the first time the connection's cancellations are
+    /// over the limit, asks its task to close it.
+    fn cancelled(&self) {
+        let cancelled = self.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+        if cancelled > CANCELLED_STREAMS_ALLOWED
+            && cancelled.saturating_mul(2) > self.started.load(Ordering::Relaxed)
+            && !self.flooded.swap(true, Ordering::Relaxed)
+        {
+            self.close.notify_one();
+        }
+    }
+}
+
+/// Counts its request as cancelled unless [`Answering::answered`] is called first.
+struct Answering<'a> {
+    served: &'a Served,
+    answered: bool,
+}
+
+impl Answering<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.served.cancelled();
+        }
+    }
+}
+
 /// Serves `stream` until the client closes it or the gateway drains it. hyper's
 /// connections are boxed: their states are large, and the task of an HTTP/1.1
 /// connection (the common case) should stay small while it idles.
@@ -125,27 +185,55 @@ pub async fn serve_connection<S>(
         Protocol::Http2 => HyperProtocol::Http2,
         Protocol::Undecided => HyperProtocol::Detect,
     };
-    let context = Arc::new(context);
+    let served = Arc::new(Served {
+        context,
+        started: AtomicU64::new(0),
+        cancelled: AtomicU64::new(0),
+        flooded: AtomicBool::new(false),
+        close: Notify::new(),
+    });
+    let service_served = served.clone();
     // hyper keeps one slot for the service's future for the connection's whole life,
     // sized to that future: boxing it per request keeps idle connections small.
     let service = service_fn(move |request| {
-        let context = context.clone();
+        let served = service_served.clone();
         let request = request.map(ClientBody::Hyper);
-        let response: ServiceFuture =
-            Box::pin(async move { Ok::<_, Infallible>(context.handle(request).await) });
+        let response: ServiceFuture = Box::pin(async move {
+            served.started.fetch_add(1, Ordering::Relaxed);
+            let answering = Answering {
+                served: &served,
+                answered: false,
+            };
+            let response = served.context.handle(request).await;
+            answering.answered();
+            Ok::<_, Infallible>(response)
+        });
         response
     });
     let io = TokioIo::new(Rewound::new(stream, first));
+    let flooded = async {
+        served.close.notified().await;
+        let listener = &served.context.listener;
+        listener.cancel_floods.inc();
+        tracing::warn!(
+            listener = %listener.name,
+            client = ?served.context.peer_ip,
+            cancelled = served.cancelled.load(Ordering::Relaxed),
+            requests = served.started.load(Ordering::Relaxed),
+            "closing an HTTP/2 connection whose client cancels most of its requests"
+        );
+    };
+    let grace = served.context.listener.limits.idle_timeout;
     let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match hyper_protocol {
         HyperProtocol::Http2 => {
             let connection = Box::pin(builders.http2.serve_connection(io, service));
-            Box::pin(until_drained(connection, shutdown))
+            Box::pin(until_drained(connection, shutdown, flooded, grace))
                 .await
                 .map_err(Into::into)
         }
         HyperProtocol::Detect => {
             let connection = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            Box::pin(until_drained(connection, shutdown)).await
+            Box::pin(until_drained(connection, shutdown, flooded, grace)).await
         }
     };
     if let Err(error) = result {
@@ -195,23 +283,36 @@ where
 }
 
 /// Drives `connection` to its end; once draining starts, asks it to finish its requests
-/// and close, and drops it when the gateway closes what is left.
-async fn until_drained<C, E>(connection: C, mut shutdown: Shutdown) -> Result<(), E>
+/// and close, and drops it when the gateway closes what is left. When `abusive`
+/// resolves (the client misbehaves), does the same but gives it only `grace`.
+async fn until_drained<C, E>(
+    connection: C,
+    mut shutdown: Shutdown,
+    abusive: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), E>
 where
     C: GracefulConnection<Output = Result<(), E>>,
 {
     tokio::pin!(connection);
     // Biased: the connection first, every time the task wakes (it is what woke it).
-    tokio::select! {
+    let grace = tokio::select! {
         biased;
-        result = connection.as_mut() => result,
-        _ = signalled(&mut shutdown.drain) => {
-            connection.as_mut().shut_down_gracefully();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = signalled(&mut shutdown.close) => Ok(()),
-            }
+        result = connection.as_mut() => return result,
+        _ = signalled(&mut shutdown.drain) => None,
+        () = abusive => Some(grace),
+    };
+    connection.as_mut().shut_down_gracefully();
+    let grace = async {
+        match grace {
+            Some(grace) => tokio::time::sleep(grace).await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        result = connection.as_mut() => result,
+        _ = signalled(&mut shutdown.close) => Ok(()),
+        () = grace => Ok(()),
     }
 }
 

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
@@ -21,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::backend::State;
-use crate::support::{eventually, gateway, within, Backend, Reply};
+use crate::support::{eventually, gateway, metric_reaches, metrics_text, within, Backend, Reply};
 
 // ---------------------------------------------------------------------------------------
 // The gateway and its backends
@@ -849,4 +850,101 @@ async fn a_header_list_over_the_limit_gets_a_bare_431_and_the_connection_goes_on
         .expect("the connection task");
     assert!(ended.is_err());
     assert_eq!(hosts.forwarded(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams cancelled in bulk
+
+#[tokio::test]
+async fn a_client_that_cancels_stream_after_stream_gets_its_connection_closed() {
+    let hosts = hosts("").await;
+    let builder = h2::client::Builder::new();
+    let (bystander, _) = connect_h2(hosts.addr(), &builder).await;
+    let request = get("http://b.test/fast").body(()).expect("request");
+    assert_eq!(
+        send(&bystander, request).await.expect("an answer").status,
+        StatusCode::OK
+    );
+
+    let (sender, connection) = connect_h2(hosts.addr(), &builder).await;
+    let mut opened = 0;
+    while opened < 2000 && !connection.is_finished() {
+        let Ok(mut ready) = sender.clone().ready().await else {
+            break;
+        };
+        let request = get("http://a.example/held").body(()).expect("request");
+        let Ok((response, _)) = ready.send_request(request, true) else {
+            break;
+        };
+        opened += 1;
+        // Reset once the gateway has forwarded it (its work is under way), as a paced
+        // rapid reset does.
+        let forwarded = async {
+            while hosts.a.state.arrived() < opened && !connection.is_finished() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        within("the request is forwarded", forwarded).await;
+        drop(response);
+    }
+    within("the connection ends", async {
+        while !connection.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The 101st cancellation closes it (a few more streams may open meanwhile).
+    assert!(
+        (101..200).contains(&opened),
+        "the gateway closed the connection after {opened} streams"
+    );
+    metric_reaches(
+        &hosts.gw,
+        "portcullis_http2_cancel_floods_total{listener=\"public\"}",
+        1.0,
+    )
+    .await;
+    // The other connection is unaffected.
+    let request = get("http://b.test/fast").body(()).expect("request");
+    assert_eq!(
+        send(&bystander, request).await.expect("an answer").status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_some_of_many_streams_keeps_its_connection() {
+    let hosts = hosts("").await;
+    let (sender, connection) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
+    // 150 cancelled among 450: over the count, but not most of its requests.
+    for i in 0..450 {
+        if i % 3 == 0 {
+            let mut ready = within("a stream", sender.clone().ready())
+                .await
+                .expect("ready");
+            let request = get("http://a.example/held").body(()).expect("request");
+            let (response, _) = ready.send_request(request, true).expect("sent");
+            let arrived = hosts.a.state.arrived();
+            eventually("the request is forwarded", || {
+                hosts.a.state.arrived() > arrived
+            })
+            .await;
+            drop(response);
+        } else {
+            let request = get("http://b.test/fast").body(()).expect("request");
+            assert_eq!(
+                send(&sender, request).await.expect("an answer").status,
+                StatusCode::OK
+            );
+        }
+    }
+    assert!(!connection.is_finished());
+    let text = metrics_text(&hosts.gw).await;
+    assert_eq!(
+        crate::support::metric(
+            &text,
+            "portcullis_http2_cancel_floods_total{listener=\"public\"}"
+        ),
+        Some(0.0)
+    );
 }
