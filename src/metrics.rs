@@ -236,7 +236,7 @@ impl Metrics {
                 "portcullis_client_timeouts_total",
                 "HTTP/1.1 client connections closed after idle_timeout, by what the client \
                  was doing: idle (no request), head (a request head not finished), \
-                 response (not reading its response).",
+                 response (not reading its response; over HTTP/2, a stream reset).",
                 &["listener", "phase"],
             ),
             header_fields_dropped: counter(

@@ -57,7 +57,7 @@ pub struct ListenerContext {
     pub forwarded_proto: HeaderValue,
     /// Answer every request with a redirect to `https://` on this port instead.
     pub redirect_to_https: Option<u16>,
-    /// Connections closed because the client was too slow.
+    /// Connections (HTTP/2: streams) closed because the client was too slow.
     pub timeouts: ClientTimeouts,
     /// Request header fields dropped for their names (`headers_with_underscores`).
     pub header_fields_dropped: IntCounter,

@@ -6,27 +6,39 @@
 //! hyper-util's auto-detecting connection is kept only for the rare client whose first
 //! bytes cannot tell (fewer than the 24 bytes of the HTTP/2 preface, all matching it).
 //!
-//! **Cancelled streams** (paced rapid reset) on the connections hyper serves (HTTP/2,
-//! in practice): a request whose answer the client cancels (RST_STREAM) before its
-//! response head is counted; once a connection has more than
-//! [`CANCELLED_STREAMS_ALLOWED`] such requests and they are more than half of its
-//! requests, it is closed: GOAWAY, then at most `idle_timeout` for the streams still
-//! open. h2's own limit counts only streams reset before hyper accepted them.
+//! Two guards apply to the connections hyper serves (HTTP/2, in practice):
+//!
+//! - **Cancelled streams** (paced rapid reset): a request whose answer the client
+//!   cancels (RST_STREAM) before its response head is counted; once a connection has
+//!   more than [`CANCELLED_STREAMS_ALLOWED`] such requests and they are more than half of
+//!   its requests, it is closed: GOAWAY, then at most `idle_timeout` for the streams
+//!   still open. h2's own limit counts only streams reset before hyper accepted them.
+//! - **Responses that make no progress**: hyper stops polling a response body while its
+//!   stream has no flow-control window, so a client that grants none would keep the
+//!   body, and the upstream permit it holds, for ever. Each stream's task is watched
+//!   ([`StreamExecutor`]): once a body frame has waited `idle_timeout` for the client to
+//!   take it, the task is dropped, which resets the stream (CANCEL) and releases the
+//!   body; counted as `portcullis_client_timeouts_total{phase="response"}`.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::{signalled, Shutdown};
 use crate::body::{ClientBody, ResponseBody};
@@ -73,21 +85,25 @@ impl Protocol {
 
 /// One listener's hyper settings, built once per listener.
 pub struct HttpBuilders {
-    http2: http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
+    http2: http2::Builder<StreamExecutor>,
+    auto: auto::Builder<StreamExecutor>,
 }
 
 impl HttpBuilders {
     pub fn new(context: &ListenerContext) -> Self {
         let limits = &context.limits;
         let max_header_list = u32::try_from(limits.max_header_size).unwrap_or(u32::MAX);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        let executor = StreamExecutor {
+            idle_timeout: limits.idle_timeout,
+            stalled: context.timeouts.response.clone(),
+        };
+        let mut http2 = http2::Builder::new(executor.clone());
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(max_header_list)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(limits.idle_timeout));
-        let mut auto = auto::Builder::new(TokioExecutor::new());
+        let mut auto = auto::Builder::new(executor);
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout)
@@ -109,7 +125,7 @@ enum HyperProtocol {
 }
 
 type ServiceFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<http::Response<WatchedBody>, Infallible>> + Send>>;
 
 /// Cancelled requests a connection may have before their share of its requests counts.
 pub const CANCELLED_STREAMS_ALLOWED: u64 = 100;
@@ -206,7 +222,7 @@ pub async fn serve_connection<S>(
             };
             let response = served.context.handle(request).await;
             answering.answered();
-            Ok::<_, Infallible>(response)
+            Ok::<_, Infallible>(response.map(|inner| WatchedBody { inner }))
         });
         response
     });
@@ -252,7 +268,7 @@ impl<C: GracefulConnection + ?Sized> GracefulConnection for Pin<Box<C>> {
     }
 }
 
-impl<I, S, B> GracefulConnection for http2::Connection<I, S, TokioExecutor>
+impl<I, S, B> GracefulConnection for http2::Connection<I, S, StreamExecutor>
 where
     Self: Future,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -267,7 +283,7 @@ where
     }
 }
 
-impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, StreamExecutor>
 where
     Self: Future,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -313,6 +329,129 @@ where
         result = connection.as_mut() => result,
         _ = signalled(&mut shutdown.close) => Ok(()),
         () = grace => Ok(()),
+    }
+}
+
+tokio::task_local! {
+    /// What the response body of the HTTP/2 stream whose task is running did last.
+    static RESPONSE_BODY: Cell<BodyProgress>;
+}
+
+/// What a response body did since its stream's task last looked.
+#[derive(Debug, Clone, Copy, Default)]
+struct BodyProgress {
+    /// hyper polled it.
+    polled: bool,
+    /// Its last poll gave hyper a frame, which hyper holds until the client grants
+    /// window: no poll follows until then.
+    waiting: bool,
+}
+
+/// hyper's executor for HTTP/2 streams: spawns each on the current runtime, watched
+/// for a response body that waits on its client for `idle_timeout` ([`watch_stream`]).
+#[derive(Clone)]
+pub struct StreamExecutor {
+    idle_timeout: Duration,
+    /// Counts the streams reset for making no progress.
+    stalled: IntCounter,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(watch_stream(
+            future,
+            self.idle_timeout,
+            self.stalled.clone(),
+        ));
+    }
+}
+
+/// Runs `stream` (hyper's task for one HTTP/2 stream); ends it (dropping it resets the
+/// stream and releases the response body) once its body has had a frame waiting for
+/// the client's window for `idle_timeout`. Other futures never report a body and run
+/// unwatched.
+async fn watch_stream<F: Future>(
+    stream: F,
+    idle_timeout: Duration,
+    stalled: IntCounter,
+) -> Option<F::Output> {
+    let mut stream = pin!(stream);
+    // Created the first time a frame waits: most responses never need it.
+    let mut deadline: Pin<&mut Option<Sleep>> = pin!(None);
+    let mut waiting = false;
+    let output = std::future::poll_fn(|cx| {
+        let before = Cell::new(BodyProgress {
+            polled: false,
+            waiting,
+        });
+        let (polled, progress) = RESPONSE_BODY.sync_scope(before, || {
+            let polled = stream.as_mut().poll(cx);
+            (polled, RESPONSE_BODY.with(Cell::get))
+        });
+        if let Poll::Ready(output) = polled {
+            return Poll::Ready(Some(output));
+        }
+        waiting = progress.waiting;
+        if !waiting {
+            // An armed deadline may still fire: one spurious wake-up, then nothing.
+            return Poll::Pending;
+        }
+        let until = tokio::time::Instant::now() + idle_timeout;
+        match deadline.as_mut().as_pin_mut() {
+            Some(sleep) if progress.polled => sleep.reset(until),
+            Some(_) => {}
+            None => deadline.set(Some(tokio::time::sleep_until(until))),
+        }
+        match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    if output.is_none() {
+        stalled.inc();
+        tracing::debug!(
+            "reset an HTTP/2 stream whose client took none of its response for {idle_timeout:?}"
+        );
+    }
+    output
+}
+
+/// A response body that tells its stream's watcher ([`watch_stream`]) when hyper holds
+/// one of its frames. Outside a watched task (HTTP/1.1) it only passes frames on.
+pub struct WatchedBody {
+    inner: ResponseBody,
+}
+
+impl Body for WatchedBody {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.get_mut().inner).poll_frame(cx);
+        let waiting = matches!(polled, Poll::Ready(Some(Ok(_))));
+        let _ = RESPONSE_BODY.try_with(|progress| {
+            progress.set(BodyProgress {
+                polled: true,
+                waiting,
+            });
+        });
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

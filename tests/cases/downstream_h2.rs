@@ -948,3 +948,75 @@ async fn a_client_that_cancels_some_of_many_streams_keeps_its_connection() {
         Some(0.0)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Streams whose client grants no window
+
+#[tokio::test]
+async fn a_stream_without_window_is_reset_after_the_idle_timeout_and_frees_its_permit() {
+    let backend = Backend::start(|_, _| async move { Reply::ok(vec![b'x'; 64 * 1024]) }).await;
+    let gw = gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 200ms }}]
+admin: {{ address: "127.0.0.1:0" }}
+upstreams:
+  u: {{ endpoints: ["{url}"], max_in_flight: 1, max_queue: 0 }}
+routes:
+  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
+"#,
+        url = backend.url()
+    ))
+    .await;
+    let addr = gw.listener_addr("public").expect("listener");
+    let in_flight = "portcullis_upstream_in_flight{upstream=\"u\"}";
+
+    // A client that grants no window to its streams: the response's headers arrive, its
+    // body cannot.
+    let mut stalling = h2::client::Builder::new();
+    stalling.initial_window_size(0);
+    let (sender, connection) = connect_h2(addr, &stalling).await;
+    let mut ready = within("a stream", sender.clone().ready())
+        .await
+        .expect("ready");
+    let (response, _) = ready
+        .send_request(get("http://api.test/big").body(()).expect("request"), true)
+        .expect("sent");
+    let response = within("the response head", response)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // After idle_timeout without progress the stream is reset and the permit is back
+    // (it would be held for as long as the client stays connected).
+    metric_reaches(&gw, in_flight, 0.0).await;
+    let mut body = response.into_body();
+    let error = within("the stream is reset", body.data())
+        .await
+        .expect("an outcome")
+        .expect_err("the stream is reset");
+    assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+
+    // Another client's request fits under `max_in_flight: 1`.
+    let (other, _) = connect_h2(addr, &h2::client::Builder::new()).await;
+    let answer = send(
+        &other,
+        get("http://api.test/big").body(()).expect("request"),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body.len(), 64 * 1024);
+
+    // The stalling client's connection is still open: a new stream gets its head.
+    let mut ready = within("a stream", sender.clone().ready())
+        .await
+        .expect("ready");
+    let (response, _) = ready
+        .send_request(get("http://api.test/big").body(()).expect("request"), true)
+        .expect("sent");
+    let response = within("the response head", response)
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!connection.is_finished());
+}
