@@ -121,6 +121,9 @@ async fn connect_h2(
     builder: &h2::client::Builder,
 ) -> (Sender, tokio::task::JoinHandle<Result<(), h2::Error>>) {
     let tcp = TcpStream::connect(addr).await.expect("connect");
+    // A RST_STREAM and the next HEADERS are small writes in a row: without this,
+    // Nagle's algorithm holds the second until the first is acknowledged.
+    tcp.set_nodelay(true).expect("TCP_NODELAY");
     let (sender, connection) = within("the HTTP/2 handshake", builder.handshake(tcp))
         .await
         .expect("HTTP/2 handshake");
