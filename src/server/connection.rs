@@ -3,8 +3,8 @@
 //! ([`super::http1`]) and HTTP/2 with hyper's (per-listener builders), and finishing its
 //! requests when the gateway drains.
 //!
-//! hyper-util's auto-detecting connection is kept only for the rare client whose first
-//! bytes cannot tell (fewer than the 24 bytes of the HTTP/2 preface, all matching it).
+//! The caller reads until the first bytes tell ([`Protocol::sniff`]): every HTTP/1.1
+//! connection meets the gateway's own parser, never hyper's HTTP/1.1 one.
 //!
 //! Two guards apply to the connections hyper serves (HTTP/2, in practice):
 //!
@@ -34,7 +34,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -86,7 +85,6 @@ impl Protocol {
 /// One listener's hyper settings, built once per listener.
 pub struct HttpBuilders {
     http2: http2::Builder<StreamExecutor>,
-    auto: auto::Builder<StreamExecutor>,
 }
 
 impl HttpBuilders {
@@ -97,31 +95,14 @@ impl HttpBuilders {
             idle_timeout: limits.idle_timeout,
             stalled: context.timeouts.response.clone(),
         };
-        let mut http2 = http2::Builder::new(executor.clone());
+        let mut http2 = http2::Builder::new(executor);
         http2
             .timer(TokioTimer::new())
             .max_header_list_size(max_header_list)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(limits.idle_timeout));
-        let mut auto = auto::Builder::new(executor);
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.idle_timeout)
-            .max_headers(limits.max_headers)
-            .max_buf_size(limits.max_header_size.max(8192));
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list)
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(limits.idle_timeout));
-        HttpBuilders { http2, auto }
+        HttpBuilders { http2 }
     }
-}
-
-/// What hyper serves: HTTP/2, or whatever it detects.
-enum HyperProtocol {
-    Http2,
-    Detect,
 }
 
 type ServiceFuture =
@@ -194,13 +175,15 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let hyper_protocol = match protocol {
+    match protocol {
         Protocol::Http1 => {
             return super::http1::serve(stream, first, tls, &context, shutdown).await;
         }
-        Protocol::Http2 => HyperProtocol::Http2,
-        Protocol::Undecided => HyperProtocol::Detect,
-    };
+        Protocol::Http2 => {}
+        // The caller reads until the first bytes decide; a connection that ended before
+        // they did has nothing to serve.
+        Protocol::Undecided => return,
+    }
     let served = Arc::new(Served {
         context,
         started: AtomicU64::new(0),
@@ -240,18 +223,8 @@ pub async fn serve_connection<S>(
         );
     };
     let grace = served.context.listener.limits.idle_timeout;
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = match hyper_protocol {
-        HyperProtocol::Http2 => {
-            let connection = Box::pin(builders.http2.serve_connection(io, service));
-            Box::pin(until_drained(connection, shutdown, flooded, grace))
-                .await
-                .map_err(Into::into)
-        }
-        HyperProtocol::Detect => {
-            let connection = Box::pin(builders.auto.serve_connection_with_upgrades(io, service));
-            Box::pin(until_drained(connection, shutdown, flooded, grace)).await
-        }
-    };
+    let connection = Box::pin(builders.http2.serve_connection(io, service));
+    let result = Box::pin(until_drained(connection, shutdown, flooded, grace)).await;
     if let Err(error) = result {
         tracing::debug!("connection ended with an error: {error}");
     }
@@ -269,21 +242,6 @@ impl<C: GracefulConnection + ?Sized> GracefulConnection for Pin<Box<C>> {
 }
 
 impl<I, S, B> GracefulConnection for http2::Connection<I, S, StreamExecutor>
-where
-    Self: Future,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn shut_down_gracefully(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
-impl<I, S, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, StreamExecutor>
 where
     Self: Future,
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
