@@ -229,12 +229,16 @@ impl Body for ResponseBody {
                         }
                         // Trailers from any upstream (HTTP/2 ones too) lose the fields a
                         // trailer section may not carry.
-                        let frame = match frame.into_trailers() {
-                            Ok(mut trailers) => {
-                                crate::http1::fields::remove_forbidden_trailers(&mut trailers);
-                                Frame::trailers(trailers)
+                        let frame = if frame.is_trailers() {
+                            match frame.into_trailers() {
+                                Ok(mut trailers) => {
+                                    crate::http1::fields::remove_forbidden_trailers(&mut trailers);
+                                    Frame::trailers(trailers)
+                                }
+                                Err(frame) => frame,
                             }
-                            Err(frame) => frame,
+                        } else {
+                            frame
                         };
                         Poll::Ready(Some(Ok(frame)))
                     }

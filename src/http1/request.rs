@@ -347,7 +347,9 @@ pub fn check_head(
     underscores: UnderscoreHeaders,
 ) -> Result<Checked, HeadError> {
     let wishes = ConnectionWishes::of(head.version, &head.headers)?;
-    head.headers.remove(EXPECT);
+    if wishes.expects_continue || head.version == Version::HTTP_10 {
+        head.headers.remove(EXPECT);
+    }
     let mut dropped_fields = 0;
     match underscores {
         UnderscoreHeaders::Allow => {}

@@ -20,6 +20,7 @@ mod h2_request;
 pub mod headers;
 pub mod websocket;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ pub use error::ProxyError;
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
-use crate::interim::EarlyHints;
+use crate::interim;
 use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
@@ -219,45 +220,51 @@ impl ConnectionContext {
         if let Some((_, protocol, _)) = &upgrade {
             websocket::keep_upgrade_headers(&mut prepared.headers, protocol.clone());
         }
-        let exchanged = match replayable {
-            None => {
-                let body = UpstreamBody::client(body, limits.max_request_body);
-                upstream
-                    .exchange(timeout, |endpoint| {
-                        prepared.addressed(endpoint, host_header, version, body)
-                    })
-                    .await
-            }
-            // Boxed: keeping the body and retrying takes more state than one exchange,
-            // and every request's future would otherwise be sized for it.
-            Some(policy) => {
-                Box::pin(async {
-                    let kept = if body.is_end_stream() {
-                        None
-                    } else {
-                        let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
-                        let collected = http_body_util::Limited::new(body, limit)
-                            .collect()
-                            .await
-                            .map_err(|_| {
-                            ProxyError::BadRequest("the request body could not be read")
-                        })?;
-                        Some(collected.to_bytes())
-                    };
+        // Polled as the forwarded exchange: its `103 Early Hints` reach the client.
+        let exchanging = async {
+            match replayable {
+                None => {
+                    let body = UpstreamBody::client(body, limits.max_request_body);
                     Ok(upstream
-                        .exchange_retrying(policy, timeout, |endpoint| {
-                            prepared.clone().addressed(
-                                endpoint,
-                                host_header,
-                                version,
-                                UpstreamBody::Full(kept.clone()),
-                            )
+                        .exchange(timeout, |endpoint| {
+                            prepared.addressed(endpoint, host_header, version, body)
                         })
                         .await)
-                })
-                .await?
+                }
+                // Boxed: keeping the body and retrying takes more state than one exchange,
+                // and every request's future would otherwise be sized for it.
+                Some(policy) => {
+                    Box::pin(async {
+                        let kept = if body.is_end_stream() {
+                            None
+                        } else {
+                            let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+                            let collected = http_body_util::Limited::new(body, limit)
+                                .collect()
+                                .await
+                                .map_err(|_| {
+                                    ProxyError::BadRequest("the request body could not be read")
+                                })?;
+                            Some(collected.to_bytes())
+                        };
+                        Ok(upstream
+                            .exchange_retrying(policy, timeout, |endpoint| {
+                                prepared.clone().addressed(
+                                    endpoint,
+                                    host_header,
+                                    version,
+                                    UpstreamBody::Full(kept.clone()),
+                                )
+                            })
+                            .await)
+                    })
+                    .await
+                }
             }
         };
+        let mut exchanging = std::pin::pin!(exchanging);
+        let exchanged =
+            std::future::poll_fn(|cx| interim::forwarding(|| exchanging.as_mut().poll(cx))).await?;
         let (mut response, exchange) = exchanged.map_err(|error| match error {
             ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
                 upstream: upstream.name.clone(),
@@ -360,7 +367,6 @@ impl ConnectionContext {
             uri,
             version,
             mut headers,
-            mut extensions,
             ..
         } = parts;
         let uri = uri.into_parts();
@@ -390,7 +396,6 @@ impl ConnectionContext {
             method,
             path,
             headers,
-            early_hints: extensions.remove::<EarlyHints>(),
         })
     }
 }
@@ -401,8 +406,6 @@ struct Prepared {
     method: Method,
     path: PathAndQuery,
     headers: HeaderMap,
-    /// Where the upstream's `103 Early Hints` go, when the client can take them.
-    early_hints: Option<EarlyHints>,
 }
 
 impl Prepared {
@@ -421,9 +424,6 @@ impl Prepared {
         *request.method_mut() = self.method;
         *request.version_mut() = version;
         *request.headers_mut() = self.headers;
-        if let Some(hints) = self.early_hints {
-            request.extensions_mut().insert(hints);
-        }
         if host_header == HostHeader::Endpoint {
             request
                 .headers_mut()

@@ -38,7 +38,7 @@ use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
-use crate::interim::EarlyHints;
+use crate::interim::{self, Hints};
 use crate::proxy::{headers, ConnectionContext, ProxyError};
 use crate::rewound::Rewound;
 use crate::upstream::TunnelIo;
@@ -113,7 +113,7 @@ pub async fn serve<S>(
     } = shutdown;
     let connection = Connection {
         io,
-        early_hints: None,
+        hints: Hints::default(),
         hints_out: Vec::new(),
         hints_written: 0,
         read: first,
@@ -140,9 +140,8 @@ pub async fn serve<S>(
 
 struct Connection<S> {
     io: S,
-    /// Where an upstream's `103 Early Hints` for the current request arrive; made at
-    /// the first HTTP/1.1 request and reused.
-    early_hints: Option<EarlyHints>,
+    /// Where an upstream's `103 Early Hints` for the current request arrive.
+    hints: Hints,
     /// Early hints encoded and not yet written, and how much of them was.
     hints_out: Vec<u8>,
     hints_written: usize,
@@ -383,16 +382,12 @@ where
 
     /// Writes the `103 Early Hints` the upstream has sent so far. `Ready(Ok)`: all
     /// written; `Pending`: the client is not taking them yet (the request goes on).
-    fn poll_write_hints(
-        &mut self,
-        hints: &EarlyHints,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_write_hints(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.hints_written == self.hints_out.len() {
             self.hints_out.clear();
             self.hints_written = 0;
         }
-        for fields in hints.take(cx) {
+        for fields in self.hints.take() {
             response::encode_early_hints(&mut self.hints_out, &fields);
         }
         while self.hints_written < self.hints_out.len() {
@@ -478,14 +473,9 @@ where
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        let early_hints = (version == Version::HTTP_11 && !wishes.upgrade).then(|| {
-            let hints = self.early_hints.get_or_insert_with(EarlyHints::default);
-            hints.reset();
-            hints.clone()
-        });
-        if let Some(hints) = &early_hints {
-            request.extensions_mut().insert(hints.clone());
-        }
+        // Interim responses are for HTTP/1.1 clients only (RFC 9110 §15.2).
+        let wants_hints = version == Version::HTTP_11 && !wishes.upgrade;
+        self.hints.reset();
         let upgrade = wishes.upgrade.then(|| {
             let (sender, receiver) = oneshot::channel();
             request
@@ -500,15 +490,22 @@ where
         let response = {
             let mut handler = std::pin::pin!(context.handle(request));
             poll_fn(|cx| loop {
-                if let Poll::Ready(response) = handler.as_mut().poll(cx) {
+                let polled = if wants_hints {
+                    interim::collect(&mut self.hints, || handler.as_mut().poll(cx))
+                } else {
+                    handler.as_mut().poll(cx)
+                };
+                if let Poll::Ready(response) = polled {
                     return Poll::Ready(Some(response));
                 }
                 // Never in the middle of a `100 Continue`: one interim response at a time.
                 let continue_started = feed
                     .as_ref()
                     .is_some_and(|feed| feed.owes_continue && feed.continue_written > 0);
-                if let Some(hints) = early_hints.as_ref().filter(|_| !continue_started) {
-                    if let Poll::Ready(Err(error)) = self.poll_write_hints(hints, cx) {
+                let hints_waiting =
+                    !self.hints.is_empty() || self.hints_written < self.hints_out.len();
+                if hints_waiting && !continue_started {
+                    if let Poll::Ready(Err(error)) = self.poll_write_hints(cx) {
                         tracing::debug!("writing early hints to the client failed: {error}");
                         return Poll::Ready(None);
                     }
@@ -537,11 +534,10 @@ where
             feed.owes_continue = false;
         }
         // Hints that arrived before the final response go out before it.
-        if let Some(hints) = &early_hints {
+        if !self.hints.is_empty() || self.hints_written < self.hints_out.len() {
             let idle_timeout = self.limits.idle_timeout;
-            let writing = poll_fn(|cx| self.poll_write_hints(hints, cx));
+            let writing = poll_fn(|cx| self.poll_write_hints(cx));
             let written = tokio::time::timeout(idle_timeout, writing).await;
-            hints.close();
             if !matches!(written, Ok(Ok(()))) {
                 return After::Close { linger: false };
             }

@@ -37,7 +37,7 @@ use crate::http1::fields::chunk_size_line;
 use crate::http1::request::{self, RequestFraming};
 use crate::http1::response::{self, ResponseHead};
 use crate::http1::{Decoded, Decoder, WireError};
-use crate::interim::EarlyHints;
+use crate::interim;
 use crate::rewound::Rewound;
 
 /// Spare room below which a read first makes space.
@@ -182,17 +182,16 @@ impl Connection {
             Err(failure) => Err(failure),
         };
         let fully_written = written.is_ok();
-        let early_hints = parts.extensions.get::<EarlyHints>();
         let head = match written {
             Ok(()) => {
                 self.awaiting = Some(parts.method.clone());
-                let head = self.read_head(early_hints).await;
+                let head = self.read_head().await;
                 self.awaiting = None;
                 head?
             }
             // An upstream that answers before reading the whole body (a 413, a 401) and
             // closes: its answer is already in the socket; pass it on.
-            Err(failure @ ExchangeFailure::Io { .. }) => match self.read_head(early_hints).await {
+            Err(failure @ ExchangeFailure::Io { .. }) => match self.read_head().await {
                 Ok(head) => head,
                 Err(_) => return Err(failure),
             },
@@ -283,10 +282,7 @@ impl Connection {
 
     /// Reads the final response head (or a `101`), skipping at most
     /// [`MAX_INTERIM_RESPONSES`] interim `1xx` responses.
-    async fn read_head(
-        &mut self,
-        early_hints: Option<&EarlyHints>,
-    ) -> Result<ResponseHead, ExchangeFailure> {
+    async fn read_head(&mut self) -> Result<ResponseHead, ExchangeFailure> {
         let mut response_started = false;
         let mut interim = 0;
         loop {
@@ -299,9 +295,7 @@ impl Connection {
                         && head.status != StatusCode::SWITCHING_PROTOCOLS
                     {
                         if head.status == StatusCode::EARLY_HINTS {
-                            if let Some(hints) = early_hints {
-                                hints.push(head.headers);
-                            }
+                            interim::push(head.headers);
                         }
                         interim += 1;
                         if interim > MAX_INTERIM_RESPONSES {
@@ -345,7 +339,7 @@ impl Connection {
             Unfinished::Nothing => return None,
             Unfinished::Body(decoder) => decoder,
             Unfinished::Head(method) => {
-                let head = self.read_head(None).await.ok()?;
+                let head = self.read_head().await.ok()?;
                 let framing = response::response_framing(&method, &head).ok()?;
                 if head.status == StatusCode::SWITCHING_PROTOCOLS
                     || !response::keeps_alive(&head, framing)
