@@ -101,7 +101,7 @@ const MAX_GROWTH: usize = 4 << 20;
 /// The seed of the default run: fixed, so that every run reads the same inputs.
 const DEFAULT_SEED: u64 = 0x5eed_d1ff;
 /// Generated request inputs per default run; one in four also yields a response input.
-const DEFAULT_INPUTS: u64 = 20_000;
+const DEFAULT_INPUTS: u64 = 40_000;
 /// Failures printed in full; the rest are counted.
 const FAILURES_SHOWN: usize = 20;
 
@@ -347,7 +347,25 @@ impl Harness {
             }
         }
         let hyper = self.runtime.block_on(hyper_side::requests(input));
-        let verdict = verdict::judge_requests(&whole, &hyper, underscores);
+        let mut verdict = verdict::judge_requests(&whole, &hyper, underscores);
+        // Refusing a later request is only stricter if Portcullis looked for it where
+        // hyper did: hyper, reading from where Portcullis's refused request starts,
+        // must read the request it read there in the whole input.
+        let at = whole.messages.len();
+        if let (Verdict::Stricter(_), Some(&start), Some(seen)) =
+            (&verdict, whole.starts.get(at), hyper.seen.get(at))
+        {
+            if at > 0 {
+                let alone = self.runtime.block_on(hyper_side::requests(&input[start..]));
+                if alone.seen.first() != Some(seen) {
+                    verdict = Verdict::Failure(format!(
+                        "request {at} starts at byte {start} for Portcullis; hyper reads \
+                         {:?} there, but {seen:?} as its request {at}",
+                        alone.seen.first()
+                    ));
+                }
+            }
+        }
         self.tally.record("request", label, input, &verdict);
         Some(verdict)
     }

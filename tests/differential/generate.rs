@@ -366,7 +366,7 @@ fn rewrite_chunk_line(rng: &mut Rng, bytes: &mut Vec<u8>) {
         15 => format!("{size:x};\x01"),
         16 => format!("0000000000000000{size:x}"),
         17 => format!("-{size:x}"),
-        18 => format!("{:x}", size + 1),
+        18 => format!("{:x}", size.wrapping_add(1)),
         19 => format!("{:x}", size.saturating_sub(1)),
         20 => "Z".to_owned(),
         21 => format!("{size:x};a=\"b"),

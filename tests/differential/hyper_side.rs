@@ -28,7 +28,7 @@ const PIPE: usize = 1 << 20;
 const MAX_BUF: usize = 1 << 20;
 
 /// A request as hyper's service saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenRequest {
     pub method: String,
     pub target: String,

@@ -52,6 +52,14 @@ impl<'a> Feed<'a> {
         Feed { pieces, next: 0 }
     }
 
+    /// How many bytes have been handed out so far.
+    fn fed(&self) -> usize {
+        self.pieces[..self.next]
+            .iter()
+            .map(|piece| piece.len())
+            .sum()
+    }
+
     /// Appends the next piece to `buf`; `false`: the input has ended (the peer closed).
     fn more(&mut self, buf: &mut BytesMut) -> bool {
         match self.pieces.get(self.next) {
@@ -108,6 +116,8 @@ pub struct Requests {
     pub messages: Vec<Request>,
     pub end: End,
     pub pending: Option<Pending>,
+    /// Where each message started in the input, the refused or unfinished one included.
+    pub starts: Vec<usize>,
 }
 
 /// Reads requests from `feed` as the server does: head, checks, body, and again while
@@ -116,22 +126,29 @@ pub fn requests(mut feed: Feed<'_>, underscores: UnderscoreHeaders) -> Requests 
     let mut buf = BytesMut::new();
     feed.more(&mut buf);
     let mut messages = Vec::new();
-    let finish = |messages, end, pending| Requests {
-        messages,
-        end,
-        pending,
-    };
+    let mut starts = Vec::new();
+    macro_rules! finish {
+        ($end:expr, $pending:expr) => {
+            return Requests {
+                messages,
+                end: $end,
+                pending: $pending,
+                starts,
+            }
+        };
+    }
     loop {
         if buf.is_empty() && !feed.more(&mut buf) {
-            return finish(messages, End::Complete, None);
+            finish!(End::Complete, None);
         }
+        starts.push(feed.fed() - buf.len());
         let mut head = loop {
             match request::parse_request_head(&mut buf, MAX_HEAD_SIZE, MAX_HEADERS) {
-                Err(error) => return finish(messages, End::Rejected(error.to_string()), None),
+                Err(error) => finish!(End::Rejected(error.to_string()), None),
                 Ok(Some(head)) => break head,
                 Ok(None) => {
                     if !feed.more(&mut buf) {
-                        return finish(messages, End::Incomplete, None);
+                        finish!(End::Incomplete, None);
                     }
                 }
             }
@@ -142,9 +159,7 @@ pub fn requests(mut feed: Feed<'_>, underscores: UnderscoreHeaders) -> Requests 
         };
         let checked = match request::check_head(&mut head, underscores) {
             Ok(checked) => checked,
-            Err(error) => {
-                return finish(messages, End::Rejected(error.to_string()), Some(pending));
-            }
+            Err(error) => finish!(End::Rejected(error.to_string()), Some(pending)),
         };
         let mut decoder = match checked.framing {
             BodyFraming::None => Decoder::Done,
@@ -154,15 +169,13 @@ pub fn requests(mut feed: Feed<'_>, underscores: UnderscoreHeaders) -> Requests 
         let (mut body, mut trailers) = (Vec::new(), Vec::new());
         loop {
             match decoder.decode(&mut buf) {
-                Err(error) => {
-                    return finish(messages, End::Rejected(error.to_string()), Some(pending));
-                }
+                Err(error) => finish!(End::Rejected(error.to_string()), Some(pending)),
                 Ok(Some(Decoded::Data(data))) => body.extend_from_slice(&data),
                 Ok(Some(Decoded::Trailers(map))) => trailers = fields(&map),
                 Ok(Some(Decoded::End)) => break,
                 Ok(None) => {
                     if !feed.more(&mut buf) {
-                        return finish(messages, End::Incomplete, Some(pending));
+                        finish!(End::Incomplete, Some(pending));
                     }
                 }
             }
@@ -181,7 +194,7 @@ pub fn requests(mut feed: Feed<'_>, underscores: UnderscoreHeaders) -> Requests 
             upgrade: checked.wishes.upgrade,
         });
         if stop {
-            return finish(messages, End::Complete, None);
+            finish!(End::Complete, None);
         }
     }
 }
