@@ -42,7 +42,8 @@
 //! Portcullis is laxer than hyper, safely, for [`verdict::LAXER_LENGTH_LIST`] and
 //! [`verdict::LAXER_EMPTY_CODINGS`] (both as RFC 9110 allows or requires), and for two
 //! of hyper's size limits: [`verdict::LAXER_EXTENSIONS_TOTAL`],
-//! [`verdict::LAXER_TRAILER_SIZE`].
+//! [`verdict::LAXER_TRAILER_SIZE`]; and it keeps a connection hyper closes for
+//! [`verdict::LAXER_OBS_TEXT_CONNECTION`].
 //!
 //! Known findings, reported and not fixed here (the corpus marks a case of each, and the
 //! test checks they still read as documented): [`verdict::FINDING_CLOSE_THEN_KEEP_ALIVE`],

@@ -7,7 +7,7 @@
 use crate::verdict::{
     FINDING_CLOSE_THEN_KEEP_ALIVE, FINDING_HTTP10_RESPONSE_CODINGS, FINDING_RESPONSE_CHUNKED_TWICE,
     FINDING_RESPONSE_EMPTY_CODINGS, FINDING_RESPONSE_HEAD_LIMIT, LAXER_EMPTY_CODINGS,
-    LAXER_EXTENSIONS_TOTAL, LAXER_LENGTH_LIST, LAXER_TRAILER_SIZE,
+    LAXER_EXTENSIONS_TOTAL, LAXER_LENGTH_LIST, LAXER_OBS_TEXT_CONNECTION, LAXER_TRAILER_SIZE,
 };
 
 /// One case: its bytes, and the documented difference it shows, if any.
@@ -249,6 +249,8 @@ pub const REQUESTS: &[Case] = &[
     // Known finding: `close` then `keep-alive` on HTTP/1.0 keeps the connection.
     (then_get!("GET /1 HTTP/1.0\r\nHost: a\r\nConnection: close, keep-alive\r\n\r\n"), Some(FINDING_CLOSE_THEN_KEEP_ALIVE)),
     (then_get!("GET /1 HTTP/1.0\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"), Some(FINDING_CLOSE_THEN_KEEP_ALIVE)),
+    (b"GET /1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive, \x80\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n", Some(LAXER_OBS_TEXT_CONNECTION)),
+    (b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: close, \x80\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n", None),
     (then_get!("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"), None),
     (then_get!("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n"), None),
     (then_get!("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n"), None),

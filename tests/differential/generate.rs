@@ -193,7 +193,17 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, seeds: &[&[u8]]) {
             bytes.drain(at..at + len);
         }
         3 => {
-            let lines = header_lines(bytes);
+            // Duplicated `Host` lines are refused at once; a quarter of the time is
+            // enough of that, the framing behind them is what needs the inputs.
+            let lines: Vec<(usize, usize)> = header_lines(bytes)
+                .into_iter()
+                .filter(|&(start, _)| {
+                    !bytes[start..]
+                        .get(..5)
+                        .is_some_and(|name| name.eq_ignore_ascii_case(b"host:"))
+                        || rng.u8(..4) == 0
+                })
+                .collect();
             if !lines.is_empty() {
                 let (start, end) = lines[rng.usize(..lines.len())];
                 let mut line = bytes[start..end].to_vec();

@@ -29,6 +29,11 @@ pub const LAXER_EXTENSIONS_TOTAL: &str = "chunk extensions adding up to 16 KiB o
 pub const LAXER_TRAILER_SIZE: &str = "a trailer section of 16,384 bytes or more: \
     hyper's limit is 16,383 bytes, Portcullis's `MAX_TRAILERS_SIZE` 16,384 with the \
     blank line (and in fact up to 16,388: see `known_finding_trailer_section_limit`)";
+/// A documented difference: hyper closes where Portcullis keeps the connection, safely.
+pub const LAXER_OBS_TEXT_CONNECTION: &str = "HTTP/1.0 request whose `Connection` line \
+    says `keep-alive` next to a byte that is not visible ASCII (`keep-alive, \\x80`): \
+    hyper skips the whole line (`HeaderValue::to_str` fails) and closes, Portcullis \
+    reads the token and keeps the connection";
 /// A known finding, reported and not yet fixed: see the test's module documentation.
 pub const FINDING_RESPONSE_HEAD_LIMIT: &str = "response head over 64 KiB: refused \
     (`HeadTooLarge`) when it arrives in pieces, accepted when its end is in the first \
@@ -288,6 +293,14 @@ fn explain_request_refusal(p: &Requests, h: &HyperRequests, at: usize) -> Option
             && says_close(&previous.raw_fields)
         {
             return Some(Verdict::Known(FINDING_CLOSE_THEN_KEEP_ALIVE));
+        }
+        let visible =
+            |value: &[u8]| HeaderValue::from_bytes(value).is_ok_and(|v| v.to_str().is_ok());
+        if previous.version == Version::HTTP_10
+            && previous.keep_alive
+            && values(&previous.raw_fields, "connection").any(|value| !visible(value))
+        {
+            return Some(Verdict::Laxer(LAXER_OBS_TEXT_CONNECTION));
         }
     }
     None
