@@ -49,7 +49,8 @@
 //! test checks they still read as documented): [`verdict::FINDING_CLOSE_THEN_KEEP_ALIVE`],
 //! [`verdict::FINDING_RESPONSE_CHUNKED_TWICE`], [`verdict::FINDING_RESPONSE_EMPTY_CODINGS`],
 //! [`verdict::FINDING_HTTP10_RESPONSE_CODINGS`], [`verdict::FINDING_RESPONSE_HEAD_LIMIT`],
-//! and `known_finding_trailer_section_limit`.
+//! `known_finding_trailer_section_limit` and
+//! `known_finding_http10_chunked_response_is_kept_alive`.
 //!
 //! # Splits, memory, panics
 //!
@@ -542,6 +543,20 @@ fn known_finding_trailer_section_limit() {
     };
     let largest = (16_300..16_500).filter(|&size| accepted(size)).max();
     assert_eq!(largest, Some(16_388));
+}
+
+/// Known finding: an HTTP/1.0 response with `Transfer-Encoding` is decoded (hyper
+/// refuses it), and with `Connection: keep-alive` the upstream connection would go back
+/// to the pool, where RFC 9112 §6.1 says to close it after the message. Once fixed
+/// (refused, or not kept alive), this fails: update it and the corpus marks.
+#[test]
+fn known_finding_http10_chunked_response_is_kept_alive() {
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let input = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let read = portcullis_side::response(Feed::whole(input), &Method::GET, false);
+    let response = read.response.expect("accepted, as documented");
+    assert_eq!(response.body, b"hello");
+    assert!(response.keep_alive);
 }
 
 #[test]

@@ -206,6 +206,8 @@ pub struct Response {
     pub version: Version,
     pub fields: Fields,
     pub framing: ResponseFraming,
+    /// Whether the client would put the connection back in its pool afterwards.
+    pub keep_alive: bool,
     pub body: Vec<u8>,
     pub trailers: Fields,
 }
@@ -267,6 +269,8 @@ pub fn response(mut feed: Feed<'_>, method: &Method, asked_upgrade: bool) -> Res
         Ok(framing) => framing,
         Err(error) => return refused(error, head_fields),
     };
+    let keep_alive =
+        head.status != StatusCode::SWITCHING_PROTOCOLS && response::keeps_alive(&head, framing);
     let mut decoder = framing.decoder();
     let (mut body, mut trailers) = (Vec::new(), Vec::new());
     loop {
@@ -291,6 +295,7 @@ pub fn response(mut feed: Feed<'_>, method: &Method, asked_upgrade: bool) -> Res
             version: head.version,
             fields: fields(&head.headers),
             framing,
+            keep_alive,
             body,
             trailers,
         }),
