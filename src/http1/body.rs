@@ -310,12 +310,17 @@ fn parse_trailers(buf: &mut BytesMut) -> Result<Option<HeaderMap>, WireError> {
     let mut at = 0;
     let mut fields = 0;
     loop {
-        let left = MAX_TRAILERS_SIZE.saturating_sub(at);
+        // What the section has left, its blank line's 2 bytes kept back: each line is
+        // counted with its CRLF.
+        let left = MAX_TRAILERS_SIZE.saturating_sub(at + 2);
         let Some(line_end) = find_line(&buf[at..], left, "trailer section too large")? else {
             return Ok(None);
         };
         if line_end == 0 {
             break;
+        }
+        if line_end + 2 > left {
+            return Err(WireError::Chunked("trailer section too large"));
         }
         fields += 1;
         if fields > MAX_TRAILER_FIELDS {
@@ -552,6 +557,15 @@ mod tests {
         let mut long = b"0\r\nx-long: ".to_vec();
         long.extend(std::iter::repeat_n(b'v', MAX_TRAILERS_SIZE));
         assert!(decode_all(&mut Decoder::chunked(), &long).is_err());
+        // Exactly the limit, each line with its CRLF and the blank line counted.
+        let section = |total: usize| {
+            let mut body = b"0\r\nx-long: ".to_vec();
+            body.extend(std::iter::repeat_n(b'v', total - b"x-long: \r\n\r\n".len()));
+            body.extend_from_slice(b"\r\n\r\n");
+            body
+        };
+        assert!(decode_whole(&section(MAX_TRAILERS_SIZE)).is_ok());
+        assert!(decode_whole(&section(MAX_TRAILERS_SIZE + 1)).is_err());
     }
 
     #[test]

@@ -68,9 +68,12 @@ pub enum Codings {
     Chunked,
     /// `chunked` last, after other codings (the body stays encoded below chunked).
     ChunkedAfterOthers,
-    /// `chunked` not last, more than once, or no coding at all: the length of a request
-    /// cannot be told; a response runs until the connection closes.
+    /// Another coding last: the length of a request cannot be told; a response runs
+    /// until the connection closes.
     NotChunkedLast,
+    /// `chunked` twice, the second time last (RFC 9112 §6.1 forbids applying it more
+    /// than once), or no coding at all: no message can be framed by it.
+    Invalid,
 }
 
 /// Reads every `Transfer-Encoding` line as one list (RFC 9112 §6.1).
@@ -96,9 +99,11 @@ pub fn transfer_codings(headers: &HeaderMap) -> Codings {
         }
     }
     match last {
-        Some(last) if is_chunked(last) && !earlier_chunked && !earlier_other => Codings::Chunked,
-        Some(last) if is_chunked(last) && !earlier_chunked => Codings::ChunkedAfterOthers,
-        _ => Codings::NotChunkedLast,
+        None => Codings::Invalid,
+        Some(last) if is_chunked(last) && earlier_chunked => Codings::Invalid,
+        Some(last) if is_chunked(last) && earlier_other => Codings::ChunkedAfterOthers,
+        Some(last) if is_chunked(last) => Codings::Chunked,
+        Some(_) => Codings::NotChunkedLast,
     }
 }
 
@@ -285,21 +290,21 @@ mod tests {
         assert_eq!(transfer_codings(&HeaderMap::new()), Codings::Absent);
         assert_eq!(codings("Chunked"), Codings::Chunked);
         assert_eq!(codings("gzip, chunked"), Codings::ChunkedAfterOthers);
-        for bad in [
-            "gzip",
-            "chunked, gzip",
-            "chunked, chunked",
-            "identity",
-            "",
-            " , ",
-        ] {
-            assert_eq!(codings(bad), Codings::NotChunkedLast, "{bad:?}");
+        for other_last in ["gzip", "identity", "gzip, br", "chunked, gzip"] {
+            assert_eq!(
+                codings(other_last),
+                Codings::NotChunkedLast,
+                "{other_last:?}"
+            );
+        }
+        for invalid in ["chunked, chunked", "", " , "] {
+            assert_eq!(codings(invalid), Codings::Invalid, "{invalid:?}");
         }
         let split = headers(&[
             ("transfer-encoding", "chunked"),
             ("transfer-encoding", "chunked"),
         ]);
-        assert_eq!(transfer_codings(&split), Codings::NotChunkedLast);
+        assert_eq!(transfer_codings(&split), Codings::Invalid);
     }
 
     #[test]

@@ -208,9 +208,9 @@ pub fn body_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming
         return match codings {
             Codings::Chunked => Ok(BodyFraming::Chunked),
             Codings::ChunkedAfterOthers => Err(HeadError::UnsupportedCoding),
-            Codings::Absent | Codings::NotChunkedLast => Err(HeadError::Malformed(
-                "`chunked` is not the final transfer coding",
-            )),
+            Codings::Absent | Codings::NotChunkedLast | Codings::Invalid => Err(
+                HeadError::Malformed("`chunked` is not the final transfer coding"),
+            ),
         };
     }
     match fields::content_length(headers) {
@@ -299,17 +299,19 @@ impl ConnectionWishes {
     /// What `headers` ask; an `Expect` other than exactly `100-continue` is refused
     /// (417): the gateway cannot meet any other expectation.
     pub fn of(version: Version, headers: &HeaderMap) -> Result<Self, HeadError> {
-        let mut close = version == Version::HTTP_10;
-        let mut upgrade = false;
+        // `close` wins wherever it appears (RFC 9112 §9.3); an HTTP/1.0 client keeps
+        // the connection only when it asks and never also says `close`.
+        let (mut close, mut keep_alive, mut upgrade) = (false, false, false);
         for token in fields::connection_tokens(headers) {
             if token.eq_ignore_ascii_case(b"close") {
                 close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                close = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
                 upgrade = true;
             }
         }
+        let close = close || (version == Version::HTTP_10 && !keep_alive);
         let mut expects_continue = false;
         let mut expectations = headers.get_all(EXPECT).iter();
         if let Some(expect) = expectations.next() {
@@ -606,6 +608,9 @@ mod tests {
         assert!(wishes(Version::HTTP_10, &keep).keep_alive);
         let close = headers(&[("connection", "foo, close")]);
         assert!(!wishes(Version::HTTP_11, &close).keep_alive);
+        // `close` wins, whatever follows it (RFC 9112 §9.3).
+        let close_then_keep = headers(&[("connection", "close"), ("connection", "keep-alive")]);
+        assert!(!wishes(Version::HTTP_10, &close_then_keep).keep_alive);
         let upgrade = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(wishes(Version::HTTP_11, &upgrade).upgrade);
         assert!(!wishes(Version::HTTP_10, &upgrade).upgrade);

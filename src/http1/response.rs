@@ -42,6 +42,9 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, W
         &mut slots,
     );
     let length = match parsed {
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_SIZE => {
+            return Err(WireError::HeadTooLarge)
+        }
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => {
             return if buf.len() >= MAX_HEAD_SIZE {
@@ -129,9 +132,15 @@ pub fn response_framing(
     if *method == Method::HEAD || is_bodiless(head.status) {
         return Ok(ResponseFraming::Empty);
     }
-    match fields::transfer_codings(&head.headers) {
+    let codings = fields::transfer_codings(&head.headers);
+    if codings != Codings::Absent && head.version == Version::HTTP_10 {
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+        return Err(WireError::Head("Transfer-Encoding in an HTTP/1.0 response"));
+    }
+    match codings {
         Codings::Chunked | Codings::ChunkedAfterOthers => return Ok(ResponseFraming::Chunked),
         Codings::NotChunkedLast => return Ok(ResponseFraming::UntilClose),
+        Codings::Invalid => return Err(WireError::Head("`chunked` more than once, or no coding")),
         Codings::Absent => {}
     }
     Ok(
@@ -353,6 +362,15 @@ mod tests {
             parse_response_head(&mut buf).err(),
             Some(WireError::HeadTooLarge)
         );
+        // The same limit when the whole head is already buffered.
+        let mut whole = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+        whole.extend(std::iter::repeat_n(b'v', MAX_HEAD_SIZE));
+        whole.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(whole.as_slice());
+        assert_eq!(
+            parse_response_head(&mut buf).err(),
+            Some(WireError::HeadTooLarge)
+        );
     }
 
     #[test]
@@ -386,6 +404,13 @@ mod tests {
             framing(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
             Err(WireError::ContentLength)
         );
+        for faulty in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(framing(faulty).is_err(), "{faulty:?}");
+        }
         let (close, _) = head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
         assert!(!keeps_alive(&close, ResponseFraming::Empty));
         let (old, _) = head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");

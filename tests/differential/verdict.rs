@@ -34,28 +34,12 @@ pub const LAXER_OBS_TEXT_CONNECTION: &str = "HTTP/1.0 request whose `Connection`
     says `keep-alive` next to a byte that is not visible ASCII (`keep-alive, \\x80`): \
     hyper skips the whole line (`HeaderValue::to_str` fails) and closes, Portcullis \
     reads the token and keeps the connection";
-/// A known finding, reported and not yet fixed: see the test's module documentation.
-pub const FINDING_RESPONSE_HEAD_LIMIT: &str = "response head over 64 KiB: refused \
-    (`HeadTooLarge`) when it arrives in pieces, accepted when its end is in the first \
-    bytes read (`parse_response_head` checks the size of a partial head only)";
-/// A known finding, reported and not yet fixed: see the test's module documentation.
-pub const FINDING_CLOSE_THEN_KEEP_ALIVE: &str = "HTTP/1.0 request whose `Connection` \
-    says `close` and then `keep-alive`: Portcullis keeps the connection and reads the \
-    next request; hyper closes (RFC 9112 §9.3: `close` wins)";
-/// A known finding, reported and not yet fixed: see the test's module documentation.
-pub const FINDING_RESPONSE_CHUNKED_TWICE: &str = "response whose Transfer-Encoding \
-    names `chunked` more than once (`chunked, chunked`, two `chunked` lines): \
-    Portcullis reads it until close, hyper decodes one chunked layer (RFC 9112 §6.3: \
-    `chunked` is the final coding, so the body is chunked)";
-/// A known finding, reported and not yet fixed: see the test's module documentation.
+/// A documented difference where hyper is off the RFC: both read the response, hyper
+/// until close, Portcullis as chunked.
 pub const FINDING_RESPONSE_EMPTY_CODINGS: &str = "response whose Transfer-Encoding has \
     empty list elements after `chunked` (`chunked,`, an empty line after `chunked`): \
     Portcullis ignores them (RFC 9110 §5.6.1) and decodes chunked, hyper reads only the \
     last element of the last line and reads until close; hyper is the one off the RFC";
-/// A known finding, reported and not yet fixed: see the test's module documentation.
-pub const FINDING_HTTP10_RESPONSE_CODINGS: &str = "HTTP/1.0 response with \
-    Transfer-Encoding: hyper refuses it, Portcullis decodes it (RFC 9112 §6.1: treat the \
-    framing as faulty and close after it)";
 
 /// What one input came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,15 +229,6 @@ fn same_request(
     Ok(())
 }
 
-/// Whether the `Connection` lines name `close`.
-fn says_close(fields: &Fields) -> bool {
-    values(fields, "connection").any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| rules::trim_ows(token).eq_ignore_ascii_case(b"close"))
-    })
-}
-
 /// A documented limit of hyper's that explains it refusing a body, from its reason.
 fn hyper_limit(reason: &str) -> Option<Verdict> {
     if reason.ends_with("chunk extensions over limit") {
@@ -288,12 +263,6 @@ fn explain_request_refusal(p: &Requests, h: &HyperRequests, at: usize) -> Option
     let closed_quietly = h.seen.len() == at && h.error.is_none();
     if closed_quietly && at > 0 {
         let previous = &p.messages[at - 1];
-        if previous.version == Version::HTTP_10
-            && previous.keep_alive
-            && says_close(&previous.raw_fields)
-        {
-            return Some(Verdict::Known(FINDING_CLOSE_THEN_KEEP_ALIVE));
-        }
         let visible =
             |value: &[u8]| HeaderValue::from_bytes(value).is_ok_and(|v| v.to_str().is_ok());
         if previous.version == Version::HTTP_10
@@ -365,17 +334,15 @@ fn explain_response(
     {
         return None;
     }
-    if *version == Version::HTTP_10 {
-        return Some(Verdict::Known(FINDING_HTTP10_RESPONSE_CODINGS));
-    }
-    if hyper_reads_chunked(fields) == portcullis_reads_chunked(fields) {
+    // Portcullis refuses HTTP/1.0 with Transfer-Encoding and `chunked` twice, as
+    // stricter; the one documented difference is hyper reading `chunked,` until close.
+    if *version == Version::HTTP_10
+        || hyper_reads_chunked(fields)
+        || !portcullis_reads_chunked(fields)
+    {
         return None;
     }
-    Some(Verdict::Known(if hyper_reads_chunked(fields) {
-        FINDING_RESPONSE_CHUNKED_TWICE
-    } else {
-        FINDING_RESPONSE_EMPTY_CODINGS
-    }))
+    Some(Verdict::Known(FINDING_RESPONSE_EMPTY_CODINGS))
 }
 
 fn same_response(p: &Response, h: &SeenResponse) -> Result<(), String> {
