@@ -1,19 +1,23 @@
 //! `103 Early Hints` on their way from an upstream to the client while the final
 //! response is awaited. The gateway's HTTP/1.1 server polls a request's handler with
-//! the connection's [`Hints`] as this thread's sink ([`collect`]); the proxy polls the
-//! exchange it forwards within [`forwarding`]; and the gateway's HTTP/1.1 client,
-//! polled inside both, passes each `103` it reads to the sink ([`push`]). The server
-//! then writes them to the client before the final response.
+//! the connection's [`Hints`] as this thread's sink ([`Collecting`]), and the gateway's
+//! HTTP/1.1 client, polled inside, passes each `103` it reads to the sink ([`push`]).
+//! The server then writes them to the client before the final response.
 //!
 //! Nothing is allocated or locked per request: the sink is moved into a thread-local
 //! for the length of one synchronous poll and back out, so it is seen only by what
-//! that poll runs (not by other connections' tasks, nor by calls an aggregate route
-//! makes, which are not forwarded exchanges). A leaf: it knows neither side.
+//! that poll runs, never by other connections' tasks. Exchanges polled within a
+//! handler whose responses are not forwarded as they are (an aggregate route's calls;
+//! any future sub-request) must run inside [`NotForwarded`]. A leaf: it knows neither
+//! side.
 //!
 //! Bounded: at most [`MAX_HINTS`] per request. RFC 8297 lets an intermediary drop them,
 //! which is what happens where no sink is set (HTTP/1.0 and HTTP/2 clients).
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use http::HeaderMap;
 
@@ -48,32 +52,50 @@ impl Hints {
 
 thread_local! {
     static SINK: Cell<Option<Hints>> = const { Cell::new(None) };
-    static FORWARDING: Cell<bool> = const { Cell::new(false) };
+    static SUPPRESSED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `poll` (one poll of a request's handler) with `hints` as the sink for the
-/// early hints of the exchange it forwards.
-pub fn collect<R>(hints: &mut Hints, poll: impl FnOnce() -> R) -> R {
-    let outer = SINK.replace(Some(std::mem::take(hints)));
-    let result = poll();
-    *hints = SINK.replace(outer).unwrap_or_default();
-    result
+/// While it lives (one poll of a request's handler), `hints` is the sink for the early
+/// hints of the exchange that poll forwards; they are back in `hints` when it drops.
+/// A guard rather than a closure: the handler's poll result is not moved through it.
+pub struct Collecting<'a> {
+    hints: &'a mut Hints,
+    outer: Option<Hints>,
 }
 
-/// Runs `poll` (one poll of an exchange whose response goes to the client as it is)
-/// so that its early hints reach the client.
-pub fn forwarding<R>(poll: impl FnOnce() -> R) -> R {
-    let outer = FORWARDING.replace(true);
-    let result = poll();
-    FORWARDING.set(outer);
-    result
+impl<'a> Collecting<'a> {
+    pub fn start(hints: &'a mut Hints) -> Self {
+        let outer = SINK.replace(Some(std::mem::take(hints)));
+        Collecting { hints, outer }
+    }
+}
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        *self.hints = SINK.replace(self.outer.take()).unwrap_or_default();
+    }
+}
+
+/// A future whose upstream exchanges are not the one forwarded to the client (an
+/// aggregate route's calls): their early hints are dropped.
+pub struct NotForwarded<F>(pub Pin<Box<F>>);
+
+impl<F: Future> Future for NotForwarded<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let outer = SUPPRESSED.replace(true);
+        let polled = self.0.as_mut().poll(cx);
+        SUPPRESSED.set(outer);
+        polled
+    }
 }
 
 /// Passes on one `103`'s fields to the client of the exchange being polled; `false`
-/// when they were dropped (no forwarded exchange, a client that cannot take them, or
-/// [`MAX_HINTS`] already passed on).
+/// when they were dropped (a client that cannot take them, an exchange that is not
+/// forwarded, or [`MAX_HINTS`] already passed on).
 pub fn push(fields: HeaderMap) -> bool {
-    if !FORWARDING.get() {
+    if SUPPRESSED.get() {
         return false;
     }
     let Some(mut hints) = SINK.take() else {
@@ -93,27 +115,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hints_reach_the_sink_only_from_a_forwarded_exchange_and_are_bounded() {
+    fn hints_reach_the_sink_only_while_collecting_and_are_bounded() {
         let mut hints = Hints::default();
         assert!(!push(HeaderMap::new()), "no sink");
-        collect(&mut hints, || {
-            assert!(!push(HeaderMap::new()), "not forwarded")
-        });
-        collect(&mut hints, || {
-            forwarding(|| {
-                for _ in 0..MAX_HINTS {
-                    assert!(push(HeaderMap::new()));
-                }
-                assert!(!push(HeaderMap::new()), "over the bound");
-            })
-        });
+        {
+            let _collecting = Collecting::start(&mut hints);
+            for _ in 0..MAX_HINTS {
+                assert!(push(HeaderMap::new()));
+            }
+            assert!(!push(HeaderMap::new()), "over the bound");
+        }
         assert_eq!(hints.take().len(), MAX_HINTS);
         assert!(hints.is_empty());
-        forwarding(|| assert!(!push(HeaderMap::new()), "the sink left with its poll"));
+        assert!(!push(HeaderMap::new()), "the sink left with its guard");
         hints.reset();
-        collect(&mut hints, || {
-            forwarding(|| assert!(push(HeaderMap::new())))
-        });
+        {
+            let _collecting = Collecting::start(&mut hints);
+            let mut aggregate = NotForwarded(Box::pin(async { push(HeaderMap::new()) }));
+            let cx = &mut Context::from_waker(std::task::Waker::noop());
+            assert_eq!(Pin::new(&mut aggregate).poll(cx), Poll::Ready(false));
+            assert!(push(HeaderMap::new()));
+        }
         assert_eq!(hints.take().len(), 1);
     }
 }

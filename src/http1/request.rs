@@ -227,16 +227,20 @@ pub fn body_framing(version: Version, headers: &HeaderMap) -> Result<BodyFraming
 /// (`005`, `5, 5` or two `5` lines all become `5`), so that nothing downstream sees
 /// a spelling the gateway did not check.
 pub fn normalise_length(headers: &mut HeaderMap, framing: BodyFraming) {
-    if !headers.contains_key(CONTENT_LENGTH) {
-        return;
-    }
     let length = match framing {
         BodyFraming::Length(length) => length,
         BodyFraming::None | BodyFraming::Chunked => 0,
     };
     let mut digits = [0; 20];
-    let value = fields::format_u64(length, &mut digits);
-    if let Ok(value) = HeaderValue::from_bytes(value) {
+    let canonical = fields::format_u64(length, &mut digits);
+    let mut lines = headers.get_all(CONTENT_LENGTH).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => return,
+        // Already spelled as the gateway would (nearly every client): nothing to do.
+        (Some(only), None) if only.as_bytes() == canonical => return,
+        _ => {}
+    }
+    if let Ok(value) = HeaderValue::from_bytes(canonical) {
         headers.insert(CONTENT_LENGTH, value);
     }
 }

@@ -20,7 +20,6 @@ mod h2_request;
 pub mod headers;
 pub mod websocket;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +38,6 @@ pub use error::ProxyError;
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ClientBody, ResponseBody, UpstreamBody};
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
-use crate::interim;
 use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
@@ -220,51 +218,45 @@ impl ConnectionContext {
         if let Some((_, protocol, _)) = &upgrade {
             websocket::keep_upgrade_headers(&mut prepared.headers, protocol.clone());
         }
-        // Polled as the forwarded exchange: its `103 Early Hints` reach the client.
-        let exchanging = async {
-            match replayable {
-                None => {
-                    let body = UpstreamBody::client(body, limits.max_request_body);
-                    Ok(upstream
-                        .exchange(timeout, |endpoint| {
-                            prepared.addressed(endpoint, host_header, version, body)
-                        })
-                        .await)
-                }
-                // Boxed: keeping the body and retrying takes more state than one exchange,
-                // and every request's future would otherwise be sized for it.
-                Some(policy) => {
-                    Box::pin(async {
-                        let kept = if body.is_end_stream() {
-                            None
-                        } else {
-                            let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
-                            let collected = http_body_util::Limited::new(body, limit)
-                                .collect()
-                                .await
-                                .map_err(|_| {
-                                    ProxyError::BadRequest("the request body could not be read")
-                                })?;
-                            Some(collected.to_bytes())
-                        };
-                        Ok(upstream
-                            .exchange_retrying(policy, timeout, |endpoint| {
-                                prepared.clone().addressed(
-                                    endpoint,
-                                    host_header,
-                                    version,
-                                    UpstreamBody::Full(kept.clone()),
-                                )
-                            })
-                            .await)
+        let exchanged = match replayable {
+            None => {
+                let body = UpstreamBody::client(body, limits.max_request_body);
+                upstream
+                    .exchange(timeout, |endpoint| {
+                        prepared.addressed(endpoint, host_header, version, body)
                     })
                     .await
-                }
+            }
+            // Boxed: keeping the body and retrying takes more state than one exchange,
+            // and every request's future would otherwise be sized for it.
+            Some(policy) => {
+                Box::pin(async {
+                    let kept = if body.is_end_stream() {
+                        None
+                    } else {
+                        let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+                        let collected = http_body_util::Limited::new(body, limit)
+                            .collect()
+                            .await
+                            .map_err(|_| {
+                            ProxyError::BadRequest("the request body could not be read")
+                        })?;
+                        Some(collected.to_bytes())
+                    };
+                    Ok(upstream
+                        .exchange_retrying(policy, timeout, |endpoint| {
+                            prepared.clone().addressed(
+                                endpoint,
+                                host_header,
+                                version,
+                                UpstreamBody::Full(kept.clone()),
+                            )
+                        })
+                        .await)
+                })
+                .await?
             }
         };
-        let mut exchanging = std::pin::pin!(exchanging);
-        let exchanged =
-            std::future::poll_fn(|cx| interim::forwarding(|| exchanging.as_mut().poll(cx))).await?;
         let (mut response, exchange) = exchanged.map_err(|error| match error {
             ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
                 upstream: upstream.name.clone(),
@@ -341,12 +333,16 @@ impl ConnectionContext {
         let mut response = if crate::aggregate::streams(&aggregate.config) {
             crate::aggregate::stream(aggregate.clone(), inputs)
         } else {
-            crate::aggregate::respond(aggregate.clone(), inputs)
-                .await
-                .map_err(|error| ProxyError::Aggregate {
-                    route: aggregate.route.clone(),
-                    error,
-                })?
+            // Its calls are not the forwarded exchange: their early hints are dropped.
+            crate::interim::NotForwarded(Box::pin(crate::aggregate::respond(
+                aggregate.clone(),
+                inputs,
+            )))
+            .await
+            .map_err(|error| ProxyError::Aggregate {
+                route: aggregate.route.clone(),
+                error,
+            })?
         };
         response
             .headers_mut()

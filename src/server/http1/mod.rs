@@ -490,11 +490,9 @@ where
         let response = {
             let mut handler = std::pin::pin!(context.handle(request));
             poll_fn(|cx| loop {
-                let polled = if wants_hints {
-                    interim::collect(&mut self.hints, || handler.as_mut().poll(cx))
-                } else {
-                    handler.as_mut().poll(cx)
-                };
+                let collecting = wants_hints.then(|| interim::Collecting::start(&mut self.hints));
+                let polled = handler.as_mut().poll(cx);
+                drop(collecting);
                 if let Poll::Ready(response) = polled {
                     return Poll::Ready(Some(response));
                 }
