@@ -7,21 +7,22 @@
 //!
 //! Requests a well-behaved client would send go through the `h2` crate's client; what it
 //! refuses to send (connection-specific fields, uppercase names, a `:path` or
-//! `:authority` it would normalise) goes out as raw frames with a literal HPACK encoding.
+//! `:authority` it would normalise) goes out as raw frames with a literal HPACK encoding
+//! ([`crate::support::h2::Raw`]). The translation as a whole is checked against a
+//! reference by the differential test in `h2_translation`.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use portcullis::RunningGateway;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::backend::State;
+use crate::support::h2::{Outcome, Raw, PROTOCOL_ERROR};
 use crate::support::{eventually, gateway, metric_reaches, metrics_text, within, Backend, Reply};
 
 // ---------------------------------------------------------------------------------------
@@ -171,221 +172,6 @@ fn bad_request(answer: &Answer, what: &str) {
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{what}");
     assert_eq!(answer.json()["error"], "bad_request", "{what}");
     assert!(answer.headers.contains_key("x-request-id"), "{what}");
-}
-
-// ---------------------------------------------------------------------------------------
-// A client that sends anything: raw frames
-
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const RST_STREAM: u8 = 3;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ACK: u8 = 0x1;
-
-const PROTOCOL_ERROR: u32 = 0x1;
-
-/// How one stream ended, as the client saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Response headers; the status when it is one HPACK's static table indexes
-    /// (200, 204, 206, 304, 400, 404, 500), else `None`.
-    Response(Option<u16>),
-    Reset(u32),
-    /// The connection closed after a GOAWAY with this error code, before the stream
-    /// had an outcome.
-    GoAway(u32),
-    /// The connection closed without a GOAWAY.
-    Closed,
-}
-
-/// An h2c connection written frame by frame.
-struct Raw {
-    tcp: TcpStream,
-    read: BytesMut,
-    outcomes: HashMap<u32, Outcome>,
-    /// DATA received, by stream.
-    bodies: HashMap<u32, BytesMut>,
-    /// Streams whose response has ended (END_STREAM).
-    finished: HashSet<u32>,
-    /// The error code of the GOAWAY received, if any.
-    go_away: Option<u32>,
-    /// Set once the connection is closed: every stream without an outcome gets this.
-    ended: Option<Outcome>,
-}
-
-impl Raw {
-    async fn connect(addr: std::net::SocketAddr) -> Raw {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let mut hello = BytesMut::from(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..]);
-        put_frame(&mut hello, SETTINGS, 0, 0, &[]);
-        tcp.write_all(&hello).await.expect("preface");
-        Raw {
-            tcp,
-            read: BytesMut::new(),
-            outcomes: HashMap::new(),
-            bodies: HashMap::new(),
-            finished: HashSet::new(),
-            go_away: None,
-            ended: None,
-        }
-    }
-
-    /// Sends one HEADERS frame with `fields` (pseudo-fields first, as given), each a
-    /// literal without indexing, so any name or value goes out exactly as written.
-    async fn request(&mut self, stream: u32, fields: &[(&str, &str)], end_stream: bool) {
-        let mut block = BytesMut::new();
-        for (name, value) in fields {
-            block.put_u8(0);
-            put_string(&mut block, name.as_bytes());
-            put_string(&mut block, value.as_bytes());
-        }
-        let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
-        let mut frame = BytesMut::new();
-        put_frame(&mut frame, HEADERS, flags, stream, &block);
-        self.tcp.write_all(&frame).await.expect("HEADERS");
-    }
-
-    /// A GET of `path` with `:authority` and `host` as given (absent when `None`).
-    async fn get(&mut self, stream: u32, path: &str, authority: Option<&str>, host: Option<&str>) {
-        let mut fields = vec![(":method", "GET"), (":scheme", "http"), (":path", path)];
-        if let Some(authority) = authority {
-            fields.push((":authority", authority));
-        }
-        if let Some(host) = host {
-            fields.push(("host", host));
-        }
-        self.request(stream, &fields, true).await;
-    }
-
-    /// Reads frames until `stream` has an outcome (or the connection ends).
-    async fn outcome(&mut self, stream: u32) -> Outcome {
-        within("an outcome for the stream", async {
-            loop {
-                if let Some(outcome) = self.outcomes.get(&stream) {
-                    return *outcome;
-                }
-                if let Some(ended) = self.ended {
-                    return ended;
-                }
-                self.read_frame().await;
-            }
-        })
-        .await
-    }
-
-    /// The `error` field of the JSON body the gateway answered `stream` with.
-    async fn error_code(&mut self, stream: u32) -> String {
-        within("the whole response", async {
-            while !self.finished.contains(&stream) && self.ended.is_none() {
-                self.read_frame().await;
-            }
-        })
-        .await;
-        let body = self.bodies.get(&stream).cloned().unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        json["error"].as_str().unwrap_or_default().to_owned()
-    }
-
-    async fn read_frame(&mut self) {
-        while self.read.len() < 9 || self.read.len() < 9 + frame_len(&self.read) {
-            let n = self.tcp.read_buf(&mut self.read).await.unwrap_or(0);
-            if n == 0 {
-                let ended = self.go_away.map_or(Outcome::Closed, Outcome::GoAway);
-                self.ended.get_or_insert(ended);
-                return;
-            }
-        }
-        let len = frame_len(&self.read);
-        let head = self.read.split_to(9);
-        let payload = self.read.split_to(len);
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        let code = |at: usize| {
-            u32::from_be_bytes([
-                payload[at],
-                payload[at + 1],
-                payload[at + 2],
-                payload[at + 3],
-            ])
-        };
-        if flags & END_STREAM != 0 && matches!(kind, DATA | HEADERS) {
-            self.finished.insert(stream);
-        }
-        match kind {
-            DATA => {
-                self.bodies
-                    .entry(stream)
-                    .or_default()
-                    .extend_from_slice(&payload);
-            }
-            HEADERS => {
-                let status = match payload.first() {
-                    Some(0x88) => Some(200),
-                    Some(0x89) => Some(204),
-                    Some(0x8a) => Some(206),
-                    Some(0x8b) => Some(304),
-                    Some(0x8c) => Some(400),
-                    Some(0x8d) => Some(404),
-                    Some(0x8e) => Some(500),
-                    _ => None,
-                };
-                self.outcomes
-                    .entry(stream)
-                    .or_insert(Outcome::Response(status));
-            }
-            RST_STREAM => {
-                self.outcomes.insert(stream, Outcome::Reset(code(0)));
-            }
-            GOAWAY => {
-                self.go_away.get_or_insert(code(4));
-            }
-            SETTINGS if flags & ACK == 0 => {
-                let mut ack = BytesMut::new();
-                put_frame(&mut ack, SETTINGS, ACK, 0, &[]);
-                let _ = self.tcp.write_all(&ack).await;
-            }
-            PING if flags & ACK == 0 => {
-                let mut pong = BytesMut::new();
-                put_frame(&mut pong, PING, ACK, 0, &payload);
-                let _ = self.tcp.write_all(&pong).await;
-            }
-            _ => {}
-        }
-    }
-}
-
-fn frame_len(buffer: &[u8]) -> usize {
-    usize::from(buffer[0]) << 16 | usize::from(buffer[1]) << 8 | usize::from(buffer[2])
-}
-
-fn put_frame(buffer: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = u32::try_from(payload.len()).expect("a small frame");
-    buffer.put_slice(&len.to_be_bytes()[1..]);
-    buffer.put_u8(kind);
-    buffer.put_u8(flags);
-    buffer.put_u32(stream);
-    buffer.put_slice(payload);
-}
-
-/// An HPACK string literal, not Huffman-coded (RFC 7541, 5.2).
-fn put_string(buffer: &mut BytesMut, bytes: &[u8]) {
-    let mut len = bytes.len();
-    if len < 127 {
-        buffer.put_u8(u8::try_from(len).expect("below 127"));
-    } else {
-        buffer.put_u8(127);
-        len -= 127;
-        while len >= 128 {
-            buffer.put_u8(u8::try_from(len % 128).expect("below 128") | 0x80);
-            len /= 128;
-        }
-        buffer.put_u8(u8::try_from(len).expect("below 128"));
-    }
-    buffer.put_slice(bytes);
 }
 
 // ---------------------------------------------------------------------------------------

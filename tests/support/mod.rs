@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod h2;
 pub mod pki;
 
 use std::future::Future;
