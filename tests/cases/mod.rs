@@ -5,6 +5,7 @@ mod desync;
 mod downstream_h2;
 mod downstream_http1;
 mod failures;
+mod h2_translation;
 mod headers;
 mod health;
 mod limits;
