@@ -80,7 +80,13 @@ pub fn check<B>(request: &Request<B>) -> Result<(), ProxyError> {
                 ));
             }
         }
-        (None, None) => {}
+        // RFC 9113 §8.3.1: an `http`/`https` request must name its host one way or the
+        // other; without, the upstream would get the endpoint's own address as `Host`.
+        (None, None) => {
+            return Err(ProxyError::BadRequest(
+                "an HTTP/2 request needs `:authority` or `Host`",
+            ))
+        }
     }
     Ok(())
 }
@@ -108,8 +114,9 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     let all = headers.get_all(COOKIE);
     let len = all.iter().map(|v| v.len() + 2).sum::<usize>();
     let mut joined = Vec::with_capacity(len);
-    for value in all {
-        if !joined.is_empty() {
+    for (index, value) in all.iter().enumerate() {
+        // Every field joins, empty ones too: one `; ` between each two.
+        if index > 0 {
             joined.extend_from_slice(b"; ");
         }
         joined.extend_from_slice(value.as_bytes());
@@ -208,6 +215,8 @@ mod tests {
             ("http://a.example/x", &[("x-note", "v ")]),
             ("http://a.example/x", &[("x-note", "\tv")]),
             ("http://a.example?x", &[]),
+            // Neither `:authority` nor `Host` (RFC 9113 §8.3.1).
+            ("/x", &[]),
         ] {
             assert!(check(&request(uri, headers)).is_err(), "{uri} {headers:?}");
         }
@@ -220,7 +229,6 @@ mod tests {
             ("http://a.example/x", &[("host", "a.example:80")]),
             ("https://a.example/x?y", &[("host", "a.example:443")]),
             ("/x", &[("host", "b.test:8080")]),
-            ("/x", &[]),
             (
                 "http://a.example/x",
                 &[("x-note", "two words"), ("x-empty", "")],
@@ -241,5 +249,11 @@ mod tests {
         join_cookies(&mut headers);
         let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
         assert_eq!(all, ["a=1; b=2; c=3"]);
+        // Empty fields join too, first ones included (RFC 9113 §8.2.3).
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, HeaderValue::from_static(""));
+        headers.append(COOKIE, HeaderValue::from_static("u=1"));
+        join_cookies(&mut headers);
+        assert_eq!(headers[COOKIE], "; u=1");
     }
 }

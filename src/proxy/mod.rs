@@ -37,7 +37,9 @@ pub use error::ProxyError;
 
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::{ClientBody, ResponseBody, UpstreamBody};
-use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget};
+use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget, UnderscoreHeaders};
+use crate::http1::fields::may_be_folded;
+use crate::http1::request::drop_foldable_names;
 use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
@@ -85,14 +87,26 @@ struct Routed {
 
 impl ConnectionContext {
     /// Answers one request; never fails (errors become responses).
-    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ResponseBody> {
+    pub async fn handle(&self, mut request: Request<ClientBody>) -> Response<ResponseBody> {
         let started = Instant::now();
+        // HTTP/2 requests are checked here (the HTTP/1.1 server checks its own), then
+        // lose names with `_` as the listener says, before anything is routed.
+        let admitted = admit_http2(&request, &self.listener.limits);
+        if admitted.is_ok()
+            && request.version() == Version::HTTP_2
+            && self.listener.limits.headers_with_underscores == UnderscoreHeaders::Drop
+        {
+            let dropped = drop_foldable_names(request.headers_mut());
+            if dropped > 0 {
+                self.listener.header_fields_dropped.inc_by(dropped as u64);
+            }
+        }
         let snapshot = self.listener.state.load_full();
         let request_id = headers::client_request_id(request.headers())
             .unwrap_or_else(headers::generate_request_id);
         let listener = snapshot.listener_index(&self.listener.name);
         if let Some(port) = self.listener.redirect_to_https {
-            let response = match admit_http2(&request) {
+            let response = match admitted {
                 Ok(()) => redirect_to_https(&request, port, &request_id),
                 Err(error) => error.into_response(&request_id),
             };
@@ -103,7 +117,8 @@ impl ConnectionContext {
             unmatched.duration.observe(started.elapsed().as_secs_f64());
             return response;
         }
-        let routed = admit_and_route(&snapshot, &self.listener.limits, &request);
+        let routed =
+            admitted.and_then(|()| admit_and_route(&snapshot, &self.listener.limits, &request));
         let route_metrics = match &routed {
             Ok(routed) => &snapshot.routes[routed.route].metrics,
             Err(_) => &snapshot.unmatched,
@@ -435,7 +450,6 @@ fn admit_and_route(
     limits: &ClientLimits,
     request: &Request<ClientBody>,
 ) -> Result<Routed, ProxyError> {
-    admit_http2(request)?;
     let uri = request.uri();
     let target_len = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_length {
@@ -487,12 +501,16 @@ fn admit_and_route(
 }
 
 /// The checks only HTTP/2 requests need ([`h2_request`]); nothing for HTTP/1.1.
-fn admit_http2(request: &Request<ClientBody>) -> Result<(), ProxyError> {
-    if request.version() == Version::HTTP_2 {
-        h2_request::check(request)
-    } else {
-        Ok(())
+fn admit_http2(request: &Request<ClientBody>, limits: &ClientLimits) -> Result<(), ProxyError> {
+    if request.version() != Version::HTTP_2 {
+        return Ok(());
     }
+    if limits.headers_with_underscores == UnderscoreHeaders::Reject
+        && request.headers().keys().any(may_be_folded)
+    {
+        return Err(ProxyError::BadRequest("a header field name contains `_`"));
+    }
+    h2_request::check(request)
 }
 
 /// The `Host` to forward: over HTTP/2 the `:authority` (RFC 9113, 8.3.1), else the

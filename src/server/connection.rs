@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::{signalled, Shutdown};
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::{ClientBody, Http2Body, ResponseBody};
 use crate::proxy::{ConnectionContext, ListenerContext};
 use crate::rewound::Rewound;
 
@@ -196,7 +196,10 @@ pub async fn serve_connection<S>(
     // sized to that future: boxing it per request keeps idle connections small.
     let service = service_fn(move |request| {
         let served = service_served.clone();
-        let request = request.map(ClientBody::Hyper);
+        let declared = crate::http1::fields::content_length(request.headers())
+            .ok()
+            .flatten();
+        let request = request.map(|body| ClientBody::Hyper(Http2Body::new(body, declared)));
         let response: ServiceFuture = Box::pin(async move {
             served.started.fetch_add(1, Ordering::Relaxed);
             let answering = Answering {
