@@ -5,8 +5,8 @@
 //! The exchange itself ([`super::http1`]) runs in the task that asked for it; the pool
 //! only lends connections. A checkout is a short, uncontended lock and a pop (the most
 //! recently used connection first, its socket likely still warm); a connection the
-//! endpoint closed while it was idle is seen at checkout (a non-blocking peek at the
-//! socket) and dropped. A request the client abandons after it went out whole has the
+//! endpoint closed while it was idle is seen at checkout (from the runtime's readiness
+//! record, and for one idle 100 ms or more from poll(2) on the socket) and dropped. A request the client abandons after it went out whole has the
 //! rest of its response read in the background, within bounds, so that its connection
 //! is kept ([`Http1Pool::salvage`]). A request that met a pooled connection
 //! closed under it before any response arrived is sent again once, on a new
@@ -209,8 +209,8 @@ impl Http1Pool {
                 self.metrics.idle.dec();
                 entry
             };
-            if entry.since.elapsed() <= self.settings.idle_timeout && entry.connection.is_reusable()
-            {
+            let idle_for = entry.since.elapsed();
+            if idle_for <= self.settings.idle_timeout && entry.connection.is_reusable(idle_for) {
                 return Some(entry.connection);
             }
         }
@@ -267,7 +267,8 @@ impl Http1Pool {
             let mut idle = shard.lock();
             let before = idle.len();
             idle.retain_mut(|entry| {
-                entry.since.elapsed() <= timeout && entry.connection.is_reusable()
+                let idle_for = entry.since.elapsed();
+                idle_for <= timeout && entry.connection.is_reusable(idle_for)
             });
             self.metrics.idle.sub(gauge_value(before - idle.len()));
         }
