@@ -364,12 +364,16 @@ async fn serve_plain(
     {
         return;
     }
-    let decided = first_bytes_arrive(
-        read_until_decided(&mut stream, &mut first),
-        idle_timeout,
-        &mut drain,
-    );
-    if decided.await.is_some() {
+    // Nearly always decided by the first read: no timer is set up unless it was not.
+    let decided = Protocol::sniff(&first) != Protocol::Undecided
+        || first_bytes_arrive(
+            read_until_decided(&mut stream, &mut first),
+            idle_timeout,
+            &mut drain,
+        )
+        .await
+        .is_some();
+    if decided {
         let protocol = Protocol::sniff(&first);
         serve_connection(
             &builders, protocol, stream, first, false, connection, shutdown,

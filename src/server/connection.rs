@@ -199,7 +199,8 @@ pub async fn serve_connection<S>(
         let declared = crate::http1::fields::content_length(request.headers())
             .ok()
             .flatten();
-        let request = request.map(|body| ClientBody::Hyper(Http2Body::new(body, declared)));
+        let request =
+            request.map(|body| ClientBody::Hyper(Box::new(Http2Body::new(body, declared))));
         let response: ServiceFuture = Box::pin(async move {
             served.started.fetch_add(1, Ordering::Relaxed);
             let answering = Answering {
