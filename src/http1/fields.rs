@@ -240,15 +240,8 @@ pub fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::headers;
     use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
 
     #[test]
     fn content_length_is_digits_only_and_agreed() {

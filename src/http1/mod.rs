@@ -35,3 +35,13 @@ pub enum WireError {
     #[error("the connection closed before the body ended")]
     Truncated,
 }
+
+/// A header map from name and value pairs, in order (for the codec's unit tests).
+#[cfg(test)]
+pub(crate) fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, http::HeaderValue::from_static(value));
+    }
+    map
+}

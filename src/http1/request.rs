@@ -460,18 +460,11 @@ pub fn encode_request_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::headers;
 
     fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         let mut buf = BytesMut::from(bytes);
         parse_request_head(&mut buf, 1024, 8)
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
     }
 
     #[test]

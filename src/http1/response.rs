@@ -314,6 +314,7 @@ fn with_date(use_date: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::headers;
 
     fn head(bytes: &[u8]) -> (ResponseHead, BytesMut) {
         let mut buf = BytesMut::from(bytes);
@@ -321,14 +322,6 @@ mod tests {
             .expect("parses")
             .expect("complete");
         (head, buf)
-    }
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
     }
 
     #[test]

@@ -342,8 +342,9 @@ async fn watch_stream<F: Future>(
     stalled: IntCounter,
 ) -> Option<F::Output> {
     let mut stream = pin!(stream);
-    // Created the first time a frame waits: most responses never need it.
-    let mut deadline: Pin<&mut Option<Sleep>> = pin!(None);
+    // Created (on the heap) the first time a frame waits: most responses never need it,
+    // and every stream's task would otherwise carry a timer's room.
+    let mut deadline: Option<Pin<Box<Sleep>>> = None;
     let mut waiting = false;
     let output = std::future::poll_fn(|cx| {
         let before = Cell::new(BodyProgress {
@@ -363,14 +364,18 @@ async fn watch_stream<F: Future>(
             return Poll::Pending;
         }
         let until = tokio::time::Instant::now() + idle_timeout;
-        match deadline.as_mut().as_pin_mut() {
-            Some(sleep) if progress.polled => sleep.reset(until),
-            Some(_) => {}
-            None => deadline.set(Some(tokio::time::sleep_until(until))),
-        }
-        match deadline.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(None),
-            _ => Poll::Pending,
+        let sleep = match &mut deadline {
+            Some(sleep) => {
+                if progress.polled {
+                    sleep.as_mut().reset(until);
+                }
+                sleep
+            }
+            None => deadline.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     })
     .await;

@@ -23,7 +23,9 @@ use tokio::net::TcpStream;
 
 use crate::support::backend::State;
 use crate::support::h2::{Outcome, Raw, PROTOCOL_ERROR};
-use crate::support::{eventually, gateway, metric_reaches, metrics_text, within, Backend, Reply};
+use crate::support::{
+    eventually, gateway, gateway_in_front_of, metric_reaches, metrics_text, within, Backend, Reply,
+};
 
 // ---------------------------------------------------------------------------------------
 // The gateway and its backends
@@ -285,17 +287,7 @@ async fn field_values_with_surrounding_whitespace_are_refused() {
 #[tokio::test]
 async fn cookie_fields_are_joined_into_one_for_http1_upstreams() {
     let backend = Backend::echo().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_in_front_of(&backend.url()).await;
     let addr = gw.listener_addr("public").expect("listener");
     let (sender, _) = connect_h2(addr, &h2::client::Builder::new()).await;
     let request = get("http://api.test/x")
@@ -474,17 +466,7 @@ async fn a_body_that_disagrees_with_content_length_is_refused() {
         }
     })
     .await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_in_front_of(&backend.url()).await;
     let addr = gw.listener_addr("public").expect("listener");
     let (sender, connection) = connect_h2(addr, &h2::client::Builder::new()).await;
     // `first`: sent on its own, the rest once the upstream has the request.

@@ -24,6 +24,20 @@ pub async fn gateway(yaml: &str) -> RunningGateway {
     portcullis::start(config).await.expect("gateway starts")
 }
 
+/// A gateway whose one route (`app`) sends every path to the endpoint at `url`.
+pub async fn gateway_in_front_of(url: &str) -> RunningGateway {
+    gateway(&format!(
+        r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams:
+  app: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
+"#
+    ))
+    .await
+}
+
 /// The base URL of the gateway's `public` listener.
 pub fn url(gateway: &RunningGateway, path: &str) -> String {
     format!(
