@@ -241,7 +241,6 @@ pub fn chunk_size_line(size: usize, line: &mut [u8; 18]) -> &[u8] {
 mod tests {
     use super::*;
     use crate::http1::headers;
-    use http::HeaderValue;
 
     #[test]
     fn content_length_is_digits_only_and_agreed() {

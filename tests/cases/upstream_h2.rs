@@ -29,9 +29,12 @@ async fn version_backend() -> Backend {
     Backend::start(|request, _| async move { Reply::ok(format!("{:?}", request.version())) }).await
 }
 
+/// One worker: hyper's HTTP/2 client pool is shared by the workers, and two workers'
+/// first requests can each open a connection before either handshake has finished.
 async fn upstream_gateway(endpoint: &str, extra: &str) -> RunningGateway {
     gateway(&format!(
         r#"
+workers: 1
 listeners: [{{ name: public, address: "127.0.0.1:0" }}]
 upstreams:
   app: {{ endpoints: ["{endpoint}"] {extra} }}
