@@ -11,8 +11,9 @@
 //!
 //! An idle connection holds no buffer: reads start on the stack, and the request's
 //! bytes are copied into a buffer of their own size only once they have arrived.
-//! hyper serves HTTP/2 and the rare connection whose protocol its first bytes cannot
-//! tell ([`super::connection`]).
+//! Heads and bodies are framed by the shared codec ([`crate::http1`]); hyper serves
+//! HTTP/2 ([`super::connection`]). An upstream's `103 Early Hints` are written before
+//! the final response ([`crate::interim`]).
 
 mod body;
 mod writer;
