@@ -14,7 +14,11 @@
 //! answers early and closes (a 413 for an upload it refuses) has its answer passed on;
 //! one that answers early but neither reads the rest nor closes makes the exchange wait
 //! for its timeout. An upstream's `101 Switching Protocols` hands over the raw
-//! connection ([`Upgraded`]).
+//! connection ([`Upgraded`]); a `101` the request did not ask for is an error.
+//! `103 Early Hints` go to the client through [`crate::interim`]; request trailers end
+//! a chunked request body. Heads and bodies are framed by the shared codec
+//! ([`crate::http1`]). An exchange abandoned after its request went out whole leaves
+//! its connection to the pool's salvage ([`Connection::unfinished`]).
 
 use std::future::Future;
 use std::io;
