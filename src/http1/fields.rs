@@ -4,7 +4,10 @@
 //! servers fold into others, and the small writers (a field line, a decimal, a chunk
 //! size) every encoder uses.
 
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName};
 
 /// Why a message's `Content-Length` cannot be trusted.
@@ -165,32 +168,47 @@ pub fn is_forbidden_in_trailers(name: &HeaderName) -> bool {
 
 /// Removes from `trailers` every field [`is_forbidden_in_trailers`] names.
 pub fn remove_forbidden_trailers(trailers: &mut HeaderMap) {
-    if trailers.keys().any(is_forbidden_in_trailers) {
-        let forbidden: Vec<HeaderName> = trailers
-            .keys()
-            .filter(|name| is_forbidden_in_trailers(name))
-            .cloned()
-            .collect();
-        for name in forbidden {
-            trailers.remove(name);
-        }
-    }
+    remove_names_where(trailers, is_forbidden_in_trailers);
 }
 
-/// Whether `name` describes one connection and is never passed on (RFC 9110 §7.6.1).
+/// Removes every field whose name `matches`; returns how many field lines went. Looks
+/// once without allocating: nearly always, nothing matches.
+pub fn remove_names_where(headers: &mut HeaderMap, matches: fn(&HeaderName) -> bool) -> usize {
+    if !headers.keys().any(matches) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| matches(name))
+        .cloned()
+        .collect();
+    let mut removed = 0;
+    for name in names {
+        removed += headers.get_all(&name).iter().count();
+        headers.remove(&name);
+    }
+    removed
+}
+
+/// How many names [`HOP_BY_HOP`] holds.
+pub const HOP_BY_HOP_COUNT: usize = 9;
+/// Fields that describe one connection, never passed on (RFC 9110 §7.6.1);
+/// `Connection` first.
+pub const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Whether `name` is one of [`HOP_BY_HOP`].
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    const HOP_BY_HOP: &[&str] = &[
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    HOP_BY_HOP.contains(&name.as_str())
+    HOP_BY_HOP.contains(name)
 }
 
 /// Whether a server behind the gateway could read `name` as another field: some fold

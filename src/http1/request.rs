@@ -248,20 +248,7 @@ pub fn normalise_length(headers: &mut HeaderMap, framing: BodyFraming) {
 /// Removes header fields whose names a server behind the gateway might fold into
 /// others (`Transfer_Encoding`); returns how many were dropped.
 pub fn drop_foldable_names(headers: &mut HeaderMap) -> usize {
-    if !headers.keys().any(fields::may_be_folded) {
-        return 0;
-    }
-    let foldable: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| fields::may_be_folded(name))
-        .cloned()
-        .collect();
-    let mut dropped = 0;
-    for name in foldable {
-        dropped += headers.get_all(&name).iter().count();
-        headers.remove(&name);
-    }
-    dropped
+    fields::remove_names_where(headers, fields::may_be_folded)
 }
 
 /// Checks the request's `Host` (RFC 9112 §3.2): exactly one on HTTP/1.1 (at most one on

@@ -1,32 +1,15 @@
 //! Header rules at the proxy boundary: hop-by-hop headers removed both ways,
 //! `X-Forwarded-*` set, the request id carried both ways, `Host` chosen per upstream.
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE};
 use http::HeaderMap;
+
+use crate::http1::fields::{HOP_BY_HOP, HOP_BY_HOP_COUNT};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP_COUNT: usize = 9;
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
-    CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-    UPGRADE,
-];
 
 /// Longest client-supplied request id that is passed on; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -158,6 +141,7 @@ pub fn generate_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{TRANSFER_ENCODING, UPGRADE};
 
     #[test]
     fn connection_nominated_headers_are_removed() {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use prometheus::{IntCounter, IntGauge};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -48,13 +48,14 @@ const SALVAGE_BYTES: u64 = 64 * 1024;
 /// the request had gone out whole.
 struct Abandoned<'a> {
     connection: Option<Connection>,
+    method: &'a Method,
     pool: &'a Arc<Http1Pool>,
 }
 
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if let Some(mut connection) = self.connection.take() {
-            let rest = connection.unfinished();
+            let rest = connection.unfinished(self.method);
             self.pool.salvage(connection, rest);
         }
     }
@@ -164,6 +165,7 @@ impl Http1Pool {
         // awaited, the guard salvages the connection.
         let mut guard = Abandoned {
             connection: Some(connection),
+            method: &parts.method,
             pool: self,
         };
         loop {

@@ -63,9 +63,9 @@ pub struct Connection {
     read: BytesMut,
     /// The request head being written; kept to reuse its allocation.
     head: Vec<u8>,
-    /// The method of a request written whole whose response head is being awaited:
-    /// what an exchange dropped at that moment leaves to read ([`Connection::unfinished`]).
-    awaiting: Option<Method>,
+    /// A request went out whole and its response head is being awaited: an exchange
+    /// dropped at that moment leaves the response to read ([`Connection::unfinished`]).
+    awaiting_head: bool,
 }
 
 /// What is left of a response whose exchange was abandoned.
@@ -126,7 +126,7 @@ impl Connection {
             io,
             read: BytesMut::new(),
             head: Vec::new(),
-            awaiting: None,
+            awaiting_head: false,
         }
     }
 
@@ -194,9 +194,9 @@ impl Connection {
         let fully_written = written.is_ok();
         let head = match written {
             Ok(()) => {
-                self.awaiting = Some(parts.method.clone());
+                self.awaiting_head = true;
                 let head = self.read_head().await;
-                self.awaiting = None;
+                self.awaiting_head = false;
                 head?
             }
             // An upstream that answers before reading the whole body (a 413, a 401) and
@@ -334,11 +334,13 @@ impl Connection {
 }
 
 impl Connection {
-    /// What an exchange dropped now would leave unread.
-    pub fn unfinished(&mut self) -> Unfinished {
-        self.awaiting
-            .take()
-            .map_or(Unfinished::Nothing, Unfinished::Head)
+    /// What an exchange of a `method` request dropped now would leave unread.
+    pub fn unfinished(&mut self, method: &Method) -> Unfinished {
+        if std::mem::take(&mut self.awaiting_head) {
+            Unfinished::Head(method.clone())
+        } else {
+            Unfinished::Nothing
+        }
     }
 
     /// Reads what is left of an abandoned response and throws it away: the connection,
