@@ -723,6 +723,19 @@ async fn a_client_that_cancels_some_of_many_streams_keeps_its_connection() {
 // ---------------------------------------------------------------------------------------
 // Streams whose client grants no window
 
+/// Opens a stream for `/big` on `sender` and waits for its response head.
+async fn big_response_head(sender: &Sender) -> http::Response<h2::RecvStream> {
+    let mut ready = within("a stream", sender.clone().ready())
+        .await
+        .expect("ready");
+    let (response, _) = ready
+        .send_request(get("http://api.test/big").body(()).expect("request"), true)
+        .expect("sent");
+    within("the response head", response)
+        .await
+        .expect("response")
+}
+
 #[tokio::test]
 async fn a_stream_without_window_is_reset_after_the_idle_timeout_and_frees_its_permit() {
     let backend = Backend::start(|_, _| async move { Reply::ok(vec![b'x'; 64 * 1024]) }).await;
@@ -746,15 +759,7 @@ routes:
     let mut stalling = h2::client::Builder::new();
     stalling.initial_window_size(0);
     let (sender, connection) = connect_h2(addr, &stalling).await;
-    let mut ready = within("a stream", sender.clone().ready())
-        .await
-        .expect("ready");
-    let (response, _) = ready
-        .send_request(get("http://api.test/big").body(()).expect("request"), true)
-        .expect("sent");
-    let response = within("the response head", response)
-        .await
-        .expect("response");
+    let response = big_response_head(&sender).await;
     assert_eq!(response.status(), StatusCode::OK);
 
     // After idle_timeout without progress the stream is reset and the permit is back
@@ -779,15 +784,7 @@ routes:
     assert_eq!(answer.body.len(), 64 * 1024);
 
     // The stalling client's connection is still open: a new stream gets its head.
-    let mut ready = within("a stream", sender.clone().ready())
-        .await
-        .expect("ready");
-    let (response, _) = ready
-        .send_request(get("http://api.test/big").body(()).expect("request"), true)
-        .expect("sent");
-    let response = within("the response head", response)
-        .await
-        .expect("response");
+    let response = big_response_head(&sender).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!connection.is_finished());
 }

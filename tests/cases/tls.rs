@@ -25,7 +25,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::support::{gateway, metric, metrics_text, within, Backend, Client, Reply};
+use crate::support::{
+    gateway, gateway_in_front_of, metric, metrics_text, within, Backend, Client, Reply,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -530,17 +532,7 @@ impl tokio::io::AsyncWrite for SplitFirstWrite {
 #[tokio::test]
 async fn h2c_is_served_when_the_preface_arrives_in_pieces() {
     let backend = version_backend().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_in_front_of(&backend.url()).await;
     let tcp = TcpStream::connect(public(&gw)).await.expect("connects");
     let split = SplitFirstWrite {
         inner: tcp,
@@ -555,17 +547,7 @@ routes:
 #[tokio::test]
 async fn h2c_with_prior_knowledge_is_served_on_a_plain_listener() {
     let backend = version_backend().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = gateway_in_front_of(&backend.url()).await;
     let tcp = TcpStream::connect(public(&gw)).await.expect("connects");
     let (version, status, body) = get_http2(tcp, "http", "example.com", "/x").await;
     assert_eq!((version, status), (Version::HTTP_2, StatusCode::OK));
