@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portcullis::aggregate::merge;
 use portcullis::config::MergeMode;
 use portcullis::proxy::headers;
+use portcullis::request_id;
 use portcullis::routing::{HostPattern, Lookup, PathPattern, RouteSpec, RouteTable};
 
 /// A route table shaped like a real gateway's: per service an exact health path, a
@@ -172,19 +173,19 @@ fn header_rules(c: &mut Criterion) {
         )
     });
     group.bench_function("generate_request_id", |b| {
-        b.iter(headers::generate_request_id)
+        b.iter(request_id::generate_request_id)
     });
     // Everything the proxy does to a request's headers, in the proxy's order.
     group.bench_function("all_rules", |b| {
         b.iter_batched_ref(
             || original.clone(),
             |map| {
-                let id =
-                    headers::client_request_id(map).unwrap_or_else(headers::generate_request_id);
+                let id = request_id::client_request_id(map)
+                    .unwrap_or_else(request_id::generate_request_id);
                 headers::remove_hop_by_hop(map, true);
                 let host = map.get(HOST).cloned();
                 headers::set_forwarded(map, &peer_ip, &proto, host);
-                map.insert(headers::X_REQUEST_ID, id);
+                map.insert(request_id::X_REQUEST_ID, id);
             },
             BatchSize::SmallInput,
         )

@@ -44,7 +44,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Re
                     continue;
                 }
             },
-            _ = crate::server::signalled(&mut stop) => return,
+            _ = crate::shutdown::signalled(&mut stop) => return,
         };
         let state = state.clone();
         let mut stop = stop.clone();
@@ -59,7 +59,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Re
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
-                _ = crate::server::signalled(&mut stop) => {}
+                _ = crate::shutdown::signalled(&mut stop) => {}
             }
         });
     }

@@ -160,7 +160,7 @@ async fn launch(
     let mut drain_signal = drain_rx;
     let listeners_for_shutdown = listeners.clone();
     let stopped = tokio::spawn(async move {
-        crate::server::signalled(&mut drain_signal).await;
+        crate::shutdown::signalled(&mut drain_signal).await;
         ready.store(false, Ordering::Release);
         tracing::info!(timeout = ?shutdown_timeout, "shutting down: no new connections; waiting for in-flight requests");
         let mut serving = listeners_for_shutdown.drain_all();

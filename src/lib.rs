@@ -32,14 +32,17 @@ pub mod demo;
 pub mod gateway;
 pub mod http1;
 pub mod interim;
+pub mod io;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
-pub mod rewound;
+pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod shutdown;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 

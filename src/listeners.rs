@@ -25,9 +25,9 @@ use tokio::task::JoinSet;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::proxy::ListenerContext;
-use crate::server::tls::{CertificateWatcher, TlsListener};
 use crate::server::{self, Listener, Shutdown, WorkerSocket};
 use crate::snapshot::Snapshot;
+use crate::tls::{CertificateWatcher, TlsListener};
 
 /// Why a listener could not be set up.
 #[derive(Debug, thiserror::Error)]

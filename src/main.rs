@@ -124,7 +124,7 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
                 .build()
         }
         _ => tokio::runtime::Builder::new_current_thread()
-            .event_interval(portcullis::server::EVENT_INTERVAL)
+            .event_interval(portcullis::workers::EVENT_INTERVAL)
             .enable_all()
             .build(),
     }

@@ -552,8 +552,8 @@ impl Metrics {
     }
 
     /// Handles for an endpoint's pool of HTTP/1.1 connections.
-    pub fn connection_pool(&self, upstream: &str, endpoint: &str) -> crate::upstream::PoolMetrics {
-        crate::upstream::PoolMetrics {
+    pub fn connection_pool(&self, upstream: &str, endpoint: &str) -> PoolMetrics {
+        PoolMetrics {
             opened: self
                 .upstream_connections_opened
                 .with_label_values(&[upstream, endpoint]),
@@ -891,6 +891,14 @@ impl EndpointMetrics {
             .unwrap_or(UpstreamOutcome::ALL.len() - 1);
         self.outcomes[index].inc();
     }
+}
+
+/// The pool's metric handles.
+pub struct PoolMetrics {
+    pub opened: IntCounter,
+    pub idle: IntGauge,
+    /// Connections kept after their request was abandoned.
+    pub salvaged: IntCounter,
 }
 
 #[cfg(test)]

@@ -276,7 +276,7 @@ pub fn watch_file(
                     while changed.try_recv().is_ok() {}
                 }
                 _ = poll.tick() => {}
-                _ = crate::server::signalled(&mut stop) => return,
+                _ = crate::shutdown::signalled(&mut stop) => return,
             }
             // Failures are logged, counted and kept for GET /config by reload itself.
             let _ = reloader.reload(Trigger::FileChange).await;

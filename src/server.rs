@@ -5,7 +5,6 @@
 
 mod connection;
 pub mod http1;
-pub mod tls;
 
 use std::cell::RefCell;
 use std::io;
@@ -24,14 +23,13 @@ use tokio::sync::{watch, Semaphore, TryAcquireError};
 
 use crate::metrics::{ListenerMetrics, WorkerConnections};
 use crate::proxy::{ConnectionContext, ListenerContext};
+use crate::shutdown::signalled;
+pub use crate::shutdown::Shutdown;
+use crate::tls::{CertificateWatcher, TlsListener};
 use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
-use tls::{CertificateWatcher, TlsListener};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;
-
-/// How many tasks a worker runtime runs between looks at I/O readiness and timers.
-pub const EVENT_INTERVAL: u32 = 256;
 
 /// Binds a listening socket with `SO_REUSEADDR` and a deep accept queue.
 pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
@@ -68,31 +66,6 @@ fn listen_socket(address: SocketAddr, reuse_port: bool) -> io::Result<TcpSocket>
     }
     socket.bind(address)?;
     Ok(socket)
-}
-
-/// Signals that stop a listener: `accept` stops its accept loop only (a reload replaced
-/// it: its connections go on); `drain` also asks its connections to finish their
-/// requests and close; `close` ends whatever is still open.
-#[derive(Clone)]
-pub struct Shutdown {
-    pub accept: watch::Receiver<bool>,
-    pub drain: watch::Receiver<bool>,
-    pub close: watch::Receiver<bool>,
-}
-
-impl Shutdown {
-    /// Resolves once the accept loop must stop.
-    async fn accepting_stops(&mut self) {
-        tokio::select! {
-            _ = signalled(&mut self.accept) => {}
-            _ = signalled(&mut self.drain) => {}
-        }
-    }
-}
-
-/// Resolves once `signal` turns true, or its sender is gone (which also means stop).
-pub async fn signalled(signal: &mut watch::Receiver<bool>) {
-    let _ = signal.wait_for(|stop| *stop).await;
 }
 
 /// A bound listener, ready to serve: one socket per worker.

@@ -19,6 +19,9 @@ thread_local! {
     static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
 }
 
+/// How many tasks a worker runtime runs between looks at I/O readiness and timers.
+pub const EVENT_INTERVAL: u32 = 256;
+
 /// The worker running on this thread (0 outside the gateway's worker threads).
 pub fn current() -> usize {
     WORKER_INDEX.with(Cell::get)
@@ -52,7 +55,7 @@ impl Workers {
         let mut workers = Self::single();
         for index in 1..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .event_interval(crate::server::EVENT_INTERVAL)
+                .event_interval(EVENT_INTERVAL)
                 .enable_all()
                 .build()?;
             let (stop, stop_rx) = oneshot::channel::<()>();

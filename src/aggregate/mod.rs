@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use crate::body::{ResponseBody, UpstreamBody};
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
-use crate::proxy::headers::X_REQUEST_ID;
+use crate::request_id::X_REQUEST_ID;
 use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
 use template::MissingValue;
 

@@ -13,12 +13,14 @@ use super::raw::{
     RawConfig, RawListener, RawRedirect, RawRoute, RawTls, RawUpstream, RawUpstreamTls,
     UpstreamProtocol,
 };
-use super::tls::{self, CertificateConfig, CertificateFile, CertificateFiles, ListenerTls};
 use super::{
     defaults, AdminConfig, ClientLimits, Config, EndpointAddress, ListenerConfig, ReloadConfig,
     RouteConfig, RouteTarget, UpstreamConfig, UpstreamTls, WebSocketConfig,
 };
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec, RouteTable};
+use crate::tls::{
+    self, CertificateConfig, CertificateFile, CertificateFiles, ListenerTls, UpstreamTlsFiles,
+};
 
 /// Collects problems by key path; locations are resolved at the end.
 pub(super) struct Problems<'a> {
@@ -315,7 +317,7 @@ fn compile_tls(
     problems: &mut Problems,
 ) -> Option<ListenerTls> {
     let key = |field: &str| format!("{prefix}.{field}");
-    let provider = crate::server::tls::crypto_provider();
+    let provider = tls::crypto_provider();
     // (key path of the entry, hosts as written, certificate, private key)
     let entries: Vec<(String, &[String], &Path, &Path)> = match (
         &raw.certificate,
@@ -681,7 +683,14 @@ fn compile_upstream_tls(
             "the endpoints' certificates are not verified: the connection is encrypted but anyone on the path can impersonate the upstream",
         );
     }
-    match UpstreamTls::load(settings, base) {
+    let files = UpstreamTlsFiles {
+        ca: settings.ca.clone(),
+        server_name: settings.server_name.clone(),
+        insecure_skip_verify: settings.insecure_skip_verify,
+        certificate: settings.certificate.clone(),
+        private_key: settings.private_key.clone(),
+    };
+    match UpstreamTls::load(&files, base) {
         Ok(tls) => Some(tls),
         Err(errors) => {
             for error in errors {

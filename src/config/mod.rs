@@ -10,9 +10,7 @@ mod compile;
 mod error;
 mod locate;
 pub mod raw;
-pub mod tls;
 pub mod units;
-pub mod upstream_tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,12 +18,11 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
+pub use crate::tls::{ListenerTls, UpstreamTls};
 pub use error::{ConfigError, LoadError};
 pub use raw::{
     Balance, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol, WorkerModel,
 };
-pub use tls::ListenerTls;
-pub use upstream_tls::UpstreamTls;
 
 use crate::aggregate::template::CallTemplate;
 use crate::routing::{Rewrite, RouteSpec, RouteTable};

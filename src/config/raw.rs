@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::tls::ClientAuthMode;
 use serde::Deserialize;
 
 use super::units::{ByteSize, HumanDuration, ScalarString};
@@ -92,17 +93,6 @@ pub struct RawCertificate {
     pub hosts: Vec<String>,
     pub certificate: PathBuf,
     pub private_key: PathBuf,
-}
-
-/// Whether clients of an mTLS listener must present a certificate.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuthMode {
-    /// Clients without a valid certificate are refused during the handshake.
-    #[default]
-    Required,
-    /// A certificate is checked when a client presents one; clients without one are let in.
-    Optional,
 }
 
 /// `redirect_to_https: true`, or `{ port: 8443 }` when HTTPS is not on 443.

@@ -9,7 +9,7 @@ use crate::body::ResponseBody;
 use crate::routing::MethodSet;
 use crate::upstream::{Rejection, UpstreamError};
 
-use super::headers::X_REQUEST_ID;
+use crate::request_id::X_REQUEST_ID;
 
 /// Why the gateway answered instead of the upstream.
 #[derive(Debug, thiserror::Error)]

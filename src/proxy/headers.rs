@@ -5,14 +5,11 @@ use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE};
 use http::HeaderMap;
 
 use crate::http1::fields::{HOP_BY_HOP, HOP_BY_HOP_COUNT};
+use crate::request_id::X_REQUEST_ID;
 
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Longest client-supplied request id that is passed on; longer ones are replaced.
-const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Removes hop-by-hop headers and every header the `Connection` header names. With
 /// `keep_te_trailers`, a `TE: trailers` survives (gRPC needs it).
@@ -118,26 +115,6 @@ fn join_list<'a>(parts: impl Iterator<Item = &'a [u8]>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// The client's request id when it sent a usable one.
-pub fn client_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    headers
-        .get(X_REQUEST_ID)
-        .filter(|v| !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.to_str().is_ok())
-        .cloned()
-}
-
-/// A new random request id: 32 hex digits.
-pub fn generate_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut value = fastrand::u128(..);
-    let mut text = [0u8; 32];
-    for byte in text.iter_mut().rev() {
-        *byte = HEX[(value & 0xf) as usize];
-        value >>= 4;
-    }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,18 +171,5 @@ mod tests {
         );
         assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 3.3.3.3");
         assert_eq!(headers.get_all(X_FORWARDED_FOR).iter().count(), 1);
-    }
-
-    #[test]
-    fn request_ids_are_hex_and_distinct() {
-        let a = generate_request_id();
-        let b = generate_request_id();
-        assert_eq!(a.len(), 32);
-        assert_ne!(a, b);
-        assert!(a
-            .to_str()
-            .expect("ascii")
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit()));
     }
 }

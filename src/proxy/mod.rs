@@ -41,10 +41,10 @@ use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget, Undersco
 use crate::http1::fields::may_be_folded;
 use crate::http1::request::drop_foldable_names;
 use crate::metrics::{ClientTimeouts, RequestCounters};
+use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
 use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamUpgrade};
-use headers::X_REQUEST_ID;
 use websocket::WebSockets;
 
 /// What every connection of one listener shares.
@@ -102,8 +102,8 @@ impl ConnectionContext {
             }
         }
         let snapshot = self.listener.state.load_full();
-        let request_id = headers::client_request_id(request.headers())
-            .unwrap_or_else(headers::generate_request_id);
+        let request_id = request_id::client_request_id(request.headers())
+            .unwrap_or_else(request_id::generate_request_id);
         let listener = snapshot.listener_index(&self.listener.name);
         if let Some(port) = self.listener.redirect_to_https {
             let response = match admitted {

@@ -29,10 +29,10 @@ use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::config::WebSocketConfig;
+use crate::io::{ClientUpgrade, TunnelIo};
 use crate::metrics::{CloseReason, UpgradeOutcome, WebSocketMetrics};
-use crate::server::http1::ClientUpgrade;
-use crate::server::signalled;
-use crate::upstream::{TunnelIo, UpstreamUpgrade};
+use crate::shutdown::signalled;
+use crate::upstream::UpstreamUpgrade;
 
 /// The `Upgrade` value of a request that asks to switch to WebSocket, when it does:
 /// HTTP/1.1, `upgrade` among the `Connection` tokens, `websocket` in `Upgrade`.
@@ -130,7 +130,7 @@ impl ClientSwitch {
 
     async fn connected(self) -> Result<Box<dyn TunnelIo>, BoxError> {
         match self {
-            ClientSwitch::Http1(upgrade) => upgrade.connected().await,
+            ClientSwitch::Http1(upgrade) => Ok(upgrade.connected().await?),
             ClientSwitch::Hyper(upgrade) => Ok(Box::new(TokioIo::new(upgrade.await?))),
         }
     }

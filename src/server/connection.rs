@@ -39,10 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use super::{signalled, Shutdown};
 use crate::body::{ClientBody, Http2Body, ResponseBody};
+use crate::io::Rewound;
 use crate::proxy::{ConnectionContext, ListenerContext};
-use crate::rewound::Rewound;
+use crate::shutdown::{signalled, Shutdown};
 
 /// What a client's connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, Response};
-use prometheus::{IntCounter, IntGauge};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -37,6 +36,7 @@ use tokio_rustls::TlsConnector;
 use super::http1::{Connection, ExchangeFailure, PooledBody, Unfinished};
 use crate::body::{BoxError, UpstreamBody};
 use crate::config::EndpointAddress;
+use crate::metrics::PoolMetrics;
 
 /// How long an abandoned response is read for, to keep its connection.
 const SALVAGE_TIME: Duration = Duration::from_secs(2);
@@ -71,14 +71,6 @@ pub struct PoolSettings {
     /// For `https://` endpoints: the client configuration (ALPN `http/1.1`) and the
     /// name to send and verify (`None`: the host is not a valid name).
     pub tls: Option<(TlsConnector, Option<ServerName<'static>>)>,
-}
-
-/// The pool's metric handles.
-pub struct PoolMetrics {
-    pub opened: IntCounter,
-    pub idle: IntGauge,
-    /// Connections kept after their request was abandoned.
-    pub salvaged: IntCounter,
 }
 
 struct Idle {

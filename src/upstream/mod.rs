@@ -1,7 +1,7 @@
 //! Upstreams: a pooled HTTP client per upstream, its endpoints and load balancer, and
 //! its concurrency limit ([`limiter`]).
 //!
-//! Endpoints are `http://` or `https://` (rustls, see [`crate::config::upstream_tls`]);
+//! Endpoints are `http://` or `https://` (rustls, see [`crate::tls`]);
 //! the upstream's `protocol` chooses HTTP/1.1, HTTP/2 (h2c with prior knowledge, or ALPN
 //! `h2`) or whatever ALPN negotiates. HTTP/1.1 goes through the gateway's own client
 //! ([`http1`]) over per-endpoint pools ([`connections`]); the others through
@@ -40,11 +40,10 @@ use crate::config::{
 };
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
-pub use connections::PoolMetrics;
 use connections::{Http1Pool, PoolSettings};
 pub use exchange::{Exchange, ExchangeError, UpstreamError};
 pub use limiter::{Limiter, Permit, Rejection};
-pub use received::{ReceivedBody, TunnelIo, UpstreamUpgrade};
+pub use received::{ReceivedBody, UpstreamUpgrade};
 
 /// One address of an upstream.
 pub struct Endpoint {
@@ -286,7 +285,7 @@ fn build_client(identity: &PoolIdentity) -> Client<Connector, UpstreamBody> {
 /// The TLS configuration of an upstream without `https://` endpoints: required by the
 /// connector's type, never used.
 fn plain_only_tls_config() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(crate::server::tls::crypto_provider())
+    rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
         .with_protocol_versions(rustls::DEFAULT_VERSIONS)
         .expect("ring supports TLS 1.2 and 1.3")
         .with_root_certificates(rustls::RootCertStore::empty())

@@ -12,10 +12,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::http1::{PooledBody, Upgraded};
 use crate::body::BoxError;
+use crate::io::TunnelIo;
 
 /// A response body from an upstream.
 pub enum ReceivedBody {
@@ -51,11 +51,6 @@ impl Body for ReceivedBody {
         }
     }
 }
-
-/// A byte stream both ways.
-pub trait TunnelIo: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> TunnelIo for T {}
 
 /// The upstream side of a protocol switch, once the upstream has answered `101`.
 pub enum UpstreamUpgrade {

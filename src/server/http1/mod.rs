@@ -23,7 +23,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -34,15 +33,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use super::{signalled, Shutdown};
 use crate::body::{BoxError, ClientBody, ResponseBody};
 use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::interim::{self, Hints};
-use crate::proxy::{headers, ConnectionContext, ProxyError};
-use crate::rewound::Rewound;
-use crate::upstream::TunnelIo;
+use crate::io::{ClientUpgrade, Rewound, TunnelIo};
+use crate::proxy::{ConnectionContext, ProxyError};
+use crate::shutdown::{signalled, Shutdown};
 use body::{BodyFeed, Demand};
 pub use body::{RequestBody, RequestBodyError};
 use writer::ResponseWriter;
@@ -57,28 +55,6 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// the client sees the final response instead of a reset.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
-
-/// The client's side of a protocol switch: its connection, once the `101` has been
-/// written to it. Found in the request's extensions of an upgrade request (which must
-/// be `Clone`: the first to ask gets the connection).
-#[derive(Clone)]
-pub struct ClientUpgrade(Arc<Mutex<Option<TunnelReceiver>>>);
-
-/// Where the connection arrives once the `101` is written.
-type TunnelReceiver = oneshot::Receiver<Box<dyn TunnelIo>>;
-
-impl ClientUpgrade {
-    /// The client's connection, ready to carry bytes.
-    pub async fn connected(self) -> Result<Box<dyn TunnelIo>, BoxError> {
-        let receiver = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match receiver {
-            Some(receiver) => receiver
-                .await
-                .map_err(|_| "the client's connection closed before the switch".into()),
-            None => Err("the client's connection was already taken".into()),
-        }
-    }
-}
 
 /// Where the connection is, as its drain needs to know.
 struct Phase {
@@ -478,10 +454,8 @@ where
         let wants_hints = version == Version::HTTP_11 && !wishes.upgrade;
         self.hints.reset();
         let upgrade = wishes.upgrade.then(|| {
-            let (sender, receiver) = oneshot::channel();
-            request
-                .extensions_mut()
-                .insert(ClientUpgrade(Arc::new(Mutex::new(Some(receiver)))));
+            let (upgrade, sender) = ClientUpgrade::pending();
+            request.extensions_mut().insert(upgrade);
             sender
         });
 
@@ -699,7 +673,7 @@ where
             HeadError::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
             HeadError::UnsupportedExpectation => ProxyError::ExpectationFailed,
         };
-        let request_id = headers::generate_request_id();
+        let request_id = crate::request_id::generate_request_id();
         tracing::debug!(
             request_id = request_id.to_str().unwrap_or_default(),
             status = refusal.status().as_u16(),

@@ -43,7 +43,7 @@ use crate::http1::request::{self, RequestFraming};
 use crate::http1::response::{self, ResponseHead};
 use crate::http1::{Decoded, Decoder, WireError};
 use crate::interim;
-use crate::rewound::Rewound;
+use crate::io::Rewound;
 
 /// Spare room below which a read first makes space.
 const MIN_READ_SPACE: usize = 1024;

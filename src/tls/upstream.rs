@@ -4,7 +4,7 @@
 //! client certificate. They are built here into the rustls client configuration that
 //! the upstream's pool (`crate::upstream`) connects with.
 //!
-//! Every problem names the file and what is wrong with it; [`super::compile`] adds the
+//! Every problem names the file and what is wrong with it; the config compiler adds the
 //! key path and its line and column.
 
 use std::path::{Path, PathBuf};
@@ -17,8 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::raw::RawUpstreamTls;
-use super::tls::{CertificateFile, CertificateFiles};
+use super::certificates::{self, CertificateFile, CertificateFiles};
 
 /// How the gateway connects to an upstream's `https://` endpoints.
 #[derive(Debug, Clone)]
@@ -49,6 +48,16 @@ impl PartialEq for UpstreamTls {
 
 impl Eq for UpstreamTls {}
 
+/// An upstream's `tls` mapping as written: paths relative to the config file.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTlsFiles {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+}
+
 /// A problem with one key of the `tls` mapping.
 #[derive(Debug)]
 pub struct UpstreamTlsError {
@@ -67,8 +76,8 @@ fn problem(field: &'static str, message: impl Into<String>) -> UpstreamTlsError 
 impl UpstreamTls {
     /// Reads the files `raw` names (relative to `base`) and builds the client
     /// configuration. Every problem found is reported, not only the first.
-    pub fn load(raw: &RawUpstreamTls, base: &Path) -> Result<UpstreamTls, Vec<UpstreamTlsError>> {
-        let provider = crate::server::tls::crypto_provider();
+    pub fn load(raw: &UpstreamTlsFiles, base: &Path) -> Result<UpstreamTls, Vec<UpstreamTlsError>> {
+        let provider = super::crypto_provider();
         let mut errors = Vec::new();
         let mut fingerprint_parts: Vec<Vec<u8>> = Vec::new();
 
@@ -83,7 +92,7 @@ impl UpstreamTls {
             None => Some(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             }),
-            Some(path) => match super::tls::read_ca_roots(path) {
+            Some(path) => match certificates::read_ca_roots(path) {
                 Ok((roots, pem)) => {
                     fingerprint_parts.push(pem);
                     Some(roots)
@@ -163,7 +172,7 @@ impl UpstreamTls {
             server_name,
             insecure_skip_verify: raw.insecure_skip_verify,
             client_certificate,
-            fingerprint: super::tls::fingerprint(&fingerprint_parts.concat(), &[]),
+            fingerprint: certificates::fingerprint(&fingerprint_parts.concat(), &[]),
             client_config: Arc::new(client_config),
         })
     }

@@ -1,5 +1,5 @@
 //! Downstream TLS, between accept and HTTP: a listener's rustls configuration (TLS 1.2
-//! and 1.3, ALPN `h2` and `http/1.1`, the ring provider installed explicitly), the choice
+//! and 1.3, ALPN `h2` and `http/1.1`, the ring provider passed explicitly), the choice
 //! of certificate by server name (SNI), the handshake with its timeout and metrics, and
 //! reloading certificates when their files change.
 //!
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, InvalidMessage, ProtocolVersion, ServerConfig};
@@ -22,21 +21,16 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::tls::{
+use super::certificates::{
     covers, fingerprint, host_pattern_text, join_errors, CertificateConfig, ListenerTls,
 };
+use super::crypto_provider;
 use crate::metrics::{HandshakeFailure, Metrics, TlsMetrics};
 use crate::routing::HostPattern;
 
 /// ALPN protocols offered, in order of preference (and in the order of
 /// `crate::metrics::TLS_ALPNS`).
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// The crypto provider of every TLS configuration in Portcullis: *ring*. It is passed to
-/// each rustls builder explicitly, so no process-wide default is needed or assumed.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The TLS side of one listener.
 pub struct TlsListener {
@@ -294,7 +288,7 @@ impl CertificateWatcher {
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                _ = super::signalled(&mut drain) => return,
+                _ = crate::shutdown::signalled(&mut drain) => return,
             }
             let mut changed = false;
             for (index, certificate) in self.certificates.iter_mut().enumerate() {

@@ -2,9 +2,9 @@
 //! chains and private keys from PEM files, each certificate's names and expiry, and the
 //! CAs that client certificates must chain to (mTLS).
 //!
-//! Every problem names the file and what is wrong with it; [`super::compile`] adds the
-//! key path and its line and column. The server loads certificates again with the same
-//! functions when their files change (`crate::server::tls`).
+//! Every problem names the file and what is wrong with it; the config compiler adds the
+//! key path and its line and column. The acceptor loads certificates again with the
+//! same functions when their files change ([`super::acceptor`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +18,18 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{InconsistentKeys, RootCertStore};
 
-pub use super::raw::ClientAuthMode;
 use crate::routing::HostPattern;
+
+/// Whether clients of an mTLS listener must present a certificate.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// Clients without a valid certificate are refused during the handshake.
+    #[default]
+    Required,
+    /// A certificate is checked when a client presents one; clients without one are let in.
+    Optional,
+}
 
 /// How a listener terminates TLS.
 #[derive(Debug, Clone)]
@@ -49,7 +59,7 @@ pub struct ClientAuth {
 
 /// Settings are equal when they name the same files for the same hosts with the same
 /// options. What the files hold is not compared: the listener's watcher reloads changed
-/// certificate files by itself (see `crate::server::tls`), so a renewed certificate must
+/// certificate files by itself (see [`super::acceptor`]), so a renewed certificate must
 /// not make a configuration reload look like a listener change.
 impl PartialEq for ListenerTls {
     fn eq(&self, other: &Self) -> bool {
