@@ -42,6 +42,7 @@ pub mod routing;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;
+pub mod template;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

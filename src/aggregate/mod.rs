@@ -12,7 +12,6 @@
 //! or stream one NDJSON line per call as it completes, then a summary ([`stream`]).
 
 pub mod merge;
-pub mod template;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,8 +30,8 @@ use crate::body::{ResponseBody, UpstreamBody};
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::request_id::X_REQUEST_ID;
+use crate::template::MissingValue;
 use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
-use template::MissingValue;
 
 pub use merge::ERRORS_KEY;
 

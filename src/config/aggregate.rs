@@ -9,7 +9,7 @@ use http::HeaderName;
 use super::compile::{unknown_upstream, Problems};
 use super::raw::{MergeMode, RawAggregate, RawCall};
 use super::{defaults, AggregateConfig, CallConfig};
-use crate::aggregate::template::CallTemplate;
+use crate::template::CallTemplate;
 
 pub(super) fn compile(
     route: usize,

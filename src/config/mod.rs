@@ -24,8 +24,8 @@ pub use raw::{
     Balance, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol, WorkerModel,
 };
 
-use crate::aggregate::template::CallTemplate;
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
+use crate::template::CallTemplate;
 
 /// A validated configuration, ready to serve.
 pub struct Config {

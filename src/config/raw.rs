@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::http1::request::UnderscoreHeaders;
 pub use crate::tls::ClientAuthMode;
 use serde::Deserialize;
 
@@ -51,20 +52,6 @@ pub struct RawListener {
     pub headers_with_underscores: Option<UnderscoreHeaders>,
     pub tls: Option<RawTls>,
     pub redirect_to_https: Option<RawRedirect>,
-}
-
-/// What a listener does with request header fields whose names contain `_`, which some
-/// servers behind it read as `-` (`Transfer_Encoding` as `Transfer-Encoding`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnderscoreHeaders {
-    /// Removed before the request is routed or forwarded, and counted.
-    #[default]
-    Drop,
-    /// Passed on like any other field.
-    Allow,
-    /// The request is refused with 400.
-    Reject,
 }
 
 /// A listener's TLS: one certificate for every name (`certificate`, `private_key`), or

@@ -11,7 +11,6 @@ use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
 use super::fields::{self, put_header, Codings, LengthError};
-use crate::config::UnderscoreHeaders;
 
 /// Headers the proxy adds to a forwarded request.
 const ADDED_BY_PROXY: usize = 5;
@@ -329,6 +328,20 @@ pub struct Checked {
     pub framing: BodyFraming,
     /// Header fields removed for names with `_`.
     pub dropped_fields: usize,
+}
+
+/// What a listener does with request header fields whose names contain `_`, which some
+/// servers behind it read as `-` (`Transfer_Encoding` as `Transfer-Encoding`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Removed before the request is routed or forwarded, and counted.
+    #[default]
+    Drop,
+    /// Passed on like any other field.
+    Allow,
+    /// The request is refused with 400.
+    Reject,
 }
 
 /// The checks a parsed head must pass before it is routed, in the order the gateway's

@@ -4,6 +4,8 @@
 
 use matchit::Params;
 
+use crate::template::{tokenize, Token};
+
 /// How a route changes the request path. Compiled once per configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Rewrite {
@@ -65,17 +67,17 @@ impl Rewrite {
         if !template.starts_with('/') {
             return Err(RewriteError::NoLeadingSlash("path", template.to_owned()));
         }
-        let mut pieces = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| RewriteError::Unbalanced(template.to_owned()))?;
-            let name = after[..close].trim_start_matches('*');
+        let tokens =
+            tokenize(template).map_err(|_| RewriteError::Unbalanced(template.to_owned()))?;
+        let mut pieces = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let name = match token {
+                Token::Literal(literal) => {
+                    pieces.push(Piece::Literal(literal.to_owned()));
+                    continue;
+                }
+                Token::Placeholder(inner) => inner.trim_start_matches('*'),
+            };
             if !captured.iter().any(|c| c == name) {
                 return Err(RewriteError::UnknownParam {
                     template: template.to_owned(),
@@ -88,13 +90,6 @@ impl Rewrite {
                 });
             }
             pieces.push(Piece::Param(name.to_owned()));
-            rest = &after[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(RewriteError::Unbalanced(template.to_owned()));
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Literal(rest.to_owned()));
         }
         Ok(Rewrite::Template(pieces))
     }

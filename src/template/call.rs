@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use super::Token;
+
 /// One part of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
@@ -40,24 +42,14 @@ impl CallTemplate {
         if !text.starts_with('/') {
             return Err(format!("call path {text:?} must start with `/`"));
         }
-        let mut pieces = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                pieces.push(Piece::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in call path {text:?}"))?;
-            pieces.push(placeholder(&after[..close], captured, calls)?);
-            rest = &after[close + 1..];
-        }
-        if rest.contains('}') {
-            return Err(format!("unbalanced `}}` in call path {text:?}"));
-        }
-        if !rest.is_empty() {
-            pieces.push(Piece::Literal(rest.to_owned()));
+        let tokens = super::tokenize(text)
+            .map_err(|unbalanced| format!("{unbalanced} in call path {text:?}"))?;
+        let mut pieces = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            pieces.push(match token {
+                Token::Literal(literal) => Piece::Literal(literal.to_owned()),
+                Token::Placeholder(inner) => placeholder(inner, captured, calls)?,
+            });
         }
         Ok(CallTemplate { pieces })
     }
