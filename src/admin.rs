@@ -16,9 +16,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::body::ResponseBody;
 use crate::config::LoadError;
 use crate::metrics::Metrics;
+use crate::proxy::ResponseBody;
 use crate::reload::{Outcome, ReloadError, Reloader, Trigger};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -26,12 +26,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
-use crate::body::{ResponseBody, UpstreamBody};
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::request_id::X_REQUEST_ID;
 use crate::template::MissingValue;
 use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
+use crate::upstream::{ResponseBody, UpstreamBody};
 
 pub use merge::ERRORS_KEY;
 

@@ -5,9 +5,8 @@ use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::aggregate::AggregateError;
-use crate::body::ResponseBody;
 use crate::routing::MethodSet;
-use crate::upstream::{Rejection, UpstreamError};
+use crate::upstream::{Rejection, ResponseBody, UpstreamError};
 
 use crate::request_id::X_REQUEST_ID;
 

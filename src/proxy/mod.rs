@@ -36,7 +36,7 @@ use tokio::sync::watch;
 pub use error::ProxyError;
 
 use crate::aggregate::{AggregateRuntime, Inputs};
-use crate::body::{ClientBody, ResponseBody, UpstreamBody};
+use crate::body::ClientBody;
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget, UnderscoreHeaders};
 use crate::http1::fields::may_be_folded;
 use crate::http1::request::drop_foldable_names;
@@ -44,7 +44,8 @@ use crate::metrics::{ClientTimeouts, RequestCounters};
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::Lookup;
 use crate::snapshot::{RouteHandler, Snapshot};
-use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamUpgrade};
+pub use crate::upstream::ResponseBody;
+use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamBody, UpstreamUpgrade};
 use websocket::WebSockets;
 
 /// What every connection of one listener shares.

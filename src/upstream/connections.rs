@@ -34,7 +34,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::http1::{Connection, ExchangeFailure, PooledBody, Unfinished};
-use crate::body::{BoxError, UpstreamBody};
+use super::UpstreamBody;
+use crate::body::BoxError;
 use crate::config::EndpointAddress;
 use crate::metrics::PoolMetrics;
 

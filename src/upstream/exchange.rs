@@ -13,8 +13,9 @@ use prometheus::Histogram;
 use super::adaptive::Sample;
 use super::connections::SendError;
 use super::http1::ExchangeFailure;
+use super::UpstreamBody;
 use super::{Endpoint, EndpointPool, Permit, ReceivedBody, Rejection, Upstream};
-use crate::body::{BodyError, BoxError, UpstreamBody};
+use crate::body::{BodyError, BoxError};
 use crate::metrics::UpstreamOutcome;
 
 /// A failed upstream exchange, with what the status mapping needs to know.

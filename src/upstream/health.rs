@@ -18,8 +18,8 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use prometheus::{IntCounter, IntGauge};
 
+use super::UpstreamBody;
 use super::{Endpoint, EndpointPool};
-use crate::body::UpstreamBody;
 use crate::config::{HealthCheckConfig, OutlierConfig};
 
 /// Milliseconds on tokio's clock (so paused-time tests see ejections expire). The

@@ -14,6 +14,7 @@
 //! connections per endpoint.
 
 pub mod adaptive;
+mod body;
 mod connections;
 mod exchange;
 pub mod health;
@@ -33,13 +34,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::UpstreamBody;
 use crate::config::{
     Balance, EndpointAddress, HealthCheckConfig, HostHeader, OutlierConfig, RetryConfig,
     UpstreamConfig, UpstreamProtocol, UpstreamTls,
 };
 use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome};
 
+pub use body::{ResponseBody, UpstreamBody};
 use connections::{Http1Pool, PoolSettings};
 pub use exchange::{Exchange, ExchangeError, UpstreamError};
 pub use limiter::{Limiter, Permit, Rejection};

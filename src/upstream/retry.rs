@@ -11,8 +11,8 @@ use http::{Request, Response};
 
 use super::exchange::{Exchange, ExchangeError, UpstreamError};
 use super::health::now_ms;
+use super::UpstreamBody;
 use super::{Endpoint, ReceivedBody, Upstream};
-use crate::body::UpstreamBody;
 use crate::config::RetryConfig;
 
 /// How long the budget counts requests before starting over.

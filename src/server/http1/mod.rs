@@ -15,7 +15,6 @@
 //! HTTP/2 ([`super::connection`]). An upstream's `103 Early Hints` are written before
 //! the final response ([`crate::interim`]).
 
-mod body;
 mod writer;
 
 use std::future::{poll_fn, Future};
@@ -33,16 +32,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
-use crate::body::{BoxError, ClientBody, ResponseBody};
+use crate::body::http1::{self as body, BodyFeed, Demand};
+use crate::body::{BoxError, ClientBody, RequestBodyError};
 use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::interim::{self, Hints};
 use crate::io::{ClientUpgrade, Rewound, TunnelIo};
-use crate::proxy::{ConnectionContext, ProxyError};
+use crate::proxy::{ConnectionContext, ProxyError, ResponseBody};
 use crate::shutdown::{signalled, Shutdown};
-use body::{BodyFeed, Demand};
-pub use body::{RequestBody, RequestBodyError};
 use writer::ResponseWriter;
 
 /// Bytes read onto the stack while no buffer is held.

@@ -37,13 +37,14 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use super::connections::{Http1Pool, Stream};
-use crate::body::{BodyError, UpstreamBody};
+use crate::body::BodyError;
 use crate::http1::fields::chunk_size_line;
 use crate::http1::request::{self, RequestFraming};
 use crate::http1::response::{self, ResponseHead};
 use crate::http1::{Decoded, Decoder, WireError};
 use crate::interim;
 use crate::io::Rewound;
+use crate::upstream::UpstreamBody;
 
 /// Spare room below which a read first makes space.
 const MIN_READ_SPACE: usize = 1024;

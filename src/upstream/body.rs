@@ -1,12 +1,11 @@
-//! Body types of both directions of the proxy.
+//! The bodies on both sides of an exchange, built where they are produced.
 //!
-//! [`ClientBody`] is a request body as the client's connection delivers it: read by the
-//! gateway's own HTTP/1.1 server, or by hyper's HTTP/2 server.
 //! [`UpstreamBody`] streams the client's request body upstream, enforcing the
-//! listener's size limit as bytes pass. [`ResponseBody`] streams the upstream's response
-//! to the client, carrying the exchange's guard (its concurrency permit, endpoint load
-//! and timer) until the last byte is sent or the client goes away; or streams what the
-//! gateway itself produces. Nothing is buffered.
+//! listener's size limit as bytes pass (or replays one the gateway kept for a retry).
+//! [`ResponseBody`] streams the upstream's response to the client, carrying the
+//! exchange's guard (its concurrency permit, endpoint load and timer) until the last
+//! byte is sent or the client goes away; or streams what the gateway itself produces.
+//! Nothing is buffered.
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -14,170 +13,9 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
-use crate::server::http1::{RequestBody, RequestBodyError};
-use crate::upstream::{Exchange, ReceivedBody};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Why a request body could not be streamed upstream.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("request body exceeds the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("reading the client's request body failed: {0}")]
-    Client(#[source] ClientBodyError),
-}
-
-/// Why a client's request body could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
-    #[error(transparent)]
-    Http1(#[from] RequestBodyError),
-    #[error(transparent)]
-    Hyper(#[from] hyper::Error),
-    #[error("the HTTP/2 request body is longer than its Content-Length")]
-    LongerThanDeclared,
-}
-
-/// A request body from the client.
-pub enum ClientBody {
-    /// The request declared none.
-    Empty,
-    /// Read by the gateway's HTTP/1.1 server as it is asked for.
-    Http1(RequestBody),
-    /// Read by hyper (HTTP/2). Boxed: its state would triple the size of every request,
-    /// HTTP/1.1 ones included, and requests are moved through the proxy's futures.
-    Hyper(Box<Http2Body>),
-}
-
-/// An HTTP/2 client's request body as hyper reads it, except that the frame which
-/// completes a declared `Content-Length` is held back until the client ends its stream.
-/// h2 checks the length only as DATA arrives, so a body longer than declared would
-/// otherwise reach an HTTP/1.1 upstream as a complete request (the first
-/// `Content-Length` bytes) before h2 resets the stream: a request the client may then
-/// send again. Held back, such a body never completes upstream (RFC 9113 §8.1.1).
-pub struct Http2Body {
-    inner: Incoming,
-    /// Declared bytes not seen yet, when the client declared a length.
-    left: Option<u64>,
-    /// The frame that completed the declared length, until the stream ends.
-    held: Option<Bytes>,
-    /// Trailers that arrived while a frame was held: handed out after it.
-    trailers: Option<http::HeaderMap>,
-    /// The client ended its stream.
-    ended: bool,
-}
-
-impl Http2Body {
-    pub fn new(inner: Incoming, declared: Option<u64>) -> Self {
-        Http2Body {
-            inner,
-            left: declared,
-            held: None,
-            trailers: None,
-            ended: false,
-        }
-    }
-}
-
-impl Body for Http2Body {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        let this = &mut *self;
-        loop {
-            if this.ended {
-                if let Some(data) = this.held.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            }
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                None => {
-                    this.ended = true;
-                    continue;
-                }
-                Some(Err(error)) => {
-                    this.held = None;
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-                Some(Ok(frame)) => frame,
-            };
-            match frame.into_data() {
-                Ok(data) => {
-                    if this.held.is_some() && !data.is_empty() {
-                        this.held = None;
-                        return Poll::Ready(Some(Err(ClientBodyError::LongerThanDeclared)));
-                    }
-                    if let Some(left) = &mut this.left {
-                        *left = left.saturating_sub(data.len() as u64);
-                        if *left == 0 && !this.inner.is_end_stream() {
-                            if !data.is_empty() {
-                                this.held = Some(data);
-                            }
-                            continue;
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) if this.held.is_some() => this.trailers = Some(trailers),
-                    Ok(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                    Err(_) => {}
-                },
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.held.is_none() && self.trailers.is_none() && (self.ended || self.inner.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.held {
-            Some(held) => SizeHint::with_exact(held.len() as u64),
-            None => self.inner.size_hint(),
-        }
-    }
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        match self.get_mut() {
-            ClientBody::Empty => Poll::Ready(None),
-            ClientBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            ClientBody::Hyper(body) => Pin::new(&mut **body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Empty => true,
-            ClientBody::Http1(body) => body.is_end_stream(),
-            ClientBody::Hyper(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Empty => SizeHint::with_exact(0),
-            ClientBody::Http1(body) => body.size_hint(),
-            ClientBody::Hyper(body) => body.size_hint(),
-        }
-    }
-}
+use super::{Exchange, ReceivedBody};
+use crate::body::{BodyError, BoxError, ClientBody};
 
 /// The body of a request sent upstream.
 pub enum UpstreamBody {

@@ -1,5 +1,5 @@
-//! A request body read from the client's connection only as fast as its consumer asks
-//! for it. The connection's task decodes the body (length or chunked) and hands over
+//! An HTTP/1.1 request body read from the client's connection only as fast as its
+//! consumer asks for it. The connection's task decodes the body (length or chunked) and hands over
 //! one frame at a time through a slot; the consumer ([`RequestBody`]) may run in the
 //! same task (the gateway's HTTP/1.1 client) or another (hyper's HTTP/2 client). Each
 //! side wakes the other only when that other side is a different task.
