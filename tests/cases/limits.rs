@@ -2,44 +2,42 @@
 //! upstream never holds up another.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 
-use crate::support::{eventually, gateway, metric, metrics_text, url, within, Backend, Client};
+use crate::support::{
+    eventually, metric, metrics_text, url, within, Backend, Client, Gateway, Upstream,
+};
 
+/// Upstream `slow` (`held`, with `limited`'s limits) under `/slow`, and upstream `fast`
+/// (`other`) under `/fast`.
 async fn two_upstreams(
     held: &Backend,
     other: &Backend,
-    limits: &str,
+    limited: impl FnOnce(Upstream) -> Upstream,
 ) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  slow: {{ endpoints: ["{held}"], {limits} }}
-  fast: {{ endpoints: ["{other}"] }}
-routes:
-  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: slow }}
-  - {{ name: fast, match: {{ path_prefix: /fast }}, upstream: fast }}
-"#,
-        held = held.url(),
-        other = other.url(),
-    ))
-    .await
+    Gateway::new()
+        .admin()
+        .upstream("slow", limited(Upstream::new(held)))
+        .upstream("fast", other)
+        .route("/slow", "slow")
+        .route("/fast", "fast")
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn in_flight_and_queue_are_bounded_and_the_rest_is_refused_at_once() {
     let held = Backend::holding().await;
     let other = Backend::echo().await;
-    let gw = two_upstreams(
-        &held,
-        &other,
-        "max_in_flight: 4, max_queue: 2, queue_timeout: 60s",
-    )
+    let gw = two_upstreams(&held, &other, |u| {
+        u.max_in_flight(4)
+            .max_queue(2)
+            .queue_timeout(Duration::from_secs(60))
+    })
     .await;
     let client = Client::new();
 
@@ -67,7 +65,10 @@ async fn in_flight_and_queue_are_bounded_and_the_rest_is_refused_at_once() {
         assert_eq!(refused.header("retry-after"), Some("1"));
         assert_eq!(refused.json()["error"], "upstream_overloaded");
     }
-    eventually("4 requests reach the backend", || held.state.arrived() == 4).await;
+    eventually("4 requests reach the backend", async || {
+        held.state.arrived() == 4
+    })
+    .await;
     let text = metrics_text(&gw).await;
     assert_eq!(
         metric(&text, "portcullis_upstream_in_flight{upstream=\"slow\"}"),
@@ -122,11 +123,11 @@ async fn in_flight_and_queue_are_bounded_and_the_rest_is_refused_at_once() {
 async fn a_request_that_waits_too_long_in_the_queue_gets_503() {
     let held = Backend::holding().await;
     let other = Backend::echo().await;
-    let gw = two_upstreams(
-        &held,
-        &other,
-        "max_in_flight: 1, max_queue: 1, queue_timeout: 50ms",
-    )
+    let gw = two_upstreams(&held, &other, |u| {
+        u.max_in_flight(1)
+            .max_queue(1)
+            .queue_timeout(Duration::from_millis(50))
+    })
     .await;
     let client = Client::new();
 
@@ -135,7 +136,7 @@ async fn a_request_that_waits_too_long_in_the_queue_gets_503() {
         let u = url(&gw, "/slow");
         tokio::spawn(async move { client.get(&u).await })
     };
-    eventually("the first request holds the permit", || {
+    eventually("the first request holds the permit", async || {
         held.state.arrived() == 1
     })
     .await;
@@ -180,7 +181,7 @@ async fn a_request_that_waits_too_long_in_the_queue_gets_503() {
 async fn a_client_that_goes_away_cancels_the_upstream_call_and_frees_its_permit() {
     let held = Backend::holding().await;
     let other = Backend::echo().await;
-    let gw = two_upstreams(&held, &other, "max_in_flight: 1, max_queue: 0").await;
+    let gw = two_upstreams(&held, &other, |u| u.max_in_flight(1).max_queue(0)).await;
     let addr = gw.listener_addr("public").expect("listener");
 
     let mut client_socket = tokio::net::TcpStream::connect(addr)
@@ -190,13 +191,13 @@ async fn a_client_that_goes_away_cancels_the_upstream_call_and_frees_its_permit(
         .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("writes");
-    eventually("the request reaches the backend", || {
+    eventually("the request reaches the backend", async || {
         held.state.arrived() == 1
     })
     .await;
     drop(client_socket);
 
-    eventually("the gateway cancels the upstream request", || {
+    eventually("the gateway cancels the upstream request", async || {
         held.state.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -242,7 +243,7 @@ async fn the_permit_is_held_until_the_response_body_has_been_sent() {
     })
     .await;
     let other = Backend::echo().await;
-    let gw = two_upstreams(&streaming, &other, "max_in_flight: 1, max_queue: 0").await;
+    let gw = two_upstreams(&streaming, &other, |u| u.max_in_flight(1).max_queue(0)).await;
     let client = Client::new();
 
     let request = http::Request::get(url(&gw, "/slow"))
@@ -264,7 +265,10 @@ async fn the_permit_is_held_until_the_response_body_has_been_sent() {
         .expect("body")
         .to_bytes();
     assert_eq!(&body[..], b"first part;last part");
-    eventually("the permit is released", || streaming.state.arrived() == 1).await;
+    eventually("the permit is released", async || {
+        streaming.state.arrived() == 1
+    })
+    .await;
     streaming.state.release(1);
     let after = within("the next request", client.get(&url(&gw, "/slow"))).await;
     assert_eq!(after.status, StatusCode::OK, "{}", after.text());
@@ -291,18 +295,18 @@ async fn an_adaptive_limit_settles_near_the_upstream_s_knee() {
         })
         .await
     };
-    let gw = crate::support::gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"], max_in_flight: {{ adaptive: {{ min: 2, max: 64 }} }}, max_queue: 1000, queue_timeout: 30s }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .admin()
+        .upstream(
+            "u",
+            Upstream::new(&backend)
+                .adaptive_max_in_flight(2, 64)
+                .max_queue(1000)
+                .queue_timeout(Duration::from_secs(30)),
+        )
+        .route("/", "u")
+        .start()
+        .await;
     let limit_series = "portcullis_upstream_concurrency_limit{upstream=\"u\"}";
     assert_eq!(
         metric(&metrics_text(&gw).await, limit_series),

@@ -1,16 +1,20 @@
-//! The test client: hyper-util's pooled client, plus raw-socket helpers for what a
-//! well-behaved client would never send.
+//! The test client: hyper-util's pooled client, one request on a given connection
+//! (TCP or TLS, HTTP/1.1 or HTTP/2), and raw-socket helpers for what a well-behaved
+//! client would never send.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::within;
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -130,4 +134,56 @@ pub async fn raw_exchange(addr: std::net::SocketAddr, raw: &[u8], until: &str) -
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), read_all).await;
     String::from_utf8_lossy(&received).into_owned()
+}
+
+/// One GET over HTTP/1.1 on `stream` (TCP or TLS): the response's version, status and
+/// body.
+pub async fn get_http1<S>(stream: S, host: &str, path: &str) -> (Version, StatusCode, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(http::header::HOST, host)
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    finish(sender.send_request(request)).await
+}
+
+/// One GET over HTTP/2 on `stream` (`scheme` `https` over TLS, `http` for h2c).
+pub async fn get_http2<S>(
+    stream: S,
+    scheme: &str,
+    host: &str,
+    path: &str,
+) -> (Version, StatusCode, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let request = Request::get(format!("{scheme}://{host}{path}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    finish(sender.send_request(request)).await
+}
+
+async fn finish(
+    response: impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+) -> (Version, StatusCode, String) {
+    let response = within("the response", response)
+        .await
+        .expect("the gateway answers");
+    let (version, status) = (response.version(), response.status());
+    let body = within("the body", response.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    (version, status, String::from_utf8_lossy(&body).into_owned())
 }
