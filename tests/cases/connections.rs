@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
+use crate::support::client::until_read_by_peer;
 use crate::support::{
     eventually, metric, url, within, Backend, Client, Gateway, Listener, Reply, Upstream,
 };
@@ -297,9 +298,20 @@ async fn a_request_whose_first_byte_arrives_alone_is_served() {
         .await;
     let addr = gw.listener_addr("public").expect("listener");
     let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
     stream.write_all(b"P").await.expect("first byte");
-    // Gives the gateway the chance to see the lone byte; served either way.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The gateway has read the lone byte (nothing of it is left unread in its socket)
+    // before the rest is written, and it waits for more instead of answering.
+    until_read_by_peer(
+        stream.local_addr().expect("address"),
+        stream.peer_addr().expect("address"),
+    )
+    .await;
+    let mut early = [0u8; 64];
+    assert!(
+        matches!(stream.try_read(&mut early), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the gateway answered a lone `P`"
+    );
     stream
         .write_all(b"OST /split HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         .await
