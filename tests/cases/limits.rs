@@ -1,7 +1,8 @@
 //! Per-upstream concurrency limits: in flight, queued, refused — and a saturated
 //! upstream never holds up another.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -274,22 +275,52 @@ async fn the_permit_is_held_until_the_response_body_has_been_sent() {
     assert_eq!(after.status, StatusCode::OK, "{}", after.text());
 }
 
+/// A backend's concurrency as it saw it: how many requests it held at each arrival, in
+/// the order they arrived, and how many it holds now.
+#[derive(Default)]
+struct Concurrency {
+    at_arrival: Mutex<Vec<usize>>,
+    now: AtomicUsize,
+}
+
+impl Concurrency {
+    fn arrive(&self) -> usize {
+        let mut at_arrival = self.at_arrival.lock().expect("lock");
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        at_arrival.push(now);
+        now
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The controller moves the limit on the latency it measures (wall-clock), so the test
+/// is built to hold on a loaded machine: the work is a fixed number of requests, the
+/// assertions are on what the backend counted at each arrival and on the limit the
+/// gateway reports at the end, never on how long anything took. Two of them follow from
+/// the controller's arithmetic alone (the first window at the minimum; growth from 2 to
+/// at least 4). The others (6 to 20) need only that the upstream's own latency, 20 ms
+/// and up (it was 5 ms), outweighs on average what the gateway and the clients add, and
+/// that the fastest of the 640 answers was not slowed by more than that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adaptive_limit_settles_near_the_upstream_s_knee() {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::Arc;
-    // Answers in 5 ms up to 8 concurrent requests; beyond, latency grows in proportion
-    // (the backend queues), like a service past its capacity.
-    let concurrent = Arc::new(AtomicUsize::new(0));
+    const KNEE: usize = 8;
+    const CLIENTS: usize = 4 * KNEE;
+    const REQUESTS_EACH: usize = 20;
+    // Answers in 20 ms up to the knee; beyond, latency grows in proportion (the backend
+    // queues), like a service past its capacity.
+    let concurrency = Arc::new(Concurrency::default());
     let backend = {
-        let concurrent = concurrent.clone();
+        let concurrency = concurrency.clone();
         Backend::start(move |_, _| {
-            let concurrent = concurrent.clone();
+            let concurrency = concurrency.clone();
             async move {
-                let now = concurrent.fetch_add(1, Ordering::SeqCst) + 1;
-                let micros = 5_000 * now.max(8) as u64 / 8;
-                tokio::time::sleep(std::time::Duration::from_micros(micros)).await;
-                concurrent.fetch_sub(1, Ordering::SeqCst);
+                let now = concurrency.arrive();
+                let latency = Duration::from_millis(20) * now.max(KNEE) as u32 / KNEE as u32;
+                tokio::time::sleep(latency).await;
+                concurrency.leave();
                 crate::support::Reply::ok("ok")
             }
         })
@@ -314,12 +345,13 @@ async fn an_adaptive_limit_settles_near_the_upstream_s_knee() {
         "starts at min"
     );
 
-    let clients: Vec<_> = (0..32)
+    // Four times as many clients as the knee, each with a fixed number of requests.
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let target = url(&gw, "/x");
             tokio::spawn(async move {
                 let client = Client::new();
-                for _ in 0..40 {
+                for _ in 0..REQUESTS_EACH {
                     assert_eq!(client.get(&target).await.status, StatusCode::OK);
                 }
             })
@@ -328,10 +360,30 @@ async fn an_adaptive_limit_settles_near_the_upstream_s_knee() {
     for client in clients {
         within("a client loop", client).await.expect("joins");
     }
+    let at_arrival = concurrency.at_arrival.lock().expect("lock").clone();
+    assert_eq!(at_arrival.len(), CLIENTS * REQUESTS_EACH);
+    assert_eq!(concurrency.now.load(Ordering::SeqCst), 0);
+
+    // The limit holds from the first request: it can move only once a window of ten
+    // answers has been measured, so the first ten requests found at most 2 in flight.
+    assert!(
+        at_arrival[..10].iter().all(|&n| n <= 2),
+        "the first requests exceeded the minimum: {:?}",
+        &at_arrival[..10]
+    );
+    // It grew past the minimum (from 2, the controller's own arithmetic takes it to at
+    // least 4 whatever the latencies) and never went far past the knee: the backend
+    // never held as many as the clients sent.
+    let most = at_arrival.iter().copied().max().unwrap_or_default();
+    assert!(most > 2, "the backend never held more than {most} at once");
+    assert!(
+        most <= 20,
+        "the backend held {most} at once; the knee is {KNEE}, the demand {CLIENTS}"
+    );
     let settled = metric(&metrics_text(&gw).await, limit_series).expect("the limit gauge");
     // Vegas keeps 3 to 6 requests queued upstream: with the knee at 8 that is 11 to 14.
     assert!(
         (6.0..=20.0).contains(&settled),
-        "settled at {settled}; the knee is 8"
+        "settled at {settled}; the knee is {KNEE}"
     );
 }
