@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -11,35 +12,39 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Barrier;
 
-use crate::support::{eventually, gateway, metric, url, within, Backend, Client, Reply};
+use crate::support::{
+    eventually, metric, url, within, Aggregate, Backend, Call, Client, Gateway, Reply, Route,
+    Upstream,
+};
 
 fn json_reply(value: serde_json::Value) -> http::Response<crate::support::backend::Body> {
     Reply::ok(value.to_string())
 }
 
-/// A gateway with upstreams `a`, `b`, `c` and the given routes.
+/// A gateway with upstreams `a` (one request in flight, no queue), `b` and `c`, and
+/// `route`.
 async fn aggregate_gateway(
     a: &Backend,
     b: &Backend,
     c: &Backend,
-    routes: &str,
+    route: Route,
 ) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  a: {{ endpoints: ["{a}"], max_in_flight: 1, max_queue: 0 }}
-  b: {{ endpoints: ["{b}"] }}
-  c: {{ endpoints: ["{c}"] }}
-routes:
-{routes}
-"#,
-        a = a.url(),
-        b = b.url(),
-        c = c.url(),
-    ))
-    .await
+    aggregate_gateway_with(a, b, c, Gateway::new().route_with(route)).await
+}
+
+async fn aggregate_gateway_with(
+    a: &Backend,
+    b: &Backend,
+    c: &Backend,
+    routes: Gateway,
+) -> portcullis::RunningGateway {
+    routes
+        .admin()
+        .upstream("a", Upstream::new(a).max_in_flight(1).max_queue(0))
+        .upstream("b", b)
+        .upstream("c", c)
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -62,15 +67,12 @@ async fn calls_run_concurrently_and_are_merged_by_name() {
         &a,
         &b,
         &c,
-        r#"
-  - name: three
-    match: { path: "/three/{id}" }
-    aggregate:
-      calls:
-        first:  { upstream: a, path: "/x/{id}" }
-        second: { upstream: b, path: "/y?id={id}&page={query.page}" }
-        third:  { upstream: c, path: "/z", select: [from] }
-"#,
+        Route::path("/three/{id}").named("three").aggregate(
+            Aggregate::new()
+                .call("first", Call::new("a", "/x/{id}"))
+                .call("second", Call::new("b", "/y?id={id}&page={query.page}"))
+                .call("third", Call::new("c", "/z").select(&["from"])),
+        ),
     )
     .await;
     let reply = within(
@@ -137,14 +139,11 @@ async fn a_dependent_call_uses_its_dependency_s_result() {
         &users,
         &teams,
         &unused,
-        r#"
-  - name: user-team
-    match: { path: "/u/{id}" }
-    aggregate:
-      calls:
-        user: { upstream: a, path: "/users/{id}" }
-        team: { upstream: b, path: "/teams/{user.team_id}" }
-"#,
+        Route::path("/u/{id}").named("user-team").aggregate(
+            Aggregate::new()
+                .call("user", Call::new("a", "/users/{id}"))
+                .call("team", Call::new("b", "/teams/{user.team_id}")),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/u/1"))).await;
@@ -166,15 +165,17 @@ async fn optional_failures_and_timeouts_leave_null_and_say_why() {
         &ok,
         &failing,
         &held,
-        r#"
-  - name: partial
-    match: { path: /partial }
-    aggregate:
-      calls:
-        main:   { upstream: a, path: "/" }
-        broken: { upstream: b, path: "/", optional: true }
-        slow:   { upstream: c, path: "/", optional: true, timeout: 100ms }
-"#,
+        Route::path("/partial").named("partial").aggregate(
+            Aggregate::new()
+                .call("main", Call::new("a", "/"))
+                .call("broken", Call::new("b", "/").optional())
+                .call(
+                    "slow",
+                    Call::new("c", "/")
+                        .optional()
+                        .timeout(Duration::from_millis(100)),
+                ),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/partial"))).await;
@@ -188,7 +189,7 @@ async fn optional_failures_and_timeouts_leave_null_and_say_why() {
     assert_eq!(body["_errors"]["broken"]["error"], "upstream_status");
     assert_eq!(body["_errors"]["slow"]["status"], 504);
     assert_eq!(body["_errors"]["slow"]["error"], "timeout");
-    eventually("the timed-out call is cancelled upstream", || {
+    eventually("the timed-out call is cancelled upstream", async || {
         held.state.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -205,14 +206,11 @@ async fn a_failed_required_call_fails_the_route_and_cancels_the_others() {
         &held,
         &failing,
         &unused,
-        r#"
-  - name: required
-    match: { path: /required }
-    aggregate:
-      calls:
-        slow: { upstream: a, path: "/" }
-        user: { upstream: b, path: "/" }
-"#,
+        Route::path("/required").named("required").aggregate(
+            Aggregate::new()
+                .call("slow", Call::new("a", "/"))
+                .call("user", Call::new("b", "/")),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/required"))).await;
@@ -221,7 +219,7 @@ async fn a_failed_required_call_fails_the_route_and_cancels_the_others() {
     assert_eq!(body["call"], "user");
     assert_eq!(body["error"], "upstream_status");
     assert_eq!(body["request_id"].as_str(), reply.header("x-request-id"));
-    eventually("the outstanding call is cancelled", || {
+    eventually("the outstanding call is cancelled", async || {
         held.state.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -236,22 +234,19 @@ async fn the_route_timeout_cancels_outstanding_calls_and_answers_504() {
         &held,
         &ok,
         &unused,
-        r#"
-  - name: slow
-    match: { path: /slow }
-    aggregate:
-      timeout: 100ms
-      calls:
-        fast: { upstream: b, path: "/" }
-        slow: { upstream: a, path: "/" }
-"#,
+        Route::path("/slow").named("slow").aggregate(
+            Aggregate::new()
+                .timeout(Duration::from_millis(100))
+                .call("fast", Call::new("b", "/"))
+                .call("slow", Call::new("a", "/")),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/slow"))).await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.json()["error"], "aggregate_timeout");
     assert_eq!(reply.json()["call"], "slow");
-    eventually("the outstanding call is cancelled", || {
+    eventually("the outstanding call is cancelled", async || {
         held.state.cancelled.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -266,14 +261,11 @@ async fn a_client_that_goes_away_cancels_every_call() {
         &first,
         &second,
         &unused,
-        r#"
-  - name: both
-    match: { path: /both }
-    aggregate:
-      calls:
-        one: { upstream: a, path: "/" }
-        two: { upstream: b, path: "/" }
-"#,
+        Route::path("/both").named("both").aggregate(
+            Aggregate::new()
+                .call("one", Call::new("a", "/"))
+                .call("two", Call::new("b", "/")),
+        ),
     )
     .await;
     let mut socket = tokio::net::TcpStream::connect(gw.listener_addr("public").expect("listener"))
@@ -283,12 +275,12 @@ async fn a_client_that_goes_away_cancels_every_call() {
         .write_all(b"GET /both HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("writes");
-    eventually("both calls are made", || {
+    eventually("both calls are made", async || {
         first.state.arrived() == 1 && second.state.arrived() == 1
     })
     .await;
     drop(socket);
-    eventually("both calls are cancelled", || {
+    eventually("both calls are cancelled", async || {
         first.state.cancelled.load(Ordering::SeqCst) == 1
             && second.state.cancelled.load(Ordering::SeqCst) == 1
     })
@@ -305,15 +297,12 @@ async fn flat_merges_report_conflicts_instead_of_overwriting() {
         &a,
         &b,
         &unused,
-        r#"
-  - name: flat
-    match: { path: /flat }
-    aggregate:
-      merge: flat
-      calls:
-        a_user:   { upstream: a, path: "/" }
-        b_orders: { upstream: b, path: "/" }
-"#,
+        Route::path("/flat").named("flat").aggregate(
+            Aggregate::new()
+                .merge_flat()
+                .call("a_user", Call::new("a", "/"))
+                .call("b_orders", Call::new("b", "/")),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/flat"))).await;
@@ -336,16 +325,13 @@ async fn bodies_that_are_not_json_or_too_large_are_that_call_s_error() {
         &text,
         &big,
         &ok,
-        r#"
-  - name: bodies
-    match: { path: /bodies }
-    aggregate:
-      max_body_size: 1KiB
-      calls:
-        html: { upstream: a, path: "/", optional: true }
-        huge: { upstream: b, path: "/", optional: true }
-        fine: { upstream: c, path: "/" }
-"#,
+        Route::path("/bodies").named("bodies").aggregate(
+            Aggregate::new()
+                .max_body_size(1024)
+                .call("html", Call::new("a", "/").optional())
+                .call("huge", Call::new("b", "/").optional())
+                .call("fine", Call::new("c", "/")),
+        ),
     )
     .await;
     let reply = within("the aggregate", Client::new().get(&url(&gw, "/bodies"))).await;
@@ -362,27 +348,24 @@ async fn calls_share_the_upstream_s_limit_with_proxied_traffic() {
     let ok = Backend::echo().await;
     let unused = Backend::echo().await;
     // Upstream `a` allows one request in flight and no queue.
-    let gw = aggregate_gateway(
+    let gw = aggregate_gateway_with(
         &held,
         &ok,
         &unused,
-        r#"
-  - name: proxied
-    match: { path_prefix: /proxied }
-    upstream: a
-  - name: agg
-    match: { path: /agg }
-    aggregate:
-      calls:
-        from_a: { upstream: a, path: "/" }
-"#,
+        Gateway::new()
+            .route_with(Route::prefix("/proxied").named("proxied").to("a"))
+            .route_with(
+                Route::path("/agg")
+                    .named("agg")
+                    .aggregate(Aggregate::new().call("from_a", Call::new("a", "/"))),
+            ),
     )
     .await;
     let proxied = {
         let u = url(&gw, "/proxied");
         tokio::spawn(async move { Client::new().get(&u).await })
     };
-    eventually("the proxied request holds the permit", || {
+    eventually("the proxied request holds the permit", async || {
         held.state.arrived() == 1
     })
     .await;
@@ -413,15 +396,12 @@ async fn ndjson_streams_each_call_as_it_completes() {
         &fast,
         &held,
         &unused,
-        r#"
-  - name: stream
-    match: { path: /stream }
-    aggregate:
-      stream: ndjson
-      calls:
-        quick: { upstream: a, path: "/" }
-        slow:  { upstream: b, path: "/" }
-"#,
+        Route::path("/stream").named("stream").aggregate(
+            Aggregate::new()
+                .stream_ndjson()
+                .call("quick", Call::new("a", "/"))
+                .call("slow", Call::new("b", "/")),
+        ),
     )
     .await;
     let request = http::Request::get(url(&gw, "/stream"))

@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 
 use http::StatusCode;
 
-use crate::support::{eventually, metric, within, Backend, Client, Reply};
+use crate::support::{
+    eventually, metric, within, Backend, Client, Gateway, Reply, Route, WorkerModel,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -189,16 +191,20 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = write_config(
         &dir,
-        &format!(
-            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nshutdown_timeout: 30s\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}\n",
-            held.url()
-        ),
+        &Gateway::new()
+            .shutdown_timeout(std::time::Duration::from_secs(30))
+            .upstream("u", &held)
+            .route("/", "u")
+            .yaml(),
     );
     let mut gateway = RunningBinary::start(&path).await;
     let address = gateway.address.clone();
     let in_flight =
         tokio::spawn(async move { Client::new().get(&format!("http://{address}/x")).await });
-    eventually("the request is in flight", || held.state.arrived() == 1).await;
+    eventually("the request is in flight", async || {
+        held.state.arrived() == 1
+    })
+    .await;
     gateway.signal("-TERM");
     gateway.wait_for_log("shutting down").await;
     held.state.release(1);
@@ -213,13 +219,13 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
 async fn sighup_reloads_the_configuration_file() {
     let backend = Backend::echo().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = |extra: &str| {
-        format!(
-            "listeners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nreload: {{ watch: false }}\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: u }}\n{extra}",
-            backend.url()
-        )
+    let config = || {
+        Gateway::new()
+            .watch_config(false)
+            .upstream("u", &backend)
+            .route_with(Route::prefix("/a").named("a").to("u"))
     };
-    let path = write_config(&dir, &config(""));
+    let path = write_config(&dir, &config().yaml());
     let mut gateway = RunningBinary::start(&path).await;
     let client = Client::new();
     let url = format!("http://{}/b", gateway.address);
@@ -227,7 +233,9 @@ async fn sighup_reloads_the_configuration_file() {
 
     write_config(
         &dir,
-        &config("  - { name: b, match: { path_prefix: /b }, upstream: u }\n"),
+        &config()
+            .route_with(Route::prefix("/b").named("b").to("u"))
+            .yaml(),
     );
     gateway.signal("-HUP");
     gateway.wait_for_log("configuration reloaded").await;
@@ -239,14 +247,18 @@ async fn sighup_reloads_the_configuration_file() {
 #[tokio::test]
 async fn the_binary_serves_and_stops_with_either_worker_model() {
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    for (workers, model) in [(3, "per_core"), (2, "work_stealing")] {
+    for (workers, worker_model) in [(3, WorkerModel::PerCore), (2, WorkerModel::WorkStealing)] {
+        let model = worker_model.as_str();
         let dir = tempfile::tempdir().expect("temp dir");
         let path = write_config(
             &dir,
-            &format!(
-                "workers: {workers}\nworker_model: {model}\nlisteners: [{{ name: public, address: \"127.0.0.1:0\" }}]\nadmin: {{ address: \"127.0.0.1:0\" }}\nupstreams:\n  u: {{ endpoints: [\"{}\"] }}\nroutes:\n  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}\n",
-                backend.url()
-            ),
+            &Gateway::new()
+                .workers(workers)
+                .worker_model(worker_model)
+                .admin()
+                .upstream("u", &backend)
+                .route("/", "u")
+                .yaml(),
         );
         let mut gateway = RunningBinary::start(&path).await;
         let admin_line = gateway.wait_for_log("admin listening").await;

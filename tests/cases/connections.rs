@@ -10,7 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 
-use crate::support::{eventually, gateway, metric, url, within, Backend, Client, Reply};
+use crate::support::client::until_read_by_peer;
+use crate::support::{
+    eventually, metric, url, within, Backend, Client, Gateway, Listener, Reply, Upstream,
+};
 
 /// Reads one HTTP/1.1 response with a Content-Length body; returns the status code.
 async fn read_response(reader: &mut BufReader<TcpStream>) -> u16 {
@@ -44,18 +47,19 @@ async fn two_thousand_keep_alive_connections_are_served_at_once() {
     const CONNECTIONS: usize = 2000;
     let _ = portcullis::raise_open_files_limit();
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0", max_connections: 5000 }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"], max_in_flight: 4096, max_queue: 4096, queue_timeout: 30s }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .listener(Listener::public().max_connections(5000))
+        .admin()
+        .upstream(
+            "u",
+            Upstream::new(&backend)
+                .max_in_flight(4096)
+                .max_queue(4096)
+                .queue_timeout(Duration::from_secs(30)),
+        )
+        .route("/", "u")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener");
     // All clients and this test meet twice: once every connection has been served,
     // and again after the test has read the metrics while all of them are open.
@@ -127,17 +131,14 @@ async fn pooled_connections_closed_by_the_upstream_are_replaced() {
         Some(Duration::from_millis(50)),
     )
     .await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["{url}"], pool: {{ idle_timeout: 60s }} }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream(
+            "u",
+            Upstream::new(&backend).pool_idle_timeout(Duration::from_secs(60)),
+        )
+        .route("/", "u")
+        .start()
+        .await;
     let client = Client::new();
     for round in 1..=3 {
         let reply = client.get(&url(&gw, "/x")).await;
@@ -148,7 +149,7 @@ routes:
             reply.text()
         );
         // The upstream closes the idle pooled connection; the next request must not fail.
-        eventually("the upstream closes its idle connection", || {
+        eventually("the upstream closes its idle connection", async || {
             backend.state.connections_closed.load(Ordering::SeqCst) == round
         })
         .await;
@@ -159,35 +160,28 @@ routes:
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let held = Backend::holding().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-shutdown_timeout: 30s
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = held.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .shutdown_timeout(Duration::from_secs(30))
+        .upstream("u", &held)
+        .route("/", "u")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener");
     let in_flight = {
         let u = url(&gw, "/slow");
         tokio::spawn(async move { Client::new().get(&u).await })
     };
-    eventually("the request is in flight", || held.state.arrived() == 1).await;
+    eventually("the request is in flight", async || {
+        held.state.arrived() == 1
+    })
+    .await;
 
     let shutdown = tokio::spawn(gw.shutdown());
-    let mut refused = false;
-    for _ in 0..2000 {
-        if TcpStream::connect(addr).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(refused, "new connections are refused once shutdown begins");
+    eventually(
+        "new connections are refused once shutdown begins",
+        async || TcpStream::connect(addr).await.is_err(),
+    )
+    .await;
     assert!(
         !shutdown.is_finished(),
         "shutdown waits for the in-flight request"
@@ -205,19 +199,14 @@ routes:
 #[tokio::test]
 async fn beyond_max_connections_new_connections_wait_and_existing_ones_are_served() {
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    let gw = gateway(&format!(
-        r#"
-workers: 2
-listeners: [{{ name: public, address: "127.0.0.1:0", max_connections: 2 }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .workers(2)
+        .listener(Listener::public().max_connections(2))
+        .admin()
+        .upstream("u", &backend)
+        .route("/", "u")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener");
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = BufReader::new(TcpStream::connect(addr).await.expect("connects"));
@@ -275,17 +264,12 @@ routes:
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     let backend = Backend::echo().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 100ms }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .listener(Listener::public().idle_timeout(Duration::from_millis(100)))
+        .upstream("u", &backend)
+        .route("/", "u")
+        .start()
+        .await;
     let mut silent = TcpStream::connect(gw.listener_addr("public").expect("listener"))
         .await
         .expect("connects");
@@ -307,22 +291,27 @@ routes:
 #[tokio::test]
 async fn a_request_whose_first_byte_arrives_alone_is_served() {
     let backend = Backend::echo().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream("u", &backend)
+        .route("/", "u")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener");
     let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.set_nodelay(true).expect("TCP_NODELAY");
     stream.write_all(b"P").await.expect("first byte");
-    // Gives the gateway the chance to see the lone byte; served either way.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The gateway has read the lone byte (nothing of it is left unread in its socket)
+    // before the rest is written, and it waits for more instead of answering.
+    until_read_by_peer(
+        stream.local_addr().expect("address"),
+        stream.peer_addr().expect("address"),
+    )
+    .await;
+    let mut early = [0u8; 64];
+    assert!(
+        matches!(stream.try_read(&mut early), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the gateway answered a lone `P`"
+    );
     stream
         .write_all(b"OST /split HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
         .await

@@ -15,7 +15,7 @@ use portcullis::RunningGateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{gateway, within, Backend, Reply};
+use crate::support::{within, Backend, Gateway, Listener, Reply, Route};
 
 /// The request that must never reach the upstream after a refused one.
 const SMUGGLED: &str = "GET /api/SMUGGLED HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -82,17 +82,12 @@ async fn echo_backend() -> Backend {
 }
 
 async fn gateway_to(backend: &Backend) -> RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 5s }}]
-upstreams:
-  u: {{ endpoints: ["{}"] }}
-routes:
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        backend.url()
-    ))
-    .await
+    Gateway::new()
+        .listener(Listener::public().idle_timeout(Duration::from_secs(5)))
+        .upstream("u", backend)
+        .route_with(Route::prefix("/api").named("api").to("u"))
+        .start()
+        .await
 }
 
 /// What the client received on one connection, read until the gateway closed it.

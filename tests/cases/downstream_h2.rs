@@ -24,7 +24,8 @@ use tokio::net::TcpStream;
 use crate::support::backend::State;
 use crate::support::h2::{Outcome, Raw, PROTOCOL_ERROR};
 use crate::support::{
-    eventually, gateway, gateway_in_front_of, metric_reaches, metrics_text, within, Backend, Reply,
+    eventually, gateway_in_front_of, metric_reaches, metrics_text, within, Backend, Gateway,
+    Listener, Reply, Route, Upstream,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -55,30 +56,23 @@ async fn host_backend() -> Backend {
     .await
 }
 
-async fn hosts(listener: &str) -> Hosts {
+async fn hosts(listener: Listener) -> Hosts {
     let (a, b, other) = (
         host_backend().await,
         host_backend().await,
         host_backend().await,
     );
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" {listener} }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  a: {{ endpoints: ["{a}"] }}
-  b: {{ endpoints: ["{b}"] }}
-  other: {{ endpoints: ["{other}"] }}
-routes:
-  - {{ name: a, match: {{ host: a.example, path_prefix: / }}, upstream: a }}
-  - {{ name: b, match: {{ host: b.test, path_prefix: / }}, upstream: b }}
-  - {{ name: other, match: {{ path_prefix: / }}, upstream: other }}
-"#,
-        a = a.url(),
-        b = b.url(),
-        other = other.url(),
-    ))
-    .await;
+    let gw = Gateway::new()
+        .listener(listener)
+        .admin()
+        .upstream("a", &a)
+        .upstream("b", &b)
+        .upstream("other", &other)
+        .route_with(Route::prefix("/").host("a.example").to("a"))
+        .route_with(Route::prefix("/").host("b.test").to("b"))
+        .route("/", "other")
+        .start()
+        .await;
     Hosts { a, b, other, gw }
 }
 
@@ -181,7 +175,7 @@ fn bad_request(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn authority_and_host_that_name_different_hosts_are_refused() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     for (authority, host) in [("a.example", "b.test"), ("b.test", "a.example")] {
         let request = get(&format!("http://{authority}/x"))
@@ -196,7 +190,7 @@ async fn authority_and_host_that_name_different_hosts_are_refused() {
 
 #[tokio::test]
 async fn the_host_upstream_comes_from_the_authority_when_both_name_the_same_host() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     // Scheme-based normalisation (RFC 9113, 8.3.1): case and the default port.
     for host in ["A.Example", "a.example:80", "a.example"] {
@@ -222,7 +216,7 @@ async fn the_host_upstream_comes_from_the_authority_when_both_name_the_same_host
 
 #[tokio::test]
 async fn a_request_with_only_host_is_routed_and_forwarded_by_it() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let mut raw = Raw::connect(hosts.addr()).await;
     raw.get(1, "/x", None, Some("b.test:8080")).await;
     assert_eq!(raw.outcome(1).await, Outcome::Response(Some(200)));
@@ -232,7 +226,7 @@ async fn a_request_with_only_host_is_routed_and_forwarded_by_it() {
 
 #[tokio::test]
 async fn userinfo_in_the_authority_is_refused() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     let request = get("http://a.example@b.test/x").body(()).expect("request");
     bad_request(
@@ -252,7 +246,7 @@ async fn userinfo_in_the_authority_is_refused() {
 
 #[tokio::test]
 async fn field_values_with_surrounding_whitespace_are_refused() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let (sender, _) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     for (name, value) in [
         ("host", "a.example "),
@@ -287,7 +281,7 @@ async fn field_values_with_surrounding_whitespace_are_refused() {
 #[tokio::test]
 async fn cookie_fields_are_joined_into_one_for_http1_upstreams() {
     let backend = Backend::echo().await;
-    let gw = gateway_in_front_of(&backend.url()).await;
+    let gw = gateway_in_front_of(&backend).await;
     let addr = gw.listener_addr("public").expect("listener");
     let (sender, _) = connect_h2(addr, &h2::client::Builder::new()).await;
     let request = get("http://api.test/x")
@@ -314,7 +308,7 @@ async fn cookie_fields_are_joined_into_one_for_http1_upstreams() {
 
 #[tokio::test]
 async fn a_path_that_is_only_a_query_is_refused() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let mut raw = Raw::connect(hosts.addr()).await;
     raw.get(1, "?x=1", Some("a.example"), None).await;
     assert_eq!(raw.outcome(1).await, Outcome::Response(Some(400)));
@@ -342,7 +336,7 @@ async fn a_path_that_is_only_a_query_is_refused() {
 
 #[tokio::test]
 async fn connection_specific_fields_reset_only_their_stream() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let mut raw = Raw::connect(hosts.addr()).await;
     let base = [
         (":method", "GET"),
@@ -387,7 +381,7 @@ async fn connection_specific_fields_reset_only_their_stream() {
 
 #[tokio::test]
 async fn a_malformed_authority_or_path_resets_only_its_stream() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let mut raw = Raw::connect(hosts.addr()).await;
     let mut stream = 1;
     for (authority, path) in [
@@ -415,14 +409,14 @@ async fn an_invalid_field_name_ends_the_whole_connection() {
     // HPACK, which it treats as a connection error: GOAWAY with PROTOCOL_ERROR, taking
     // sibling streams with it. RFC 9113 (8.2.1) would allow a stream error; h2 offers
     // no way to choose one. Pinned so that a change in h2 is noticed.
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     for (n, (name, value)) in [("X-Upper", "1"), ("x-ctl", "a\u{1}b")]
         .into_iter()
         .enumerate()
     {
         let mut raw = Raw::connect(hosts.addr()).await;
         raw.get(1, "/held", Some("a.example"), None).await;
-        eventually("the first stream is forwarded", || {
+        eventually("the first stream is forwarded", async || {
             hosts.a.state.arrived() > n
         })
         .await;
@@ -466,7 +460,7 @@ async fn a_body_that_disagrees_with_content_length_is_refused() {
         }
     })
     .await;
-    let gw = gateway_in_front_of(&backend.url()).await;
+    let gw = gateway_in_front_of(&backend).await;
     let addr = gw.listener_addr("public").expect("listener");
     let (sender, connection) = connect_h2(addr, &h2::client::Builder::new()).await;
     // `first`: sent on its own, the rest once the upstream has the request.
@@ -490,7 +484,7 @@ async fn a_body_that_disagrees_with_content_length_is_refused() {
             request_body
                 .send_data(Bytes::from(first), false)
                 .expect("data");
-            eventually("the request is forwarded", || {
+            eventually("the request is forwarded", async || {
                 backend.state.arrived() > arrived
             })
             .await;
@@ -521,7 +515,7 @@ async fn a_body_that_disagrees_with_content_length_is_refused() {
 /// host its route was chosen for.
 #[tokio::test]
 async fn no_request_reaches_an_upstream_with_another_host_than_it_was_routed_by() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let spellings = [
         None,
         Some("a.example"),
@@ -582,7 +576,7 @@ async fn no_request_reaches_an_upstream_with_another_host_than_it_was_routed_by(
 
 #[tokio::test]
 async fn a_header_list_over_the_limit_gets_a_bare_431_and_the_connection_goes_on() {
-    let hosts = hosts(", max_header_size: 8KiB").await;
+    let hosts = hosts(Listener::public().max_header_size(8 * 1024)).await;
     let (sender, connection) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     let big = "x".repeat(10 * 1024);
     let request = get("http://a.example/x")
@@ -628,7 +622,7 @@ async fn a_header_list_over_the_limit_gets_a_bare_431_and_the_connection_goes_on
 
 #[tokio::test]
 async fn a_client_that_cancels_stream_after_stream_gets_its_connection_closed() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let builder = h2::client::Builder::new();
     let (bystander, _) = connect_h2(hosts.addr(), &builder).await;
     let request = get("http://b.test/fast").body(()).expect("request");
@@ -650,20 +644,13 @@ async fn a_client_that_cancels_stream_after_stream_gets_its_connection_closed() 
         opened += 1;
         // Reset once the gateway has forwarded it (its work is under way), as a paced
         // rapid reset does.
-        let forwarded = async {
-            while hosts.a.state.arrived() < opened && !connection.is_finished() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        within("the request is forwarded", forwarded).await;
+        eventually("the request is forwarded", async || {
+            hosts.a.state.arrived() >= opened || connection.is_finished()
+        })
+        .await;
         drop(response);
     }
-    within("the connection ends", async {
-        while !connection.is_finished() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    eventually("the connection ends", async || connection.is_finished()).await;
     // The 101st cancellation closes it (a few more streams may open meanwhile).
     assert!(
         (101..200).contains(&opened),
@@ -685,7 +672,7 @@ async fn a_client_that_cancels_stream_after_stream_gets_its_connection_closed() 
 
 #[tokio::test]
 async fn a_client_that_cancels_some_of_many_streams_keeps_its_connection() {
-    let hosts = hosts("").await;
+    let hosts = hosts(Listener::public()).await;
     let (sender, connection) = connect_h2(hosts.addr(), &h2::client::Builder::new()).await;
     // 150 cancelled among 450: over the count, but not most of its requests.
     for i in 0..450 {
@@ -696,7 +683,7 @@ async fn a_client_that_cancels_some_of_many_streams_keeps_its_connection() {
             let request = get("http://a.example/held").body(()).expect("request");
             let (response, _) = ready.send_request(request, true).expect("sent");
             let arrived = hosts.a.state.arrived();
-            eventually("the request is forwarded", || {
+            eventually("the request is forwarded", async || {
                 hosts.a.state.arrived() > arrived
             })
             .await;
@@ -739,18 +726,13 @@ async fn big_response_head(sender: &Sender) -> http::Response<h2::RecvStream> {
 #[tokio::test]
 async fn a_stream_without_window_is_reset_after_the_idle_timeout_and_frees_its_permit() {
     let backend = Backend::start(|_, _| async move { Reply::ok(vec![b'x'; 64 * 1024]) }).await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0", idle_timeout: 200ms }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"], max_in_flight: 1, max_queue: 0 }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .listener(Listener::public().idle_timeout(Duration::from_millis(200)))
+        .admin()
+        .upstream("u", Upstream::new(&backend).max_in_flight(1).max_queue(0))
+        .route("/", "u")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener");
     let in_flight = "portcullis_upstream_in_flight{upstream=\"u\"}";
 

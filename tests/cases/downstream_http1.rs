@@ -10,6 +10,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -19,7 +20,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::support::backend::Body;
-use crate::support::{eventually, gateway, metric_reaches, within, Backend, Reply};
+use crate::support::{
+    eventually, metric_reaches, within, Backend, Gateway, Listener, Reply, Route, Underscores,
+};
 
 /// A client connection: reads go through a buffer, writes to the socket.
 type Connection = BufReader<TcpStream>;
@@ -97,39 +100,35 @@ fn streamed(parts: &[&'static str]) -> http::Response<Body> {
     http::Response::new(http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed())
 }
 
-/// A gateway in front of `backend`: `/api` on host `api.example.com` goes to it with the
-/// path prefixed by `/hosted`; `/api` on any other host goes unchanged; anything else
-/// gets 404. `listener_extra` adds keys to the listener.
-async fn gateway_to(backend: &Backend, listener_extra: &str) -> RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" {listener_extra} }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: hosted, match: {{ path_prefix: /api, host: api.example.com }}, upstream: u, rewrite: {{ add_prefix: /hosted }} }}
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await
+/// A gateway with `listener` in front of `backend`: `/api` on host `api.example.com`
+/// goes to it with the path prefixed by `/hosted`; `/api` on any other host goes
+/// unchanged; anything else gets 404.
+async fn gateway_to(backend: &Backend, listener: Listener) -> RunningGateway {
+    Gateway::new()
+        .listener(listener)
+        .upstream("u", backend)
+        .route_with(
+            Route::prefix("/api")
+                .host("api.example.com")
+                .named("hosted")
+                .to("u")
+                .add_prefix("/hosted"),
+        )
+        .route_with(Route::prefix("/api").named("api").to("u"))
+        .start()
+        .await
 }
 
-/// A gateway with an admin listener (for its metrics) and one route, `/api` to
-/// `backend`; `listener_extra` adds keys to the listener.
-async fn gateway_with_admin(backend: &Backend, listener_extra: &str) -> RunningGateway {
-    gateway(&format!(
-        r#"
-admin: {{ address: "127.0.0.1:0" }}
-listeners: [{{ name: public, address: "127.0.0.1:0" {listener_extra} }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: api, match: {{ path_prefix: /api }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await
+/// A gateway with `listener`, an admin listener (for its metrics) and one route, `/api`
+/// to `backend`.
+async fn gateway_with_admin(backend: &Backend, listener: Listener) -> RunningGateway {
+    Gateway::new()
+        .admin()
+        .listener(listener)
+        .upstream("u", backend)
+        .route_with(Route::prefix("/api").named("api").to("u"))
+        .start()
+        .await
 }
 
 async fn connect(gw: &RunningGateway) -> Connection {
@@ -292,7 +291,7 @@ fn backend_saw(backend: &Backend) -> Vec<String> {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     // Four requests in one write: the first waits at the backend, two carry bodies
     // (one sized, one chunked) whose ends must be found exactly.
@@ -304,7 +303,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
           GET /api/4 HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     .await;
-    eventually("the first request reaches the backend", || {
+    eventually("the first request reaches the backend", async || {
         backend.state.arrived() == 1
     })
     .await;
@@ -341,7 +340,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[tokio::test]
 async fn sequential_requests_share_one_keep_alive_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     for i in 1..=3 {
         send(
@@ -364,7 +363,7 @@ async fn sequential_requests_share_one_keep_alive_connection() {
 #[tokio::test]
 async fn an_http_1_0_request_is_answered_and_its_connection_closed() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     // A second request in the same write must not be answered.
     send(
@@ -382,7 +381,7 @@ async fn an_http_1_0_request_is_answered_and_its_connection_closed() {
 #[tokio::test]
 async fn an_http_1_0_request_asking_for_keep_alive_keeps_its_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     for path in ["/api/a", "/api/b"] {
         send(
@@ -415,7 +414,7 @@ async fn an_http_1_0_request_asking_for_keep_alive_keeps_its_connection() {
 #[tokio::test]
 async fn connection_close_from_an_http_1_1_client_is_honoured_after_the_response() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -434,7 +433,7 @@ async fn connection_close_from_an_http_1_1_client_is_honoured_after_the_response
 #[tokio::test]
 async fn a_chunked_body_with_extensions_and_trailers_arrives_whole_from_small_writes() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     let request = b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
         3;name=value\r\nabc\r\n\
@@ -453,7 +452,7 @@ async fn a_chunked_body_with_extensions_and_trailers_arrives_whole_from_small_wr
 #[tokio::test]
 async fn a_sized_body_in_small_writes_arrives_whole() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     let body = "x".repeat(1000);
     let request = format!(
@@ -469,7 +468,7 @@ async fn a_sized_body_in_small_writes_arrives_whole() {
 #[tokio::test]
 async fn expect_100_continue_gets_an_interim_response_before_the_body_is_sent() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -489,7 +488,7 @@ async fn expect_100_continue_gets_an_interim_response_before_the_body_is_sent() 
 #[tokio::test]
 async fn an_expectation_the_gateway_refuses_from_the_head_gets_only_the_final_response() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     // No route: the client is told without having to send its body.
     send(
@@ -518,7 +517,7 @@ async fn refused_and_closed(gw: &RunningGateway, backend: &Backend, request: &st
 #[tokio::test]
 async fn invalid_or_conflicting_content_lengths_get_400_and_a_closed_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for length_headers in [
         "Content-Length: abc\r\n",
         "Content-Length: +3\r\n",
@@ -538,7 +537,7 @@ async fn invalid_or_conflicting_content_lengths_get_400_and_a_closed_connection(
 #[tokio::test]
 async fn transfer_encodings_without_chunked_last_get_400_and_a_closed_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let body = "3\r\nabc\r\n0\r\n\r\n";
     for (version, coding) in [
         ("HTTP/1.1", "gzip"),
@@ -561,7 +560,7 @@ async fn transfer_encodings_without_chunked_last_get_400_and_a_closed_connection
 #[tokio::test]
 async fn malformed_heads_get_400_and_a_closed_connection() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for request in [
         "GARBAGE\r\n\r\n",
         "GET /api/a b HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -581,7 +580,7 @@ async fn malformed_heads_get_400_and_a_closed_connection() {
 #[tokio::test]
 async fn content_length_with_chunked_never_lets_a_second_request_through() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let chunked_then_smuggled =
         "3\r\nabc\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     for framing in [
@@ -616,7 +615,7 @@ async fn content_length_with_chunked_never_lets_a_second_request_through() {
 #[tokio::test]
 async fn head_responses_carry_the_upstream_length_but_no_body() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     // A GET follows in the same write: any body bytes after the HEAD response would
     // be read as the start of the GET's response.
@@ -657,7 +656,7 @@ async fn head_responses_carry_the_upstream_length_but_no_body() {
 #[tokio::test]
 async fn bodiless_statuses_from_the_upstream_leave_the_connection_usable() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -682,7 +681,7 @@ async fn bodiless_statuses_from_the_upstream_leave_the_connection_usable() {
 #[tokio::test]
 async fn a_response_without_a_length_is_chunked_for_http_1_1_clients() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -701,7 +700,7 @@ async fn a_response_without_a_length_is_chunked_for_http_1_1_clients() {
 #[tokio::test]
 async fn a_response_without_a_length_is_delimited_by_close_for_http_1_0_clients() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for keep_alive in ["", "Connection: keep-alive\r\n"] {
         let mut connection = connect(&gw).await;
         send(
@@ -721,7 +720,7 @@ async fn a_response_without_a_length_is_delimited_by_close_for_http_1_0_clients(
 #[tokio::test]
 async fn a_body_the_gateway_answers_without_reading_is_never_parsed_as_a_request() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     // The body is itself a request; the gateway answers 404 without reading it.
     let body = "GET /api/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let head = format!(
@@ -790,7 +789,7 @@ async fn an_upload_cut_off_by_the_client_never_reaches_the_upstream_complete() {
         }
     })
     .await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let uploads = [
         "POST /api/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
         "POST /api/up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello",
@@ -802,12 +801,12 @@ async fn an_upload_cut_off_by_the_client_never_reaches_the_upstream_complete() {
     for (done, upload) in uploads.into_iter().enumerate() {
         let mut connection = connect(&gw).await;
         send(&mut connection, upload.as_bytes()).await;
-        eventually("the first bytes reach the backend", || {
+        eventually("the first bytes reach the backend", async || {
             backend.state.body_bytes.load(Ordering::SeqCst) == 5 * (done + 1)
         })
         .await;
         drop(connection);
-        eventually("the backend's request ends", || ended() == done + 1).await;
+        eventually("the backend's request ends", async || ended() == done + 1).await;
         let endings = endings.lock().expect("lock");
         assert!(
             endings.iter().all(|ending| ending == "failed"),
@@ -819,7 +818,11 @@ async fn an_upload_cut_off_by_the_client_never_reaches_the_upstream_complete() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, ", idle_timeout: 1s").await;
+    let gw = gateway_to(
+        &backend,
+        Listener::public().idle_timeout(Duration::from_secs(1)),
+    )
+    .await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -836,7 +839,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_request_written_one_byte_at_a_time_is_served() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send_in_pieces(
         &mut connection,
@@ -852,7 +855,11 @@ async fn a_request_written_one_byte_at_a_time_is_served() {
 #[tokio::test]
 async fn a_head_that_stops_arriving_is_closed_after_the_idle_timeout() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, ", idle_timeout: 1s").await;
+    let gw = gateway_to(
+        &backend,
+        Listener::public().idle_timeout(Duration::from_secs(1)),
+    )
+    .await;
     let mut connection = connect(&gw).await;
     // Whether the write lands before the gateway gives up on the connection or not, it
     // must end closed.
@@ -878,7 +885,7 @@ async fn a_head_that_stops_arriving_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn an_absolute_form_target_is_routed_like_origin_form() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     for (target, host) in [
         ("http://api.example.com/api/abs?q=1", "api.example.com"),
@@ -910,7 +917,7 @@ async fn an_absolute_form_target_is_routed_like_origin_form() {
 #[tokio::test]
 async fn the_gateway_s_own_responses_carry_a_date_and_an_exact_content_length() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(&mut connection, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let not_found = read_response(&mut connection, "GET").await;
@@ -958,7 +965,7 @@ fn assert_imf_date(response: &Response) {
 #[tokio::test]
 async fn requests_without_exactly_one_host_get_400_with_a_json_body() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for request in [
         "GET /api/a HTTP/1.1\r\n\r\n",
         "GET /api/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
@@ -987,7 +994,7 @@ async fn requests_without_exactly_one_host_get_400_with_a_json_body() {
 #[tokio::test]
 async fn the_upstream_sees_the_host_of_an_absolute_form_target() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -1004,7 +1011,7 @@ async fn the_upstream_sees_the_host_of_an_absolute_form_target() {
 #[tokio::test]
 async fn a_transfer_coding_before_chunked_gets_501() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -1022,7 +1029,7 @@ async fn a_transfer_coding_before_chunked_gets_501() {
 #[tokio::test]
 async fn refused_requests_are_counted_as_unmatched() {
     let backend = backend().await;
-    let gw = gateway_with_admin(&backend, ", max_header_size: 8KiB").await;
+    let gw = gateway_with_admin(&backend, Listener::public().max_header_size(8 * 1024)).await;
     let mut connection = connect(&gw).await;
     send(&mut connection, b"GARBAGE\r\n\r\n").await;
     assert_eq!(read_response(&mut connection, "GET").await.status, 400);
@@ -1058,7 +1065,11 @@ async fn a_client_that_reads_none_of_its_response_is_disconnected_after_the_idle
         http::Response::new(http_body_util::StreamBody::new(chunks).boxed())
     })
     .await;
-    let gw = gateway_with_admin(&backend, ", idle_timeout: 1s").await;
+    let gw = gateway_with_admin(
+        &backend,
+        Listener::public().idle_timeout(Duration::from_secs(1)),
+    )
+    .await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -1073,7 +1084,7 @@ async fn a_client_that_reads_none_of_its_response_is_disconnected_after_the_idle
         1.0,
     )
     .await;
-    eventually("the upstream connection is closed", || {
+    eventually("the upstream connection is closed", async || {
         backend.state.connections_closed.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -1094,7 +1105,7 @@ async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
         )
     })
     .await;
-    let gw = gateway_with_admin(&backend, "").await;
+    let gw = gateway_with_admin(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(
         &mut connection,
@@ -1116,7 +1127,7 @@ async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
     // from the client's side, not from a failed write.
     drop(connection);
     metric_reaches(&gw, "portcullis_upstream_in_flight{upstream=\"u\"}", 0.0).await;
-    eventually("the upstream connection is closed", || {
+    eventually("the upstream connection is closed", async || {
         backend.state.connections_closed.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -1125,7 +1136,7 @@ async fn a_client_leaving_a_streamed_response_frees_the_upstream() {
 #[tokio::test]
 async fn userinfo_in_an_absolute_target_and_connect_get_400() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for request in [
         "GET http://user:pw@api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
         "GET http://user@api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
@@ -1145,7 +1156,7 @@ async fn userinfo_in_an_absolute_target_and_connect_get_400() {
 #[tokio::test]
 async fn an_expectation_other_than_100_continue_gets_417() {
     let backend = backend().await;
-    let gw = gateway_to(&backend, "").await;
+    let gw = gateway_to(&backend, Listener::public()).await;
     for expect in [
         "200-ok",
         "100-continue, foo",
@@ -1183,7 +1194,7 @@ async fn header_names_with_underscores_are_dropped_counted_passed_or_refused_as_
     let request = b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\
         Transfer_Encoding: chunked\r\nX_Secret: 1\r\nX_Secret: 2\r\nX-Fine: 1\r\n\r\nab";
 
-    let gw = gateway_with_admin(&backend, "").await;
+    let gw = gateway_with_admin(&backend, Listener::public()).await;
     let mut connection = connect(&gw).await;
     send(&mut connection, request).await;
     let response = read_response(&mut connection, "POST").await;
@@ -1200,14 +1211,22 @@ async fn header_names_with_underscores_are_dropped_counted_passed_or_refused_as_
     )
     .await;
 
-    let gw = gateway_to(&backend, ", headers_with_underscores: allow").await;
+    let gw = gateway_to(
+        &backend,
+        Listener::public().headers_with_underscores(Underscores::Allow),
+    )
+    .await;
     let mut connection = connect(&gw).await;
     send(&mut connection, request).await;
     assert_eq!(read_response(&mut connection, "POST").await.status, 200);
     let seen = backend.state.last_seen();
     assert_eq!(seen.headers.get_all("x_secret").iter().count(), 2);
 
-    let gw = gateway_to(&backend, ", headers_with_underscores: reject").await;
+    let gw = gateway_to(
+        &backend,
+        Listener::public().headers_with_underscores(Underscores::Reject),
+    )
+    .await;
     let mut connection = connect(&gw).await;
     send(&mut connection, request).await;
     assert_eq!(read_response(&mut connection, "POST").await.status, 400);

@@ -2,21 +2,17 @@
 
 use http::StatusCode;
 
-use crate::support::{closed_port, gateway, url, within, Backend, Client};
+use std::time::Duration;
+
+use crate::support::{closed_port, url, within, Backend, Client, Gateway, Route, Upstream};
 
 #[tokio::test]
 async fn connection_refused_is_502() {
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  gone: {{ endpoints: ["http://{addr}"] }}
-routes:
-  - {{ name: gone, match: {{ path_prefix: / }}, upstream: gone }}
-"#,
-        addr = closed_port()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream("gone", closed_port())
+        .route("/", "gone")
+        .start()
+        .await;
     let reply = within("the 502", Client::new().get(&url(&gw, "/x"))).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     let body = reply.json();
@@ -34,21 +30,22 @@ routes:
 #[tokio::test]
 async fn an_upstream_slower_than_the_route_timeout_is_504_and_is_cancelled() {
     let held = Backend::holding().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  slow: {{ endpoints: ["{url}"], timeout: 30s }}
-routes:
-  - {{ name: slow, match: {{ path_prefix: / }}, upstream: slow, timeout: 100ms }}
-"#,
-        url = held.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream(
+            "slow",
+            Upstream::new(&held).timeout(Duration::from_secs(30)),
+        )
+        .route_with(
+            Route::prefix("/")
+                .to("slow")
+                .timeout(Duration::from_millis(100)),
+        )
+        .start()
+        .await;
     let reply = within("the 504", Client::new().get(&url(&gw, "/x"))).await;
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.json()["error"], "upstream_timeout");
-    crate::support::eventually("the upstream call is cancelled", || {
+    crate::support::eventually("the upstream call is cancelled", async || {
         held.state
             .cancelled
             .load(std::sync::atomic::Ordering::SeqCst)
@@ -71,16 +68,11 @@ async fn a_malformed_upstream_response_is_502() {
             let _ = socket.write_all(b"this is not HTTP\r\n\r\n").await;
         }
     });
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  broken: {{ endpoints: ["http://{addr}"] }}
-routes:
-  - {{ name: broken, match: {{ path_prefix: / }}, upstream: broken }}
-"#
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream("broken", addr)
+        .route("/", "broken")
+        .start()
+        .await;
     let reply = within("the 502", Client::new().get(&url(&gw, "/x"))).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.json()["error"], "upstream_bad_response");
@@ -93,17 +85,11 @@ async fn upstream_error_statuses_pass_through_unchanged() {
         crate::support::Reply::text(StatusCode::INTERNAL_SERVER_ERROR, "upstream says no")
     })
     .await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream("u", &backend)
+        .route("/", "u")
+        .start()
+        .await;
     let reply = Client::new().get(&url(&gw, "/x")).await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.text(), "upstream says no");

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::support::h2::{Outcome, Raw, NO_ERROR, PROTOCOL_ERROR};
-use crate::support::{eventually, gateway};
+use crate::support::{self, eventually, Gateway, Route};
 
 /// The generator's seed: every run sends the same requests.
 const SEED: u64 = 0x9113_8312;
@@ -129,21 +129,20 @@ async fn http2_requests_reach_http1_upstreams_as_the_reference_translation_says(
     let heads = Heads::default();
     let a = Upstream::start("a", heads.clone()).await;
     let any = Upstream::start("any", heads.clone()).await;
-    let gw = gateway(&format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  a: {{ endpoints: ["http://{a}"], timeout: 10s, max_in_flight: 1024, max_queue: 1024 }}
-  any: {{ endpoints: ["http://{any}"], timeout: 10s, max_in_flight: 1024, max_queue: 1024 }}
-routes:
-  - {{ name: a, match: {{ host: {ROUTED_HOST}, path_prefix: / }}, upstream: a }}
-  - {{ name: any, match: {{ path_prefix: / }}, upstream: any }}
-"#,
-        a = a.addr,
-        any = any.addr,
-    ))
-    .await;
+    let roomy = |addr| {
+        support::Upstream::new(addr)
+            .timeout(std::time::Duration::from_secs(10))
+            .max_in_flight(1024)
+            .max_queue(1024)
+    };
+    let gw = Gateway::new()
+        .workers(1)
+        .upstream("a", roomy(a.addr))
+        .upstream("any", roomy(any.addr))
+        .route_with(Route::prefix("/").host(ROUTED_HOST).to("a"))
+        .route("/", "any")
+        .start()
+        .await;
     let addr = gw.listener_addr("public").expect("listener `public`");
 
     let mut generator = Generator::new(SEED);
@@ -294,7 +293,7 @@ async fn drive(addr: std::net::SocketAddr, cases: Vec<Case>, heads: Heads) -> Ve
                     // one. It holds back the frame that completes the declared length
                     // until the stream ends, so when that is the first frame nothing
                     // reaches the upstream, and there is nothing to wait for.
-                    eventually("the upstream has the request's head", || {
+                    eventually("the upstream has the request's head", async || {
                         heads.lock().expect("lock").contains(&case.id)
                     })
                     .await;

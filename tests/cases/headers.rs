@@ -3,20 +3,14 @@
 use http::StatusCode;
 
 use crate::support::client::raw_exchange;
-use crate::support::{gateway, url, Backend, Client, Reply};
+use crate::support::{url, Backend, Client, Gateway, HostHeader, Reply, Route, Upstream};
 
-async fn echo_gateway(backend: &Backend, host_header: &str) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  echo: {{ endpoints: ["{url}"], host_header: {host_header} }}
-routes:
-  - {{ name: all, match: {{ path_prefix: / }}, upstream: echo }}
-"#,
-        url = backend.url()
-    ))
-    .await
+async fn echo_gateway(backend: &Backend, host_header: HostHeader) -> portcullis::RunningGateway {
+    Gateway::new()
+        .upstream("echo", Upstream::new(backend).host_header(host_header))
+        .route_with(Route::prefix("/").named("all").to("echo"))
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -32,7 +26,7 @@ async fn hop_by_hop_and_connection_nominated_headers_are_removed_both_ways() {
         response
     })
     .await;
-    let gw = echo_gateway(&backend, "client").await;
+    let gw = echo_gateway(&backend, HostHeader::Client).await;
     let raw = raw_exchange(
         gw.listener_addr("public").expect("listener"),
         b"GET /x HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Client-Private\r\n\
@@ -75,7 +69,7 @@ async fn hop_by_hop_and_connection_nominated_headers_are_removed_both_ways() {
 #[tokio::test]
 async fn forwarded_headers_and_host_are_set() {
     let backend = Backend::echo().await;
-    let gw = echo_gateway(&backend, "client").await;
+    let gw = echo_gateway(&backend, HostHeader::Client).await;
     let client = Client::new();
     let reply = client
         .send(
@@ -99,7 +93,7 @@ async fn forwarded_headers_and_host_are_set() {
     );
 
     let endpoint_host = Backend::echo().await;
-    let gw = echo_gateway(&endpoint_host, "endpoint").await;
+    let gw = echo_gateway(&endpoint_host, HostHeader::Endpoint).await;
     client
         .send(
             http::Method::GET,
@@ -119,7 +113,7 @@ async fn forwarded_headers_and_host_are_set() {
 #[tokio::test]
 async fn request_ids_are_generated_or_passed_on_both_ways() {
     let backend = Backend::echo().await;
-    let gw = echo_gateway(&backend, "client").await;
+    let gw = echo_gateway(&backend, HostHeader::Client).await;
     let client = Client::new();
 
     let generated = client.get(&url(&gw, "/a")).await;

@@ -6,7 +6,12 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use crate::support::{gateway, metric, metrics_text, url, Backend, Client, Reply};
+use std::time::Duration;
+
+use crate::support::{
+    metric, metric_reaches, metrics_text, url, Backend, Client, Gateway, HealthCheck, Outlier,
+    Reply, Upstream,
+};
 
 /// A backend whose `/health` answers 200 while `healthy` holds, 503 otherwise, and
 /// whose other paths answer `status`.
@@ -46,21 +51,21 @@ async fn failing_health_checks_take_an_endpoint_out_and_passing_ones_bring_it_ba
     let b_healthy = Arc::new(AtomicBool::new(true));
     let a = backend(a_healthy.clone(), StatusCode::OK).await;
     let b = backend(b_healthy.clone(), StatusCode::OK).await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u:
-    endpoints: ["{a}", "{b}"]
-    health_check: {{ path: /health, interval: 20ms, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2 }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        a = a.url(),
-        b = b.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .admin()
+        .upstream(
+            "u",
+            Upstream::endpoints([&a, &b]).health_check(
+                HealthCheck::path("/health")
+                    .interval(Duration::from_millis(20))
+                    .timeout(Duration::from_secs(1))
+                    .healthy_threshold(2)
+                    .unhealthy_threshold(2),
+            ),
+        )
+        .route("/", "u")
+        .start()
+        .await;
     let client = Client::new();
     let healthy_b = format!(
         "portcullis_upstream_endpoint_healthy{{endpoint=\"{}\",upstream=\"u\"}}",
@@ -68,14 +73,8 @@ routes:
     );
 
     b_healthy.store(false, Ordering::SeqCst);
-    let mut text = String::new();
-    for _ in 0..2000 {
-        text = metrics_text(&gw).await;
-        if metric(&text, &healthy_b) == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    metric_reaches(&gw, &healthy_b, 0.0).await;
+    let text = metrics_text(&gw).await;
     assert_eq!(metric(&text, &healthy_b), Some(0.0));
     let ejections = format!(
         "portcullis_upstream_ejections_total{{endpoint=\"{}\",reason=\"health_check\",upstream=\"u\"}}",
@@ -94,24 +93,14 @@ routes:
         "portcullis_upstream_endpoint_healthy{{endpoint=\"{}\",upstream=\"u\"}}",
         a.url()
     );
-    for _ in 0..2000 {
-        if metric(&metrics_text(&gw).await, &healthy_a) == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    metric_reaches(&gw, &healthy_a, 0.0).await;
     let none = client.get(&url(&gw, "/x")).await;
     assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(none.json()["error"], "upstream_unavailable");
 
     a_healthy.store(true, Ordering::SeqCst);
     b_healthy.store(true, Ordering::SeqCst);
-    for _ in 0..2000 {
-        if metric(&metrics_text(&gw).await, &healthy_b) == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    metric_reaches(&gw, &healthy_b, 1.0).await;
     for _ in 0..10 {
         assert_eq!(client.get(&url(&gw, "/x")).await.status, StatusCode::OK);
     }
@@ -123,21 +112,17 @@ async fn consecutive_failures_eject_an_endpoint() {
     let always = Arc::new(AtomicBool::new(true));
     let good = backend(always.clone(), StatusCode::OK).await;
     let bad = backend(always, StatusCode::INTERNAL_SERVER_ERROR).await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u:
-    endpoints: ["{good}", "{bad}"]
-    outlier: {{ consecutive_failures: 3, base_ejection_time: 5m }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        good = good.url(),
-        bad = bad.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .admin()
+        .upstream(
+            "u",
+            Upstream::endpoints([&good, &bad]).outlier(
+                Outlier::consecutive_failures(3).base_ejection_time(Duration::from_secs(300)),
+            ),
+        )
+        .route("/", "u")
+        .start()
+        .await;
     let client = Client::new();
     // Round robin: the bad endpoint gets every other request until its third 500.
     for _ in 0..6 {

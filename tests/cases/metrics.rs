@@ -2,23 +2,17 @@
 
 use http::StatusCode;
 
-use crate::support::{gateway, metric, url, Backend, Client};
+use crate::support::{metric, url, Backend, Client, Gateway};
 
 #[tokio::test]
 async fn metrics_count_known_traffic() {
     let backend = Backend::echo().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  users: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: users, match: {{ path_prefix: /users }}, upstream: users }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .admin()
+        .upstream("users", &backend)
+        .route("/users", "users")
+        .start()
+        .await;
     let client = Client::new();
     for _ in 0..3 {
         assert_eq!(

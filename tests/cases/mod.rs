@@ -6,6 +6,7 @@ mod downstream_h2;
 mod downstream_http1;
 mod failures;
 mod h2_translation;
+mod h2c;
 mod headers;
 mod health;
 mod limits;

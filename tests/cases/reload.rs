@@ -5,44 +5,39 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::support::{eventually, metric, url, within, Backend, Client, Reply};
+use crate::support::{
+    eventually, metric, replace_file, url, within, Backend, Client, Gateway, Listener, Reply,
+    Route, Upstream,
+};
 
 /// Writes `text` as the config file the way editors do: a new file renamed over it.
 fn write_config(path: &Path, text: &str) {
-    let temporary = path.with_extension("yaml.tmp");
-    std::fs::write(&temporary, text).expect("writes");
-    std::fs::rename(&temporary, path).expect("renames");
+    replace_file(path, text);
 }
 
-async fn reloadable(path: &Path, text: &str) -> portcullis::RunningGateway {
-    write_config(path, text);
-    let config = portcullis::Config::load(path).expect("valid config");
-    portcullis::gateway::start_reloadable(
-        config,
-        path.to_owned(),
-        portcullis::reload::content_hash(text),
-    )
-    .await
-    .expect("starts")
+/// Upstream `u` (`backend`, with what `upstream` adds) behind route `old` (`/old`), the
+/// admin listener, and the file watched (polled every 50 ms) when `watch`.
+fn config(backend: &Backend, watch: bool, upstream: impl FnOnce(Upstream) -> Upstream) -> Gateway {
+    Gateway::new()
+        .admin()
+        .watch_config(watch)
+        .reload_poll_interval(Duration::from_millis(50))
+        .upstream("u", upstream(Upstream::new(backend)))
+        .route_with(Route::prefix("/old").named("old").to("u"))
 }
 
-fn config_text(backend: &Backend, watch: bool, extra_routes: &str, upstream_extra: &str) -> String {
-    format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-reload: {{ watch: {watch}, poll_interval: 50ms }}
-upstreams:
-  u: {{ endpoints: ["{url}"] {upstream_extra} }}
-routes:
-  - {{ name: old, match: {{ path_prefix: /old }}, upstream: u }}
-{extra_routes}
-"#,
-        url = backend.url()
-    )
+/// [`config`], unchanged.
+fn plain(backend: &Backend, watch: bool) -> Gateway {
+    config(backend, watch, |u| u)
+}
+
+/// A route `new` (`/new`) to `upstream`.
+fn new_route(upstream: &str) -> Route {
+    Route::prefix("/new").named("new").to(upstream)
 }
 
 fn admin(gw: &portcullis::RunningGateway, path: &str) -> String {
@@ -68,7 +63,7 @@ fn temp_config() -> (tempfile::TempDir, PathBuf) {
 async fn an_edited_file_takes_effect_without_a_restart() {
     let backend = Backend::echo().await;
     let (_dir, path) = temp_config();
-    let gw = reloadable(&path, &config_text(&backend, true, "", "")).await;
+    let gw = plain(&backend, true).start_reloadable(&path).await;
     let client = Client::new();
     assert_eq!(
         client.get(&url(&gw, "/new")).await.status,
@@ -77,22 +72,13 @@ async fn an_edited_file_takes_effect_without_a_restart() {
 
     write_config(
         &path,
-        &config_text(
-            &backend,
-            true,
-            "  - { name: new, match: { path_prefix: /new }, upstream: u }",
-            "",
-        ),
+        &plain(&backend, true).route_with(new_route("u")).yaml(),
     );
-    let mut status = StatusCode::NOT_FOUND;
-    for _ in 0..2000 {
-        status = client.get(&url(&gw, "/new")).await.status;
-        if status == StatusCode::OK {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(status, StatusCode::OK, "the renamed-in file was picked up");
+    eventually(
+        "the renamed-in file was picked up (/new answers 200)",
+        async || client.get(&url(&gw, "/new")).await.status == StatusCode::OK,
+    )
+    .await;
     let text = client.get(&admin(&gw, "/metrics")).await.text();
     assert_eq!(
         metric(&text, "portcullis_config_reloads_total{result=\"success\"}"),
@@ -104,27 +90,32 @@ async fn an_edited_file_takes_effect_without_a_restart() {
 async fn a_broken_file_changes_nothing_and_says_why() {
     let backend = Backend::echo().await;
     let (_dir, path) = temp_config();
-    let gw = reloadable(&path, &config_text(&backend, true, "", "")).await;
+    let gw = plain(&backend, true).start_reloadable(&path).await;
     let client = Client::new();
     let before = client.get(&admin(&gw, "/config")).await.json();
 
+    // Literal text: the error's line and column in it are asserted below.
     write_config(
         &path,
-        &config_text(
-            &backend,
-            true,
-            "  - { name: new, match: { path_prefix: /new }, upstream: missing }",
-            "",
+        &format!(
+            r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+admin: {{ address: "127.0.0.1:0" }}
+reload: {{ watch: true, poll_interval: 50ms }}
+upstreams:
+  u: {{ endpoints: ["{url}"] }}
+routes:
+  - {{ name: old, match: {{ path_prefix: /old }}, upstream: u }}
+  - {{ name: new, match: {{ path_prefix: /new }}, upstream: missing }}
+"#,
+            url = backend.url()
         ),
     );
-    let mut status = serde_json::Value::Null;
-    for _ in 0..2000 {
-        status = client.get(&admin(&gw, "/config")).await.json();
-        if !status["last_reload"].is_null() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("the reload is reported", async || {
+        !client.get(&admin(&gw, "/config")).await.json()["last_reload"].is_null()
+    })
+    .await;
+    let status = client.get(&admin(&gw, "/config")).await.json();
     assert_eq!(status["last_reload"]["result"], "failure", "{status}");
     let error = status["last_reload"]["errors"][0]
         .as_str()
@@ -158,16 +149,11 @@ async fn a_broken_file_changes_nothing_and_says_why() {
 async fn post_reload_applies_the_file_now() {
     let backend = Backend::echo().await;
     let (_dir, path) = temp_config();
-    let gw = reloadable(&path, &config_text(&backend, false, "", "")).await;
+    let gw = plain(&backend, false).start_reloadable(&path).await;
     let client = Client::new();
     write_config(
         &path,
-        &config_text(
-            &backend,
-            false,
-            "  - { name: new, match: { path_prefix: /new }, upstream: u }",
-            "",
-        ),
+        &plain(&backend, false).route_with(new_route("u")).yaml(),
     );
     let reply = post_reload(&client, &gw).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -178,10 +164,7 @@ async fn post_reload_applies_the_file_now() {
     assert_eq!(status["last_reload"]["trigger"], "admin");
 
     // The admin listener is bound at start: changing it needs a restart.
-    let moved = config_text(&backend, false, "", "").replace(
-        "admin: { address: \"127.0.0.1:0\" }",
-        "admin: { address: \"127.0.0.2:0\" }",
-    );
+    let moved = plain(&backend, false).admin_at("127.0.0.2:0").yaml();
     write_config(&path, &moved);
     let refused = post_reload(&client, &gw).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -189,7 +172,7 @@ async fn post_reload_applies_the_file_now() {
     assert_eq!(client.get(&url(&gw, "/new")).await.status, StatusCode::OK);
 
     // So are the workers.
-    let more_workers = format!("workers: 97\n{}", config_text(&backend, false, "", ""));
+    let more_workers = plain(&backend, false).workers(97).yaml();
     write_config(&path, &more_workers);
     let refused = post_reload(&client, &gw).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -257,7 +240,7 @@ impl Traffic {
     /// Waits until at least one more request has been served.
     async fn flows(&self) {
         let before = self.served.load(Ordering::SeqCst);
-        eventually("traffic flows", || {
+        eventually("traffic flows", async || {
             self.served.load(Ordering::SeqCst) > before
         })
         .await;
@@ -283,18 +266,17 @@ async fn no_request_fails_while_the_configuration_is_reloaded_again_and_again() 
             .await;
     let (_dir, path) = temp_config();
     let variant = |n: usize| {
-        config_text(
-            &backend,
-            false,
-            &format!("  - {{ name: extra{n}, match: {{ path_prefix: /extra{n} }}, upstream: u }}"),
-            &format!(", max_in_flight: {}", 100 + n),
+        config(&backend, false, |u| u.max_in_flight(100 + n)).route_with(
+            Route::prefix(&format!("/extra{n}"))
+                .named(&format!("extra{n}"))
+                .to("u"),
         )
     };
-    let gw = reloadable(&path, &variant(0)).await;
+    let gw = variant(0).start_reloadable(&path).await;
     let traffic = Traffic::start(4, &url(&gw, "/old/item"), &[], Some("/old/item"));
     let client = Client::new();
     for n in 1..=30 {
-        write_config(&path, &variant(n));
+        write_config(&path, &variant(n).yaml());
         let reply = post_reload(&client, &gw).await;
         assert_eq!(reply.status, StatusCode::OK, "reload {n}: {}", reply.text());
         traffic.flows().await;
@@ -312,15 +294,8 @@ async fn no_request_fails_while_the_configuration_is_reloaded_again_and_again() 
 async fn in_flight_requests_stay_counted_when_max_in_flight_changes() {
     let held = Backend::holding().await;
     let (_dir, path) = temp_config();
-    let limits = |n: usize| {
-        config_text(
-            &held,
-            false,
-            "",
-            &format!(", max_in_flight: {n}, max_queue: 0"),
-        )
-    };
-    let gw = reloadable(&path, &limits(2)).await;
+    let limits = |n: usize| config(&held, false, |u| u.max_in_flight(n).max_queue(0)).yaml();
+    let gw = crate::support::reloadable_from_file(&path, &limits(2)).await;
     let client = Client::new();
     let send = || {
         let (client, target) = (client.clone(), url(&gw, "/old"));
@@ -328,7 +303,7 @@ async fn in_flight_requests_stay_counted_when_max_in_flight_changes() {
     };
     let first = send();
     let second = send();
-    eventually("two requests in flight", || held.state.arrived() == 2).await;
+    eventually("two requests in flight", async || held.state.arrived() == 2).await;
     assert_eq!(
         client.get(&url(&gw, "/old")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -338,7 +313,10 @@ async fn in_flight_requests_stay_counted_when_max_in_flight_changes() {
     write_config(&path, &limits(3));
     assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
     let third = send();
-    eventually("a third request in flight", || held.state.arrived() == 3).await;
+    eventually("a third request in flight", async || {
+        held.state.arrived() == 3
+    })
+    .await;
     assert_eq!(
         client.get(&url(&gw, "/old")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -360,7 +338,7 @@ async fn in_flight_requests_stay_counted_when_max_in_flight_changes() {
         Some(0.0)
     );
     let fourth = send();
-    eventually("one request in flight", || held.state.arrived() == 4).await;
+    eventually("one request in flight", async || held.state.arrived() == 4).await;
     assert_eq!(
         client.get(&url(&gw, "/old")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
@@ -377,13 +355,16 @@ async fn pooled_connections_survive_a_reload_that_keeps_the_endpoints() {
     let backend = Backend::echo().await;
     let other = Backend::echo().await;
     let (_dir, path) = temp_config();
-    let gw = reloadable(&path, &config_text(&backend, false, "", "")).await;
+    let gw = plain(&backend, false).start_reloadable(&path).await;
     let client = Client::new();
     assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
 
     write_config(
         &path,
-        &config_text(&backend, false, "", ", max_in_flight: 7, timeout: 9s"),
+        &config(&backend, false, |u| {
+            u.max_in_flight(7).timeout(Duration::from_secs(9))
+        })
+        .yaml(),
     );
     assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
     assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
@@ -394,27 +375,27 @@ async fn pooled_connections_survive_a_reload_that_keeps_the_endpoints() {
     );
 
     // New endpoints: the traffic moves to them.
-    write_config(&path, &config_text(&other, false, "", ""));
+    write_config(&path, &plain(&other, false).yaml());
     assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
     assert_eq!(client.get(&url(&gw, "/old")).await.status, StatusCode::OK);
     assert_eq!(other.state.arrived(), 1);
     assert_eq!(backend.state.arrived(), 2);
 }
 
-/// A listener section with `public` on a fixed port and, optionally, `second`.
+/// [`plain`] with listener `public` (`public`, on `public_port`) and, optionally,
+/// `second`.
 fn with_listeners(
     backend: &Backend,
     public_port: u16,
-    public_extra: &str,
+    public: impl FnOnce(Listener) -> Listener,
     second: Option<u16>,
 ) -> String {
-    let second = second.map_or(String::new(), |port| {
-        format!("\n  - {{ name: second, address: \"127.0.0.1:{port}\" }}")
-    });
-    config_text(backend, false, "", "").replace(
-        "listeners: [{ name: public, address: \"127.0.0.1:0\" }]",
-        &format!("listeners:\n  - {{ name: public, address: \"127.0.0.1:{public_port}\" {public_extra} }}{second}"),
-    )
+    let gateway = plain(backend, false).listener(public(Listener::public().port(public_port)));
+    match second {
+        Some(port) => gateway.listener(Listener::named("second").port(port)),
+        None => gateway,
+    }
+    .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,7 +406,11 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
         crate::support::port_to_listen_on_later(),
         crate::support::port_to_listen_on_later(),
     );
-    let gw = reloadable(&path, &with_listeners(&backend, public_port, "", None)).await;
+    let gw = crate::support::reloadable_from_file(
+        &path,
+        &with_listeners(&backend, public_port, |l| l, None),
+    )
+    .await;
     let client = Client::new();
     let public = format!("http://127.0.0.1:{public_port}/old/x");
     let second = format!("http://127.0.0.1:{second_port}/old/x");
@@ -434,7 +419,7 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
     // Added.
     write_config(
         &path,
-        &with_listeners(&backend, public_port, "", Some(second_port)),
+        &with_listeners(&backend, public_port, |l| l, Some(second_port)),
     );
     assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
     assert_eq!(client.get(&second).await.status, StatusCode::OK);
@@ -443,10 +428,14 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
     // so no connection is refused, and new connections get the new limits.
     let traffic = Traffic::start(2, &public, &[("connection", "close")], None);
     for n in 0..10 {
-        let extra = format!(", max_uri_length: {}", 100 + n);
         write_config(
             &path,
-            &with_listeners(&backend, public_port, &extra, Some(second_port)),
+            &with_listeners(
+                &backend,
+                public_port,
+                |l| l.max_uri_length(100 + n),
+                Some(second_port),
+            ),
         );
         assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
         traffic.flows().await;
@@ -470,7 +459,7 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
     let taken = squatter.local_addr().expect("address").port();
     write_config(
         &path,
-        &with_listeners(&backend, public_port, "", Some(taken)),
+        &with_listeners(&backend, public_port, |l| l, Some(taken)),
     );
     let refused = post_reload(&client, &gw).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -486,18 +475,13 @@ async fn listeners_are_added_changed_and_removed_by_a_reload() {
     );
 
     // Removed: the address stops accepting.
-    write_config(&path, &with_listeners(&backend, public_port, "", None));
+    write_config(&path, &with_listeners(&backend, public_port, |l| l, None));
     assert_eq!(post_reload(&client, &gw).await.status, StatusCode::OK);
     let second_addr: std::net::SocketAddr =
         format!("127.0.0.1:{second_port}").parse().expect("address");
-    let mut closed = false;
-    for _ in 0..2000 {
-        if tokio::net::TcpStream::connect(second_addr).await.is_err() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert!(closed, "the removed listener's address is closed");
+    eventually("the removed listener's address is closed", async || {
+        tokio::net::TcpStream::connect(second_addr).await.is_err()
+    })
+    .await;
     assert_eq!(client.get(&public).await.status, StatusCode::OK);
 }

@@ -5,34 +5,39 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
+use portcullis::RunningGateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::backend::drain_body;
-use crate::support::{closed_port, gateway, metric, metrics_text, url, Backend, Client, Reply};
+use crate::support::{
+    closed_port, metric, metrics_text, url, Backend, Client, Endpoint, Gateway, Reply, Retry,
+    Route, Upstream,
+};
 
-fn single_upstream(endpoints: &str, retry: &str, route_extra: &str) -> String {
-    format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u:
-    endpoints: [{endpoints}]
-    retry: {retry}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u {route_extra} }}
-"#
-    )
+/// Upstream `u` (`upstream`, with `retry`) behind `route` to it.
+async fn single_upstream(upstream: Upstream, retry: Retry, route: Route) -> RunningGateway {
+    Gateway::new()
+        .admin()
+        .upstream("u", upstream.retry(retry))
+        .route_with(route.to("u"))
+        .start()
+        .await
+}
+
+fn every_path() -> Route {
+    Route::prefix("/")
 }
 
 #[tokio::test]
 async fn a_connect_failure_is_retried_on_another_endpoint() {
     let good = Backend::echo().await;
-    let gw = gateway(&single_upstream(
-        &format!("\"http://{}\", \"{}\"", closed_port(), good.url()),
-        "{ attempts: 2, on: [connect_failure], backoff: 1ms..2ms }",
-        "",
-    ))
+    let gw = single_upstream(
+        Upstream::endpoints([closed_port().endpoint(), good.endpoint()]),
+        Retry::attempts(2)
+            .on(&["connect_failure"])
+            .backoff("1ms..2ms"),
+        every_path(),
+    )
     .await;
     let client = Client::new();
     for _ in 0..4 {
@@ -71,27 +76,17 @@ async fn fails_first(failures: usize) -> Backend {
 
 #[tokio::test]
 async fn post_is_retried_only_when_the_route_opts_in_and_its_body_is_sent_again() {
-    let retry = "{ attempts: 3, on: [503], backoff: 1ms..2ms }";
+    let retry = || Retry::attempts(3).on(&["503"]).backoff("1ms..2ms");
     let client = Client::new();
 
     let backend = fails_first(2).await;
-    let gw = gateway(&single_upstream(
-        &format!("\"{}\"", backend.url()),
-        retry,
-        "",
-    ))
-    .await;
+    let gw = single_upstream(Upstream::new(&backend), retry(), every_path()).await;
     let get = client.get(&url(&gw, "/orders")).await;
     assert_eq!(get.status, StatusCode::OK, "GET is retried");
     assert_eq!(backend.state.arrived(), 3);
 
     let backend = fails_first(1).await;
-    let gw = gateway(&single_upstream(
-        &format!("\"{}\"", backend.url()),
-        retry,
-        "",
-    ))
-    .await;
+    let gw = single_upstream(Upstream::new(&backend), retry(), every_path()).await;
     let post = client
         .send(Method::POST, &url(&gw, "/orders"), &[], "hello")
         .await;
@@ -103,11 +98,16 @@ async fn post_is_retried_only_when_the_route_opts_in_and_its_body_is_sent_again(
     assert_eq!(backend.state.arrived(), 1);
 
     let backend = fails_first(1).await;
-    let gw = gateway(&single_upstream(
-        &format!("\"{}\"", backend.url()),
-        retry,
-        ", retry: { attempts: 3, on: [503], methods: [POST], backoff: 1ms..2ms }",
-    ))
+    let gw = single_upstream(
+        Upstream::new(&backend),
+        retry(),
+        every_path().retry(
+            Retry::attempts(3)
+                .on(&["503"])
+                .methods(&[Method::POST])
+                .backoff("1ms..2ms"),
+        ),
+    )
     .await;
     let post = client
         .send(Method::POST, &url(&gw, "/orders"), &[], "hello")
@@ -147,11 +147,11 @@ async fn a_connection_reset_before_the_response_is_retried() {
             }
         })
     };
-    let gw = gateway(&single_upstream(
-        &format!("\"http://{addr}\""),
-        "{ attempts: 2, on: [reset], backoff: 1ms..2ms }",
-        "",
-    ))
+    let gw = single_upstream(
+        Upstream::new(addr),
+        Retry::attempts(2).on(&["reset"]).backoff("1ms..2ms"),
+        every_path(),
+    )
     .await;
     let reply = Client::new().get(&url(&gw, "/x")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -173,11 +173,14 @@ async fn the_retry_budget_stops_a_retry_storm() {
     let down =
         Backend::start(|_, _| async move { Reply::text(StatusCode::SERVICE_UNAVAILABLE, "down") })
             .await;
-    let gw = gateway(&single_upstream(
-        &format!("\"{}\"", down.url()),
-        "{ attempts: 5, on: [503], budget: 20%, backoff: 1ms..2ms }",
-        "",
-    ))
+    let gw = single_upstream(
+        Upstream::new(&down),
+        Retry::attempts(5)
+            .on(&["503"])
+            .budget("20%")
+            .backoff("1ms..2ms"),
+        every_path(),
+    )
     .await;
     let client = Client::new();
     for _ in 0..20 {

@@ -2,29 +2,46 @@
 
 use http::{Method, StatusCode};
 
-use crate::support::{gateway, url, Backend, Client};
+use crate::support::{url, Backend, Client, Gateway, Route};
 
 /// Each route adds its own prefix, so the echoed URI says which route matched.
 async fn precedence_gateway(backend: &Backend) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  echo: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: prefix-api, match: {{ path_prefix: /api }}, upstream: echo, rewrite: {{ add_prefix: /prefix-api }} }}
-  - {{ name: prefix-users, match: {{ path_prefix: /api/users }}, upstream: echo, rewrite: {{ add_prefix: /prefix-users }} }}
-  - {{ name: template, match: {{ path: "/api/users/{{id}}" }}, upstream: echo, rewrite: {{ path: "/template/{{id}}" }} }}
-  - {{ name: exact, match: {{ path: /api/users/me }}, upstream: echo, rewrite: {{ add_prefix: /exact }} }}
-  - {{ name: host, match: {{ path_prefix: /api, host: api.example.com }}, upstream: echo, rewrite: {{ add_prefix: /host }} }}
-  - {{ name: wildcard, match: {{ path_prefix: /api, host: "*.example.com" }}, upstream: echo, rewrite: {{ add_prefix: /wildcard }} }}
-  - {{ name: header-v2, match: {{ path: /api/items, headers: {{ x-version: 2 }} }}, upstream: echo, rewrite: {{ add_prefix: /v2 }} }}
-  - {{ name: post-only, match: {{ path: /api/items, methods: [POST] }}, upstream: echo, rewrite: {{ add_prefix: /post }} }}
-  - {{ name: writes, match: {{ path: /writes, methods: [PUT, DELETE] }}, upstream: echo }}
-"#,
-        url = backend.url()
-    ))
-    .await
+    let to_echo = |route: Route, name: &str| route.named(name).to("echo");
+    Gateway::new()
+        .upstream("echo", backend)
+        .route_with(to_echo(Route::prefix("/api"), "prefix-api").add_prefix("/prefix-api"))
+        .route_with(
+            to_echo(Route::prefix("/api/users"), "prefix-users").add_prefix("/prefix-users"),
+        )
+        .route_with(
+            to_echo(Route::path("/api/users/{id}"), "template").rewrite_path("/template/{id}"),
+        )
+        .route_with(to_echo(Route::path("/api/users/me"), "exact").add_prefix("/exact"))
+        .route_with(
+            to_echo(Route::prefix("/api"), "host")
+                .host("api.example.com")
+                .add_prefix("/host"),
+        )
+        .route_with(
+            to_echo(Route::prefix("/api"), "wildcard")
+                .host("*.example.com")
+                .add_prefix("/wildcard"),
+        )
+        .route_with(
+            to_echo(Route::path("/api/items"), "header-v2")
+                .header("x-version", "2")
+                .add_prefix("/v2"),
+        )
+        .route_with(
+            to_echo(Route::path("/api/items"), "post-only")
+                .methods(&[Method::POST])
+                .add_prefix("/post"),
+        )
+        .route_with(
+            to_echo(Route::path("/writes"), "writes").methods(&[Method::PUT, Method::DELETE]),
+        )
+        .start()
+        .await
 }
 
 async fn routed_uri(
@@ -130,19 +147,29 @@ async fn unmatched_requests_get_404_and_wrong_methods_405() {
 #[tokio::test]
 async fn prefixes_are_stripped_and_templates_rewritten() {
     let backend = Backend::echo().await;
-    let gw = gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  users: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: strip, match: {{ path_prefix: /api/users }}, upstream: users, rewrite: {{ strip_prefix: /api }} }}
-  - {{ name: replace, match: {{ path_prefix: /old }}, upstream: users, rewrite: {{ strip_prefix: /old, add_prefix: /new }} }}
-  - {{ name: by-id, match: {{ path: "/v2/users/{{id}}/files/{{*rest}}" }}, upstream: users, rewrite: {{ path: "/users/{{id}}/f/{{rest}}" }} }}
-"#,
-        url = backend.url()
-    ))
-    .await;
+    let gw = Gateway::new()
+        .upstream("users", &backend)
+        .route_with(
+            Route::prefix("/api/users")
+                .named("strip")
+                .to("users")
+                .strip_prefix("/api"),
+        )
+        .route_with(
+            Route::prefix("/old")
+                .named("replace")
+                .to("users")
+                .strip_prefix("/old")
+                .add_prefix("/new"),
+        )
+        .route_with(
+            Route::path("/v2/users/{id}/files/{*rest}")
+                .named("by-id")
+                .to("users")
+                .rewrite_path("/users/{id}/f/{rest}"),
+        )
+        .start()
+        .await;
     let client = Client::new();
     let cases = [
         ("/api/users/7?page=2", "/users/7?page=2"),

@@ -14,23 +14,18 @@ use tokio::sync::mpsc;
 
 use crate::support::backend::{drain_body, Body};
 use crate::support::client::raw_exchange;
-use crate::support::{eventually, gateway, url, within, Backend, Client, Reply};
+use crate::support::{eventually, url, within, Backend, Client, Gateway, Listener, Reply};
 
 const CHUNK: usize = 1 << 20;
 const CHUNKS: usize = 64;
 
-async fn single_route(backend: &Backend, listener_extra: &str) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" {listener_extra} }}]
-upstreams:
-  u: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await
+async fn single_route(backend: &Backend, listener: Listener) -> portcullis::RunningGateway {
+    Gateway::new()
+        .listener(listener)
+        .upstream("u", backend)
+        .route("/", "u")
+        .start()
+        .await
 }
 
 fn channel_body(receiver: mpsc::Receiver<Bytes>) -> Body {
@@ -50,7 +45,7 @@ async fn a_large_upload_streams_to_the_upstream_as_it_arrives() {
         Reply::ok(total.to_string())
     })
     .await;
-    let gw = single_route(&backend, "").await;
+    let gw = single_route(&backend, Listener::public()).await;
     let (sender, receiver) = mpsc::channel(1);
     let request = Request::builder()
         .method(Method::POST)
@@ -65,7 +60,7 @@ async fn a_large_upload_streams_to_the_upstream_as_it_arrives() {
         .await
         .expect("first chunk");
     // The upstream sees the first megabyte while the client has not sent the rest.
-    eventually("the first chunk reaches the upstream", || {
+    eventually("the first chunk reaches the upstream", async || {
         backend.state.body_bytes.load(Ordering::SeqCst) == CHUNK
     })
     .await;
@@ -99,7 +94,7 @@ async fn a_large_download_streams_to_the_client_as_it_arrives() {
         http::Response::new(channel_body(receiver))
     })
     .await;
-    let gw = single_route(&backend, "").await;
+    let gw = single_route(&backend, Listener::public()).await;
     let request = Request::builder()
         .uri(url(&gw, "/download"))
         .body(
@@ -135,7 +130,7 @@ async fn bodies_over_the_limit_get_413() {
         Reply::ok(total.to_string())
     })
     .await;
-    let gw = single_route(&backend, ", max_request_body: 1MiB").await;
+    let gw = single_route(&backend, Listener::public().max_request_body(1 << 20)).await;
     let client = Client::new();
 
     // Declared too large: refused before anything is sent upstream.
@@ -181,7 +176,10 @@ async fn oversized_heads_get_431_and_414() {
     let backend = Backend::echo().await;
     let gw = single_route(
         &backend,
-        ", max_headers: 20, max_header_size: 16KiB, max_uri_length: 1024",
+        Listener::public()
+            .max_headers(20)
+            .max_header_size(16 * 1024)
+            .max_uri_length(1024),
     )
     .await;
     let addr = gw.listener_addr("public").expect("listener");

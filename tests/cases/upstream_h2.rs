@@ -22,33 +22,26 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::support::backend::{Body, State};
-use crate::support::pki::{quoted, Pki};
-use crate::support::{gateway, url, within, Backend, Client, Reply};
-
-async fn version_backend() -> Backend {
-    Backend::start(|request, _| async move { Reply::ok(format!("{:?}", request.version())) }).await
-}
+use crate::support::pki::Pki;
+use crate::support::{
+    url, within, Backend, Client, Gateway, Protocol, Reply, Upstream, UpstreamTls,
+};
 
 /// One worker: hyper's HTTP/2 client pool is shared by the workers, and two workers'
 /// first requests can each open a connection before either handshake has finished.
-async fn upstream_gateway(endpoint: &str, extra: &str) -> RunningGateway {
-    gateway(&format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{endpoint}"] {extra} }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#
-    ))
-    .await
+async fn upstream_gateway(upstream: Upstream) -> RunningGateway {
+    Gateway::new()
+        .workers(1)
+        .upstream("app", upstream)
+        .route("/", "app")
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn http2_upstreams_get_h2c_with_prior_knowledge_over_one_connection() {
-    let backend = version_backend().await;
-    let gw = upstream_gateway(&backend.url(), ", protocol: http2").await;
+    let backend = Backend::echo_version().await;
+    let gw = upstream_gateway(Upstream::new(&backend).protocol(Protocol::Http2)).await;
     let client = Client::new();
     let replies = futures_util::future::join_all((0..8).map(|i| {
         let client = client.clone();
@@ -72,11 +65,16 @@ async fn http2_upstreams_get_h2c_with_prior_knowledge_over_one_connection() {
 
 #[tokio::test]
 async fn http1_stays_the_default_for_cleartext_upstreams() {
-    let backend = version_backend().await;
-    for extra in ["", ", protocol: auto", ", protocol: http1"] {
-        let gw = upstream_gateway(&backend.url(), extra).await;
+    let backend = Backend::echo_version().await;
+    for protocol in [None, Some(Protocol::Auto), Some(Protocol::Http1)] {
+        let upstream = Upstream::new(&backend);
+        let upstream = match protocol {
+            Some(protocol) => upstream.protocol(protocol),
+            None => upstream,
+        };
+        let gw = upstream_gateway(upstream).await;
         let reply = Client::new().get(&url(&gw, "/")).await;
-        assert_eq!(reply.text(), "HTTP/1.1", "with {extra:?}");
+        assert_eq!(reply.text(), "HTTP/1.1", "with protocol {protocol:?}");
     }
 }
 
@@ -90,13 +88,14 @@ async fn tls_upstreams_negotiate_http2_by_alpn() {
     )
     .await;
     for (protocol, expected) in [
-        ("http2", "HTTP/2.0"),
-        ("auto", "HTTP/2.0"),
-        ("http1", "HTTP/1.1"),
+        (Protocol::Http2, "HTTP/2.0"),
+        (Protocol::Auto, "HTTP/2.0"),
+        (Protocol::Http1, "HTTP/1.1"),
     ] {
         let gw = upstream_gateway(
-            &backend.https_url(),
-            &format!(", protocol: {protocol}, tls: {{ ca: {} }}", quoted(&ca)),
+            Upstream::new(backend.https_url())
+                .protocol(protocol)
+                .tls(UpstreamTls::ca(&ca)),
         )
         .await;
         let reply = Client::new().get(&url(&gw, "/")).await;
@@ -111,8 +110,9 @@ async fn tls_upstreams_negotiate_http2_by_alpn() {
     )
     .await;
     let gw = upstream_gateway(
-        &http1_only.https_url(),
-        &format!(", protocol: auto, tls: {{ ca: {} }}", quoted(&ca)),
+        Upstream::new(http1_only.https_url())
+            .protocol(Protocol::Auto)
+            .tls(UpstreamTls::ca(&ca)),
     )
     .await;
     assert_eq!(Client::new().get(&url(&gw, "/")).await.text(), "HTTP/1.1");
@@ -257,7 +257,7 @@ async fn read_to_trailers(body: &mut Incoming) -> (Vec<String>, HeaderMap) {
 }
 
 async fn grpc_gateway(backend: &Backend) -> RunningGateway {
-    upstream_gateway(&backend.url(), ", protocol: http2").await
+    upstream_gateway(Upstream::new(backend).protocol(Protocol::Http2)).await
 }
 
 fn gw_addr(gw: &RunningGateway) -> SocketAddr {
@@ -326,7 +326,7 @@ async fn trailers_from_an_http2_upstream_lose_the_fields_a_trailer_section_may_n
         http::Response::new(StreamBody::new(stream::iter(frames)).boxed())
     })
     .await;
-    let gw = upstream_gateway(&backend.url(), ", protocol: http2").await;
+    let gw = upstream_gateway(Upstream::new(&backend).protocol(Protocol::Http2)).await;
     let addr = gw.listener_addr("public").expect("listener");
     let raw = crate::support::client::raw_exchange(
         addr,

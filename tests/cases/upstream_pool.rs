@@ -4,6 +4,7 @@
 //! whose response was abandoned mid-body is never handed to another request.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -12,7 +13,8 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    eventually, gateway, metric, metric_reaches, metrics_text, url, within, Backend, Client, Reply,
+    eventually, metric, metric_reaches, metrics_text, url, within, Backend, Client, Gateway, Reply,
+    Upstream,
 };
 
 const OPENED: &str = "portcullis_upstream_connections_opened_total{endpoint=\"E\",upstream=\"u\"}";
@@ -24,20 +26,22 @@ fn series(template: &str, backend: &Backend) -> String {
 
 /// One worker: its requests share one pool of idle connections (with more, each worker
 /// keeps its own; see the test at the end).
-async fn single_route(backend: &Backend, pool: &str) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"], max_in_flight: 64, pool: {pool} }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    ))
-    .await
+async fn single_route(
+    backend: &Backend,
+    pool_idle_timeout: Duration,
+) -> portcullis::RunningGateway {
+    Gateway::new()
+        .workers(1)
+        .admin()
+        .upstream(
+            "u",
+            Upstream::new(backend)
+                .max_in_flight(64)
+                .pool_idle_timeout(pool_idle_timeout),
+        )
+        .route("/", "u")
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -48,7 +52,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
         Reply::ok(vec![b'x'; size])
     })
     .await;
-    let gw = single_route(&backend, "{ idle_timeout: 60s }").await;
+    let gw = single_route(&backend, Duration::from_secs(60)).await;
     let client = Client::new();
     for (round, size) in [0, 5, 70_000, 1, 300_000, 2]
         .into_iter()
@@ -69,14 +73,14 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 async fn concurrent_requests_each_get_a_connection_that_later_requests_reuse() {
     const CONCURRENT: usize = 4;
     let backend = Backend::holding().await;
-    let gw = single_route(&backend, "{ idle_timeout: 60s }").await;
+    let gw = single_route(&backend, Duration::from_secs(60)).await;
     let held: Vec<_> = (0..CONCURRENT)
         .map(|_| {
             let target = url(&gw, "/held");
             tokio::spawn(async move { Client::new().get(&target).await })
         })
         .collect();
-    eventually("every request reaches the backend", || {
+    eventually("every request reaches the backend", async || {
         backend.state.arrived() == CONCURRENT
     })
     .await;
@@ -98,7 +102,7 @@ async fn concurrent_requests_each_get_a_connection_that_later_requests_reuse() {
             tokio::spawn(async move { Client::new().get(&target).await })
         })
         .collect();
-    eventually("the second wave reaches the backend", || {
+    eventually("the second wave reaches the backend", async || {
         backend.state.arrived() == 2 * CONCURRENT
     })
     .await;
@@ -118,10 +122,10 @@ async fn concurrent_requests_each_get_a_connection_that_later_requests_reuse() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_pool_idle_timeout() {
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    let gw = single_route(&backend, "{ idle_timeout: 200ms }").await;
+    let gw = single_route(&backend, Duration::from_millis(200)).await;
     let client = Client::new();
     assert_eq!(client.get(&url(&gw, "/one")).await.status, StatusCode::OK);
-    eventually("the gateway closes its idle connection", || {
+    eventually("the gateway closes its idle connection", async || {
         backend.state.connections_closed.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -151,7 +155,7 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
         http::Response::new(StreamBody::new(frames).boxed())
     })
     .await;
-    let gw = single_route(&backend, "{ idle_timeout: 60s }").await;
+    let gw = single_route(&backend, Duration::from_secs(60)).await;
     let request = Request::get(url(&gw, "/endless"))
         .body(
             http_body_util::Empty::new()
@@ -169,7 +173,7 @@ async fn a_connection_whose_response_was_abandoned_is_not_reused() {
     drop(body);
     // The client went away mid-body: that upstream connection is closed, and the next
     // request gets a new one instead of waiting behind the unfinished response.
-    eventually("the abandoned upstream connection is closed", || {
+    eventually("the abandoned upstream connection is closed", async || {
         backend.state.connections_closed.load(Ordering::SeqCst) == 1
     })
     .await;
@@ -191,7 +195,7 @@ async fn a_request_abandoned_before_its_response_keeps_its_connection_for_the_ne
         Reply::ok("fine")
     })
     .await;
-    let gw = single_route(&backend, "{ idle_timeout: 60s }").await;
+    let gw = single_route(&backend, Duration::from_secs(60)).await;
     for round in 0..3 {
         let addr = gw.listener_addr("public").expect("listener");
         let mut client = tokio::net::TcpStream::connect(addr)
@@ -200,7 +204,7 @@ async fn a_request_abandoned_before_its_response_keeps_its_connection_for_the_ne
         tokio::io::AsyncWriteExt::write_all(&mut client, b"GET /held HTTP/1.1\r\nHost: gw\r\n\r\n")
             .await
             .expect("writes");
-        eventually("the request reaches the backend", || {
+        eventually("the request reaches the backend", async || {
             backend.state.arrived() == round * 2 + 1
         })
         .await;

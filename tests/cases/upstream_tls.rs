@@ -5,8 +5,10 @@
 use http::StatusCode;
 use portcullis::{Config, RunningGateway};
 
+use std::time::Duration;
+
 use crate::support::pki::{quoted, Pki};
-use crate::support::{gateway, url, Backend, Client, Reply};
+use crate::support::{url, Backend, Client, Gateway, Reply, Upstream, UpstreamTls};
 
 /// A TLS backend answering with the HTTP version it received.
 async fn tls_backend(config: rustls::ServerConfig) -> Backend {
@@ -16,12 +18,22 @@ async fn tls_backend(config: rustls::ServerConfig) -> Backend {
     .await
 }
 
-/// A gateway with one route to one upstream with `endpoint` and `extra` (YAML flow
-/// mapping entries).
-async fn upstream_gateway(endpoint: &str, extra: &str) -> RunningGateway {
-    gateway(&upstream_yaml(endpoint, extra)).await
+/// A gateway with one route to the upstream `app` at `endpoint`, with `tls` when given.
+fn upstream_config(endpoint: &str, tls: Option<UpstreamTls>) -> Gateway {
+    let upstream = Upstream::new(endpoint).connect_timeout(Duration::from_secs(5));
+    let upstream = match tls {
+        Some(tls) => upstream.tls(tls),
+        None => upstream,
+    };
+    Gateway::new().upstream("app", upstream).route("/", "app")
 }
 
+async fn upstream_gateway(endpoint: &str, tls: Option<UpstreamTls>) -> RunningGateway {
+    upstream_config(endpoint, tls).start().await
+}
+
+/// The same configuration as text, with `extra` (YAML flow mapping entries) on the
+/// upstream: the configuration-error tests assert locations in it.
 fn upstream_yaml(endpoint: &str, extra: &str) -> String {
     format!(
         r#"
@@ -39,11 +51,7 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
     let pki = Pki::new("upstream CA");
     let backend = tls_backend(pki.server_config(&["127.0.0.1"], &[], false)).await;
     let ca = pki.write_ca();
-    let gw = upstream_gateway(
-        &backend.https_url(),
-        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
-    )
-    .await;
+    let gw = upstream_gateway(&backend.https_url(), Some(UpstreamTls::ca(&ca))).await;
 
     let reply = Client::new().get(&url(&gw, "/hello")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -58,21 +66,14 @@ async fn server_name_is_sent_and_verified_instead_of_the_endpoint_host() {
     let ca = pki.write_ca();
     let gw = upstream_gateway(
         &backend.https_url(),
-        &format!(
-            ", tls: {{ ca: {}, server_name: backend.internal }}",
-            quoted(&ca)
-        ),
+        Some(UpstreamTls::ca(&ca).server_name("backend.internal")),
     )
     .await;
     let reply = Client::new().get(&url(&gw, "/")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 
     // Without the name, the certificate does not match 127.0.0.1.
-    let gw = upstream_gateway(
-        &backend.https_url(),
-        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
-    )
-    .await;
+    let gw = upstream_gateway(&backend.https_url(), Some(UpstreamTls::ca(&ca))).await;
     let reply = Client::new().get(&url(&gw, "/")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
 }
@@ -83,11 +84,7 @@ async fn a_certificate_from_another_ca_is_a_502() {
     let other = Pki::new("other CA");
     let backend = tls_backend(other.server_config(&["127.0.0.1"], &[], false)).await;
     let ca = trusted.write_ca();
-    let gw = upstream_gateway(
-        &backend.https_url(),
-        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
-    )
-    .await;
+    let gw = upstream_gateway(&backend.https_url(), Some(UpstreamTls::ca(&ca))).await;
 
     let reply = Client::new().get(&url(&gw, "/")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
@@ -95,14 +92,14 @@ async fn a_certificate_from_another_ca_is_a_502() {
     assert_eq!(backend.state.arrived(), 0);
 
     // The default roots (web PKI) do not trust a private CA either.
-    let gw = upstream_gateway(&backend.https_url(), "").await;
+    let gw = upstream_gateway(&backend.https_url(), None).await;
     let reply = Client::new().get(&url(&gw, "/")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
 
     // insecure_skip_verify accepts it.
     let gw = upstream_gateway(
         &backend.https_url(),
-        ", tls: { insecure_skip_verify: true }",
+        Some(UpstreamTls::new().insecure_skip_verify()),
     )
     .await;
     let reply = Client::new().get(&url(&gw, "/")).await;
@@ -116,22 +113,13 @@ async fn a_client_certificate_is_presented_to_upstreams_that_require_one() {
     let ca = pki.write_ca();
     let (cert, key) = pki.write("gateway", &pki.issue(&["gateway.internal"]));
 
-    let without = upstream_gateway(
-        &backend.https_url(),
-        &format!(", tls: {{ ca: {} }}", quoted(&ca)),
-    )
-    .await;
+    let without = upstream_gateway(&backend.https_url(), Some(UpstreamTls::ca(&ca))).await;
     let reply = Client::new().get(&url(&without, "/")).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
 
     let with = upstream_gateway(
         &backend.https_url(),
-        &format!(
-            ", tls: {{ ca: {}, certificate: {}, private_key: {} }}",
-            quoted(&ca),
-            quoted(&cert),
-            quoted(&key)
-        ),
+        Some(UpstreamTls::ca(&ca).client_certificate(&cert, &key)),
     )
     .await;
     let reply = Client::new().get(&url(&with, "/")).await;
@@ -188,7 +176,7 @@ fn relative_upstream_tls_paths_resolve_against_the_config_file() {
     let file = pki.path("gateway.yaml");
     std::fs::write(
         &file,
-        upstream_yaml("https://127.0.0.1:8443", ", tls: { ca: ca.pem }"),
+        upstream_config("https://127.0.0.1:8443", Some(UpstreamTls::ca("ca.pem"))).yaml(),
     )
     .expect("writes");
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));

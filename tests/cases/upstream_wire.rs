@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::support::client::raw_exchange;
-use crate::support::{gateway, url, within, Client};
+use crate::support::{url, within, Client, Gateway, Upstream};
 
 /// What the scripted upstream does with a request.
 enum Answer {
@@ -181,17 +181,15 @@ async fn gateway_for(upstream: &Scripted) -> portcullis::RunningGateway {
 /// A gateway with one worker in front of `addr`: each worker keeps its own upstream
 /// connections, and these tests count the connections one pool opens.
 async fn gateway_to(addr: std::net::SocketAddr) -> portcullis::RunningGateway {
-    gateway(&format!(
-        r#"
-workers: 1
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  u: {{ endpoints: ["http://{addr}"], timeout: 5s }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#
-    ))
-    .await
+    Gateway::new()
+        .workers(1)
+        .upstream(
+            "u",
+            Upstream::new(addr).timeout(std::time::Duration::from_secs(5)),
+        )
+        .route("/", "u")
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -608,7 +606,7 @@ async fn a_pooled_connection_the_upstream_closed_while_idle_is_not_reused() {
             reply.text()
         );
         // The upstream has closed its side before the next request is sent.
-        crate::support::eventually("the upstream has closed the connection", || {
+        crate::support::eventually("the upstream has closed the connection", async || {
             upstream.closed.load(Ordering::SeqCst) == attempt + 1
         })
         .await;

@@ -18,7 +18,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::client::raw_exchange;
 use crate::support::{
-    gateway, metric, metric_reaches, metrics_text, url, within, Backend, Client, Reply,
+    metric, metric_reaches, metrics_text, url, within, Backend, Client, Gateway, Reply, Route,
+    Upstream, WebSocket,
 };
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -58,19 +59,20 @@ async fn websocket_backend() -> Backend {
     .await
 }
 
-async fn websocket_gateway(backend: &Backend, route_extra: &str) -> RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  app: {{ endpoints: ["{url}"], max_in_flight: 1, max_queue: 0 }}
-routes:
-  - {{ name: chat, match: {{ path_prefix: / }}, upstream: app {route_extra} }}
-"#,
-        url = backend.url()
-    ))
-    .await
+/// Route `chat` to `backend` (one request in flight, no queue), with `websocket` limits
+/// when given.
+async fn websocket_gateway(backend: &Backend, websocket: Option<WebSocket>) -> RunningGateway {
+    let route = Route::prefix("/").named("chat").to("app");
+    let route = match websocket {
+        Some(limits) => route.websocket(limits),
+        None => route,
+    };
+    Gateway::new()
+        .admin()
+        .upstream("app", Upstream::new(backend).max_in_flight(1).max_queue(0))
+        .route_with(route)
+        .start()
+        .await
 }
 
 fn addr(gw: &RunningGateway) -> SocketAddr {
@@ -123,7 +125,7 @@ fn closed(reason: &str) -> String {
 #[tokio::test]
 async fn websocket_messages_are_echoed_through_the_gateway() {
     let backend = websocket_backend().await;
-    let gw = websocket_gateway(&backend, "").await;
+    let gw = websocket_gateway(&backend, None).await;
 
     let mut socket = connect(&gw, "/chat").await.expect("upgraded");
     echo(&mut socket, "hello").await;
@@ -150,7 +152,7 @@ async fn websocket_messages_are_echoed_through_the_gateway() {
 #[tokio::test]
 async fn a_refused_upgrade_stays_http_and_pipelined_requests_are_answered_as_http() {
     let backend = websocket_backend().await;
-    let gw = websocket_gateway(&backend, "").await;
+    let gw = websocket_gateway(&backend, None).await;
 
     let raw = "GET /refuse HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n\
@@ -181,7 +183,7 @@ async fn a_refused_upgrade_stays_http_and_pipelined_requests_are_answered_as_htt
 #[tokio::test]
 async fn upgraded_connections_are_capped_per_route() {
     let backend = websocket_backend().await;
-    let gw = websocket_gateway(&backend, ", websocket: { max_connections: 1 }").await;
+    let gw = websocket_gateway(&backend, Some(WebSocket::new().max_connections(1))).await;
 
     let mut first = connect(&gw, "/a").await.expect("upgraded");
     echo(&mut first, "one").await;
@@ -206,7 +208,11 @@ async fn upgraded_connections_are_capped_per_route() {
 #[tokio::test]
 async fn idle_upgraded_connections_are_closed() {
     let backend = websocket_backend().await;
-    let gw = websocket_gateway(&backend, ", websocket: { idle_timeout: 100ms }").await;
+    let gw = websocket_gateway(
+        &backend,
+        Some(WebSocket::new().idle_timeout(std::time::Duration::from_millis(100))),
+    )
+    .await;
 
     let mut socket = connect(&gw, "/idle").await.expect("upgraded");
     closed_by_gateway(&mut socket).await;
@@ -217,7 +223,7 @@ async fn idle_upgraded_connections_are_closed() {
 #[tokio::test]
 async fn shutdown_closes_upgraded_connections_after_the_drain() {
     let backend = websocket_backend().await;
-    let gw = websocket_gateway(&backend, "").await;
+    let gw = websocket_gateway(&backend, None).await;
     let mut socket = connect(&gw, "/chat").await.expect("upgraded");
     echo(&mut socket, "before shutdown").await;
 

@@ -7,24 +7,20 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use crate::support::{
-    eventually, gateway, metric, metrics_text, url, within, Backend, Client, Reply,
+    eventually, metric, metrics_text, url, within, Backend, Client, Gateway, Reply, Upstream,
+    WorkerModel,
 };
 
-fn two_workers(backend: &Backend) -> String {
-    format!(
-        r#"
-workers: 2
-worker_model: per_core
-shutdown_timeout: 30s
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-admin: {{ address: "127.0.0.1:0" }}
-upstreams:
-  u: {{ endpoints: ["{url}"], max_in_flight: 64 }}
-routes:
-  - {{ name: u, match: {{ path_prefix: / }}, upstream: u }}
-"#,
-        url = backend.url()
-    )
+async fn two_workers(backend: &Backend) -> portcullis::RunningGateway {
+    Gateway::new()
+        .workers(2)
+        .worker_model(WorkerModel::PerCore)
+        .shutdown_timeout(std::time::Duration::from_secs(30))
+        .admin()
+        .upstream("u", Upstream::new(backend).max_in_flight(64))
+        .route("/", "u")
+        .start()
+        .await
 }
 
 fn accepted_by(text: &str, worker: usize) -> f64 {
@@ -39,7 +35,7 @@ fn accepted_by(text: &str, worker: usize) -> f64 {
 async fn connections_spread_over_the_workers_and_each_reuses_its_upstream_connections() {
     const CONNECTIONS: usize = 40;
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    let gw = gateway(&two_workers(&backend)).await;
+    let gw = two_workers(&backend).await;
     // One request per client connection, one after another.
     for _ in 0..CONNECTIONS {
         let reply = Client::new()
@@ -75,7 +71,7 @@ async fn connections_spread_over_the_workers_and_each_reuses_its_upstream_connec
 async fn shutdown_lets_requests_on_every_worker_finish() {
     const CONNECTIONS: usize = 24;
     let held = Backend::holding().await;
-    let gw = gateway(&two_workers(&held)).await;
+    let gw = two_workers(&held).await;
     let target = url(&gw, "/held");
     let admin = gw.admin_addr().expect("admin");
     let public = gw.listener_addr("public").expect("listener");
@@ -85,7 +81,7 @@ async fn shutdown_lets_requests_on_every_worker_finish() {
             tokio::spawn(async move { Client::new().get(&target).await })
         })
         .collect();
-    eventually("every request reaches the backend", || {
+    eventually("every request reaches the backend", async || {
         held.state.arrived() == CONNECTIONS
     })
     .await;
@@ -100,7 +96,7 @@ async fn shutdown_lets_requests_on_every_worker_finish() {
     );
     let shutdown = tokio::spawn(gw.shutdown());
     // Draining has begun on every worker once the listener refuses new connections.
-    eventually("new connections are refused", || {
+    eventually("new connections are refused", async || {
         std::net::TcpStream::connect(public).is_err()
     })
     .await;

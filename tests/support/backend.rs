@@ -208,6 +208,11 @@ impl Backend {
         Self::start(|request, _| async move { Reply::ok(echo_json(&request)) }).await
     }
 
+    /// Answers 200 with the HTTP version it received (`HTTP/1.1`, `HTTP/2.0`).
+    pub async fn echo_version() -> Backend {
+        Self::start(|request, _| async move { Reply::ok(format!("{:?}", request.version())) }).await
+    }
+
     /// Holds every request at the gate, then answers 200 `released`.
     pub async fn holding() -> Backend {
         Self::start(|_, state| async move {

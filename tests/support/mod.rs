@@ -1,41 +1,66 @@
-//! The test harness: backends that record and hold requests, a client, and a gateway
-//! started from YAML with backend addresses filled in.
+//! The test harness: backends that record and hold requests, clients (plain, TLS,
+//! HTTP/2 frame by frame), a test CA, and the gateway described by a builder
+//! ([`Gateway`]) and started on ephemeral ports.
 
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod client;
+pub mod gateway;
 pub mod h2;
 pub mod pki;
+pub mod tls;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use portcullis::{Config, RunningGateway};
 
 pub use backend::{Backend, Reply};
 pub use client::Client;
+pub use gateway::{
+    Aggregate, Call, ClientAuth, Endpoint, Gateway, HealthCheck, HostHeader, Listener, Outlier,
+    Protocol, Retry, Route, Tls, Underscores, Upstream, UpstreamTls, WebSocket, WorkerModel,
+};
 
-/// Starts a gateway from `yaml` (listener `public` and the admin listener should use
-/// port 0).
-pub async fn gateway(yaml: &str) -> RunningGateway {
+/// Starts a gateway from the whole text of a configuration (listeners and the admin
+/// listener should use port 0). Tests describe their gateway with [`Gateway`]; this is
+/// for the few whose subject is the text itself.
+pub async fn gateway_from_yaml(yaml: &str) -> RunningGateway {
     let config = Config::from_yaml(yaml, "test.yaml")
-        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n{yaml}"));
     portcullis::start(config).await.expect("gateway starts")
 }
 
-/// A gateway whose one route (`app`) sends every path to the endpoint at `url`.
-pub async fn gateway_in_front_of(url: &str) -> RunningGateway {
-    gateway(&format!(
-        r#"
-listeners: [{{ name: public, address: "127.0.0.1:0" }}]
-upstreams:
-  app: {{ endpoints: ["{url}"] }}
-routes:
-  - {{ name: app, match: {{ path_prefix: / }}, upstream: app }}
-"#
-    ))
+/// A gateway whose one route (`app`) sends every path to `endpoint`.
+pub async fn gateway_in_front_of(endpoint: impl Endpoint) -> RunningGateway {
+    Gateway::new()
+        .upstream("app", Upstream::new(endpoint))
+        .route("/", "app")
+        .start()
+        .await
+}
+
+/// Replaces a file's contents in one step (a new file renamed over it), as editors and
+/// deployment tools do.
+pub fn replace_file(path: &Path, contents: &str) {
+    let staging = path.with_extension("staging");
+    std::fs::write(&staging, contents).expect("writes");
+    std::fs::rename(&staging, path).expect("renames");
+}
+
+/// Writes `text` to `file` and starts a gateway that reloads its configuration from it.
+pub async fn reloadable_from_file(file: &Path, text: &str) -> RunningGateway {
+    replace_file(file, text);
+    let config = Config::load(file).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    portcullis::gateway::start_reloadable(
+        config,
+        file.to_owned(),
+        portcullis::reload::content_hash(text),
+    )
     .await
+    .expect("starts")
 }
 
 /// The base URL of the gateway's `public` listener.
@@ -48,15 +73,27 @@ pub fn url(gateway: &RunningGateway, path: &str) -> String {
 }
 
 /// Polls `condition` until it holds; fails the test after 10 s. This is a deadline for
-/// a condition that must come true, never a timing assertion.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+/// a condition that must come true, never a timing assertion. The condition may await
+/// (a metrics scrape, a connection attempt): `eventually("…", async || …)`. It is a
+/// closure returning a future, not `AsyncFnMut`, so that a spawned task may call this
+/// (an `AsyncFnMut` future is not `Send` there); the closure therefore reads what it
+/// captures and assigns nothing.
+pub async fn eventually<F, Condition>(what: &str, mut condition: Condition)
+where
+    Condition: FnMut() -> F,
+    F: Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
+    let mut polls = 0u32;
+    while !within(what, condition()).await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting until {what}"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Most conditions come true within milliseconds: look often at first.
+        polls += 1;
+        let pause = if polls < 50 { 1 } else { 5 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
@@ -89,13 +126,8 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// Waits until the metric `series` has `value` in the admin listener's `/metrics`.
 pub async fn metric_reaches(gateway: &RunningGateway, series: &str, value: f64) {
-    within(&format!("{series} reaches {value}"), async {
-        loop {
-            if metric(&metrics_text(gateway).await, series) == Some(value) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually(&format!("{series} reaches {value}"), async || {
+        metric(&metrics_text(gateway).await, series) == Some(value)
     })
     .await;
 }

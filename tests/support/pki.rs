@@ -1,6 +1,6 @@
-//! A test certificate authority (rcgen): certificates for backends and clients, written
-//! to a temporary directory for configurations to name, and rustls configurations that
-//! trust or present them.
+//! A test certificate authority (rcgen): certificates for backends, listeners and
+//! clients, written to a temporary directory for configurations to name, and rustls
+//! server configurations that present them. The client side is in [`super::tls`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +29,11 @@ impl Issued {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
+
+    /// The key again, to issue a renewed certificate for it.
+    pub fn key_pair(&self) -> KeyPair {
+        KeyPair::from_pem(&self.key_pem).expect("the key parses")
+    }
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -49,13 +54,28 @@ impl Pki {
         }
     }
 
-    /// A certificate for `names` (DNS names or IP addresses).
+    /// A certificate for `names` (DNS names or IP addresses), valid until 2040-01-01.
     pub fn issue(&self, names: &[&str]) -> Issued {
-        let key = KeyPair::generate().expect("key");
+        self.issue_with(names[0], names, (2040, 1, 1), None)
+    }
+
+    /// A certificate for `names`, with `common_name` as subject, valid until `not_after`
+    /// (year, month, day), for `key` (a new one when `None`).
+    pub fn issue_with(
+        &self,
+        common_name: &str,
+        names: &[&str],
+        not_after: (i32, u8, u8),
+        key: Option<KeyPair>,
+    ) -> Issued {
+        let key = key.unwrap_or_else(|| KeyPair::generate().expect("key"));
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .expect("params");
-        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
         let cert = params
             .signed_by(&key, &self.ca, &self.ca_key)
             .expect("signs");
