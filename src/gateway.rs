@@ -15,9 +15,9 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::listeners::{ListenerError, ListenerSet};
 use crate::metrics::Metrics;
+use crate::proxy::Snapshot;
 use crate::reload::Reloader;
 use crate::server;
-use crate::snapshot::Snapshot;
 use crate::workers::Workers;
 
 /// Why the gateway could not start.

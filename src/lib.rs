@@ -41,7 +41,6 @@ pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod shutdown;
-pub mod snapshot;
 pub mod template;
 pub mod tls;
 pub mod upstream;

@@ -24,9 +24,8 @@ use tokio::task::JoinSet;
 
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
-use crate::proxy::ListenerContext;
-use crate::server::{self, Listener, Shutdown, WorkerSocket};
-use crate::snapshot::Snapshot;
+use crate::proxy::Snapshot;
+use crate::server::{self, Listener, ListenerContext, Shutdown, WorkerSocket};
 use crate::tls::{CertificateWatcher, TlsListener};
 
 /// Why a listener could not be set up.

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, LoadError, ReloadConfig};
 use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::proxy::Snapshot;
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! prior knowledge with hyper's), and draining connections on shutdown.
 
 mod connection;
+mod context;
 pub mod http1;
 
 use std::cell::RefCell;
@@ -22,11 +23,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore, TryAcquireError};
 
 use crate::metrics::{ListenerMetrics, WorkerConnections};
-use crate::proxy::{ConnectionContext, ListenerContext};
 use crate::shutdown::signalled;
 pub use crate::shutdown::Shutdown;
 use crate::tls::{CertificateWatcher, TlsListener};
 use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
+pub use context::{ConnectionContext, ListenerContext};
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;

@@ -18,12 +18,12 @@
 mod error;
 mod h2_request;
 pub mod headers;
+mod snapshot;
 pub mod websocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, UPGRADE};
 use http::uri::PathAndQuery;
@@ -34,47 +34,67 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
+pub use snapshot::{RouteHandler, RouteRuntime, Snapshot};
 
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::ClientBody;
 use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget, UnderscoreHeaders};
 use crate::http1::fields::may_be_folded;
 use crate::http1::request::drop_foldable_names;
-use crate::metrics::{ClientTimeouts, RequestCounters};
+use crate::metrics::RequestCounters;
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::Lookup;
-use crate::snapshot::{RouteHandler, Snapshot};
+
 pub use crate::upstream::ResponseBody;
 use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamBody, UpstreamUpgrade};
 use websocket::WebSockets;
 
-/// What every connection of one listener shares.
-pub struct ListenerContext {
+/// What the proxy knows of the client and the listener it came in on, borrowed from
+/// the server's connection for one request.
+pub struct Client<'a> {
     /// The listener's name; per-listener metric handles are found by it in each
     /// snapshot (a reload may add or remove listeners).
-    pub name: String,
-    pub limits: ClientLimits,
-    pub state: Arc<ArcSwap<Snapshot>>,
+    pub listener: &'a str,
+    pub limits: &'a ClientLimits,
     /// `X-Forwarded-Proto` for this listener's requests: `https` on TLS listeners.
-    pub forwarded_proto: HeaderValue,
+    pub forwarded_proto: &'a HeaderValue,
     /// Answer every request with a redirect to `https://` on this port instead.
     pub redirect_to_https: Option<u16>,
-    /// Connections (HTTP/2: streams) closed because the client was too slow.
-    pub timeouts: ClientTimeouts,
     /// Request header fields dropped for their names (`headers_with_underscores`).
-    pub header_fields_dropped: IntCounter,
-    /// HTTP/2 connections closed because the client cancelled most of its streams.
-    pub cancel_floods: IntCounter,
-}
-
-/// One client connection.
-pub struct ConnectionContext {
-    pub listener: Arc<ListenerContext>,
+    pub header_fields_dropped: &'a IntCounter,
     /// The client's IP address, ready for `X-Forwarded-For`.
-    pub peer_ip: HeaderValue,
+    pub peer_ip: &'a HeaderValue,
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
-    pub close: watch::Receiver<bool>,
+    pub close: &'a watch::Receiver<bool>,
+}
+
+/// Answers one request with `snapshot`, the configuration it started with; never fails
+/// (errors become responses).
+pub async fn handle(
+    snapshot: &Snapshot,
+    client: &Client<'_>,
+    request: Request<ClientBody>,
+) -> Response<ResponseBody> {
+    client.handle(snapshot, request).await
+}
+
+/// Counts a request the connection refused before it could be routed (malformed, or
+/// its head too large), under the unmatched route.
+pub fn count_refused(
+    snapshot: &Snapshot,
+    listener: &str,
+    method: Option<&Method>,
+    status: StatusCode,
+) {
+    let listener = snapshot.listener_index(listener);
+    let unmatched = &snapshot.unmatched;
+    if let Some(counters) = unmatched.for_listener(listener) {
+        match method {
+            Some(method) => counters.inc(method, status),
+            None => counters.inc_unknown_method(status),
+        }
+    }
 }
 
 /// A request routed and ready to forward.
@@ -86,27 +106,29 @@ struct Routed {
     params: Vec<(String, String)>,
 }
 
-impl ConnectionContext {
-    /// Answers one request; never fails (errors become responses).
-    pub async fn handle(&self, mut request: Request<ClientBody>) -> Response<ResponseBody> {
+impl Client<'_> {
+    async fn handle(
+        &self,
+        snapshot: &Snapshot,
+        mut request: Request<ClientBody>,
+    ) -> Response<ResponseBody> {
         let started = Instant::now();
         // HTTP/2 requests are checked here (the HTTP/1.1 server checks its own), then
         // lose names with `_` as the listener says, before anything is routed.
-        let admitted = admit_http2(&request, &self.listener.limits);
+        let admitted = admit_http2(&request, &self.limits);
         if admitted.is_ok()
             && request.version() == Version::HTTP_2
-            && self.listener.limits.headers_with_underscores == UnderscoreHeaders::Drop
+            && self.limits.headers_with_underscores == UnderscoreHeaders::Drop
         {
             let dropped = drop_foldable_names(request.headers_mut());
             if dropped > 0 {
-                self.listener.header_fields_dropped.inc_by(dropped as u64);
+                self.header_fields_dropped.inc_by(dropped as u64);
             }
         }
-        let snapshot = self.listener.state.load_full();
         let request_id = request_id::client_request_id(request.headers())
             .unwrap_or_else(request_id::generate_request_id);
-        let listener = snapshot.listener_index(&self.listener.name);
-        if let Some(port) = self.listener.redirect_to_https {
+        let listener = snapshot.listener_index(self.listener);
+        if let Some(port) = self.redirect_to_https {
             let response = match admitted {
                 Ok(()) => redirect_to_https(&request, port, &request_id),
                 Err(error) => error.into_response(&request_id),
@@ -118,8 +140,7 @@ impl ConnectionContext {
             unmatched.duration.observe(started.elapsed().as_secs_f64());
             return response;
         }
-        let routed =
-            admitted.and_then(|()| admit_and_route(&snapshot, &self.listener.limits, &request));
+        let routed = admitted.and_then(|()| admit_and_route(snapshot, &self.limits, &request));
         let route_metrics = match &routed {
             Ok(routed) => &snapshot.routes[routed.route].metrics,
             Err(_) => &snapshot.unmatched,
@@ -138,7 +159,7 @@ impl ConnectionContext {
                     websocket,
                 } => {
                     self.forward(
-                        &snapshot,
+                        snapshot,
                         upstream,
                         *timeout,
                         retry.as_deref(),
@@ -171,20 +192,6 @@ impl ConnectionContext {
         response
     }
 
-    /// Counts a request the connection refused before it could be routed (malformed,
-    /// or its head too large), under the unmatched route.
-    pub fn count_refused(&self, method: Option<&Method>, status: StatusCode) {
-        let snapshot = self.listener.state.load();
-        let listener = snapshot.listener_index(&self.listener.name);
-        let unmatched = &snapshot.unmatched;
-        if let Some(counters) = unmatched.for_listener(listener) {
-            match method {
-                Some(method) => counters.inc(method, status),
-                None => counters.inc_unknown_method(status),
-            }
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -201,7 +208,7 @@ impl ConnectionContext {
         let route = &snapshot.routes[routed.route];
         let host_header = upstream.host_header;
         let version = upstream.request_version();
-        let limits = &self.listener.limits;
+        let limits = &self.limits;
         // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
         let upgrade = match websocket.filter(|_| upstream.speaks_http1()) {
             Some(websockets) => match websocket::requested(&request) {
@@ -333,12 +340,7 @@ impl ConnectionContext {
         let (parts, _body) = request.into_parts();
         let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
         let base_headers = crate::aggregate::base_headers(request_id, &parts.headers, |headers| {
-            headers::set_forwarded(
-                headers,
-                &self.peer_ip,
-                &self.listener.forwarded_proto,
-                client_host,
-            );
+            headers::set_forwarded(headers, self.peer_ip, self.forwarded_proto, client_host);
         });
         let inputs = Arc::new(Inputs {
             params: routed.params,
@@ -399,8 +401,8 @@ impl ConnectionContext {
         }
         headers::set_forwarded(
             &mut headers,
-            &self.peer_ip,
-            &self.listener.forwarded_proto,
+            self.peer_ip,
+            self.forwarded_proto,
             client_host,
         );
         headers.insert(X_REQUEST_ID, request_id.clone());

@@ -39,9 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+use super::{ConnectionContext, ListenerContext};
 use crate::body::{ClientBody, Http2Body};
 use crate::io::Rewound;
-use crate::proxy::{ConnectionContext, ListenerContext, ResponseBody};
+use crate::proxy::ResponseBody;
 use crate::shutdown::{signalled, Shutdown};
 
 /// What a client's connection speaks.

@@ -39,7 +39,8 @@ use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::interim::{self, Hints};
 use crate::io::{ClientUpgrade, Rewound, TunnelIo};
-use crate::proxy::{ConnectionContext, ProxyError, ResponseBody};
+use crate::proxy::{ProxyError, ResponseBody};
+use crate::server::ConnectionContext;
 use crate::shutdown::{signalled, Shutdown};
 use writer::ResponseWriter;
 

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
-use crate::proxy::websocket::WebSockets;
 use crate::upstream::Upstream;
 
 /// A route as the proxy uses it.

@@ -1,0 +1,73 @@
+//! What the server knows of a listener and of one of its connections, and the one
+//! place a request crosses from the server into the proxy ([`ConnectionContext::handle`]).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use prometheus::IntCounter;
+use tokio::sync::watch;
+
+use crate::body::ClientBody;
+use crate::config::ClientLimits;
+use crate::metrics::ClientTimeouts;
+use crate::proxy::{self, ResponseBody, Snapshot};
+
+/// What every connection of one listener shares.
+pub struct ListenerContext {
+    /// The listener's name; per-listener metric handles are found by it in each
+    /// snapshot (a reload may add or remove listeners).
+    pub name: String,
+    pub limits: ClientLimits,
+    pub state: Arc<ArcSwap<Snapshot>>,
+    /// `X-Forwarded-Proto` for this listener's requests: `https` on TLS listeners.
+    pub forwarded_proto: HeaderValue,
+    /// Answer every request with a redirect to `https://` on this port instead.
+    pub redirect_to_https: Option<u16>,
+    /// Connections (HTTP/2: streams) closed because the client was too slow.
+    pub timeouts: ClientTimeouts,
+    /// Request header fields dropped for their names (`headers_with_underscores`).
+    pub header_fields_dropped: IntCounter,
+    /// HTTP/2 connections closed because the client cancelled most of its streams.
+    pub cancel_floods: IntCounter,
+}
+
+/// One client connection.
+pub struct ConnectionContext {
+    pub listener: Arc<ListenerContext>,
+    /// The client's IP address, ready for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+    /// Turns true when the gateway closes what is left after its shutdown drain: ends
+    /// this connection's upgraded (WebSocket) tunnels.
+    pub close: watch::Receiver<bool>,
+}
+
+impl ConnectionContext {
+    /// Answers one request with the configuration current when it arrived; never fails
+    /// (errors become responses).
+    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ResponseBody> {
+        let snapshot = self.listener.state.load_full();
+        proxy::handle(&snapshot, &self.client(), request).await
+    }
+
+    /// Counts a request the connection refused before it could be routed (malformed,
+    /// or its head too large), under the unmatched route.
+    pub fn count_refused(&self, method: Option<&Method>, status: StatusCode) {
+        let snapshot = self.listener.state.load();
+        proxy::count_refused(&snapshot, &self.listener.name, method, status);
+    }
+
+    /// The proxy's view of this connection.
+    fn client(&self) -> proxy::Client<'_> {
+        let listener = &*self.listener;
+        proxy::Client {
+            listener: &listener.name,
+            limits: &listener.limits,
+            forwarded_proto: &listener.forwarded_proto,
+            redirect_to_https: listener.redirect_to_https,
+            header_fields_dropped: &listener.header_fields_dropped,
+            peer_ip: &self.peer_ip,
+            close: &self.close,
+        }
+    }
+}
