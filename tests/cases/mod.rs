@@ -9,6 +9,7 @@ mod h2_translation;
 mod h2c;
 mod headers;
 mod health;
+mod layers;
 mod limits;
 mod metrics;
 mod reload;
