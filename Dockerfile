@@ -1,15 +1,22 @@
 # Portcullis container image.
 #
 #   docker build -t portcullis .
-#   docker run --rm -p 8080:8080 -p 9090:9090 \
-#     -v "$PWD/my-gateway.yaml:/etc/portcullis/gateway.yaml:ro" portcullis
+#   docker run --rm -p 8080:8080 -p 9090:9090 portcullis
 #
-# The repository's gateway.yaml is copied in only as an example: it binds 127.0.0.1 and
-# routes to the demo services on loopback. Inside a container, listeners and the admin
-# listener must bind 0.0.0.0 (e.g. `address: 0.0.0.0:8080`) or published ports reach
-# nothing, and endpoints must be addresses the container can reach. Mount your own
-# gateway.yaml over /etc/portcullis/gateway.yaml, and check it first with
-#   docker run --rm -v "$PWD/my-gateway.yaml:/etc/portcullis/gateway.yaml:ro" portcullis check
+# The image's configuration, /etc/portcullis/gateway.yaml, is
+# deploy/container/gateway.yaml: the client listener on 0.0.0.0:8080 and the admin
+# listener (/metrics, /healthz, /ready) on 0.0.0.0:9090, so published ports reach them,
+# and one upstream, `app`, at http://app:8080, to be replaced with your own. Mount your
+# file over it, and check it first:
+#
+#   docker run --rm -v "$PWD/gateway.yaml:/etc/portcullis/gateway.yaml:ro" portcullis check
+#   docker run --rm -p 8080:8080 -p 9090:9090 \
+#     -v "$PWD/gateway.yaml:/etc/portcullis/gateway.yaml:ro" portcullis
+#
+# Listeners must bind 0.0.0.0 (not 127.0.0.1, the container's own loopback), and
+# endpoints must be addresses or names the container can reach. The repository's root
+# gateway.yaml is the loopback demo (`portcullis demo`) and is not in the image.
+# Kubernetes manifests and a systemd unit are in deploy/ (deploy/README.md).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /build
@@ -35,12 +42,13 @@ FROM debian:bookworm-slim
 RUN useradd --system --user-group --uid 10001 --no-create-home \
         --shell /usr/sbin/nologin portcullis
 COPY --from=builder /build/target/release/portcullis /usr/local/bin/portcullis
-COPY gateway.yaml /etc/portcullis/gateway.yaml
+COPY deploy/container/gateway.yaml /etc/portcullis/gateway.yaml
 # The default `-c gateway.yaml` resolves here, so `docker run portcullis check` works too.
 WORKDIR /etc/portcullis
 USER portcullis
 EXPOSE 8080 9090
 # Exec form: portcullis is PID 1 and receives SIGTERM itself, which starts its graceful
-# shutdown (see shutdown_timeout); give `docker stop -t` at least that long.
+# shutdown (shutdown_timeout: 20s in deploy/container/gateway.yaml); give `docker stop -t`
+# more than that (its default is 10s). SIGHUP (`docker kill -s HUP`) reloads the file.
 ENTRYPOINT ["portcullis"]
 CMD ["run", "-c", "/etc/portcullis/gateway.yaml"]

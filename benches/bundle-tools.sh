@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what benches/compare.sh needs into one folder, for a machine that has no package
-# registry (such as the 16-CPU machine of benches/RESULTS.md, session 6): nginx, HAProxy,
+# registry (such as the 16-CPU machine of benches/RESULTS.md): nginx, HAProxy,
 # wrk, h2load, curl, taskset and pgrep with their shared libraries, nginx's echo module,
 # and a stripped release build of Portcullis. Run it where those tools are installed
 # (compare.sh installs them on Debian/Ubuntu), copy the folder to the other machine

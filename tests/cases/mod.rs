@@ -1,6 +1,7 @@
 mod aggregate;
 mod cli;
 mod connections;
+mod deploy;
 mod desync;
 mod downstream_h2;
 mod downstream_http1;
