@@ -303,6 +303,7 @@ fn compile_listeners(
                 },
                 tls,
                 redirect_to_https,
+                error_detail: listener.error_detail.unwrap_or_default(),
             }
         })
         .collect()

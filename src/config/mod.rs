@@ -21,7 +21,8 @@ use http::uri::{Authority, Scheme};
 pub use crate::tls::{ListenerTls, UpstreamTls};
 pub use error::{ConfigError, LoadError};
 pub use raw::{
-    Balance, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol, WorkerModel,
+    Balance, ErrorDetail, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol,
+    WorkerModel,
 };
 
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -73,6 +74,8 @@ pub struct ListenerConfig {
     /// On a plain listener: answer every request with a redirect to `https://` on this
     /// port instead of routing it.
     pub redirect_to_https: Option<u16>,
+    /// How much of a gateway error this listener's clients are told.
+    pub error_detail: ErrorDetail,
 }
 
 /// Limits on what a client may send.

@@ -50,8 +50,21 @@ pub struct RawListener {
     pub max_uri_length: Option<usize>,
     pub max_request_body: Option<ByteSize>,
     pub headers_with_underscores: Option<UnderscoreHeaders>,
+    pub error_detail: Option<ErrorDetail>,
     pub tls: Option<RawTls>,
     pub redirect_to_https: Option<RawRedirect>,
+}
+
+/// How much of a gateway error a listener's clients are told.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorDetail {
+    /// The status, a stable code, a short message and the request id; upstream
+    /// addresses and library errors go to the log only.
+    #[default]
+    Brief,
+    /// Also the full cause (upstream address, library error): for internal listeners.
+    Verbose,
 }
 
 /// A listener's TLS: one certificate for every name (`certificate`, `private_key`), or

@@ -70,7 +70,7 @@ struct Deviation {
 /// `content-length` completing upstream before h2 reset the stream.)
 const KNOWN_BUGS: &[Deviation] = &[];
 
-/// Differences that README.md's "Header rules" document as the gateway's choices: it
+/// Differences that docs/http.md's "Header rules" document as the gateway's choices: it
 /// removes the hop-by-hop headers of RFC 2616's list (§13.5.1), which RFC 9110 no longer
 /// counts as such, and keeps `TE: trailers` for gRPC. The reference follows RFC 9110
 /// (§7.6.1): only connection-specific fields go, `TE` with them.
