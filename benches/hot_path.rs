@@ -286,12 +286,28 @@ fn aggregate_merge(c: &mut Criterion) {
     let team = serde_json::json!({"team": {"id": 7, "name": "Analytical Engines", "members": 12}});
     let names: Vec<String> = ["user", "orders", "team"].map(String::from).to_vec();
     let results = vec![Ok(user), Ok(orders), Ok(team)];
+    let describe =
+        portcullis::proxy::respond::describe_calls(portcullis::config::ErrorDetail::Brief);
     let mut group = c.benchmark_group("aggregate_merge");
     group.bench_function("keyed_3_calls", |b| {
-        b.iter(|| merge::merge(MergeMode::Keyed, black_box(&names), black_box(&results)));
+        b.iter(|| {
+            merge::merge(
+                MergeMode::Keyed,
+                black_box(&names),
+                black_box(&results),
+                describe,
+            )
+        });
     });
     group.bench_function("flat_3_calls", |b| {
-        b.iter(|| merge::merge(MergeMode::Flat, black_box(&names), black_box(&results)));
+        b.iter(|| {
+            merge::merge(
+                MergeMode::Flat,
+                black_box(&names),
+                black_box(&results),
+                describe,
+            )
+        });
     });
     group.finish();
 }

@@ -251,6 +251,7 @@ impl ListenerSet {
                     "http"
                 }),
                 redirect_to_https: config.redirect_to_https,
+                error_detail: config.error_detail,
                 timeouts: self.metrics.client_timeouts(&config.name),
                 header_fields_dropped: self.metrics.header_fields_dropped(&config.name),
                 cancel_floods: self.metrics.http2_cancel_floods(&config.name),

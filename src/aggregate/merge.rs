@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::CallError;
+use super::{CallError, Describe};
 use crate::config::MergeMode;
 
 /// The member that lists failed calls and conflicts.
@@ -16,6 +16,7 @@ pub fn merge(
     mode: MergeMode,
     names: &[String],
     results: &[Result<Value, CallError>],
+    describe: Describe,
 ) -> (Value, Vec<String>) {
     let mut out = Map::new();
     let mut errors = Map::new();
@@ -24,7 +25,7 @@ pub fn merge(
         match (mode, result) {
             (_, Err(error)) => {
                 failed.push(name.clone());
-                errors.insert(name.clone(), error.to_json());
+                errors.insert(name.clone(), describe(error).to_json());
                 if mode == MergeMode::Keyed {
                     out.insert(name.clone(), Value::Null);
                 }
@@ -103,6 +104,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    use http::StatusCode;
+
+    use crate::aggregate::CallFailure;
+
+    /// Stands in for the proxy's mapping (`proxy::respond`, where it is tested).
+    fn describe(error: &CallError) -> CallFailure {
+        CallFailure {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            failing_status: StatusCode::GATEWAY_TIMEOUT,
+            code: "timeout",
+            message: error.to_string(),
+        }
+    }
+
     #[test]
     fn keyed_merge_marks_failures() {
         let names = vec!["a".to_owned(), "b".to_owned()];
@@ -110,7 +125,7 @@ mod tests {
             Ok(json!({"x": 1})),
             Err(CallError::Timeout(Duration::from_millis(300))),
         ];
-        let (merged, failed) = merge(MergeMode::Keyed, &names, &results);
+        let (merged, failed) = merge(MergeMode::Keyed, &names, &results, describe);
         assert_eq!(merged["a"], json!({"x": 1}));
         assert_eq!(merged["b"], Value::Null);
         assert_eq!(merged["_errors"]["b"]["status"], 504);
@@ -125,7 +140,7 @@ mod tests {
             Ok(json!({"id": 1, "name": "n"})),
             Ok(json!({"id": 2, "total": 3})),
         ];
-        let (merged, failed) = merge(MergeMode::Flat, &names, &results);
+        let (merged, failed) = merge(MergeMode::Flat, &names, &results, describe);
         assert_eq!(merged["id"], 1);
         assert_eq!(merged["total"], 3);
         assert_eq!(merged["_errors"]["b"]["error"], "conflict");

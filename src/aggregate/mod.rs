@@ -65,30 +65,6 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The status this failure maps to when it fails the route.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            CallError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            CallError::Timeout(_) | CallError::RouteTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            CallError::Upstream(error) => error.status(),
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            CallError::Status(_) => "upstream_status",
-            CallError::Overloaded { .. } => "upstream_overloaded",
-            CallError::Upstream(UpstreamError::Timeout { .. }) | CallError::Timeout(_) => "timeout",
-            CallError::Upstream(error) => error.code(),
-            CallError::RouteTimeout(_) => "route_timeout",
-            CallError::TooLarge(_) => "body_too_large",
-            CallError::InvalidJson(_) | CallError::Body(_) => "invalid_body",
-            CallError::DependencyFailed(_) => "dependency_failed",
-            CallError::Missing(_) => "missing_value",
-        }
-    }
-
     fn outcome(&self) -> CallOutcome {
         match self {
             CallError::Status(_) => CallOutcome::UpstreamStatus,
@@ -104,17 +80,29 @@ impl CallError {
             CallError::DependencyFailed(_) | CallError::Missing(_) => CallOutcome::DependencyFailed,
         }
     }
+}
 
-    /// `{"status": .., "error": .., "message": ..}`; the status is the upstream's own
-    /// when it answered with an error.
+/// A failed call as a partial answer describes it (decided in `crate::proxy::respond`,
+/// the one place that maps failures to what clients see).
+#[derive(Debug, Clone)]
+pub struct CallFailure {
+    /// The status shown for the call: the upstream's own when it answered with an error.
+    pub status: StatusCode,
+    /// The status the route answers with when this call was required.
+    pub failing_status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl CallFailure {
+    /// `{"status": .., "error": .., "message": ..}`.
     pub fn to_json(&self) -> Value {
-        let status = match self {
-            CallError::Status(status) => *status,
-            other => other.status(),
-        };
-        json!({"status": status.as_u16(), "error": self.code(), "message": self.to_string()})
+        json!({"status": self.status.as_u16(), "error": self.code, "message": self.message})
     }
 }
+
+/// Describes a failed call for the client, as the listener's `error_detail` allows.
+pub type Describe = fn(&CallError) -> CallFailure;
 
 /// An aggregate route compiled for serving.
 pub struct AggregateRuntime {
@@ -171,6 +159,8 @@ pub struct Inputs {
     pub client_headers: HeaderMap,
     /// Headers every call sends: request id, `X-Forwarded-*`, the client's `Host`.
     pub base_headers: HeaderMap,
+    /// How a failed call is described in a partial answer.
+    pub describe: Describe,
 }
 
 type CallFuture = Pin<Box<dyn Future<Output = (usize, Result<Value, CallError>)> + Send>>;
@@ -399,21 +389,6 @@ pub enum AggregateError {
 }
 
 impl AggregateError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            AggregateError::Call { error, .. } => error.status(),
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            AggregateError::Call { error, .. } => match error {
-                CallError::RouteTimeout(_) => "aggregate_timeout",
-                other => other.code(),
-            },
-        }
-    }
-
     pub fn call(&self) -> &str {
         match self {
             AggregateError::Call { call, .. } => call,
@@ -455,7 +430,8 @@ pub async fn respond(
         .into_iter()
         .map(|r| r.unwrap_or(Err(CallError::RouteTimeout(runtime.config.timeout))))
         .collect();
-    let (document, failed) = merge::merge(runtime.config.merge, &runtime.names, &results);
+    let describe = execution.inputs.describe;
+    let (document, failed) = merge::merge(runtime.config.merge, &runtime.names, &results, describe);
     let mut response = Response::new(ResponseBody::full(document.to_string()));
     response
         .headers_mut()
@@ -531,7 +507,8 @@ pub fn stream(runtime: Arc<AggregateRuntime>, inputs: Arc<Inputs>) -> Response<R
                 let text = call_line(&state.execution, call, &mut state.failed);
                 if !runtime.config.calls[call].optional {
                     if let Some(Err(error)) = state.execution.result(call) {
-                        state.ending = Some(error.status());
+                        state.ending =
+                            Some((state.execution.inputs.describe)(error).failing_status);
                         state.execution.running.clear();
                     }
                 }
@@ -574,7 +551,7 @@ fn call_line(execution: &Execution, call: usize, failed: &mut Vec<String>) -> By
         Some(Ok(body)) => json!({"call": name, "status": 200, "body": body}),
         Some(Err(error)) => {
             failed.push(name.clone());
-            let mut entry = error.to_json();
+            let mut entry = (execution.inputs.describe)(error).to_json();
             entry["call"] = json!(name);
             entry
         }

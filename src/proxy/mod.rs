@@ -18,6 +18,7 @@
 mod error;
 mod h2_request;
 pub mod headers;
+pub mod respond;
 mod snapshot;
 pub mod websocket;
 
@@ -34,11 +35,14 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
+pub use respond::{CloseConnection, Dialect, Rescued};
 pub use snapshot::{RouteHandler, RouteRuntime, Snapshot};
 
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::ClientBody;
-use crate::config::{ClientLimits, HostHeader, RetryConfig, RouteTarget, UnderscoreHeaders};
+use crate::config::{
+    ClientLimits, ErrorDetail, HostHeader, RetryConfig, RouteTarget, UnderscoreHeaders,
+};
 use crate::http1::fields::may_be_folded;
 use crate::http1::request::drop_foldable_names;
 use crate::metrics::RequestCounters;
@@ -60,6 +64,8 @@ pub struct Client<'a> {
     pub forwarded_proto: &'a HeaderValue,
     /// Answer every request with a redirect to `https://` on this port instead.
     pub redirect_to_https: Option<u16>,
+    /// How much of a gateway error the client is told.
+    pub error_detail: ErrorDetail,
     /// Request header fields dropped for their names (`headers_with_underscores`).
     pub header_fields_dropped: &'a IntCounter,
     /// The client's IP address, ready for `X-Forwarded-For`.
@@ -127,15 +133,17 @@ impl Client<'_> {
         }
         let request_id = request_id::client_request_id(request.headers())
             .unwrap_or_else(request_id::generate_request_id);
+        let dialect = Dialect::of(request.headers());
         let listener = snapshot.listener_index(self.listener);
         if let Some(port) = self.redirect_to_https {
-            let response = match admitted {
-                Ok(()) => redirect_to_https(&request, port, &request_id),
-                Err(error) => error.into_response(&request_id),
-            };
+            let (status, response) =
+                match admitted.and_then(|()| redirect_to_https(&request, port, &request_id)) {
+                    Ok(response) => (response.status(), response),
+                    Err(error) => self.fail(&error, &request_id, dialect),
+                };
             let unmatched = &snapshot.unmatched;
             if let Some(counters) = unmatched.for_listener(listener) {
-                counters.inc(request.method(), response.status());
+                counters.inc(request.method(), status);
             }
             unmatched.duration.observe(started.elapsed().as_secs_f64());
             return response;
@@ -178,18 +186,32 @@ impl Client<'_> {
             },
             Err(error) => Err(error),
         };
-        let response = match result {
-            Ok(response) => response,
+        let (status, response) = match result {
+            Ok(response) => (response.status(), response),
             Err(error) => {
-                log_failure(&error, &request_id);
                 route_metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-                error.into_response(&request_id)
+                self.fail(&error, &request_id, dialect)
             }
         };
-        tally.answered(response.status());
+        tally.answered(status);
         response
+    }
+
+    /// The answer to a failed request, logged, as [`respond`] decides it; and the
+    /// status it counts under (for gRPC requests, the HTTP status the failure maps to,
+    /// though the client is answered `200` with a `grpc-status`).
+    fn fail(
+        &self,
+        error: &ProxyError,
+        request_id: &HeaderValue,
+        dialect: Dialect,
+    ) -> (StatusCode, Response<ResponseBody>) {
+        let rescued = respond::rescue(error);
+        log_failure(&rescued, request_id);
+        let response = respond::response(error, &rescued, request_id, self.error_detail, dialect);
+        (rescued.status, response)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -347,6 +369,7 @@ impl Client<'_> {
             query: parts.uri.query().map(str::to_owned),
             client_headers: parts.headers,
             base_headers,
+            describe: respond::describe_calls(self.error_detail),
         });
         let mut response = if crate::aggregate::streams(&aggregate.config) {
             crate::aggregate::stream(aggregate.clone(), inputs)
@@ -538,12 +561,13 @@ fn redirect_to_https(
     request: &Request<ClientBody>,
     port: u16,
     request_id: &HeaderValue,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let host = request_host(request)
         .filter(|host| !host.contains('@') && host.parse::<http::uri::Authority>().is_ok());
     let Some(host) = host else {
-        return ProxyError::BadRequest("a redirect to HTTPS needs a valid Host header")
-            .into_response(request_id);
+        return Err(ProxyError::BadRequest(
+            "a redirect to HTTPS needs a valid Host header",
+        ));
     };
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let location = if port == 443 {
@@ -552,8 +576,9 @@ fn redirect_to_https(
         format!("https://{host}:{port}{target}")
     };
     let Ok(location) = HeaderValue::try_from(location) else {
-        return ProxyError::BadRequest("the request target cannot be redirected")
-            .into_response(request_id);
+        return Err(ProxyError::BadRequest(
+            "the request target cannot be redirected",
+        ));
     };
     let status = if matches!(*request.method(), Method::GET | Method::HEAD) {
         StatusCode::MOVED_PERMANENTLY
@@ -565,7 +590,7 @@ fn redirect_to_https(
     let headers = response.headers_mut();
     headers.insert(http::header::LOCATION, location);
     headers.insert(X_REQUEST_ID, request_id.clone());
-    response
+    Ok(response)
 }
 
 /// The host the client asked for, without port: from the URI (HTTP/2, absolute form)
@@ -624,12 +649,14 @@ fn is_dot_segment(segment: &str) -> bool {
     dots > 0
 }
 
-fn log_failure(error: &ProxyError, request_id: &HeaderValue) {
+fn log_failure(rescued: &Rescued, request_id: &HeaderValue) {
     let id = request_id.to_str().unwrap_or_default();
-    if error.status().is_server_error() {
-        tracing::warn!(request_id = id, status = error.status().as_u16(), "{error}");
+    let status = rescued.status.as_u16();
+    let detail = &rescued.detail;
+    if rescued.status.is_server_error() {
+        tracing::warn!(request_id = id, status, code = rescued.code, "{detail}");
     } else {
-        tracing::debug!(request_id = id, status = error.status().as_u16(), "{error}");
+        tracing::debug!(request_id = id, status, code = rescued.code, "{detail}");
     }
 }
 

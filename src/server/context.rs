@@ -9,7 +9,7 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 
 use crate::body::ClientBody;
-use crate::config::ClientLimits;
+use crate::config::{ClientLimits, ErrorDetail};
 use crate::metrics::ClientTimeouts;
 use crate::proxy::{self, ResponseBody, Snapshot};
 
@@ -24,6 +24,8 @@ pub struct ListenerContext {
     pub forwarded_proto: HeaderValue,
     /// Answer every request with a redirect to `https://` on this port instead.
     pub redirect_to_https: Option<u16>,
+    /// How much of a gateway error the clients are told.
+    pub error_detail: ErrorDetail,
     /// Connections (HTTP/2: streams) closed because the client was too slow.
     pub timeouts: ClientTimeouts,
     /// Request header fields dropped for their names (`headers_with_underscores`).
@@ -65,6 +67,7 @@ impl ConnectionContext {
             limits: &listener.limits,
             forwarded_proto: &listener.forwarded_proto,
             redirect_to_https: listener.redirect_to_https,
+            error_detail: listener.error_detail,
             header_fields_dropped: &listener.header_fields_dropped,
             peer_ip: &self.peer_ip,
             close: &self.close,

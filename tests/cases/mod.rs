@@ -5,6 +5,7 @@ mod deploy;
 mod desync;
 mod downstream_h2;
 mod downstream_http1;
+mod errors;
 mod failures;
 mod h2_translation;
 mod h2c;

@@ -287,6 +287,12 @@ impl Listener {
         self
     }
 
+    /// `error_detail: verbose`: clients read the whole cause of gateway errors.
+    pub fn verbose_errors(mut self) -> Listener {
+        self.map.set("error_detail", "verbose");
+        self
+    }
+
     /// `redirect_to_https: true`.
     pub fn redirect_to_https(mut self) -> Listener {
         self.map.set("redirect_to_https", true);

@@ -39,7 +39,7 @@ use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::interim::{self, Hints};
 use crate::io::{ClientUpgrade, Rewound, TunnelIo};
-use crate::proxy::{ProxyError, ResponseBody};
+use crate::proxy::{respond, CloseConnection, Dialect, ProxyError, ResponseBody};
 use crate::server::ConnectionContext;
 use crate::shutdown::{signalled, Shutdown};
 use writer::ResponseWriter;
@@ -531,6 +531,7 @@ where
         };
         let framing_broken = feed.as_ref().is_some_and(BodyFeed::is_broken);
         let close = !wishes.keep_alive
+            || parts.extensions.get::<CloseConnection>().is_some()
             || body_left
             || framing_broken
             || self.eof
@@ -673,13 +674,21 @@ where
             HeadError::UnsupportedExpectation => ProxyError::ExpectationFailed,
         };
         let request_id = crate::request_id::generate_request_id();
+        let rescued = respond::rescue(&refusal);
         tracing::debug!(
             request_id = request_id.to_str().unwrap_or_default(),
-            status = refusal.status().as_u16(),
-            "refused a request: {refusal}"
+            status = rescued.status.as_u16(),
+            "refused a request: {}",
+            rescued.detail
         );
-        context.count_refused(method, refusal.status());
-        let response = refusal.into_response(&request_id);
+        context.count_refused(method, rescued.status);
+        let response = respond::response(
+            &refusal,
+            &rescued,
+            &request_id,
+            context.listener.error_detail,
+            Dialect::Json,
+        );
         let (parts, body) = response.into_parts();
         let length = body.size_hint().exact().unwrap_or(0);
         let mut out = Vec::new();
