@@ -28,7 +28,6 @@ use serde_json::{json, Value};
 
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
-use crate::request_id::X_REQUEST_ID;
 use crate::template::MissingValue;
 use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
 use crate::upstream::{ResponseBody, UpstreamBody};
@@ -566,22 +565,16 @@ fn line(value: &Value) -> Bytes {
     Bytes::from(text)
 }
 
-/// Base headers for a request's calls: request id, `X-Forwarded-*`, the client's Host.
-pub fn base_headers(
-    request_id: &HeaderValue,
-    client: &HeaderMap,
-    forwarded: impl FnOnce(&mut HeaderMap),
-) -> HeaderMap {
+/// The headers every call of a request starts from: the client's `Host`. The proxy's
+/// policy step adds the rest (request id, `X-Forwarded-*`).
+pub fn base_headers(client: &HeaderMap) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(8);
-    headers.insert(X_REQUEST_ID, request_id.clone());
     if let Some(host) = client.get(HOST) {
         headers.insert(HOST, host.clone());
     }
-    forwarded(&mut headers);
     headers
 }
 
-/// Whether the route answers as a stream.
 pub fn streams(config: &AggregateConfig) -> bool {
     config.stream.is_some()
 }

@@ -20,7 +20,10 @@ pub type TunnelSender = oneshot::Sender<Box<dyn TunnelIo>>;
 /// written to it. Found in the request's extensions of an upgrade request (which must
 /// be `Clone`: the first to ask gets the connection).
 #[derive(Clone)]
-pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<Box<dyn TunnelIo>>>>>);
+pub struct ClientUpgrade(Arc<Mutex<Option<TunnelReceiver>>>);
+
+/// Where the client's connection arrives once the `101` is written.
+type TunnelReceiver = oneshot::Receiver<Box<dyn TunnelIo>>;
 
 impl ClientUpgrade {
     /// A switch waiting for its connection, and where the server sends it.

@@ -18,6 +18,7 @@
 mod error;
 mod h2_request;
 pub mod headers;
+pub mod policy;
 pub mod respond;
 mod snapshot;
 pub mod websocket;
@@ -35,6 +36,7 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
+use policy::{Facts, Policies};
 pub use respond::{CloseConnection, Dialect, Rescued};
 pub use snapshot::{RouteHandler, RouteRuntime, Snapshot};
 
@@ -50,7 +52,9 @@ use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::Lookup;
 
 pub use crate::upstream::ResponseBody;
-use crate::upstream::{Endpoint, ExchangeError, Upstream, UpstreamBody, UpstreamUpgrade};
+use crate::upstream::{
+    Endpoint, Exchange, ExchangeError, ReceivedBody, Upstream, UpstreamBody, UpstreamUpgrade,
+};
 use websocket::WebSockets;
 
 /// What the proxy knows of the client and the listener it came in on, borrowed from
@@ -121,7 +125,7 @@ impl Client<'_> {
         let started = Instant::now();
         // HTTP/2 requests are checked here (the HTTP/1.1 server checks its own), then
         // lose names with `_` as the listener says, before anything is routed.
-        let admitted = admit_http2(&request, &self.limits);
+        let admitted = admit_http2(&request, self.limits);
         if admitted.is_ok()
             && request.version() == Version::HTTP_2
             && self.limits.headers_with_underscores == UnderscoreHeaders::Drop
@@ -148,7 +152,7 @@ impl Client<'_> {
             unmatched.duration.observe(started.elapsed().as_secs_f64());
             return response;
         }
-        let routed = admitted.and_then(|()| admit_and_route(snapshot, &self.limits, &request));
+        let routed = admitted.and_then(|()| admit_and_route(snapshot, self.limits, &request));
         let route_metrics = match &routed {
             Ok(routed) => &snapshot.routes[routed.route].metrics,
             Err(_) => &snapshot.unmatched,
@@ -166,21 +170,19 @@ impl Client<'_> {
                     retry,
                     websocket,
                 } => {
-                    self.forward(
-                        snapshot,
+                    let target = Forward {
+                        route: &snapshot.routes[routed.route],
                         upstream,
-                        *timeout,
-                        retry.as_deref(),
-                        websocket.as_ref(),
-                        routed,
-                        request,
-                        &request_id,
-                        started,
-                    )
-                    .await
+                        timeout: *timeout,
+                        retry: retry.as_deref(),
+                        websocket: websocket.as_ref(),
+                    };
+                    self.forward(target, routed, request, &request_id, started)
+                        .await
                 }
                 RouteHandler::Aggregate(aggregate) => {
-                    self.aggregate(aggregate, routed, request, &request_id)
+                    let policies = &snapshot.routes[routed.route].policies;
+                    self.aggregate(aggregate, policies, routed, request, &request_id)
                         .await
                 }
             },
@@ -214,156 +216,72 @@ impl Client<'_> {
         (rescued.status, response)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Phases 3 to 5 for a proxied route: the policy step, then the upstream's permit,
+    /// the exchange, and the response streamed back (or a WebSocket tunnel).
     async fn forward(
         &self,
-        snapshot: &Snapshot,
-        upstream: &Arc<Upstream>,
-        timeout: Duration,
-        retry: Option<&RetryConfig>,
-        websocket: Option<&Arc<WebSockets>>,
+        target: Forward<'_>,
         routed: Routed,
         mut request: Request<ClientBody>,
         request_id: &HeaderValue,
         started: Instant,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let route = &snapshot.routes[routed.route];
-        let host_header = upstream.host_header;
-        let version = upstream.request_version();
-        let limits = &self.limits;
         // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
-        let upgrade = match websocket.filter(|_| upstream.speaks_http1()) {
-            Some(websockets) => match websocket::requested(&request) {
-                Some(protocol) => {
-                    let Some(upgrading) = websockets.admit() else {
-                        return Err(ProxyError::WebSocketLimit {
-                            route: websockets.route.to_string(),
-                            limit: websockets.config.max_connections,
-                        });
-                    };
-                    Some((
-                        upgrading,
-                        protocol,
-                        websocket::ClientSwitch::take(&mut request),
-                    ))
-                }
-                None => None,
-            },
-            None => None,
-        };
-        let replayable = retry.filter(|policy| {
-            upgrade.is_none()
-                && policy.methods.contains(request.method())
-                && (request.body().is_end_stream()
-                    || content_length(request.headers())
-                        .is_some_and(|len| len <= policy.max_body_size))
-        });
+        let upgrade = target.admit_upgrade(&mut request)?;
+        let replayable = target
+            .retry
+            .filter(|policy| upgrade.is_none() && may_replay(policy, &request));
         let (parts, body) = request.into_parts();
-        let mut prepared = self.prepare(parts, routed.path_and_query, request_id)?;
-        if let Some((_, protocol, _)) = &upgrade {
-            websocket::keep_upgrade_headers(&mut prepared.headers, protocol.clone());
+        let mut prepared = self.prepare(
+            parts,
+            routed.path_and_query,
+            request_id,
+            &target.route.policies,
+        )?;
+        if let Some(upgrade) = &upgrade {
+            websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
         }
-        let exchanged = match replayable {
+        let (response, exchange) = match replayable {
             None => {
-                let body = UpstreamBody::client(body, limits.max_request_body);
-                upstream
-                    .exchange(timeout, |endpoint| {
-                        prepared.addressed(endpoint, host_header, version, body)
-                    })
-                    .await
+                let body = UpstreamBody::client(body, self.limits.max_request_body);
+                target.send(prepared, body).await?
             }
             // Boxed: keeping the body and retrying takes more state than one exchange,
             // and every request's future would otherwise be sized for it.
-            Some(policy) => {
-                Box::pin(async {
-                    let kept = if body.is_end_stream() {
-                        None
-                    } else {
-                        let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
-                        let collected = http_body_util::Limited::new(body, limit)
-                            .collect()
-                            .await
-                            .map_err(|_| {
-                            ProxyError::BadRequest("the request body could not be read")
-                        })?;
-                        Some(collected.to_bytes())
-                    };
-                    Ok(upstream
-                        .exchange_retrying(policy, timeout, |endpoint| {
-                            prepared.clone().addressed(
-                                endpoint,
-                                host_header,
-                                version,
-                                UpstreamBody::Full(kept.clone()),
-                            )
-                        })
-                        .await)
-                })
-                .await?
-            }
+            Some(policy) => Box::pin(target.send_retrying(policy, prepared, body)).await?,
         };
-        let (mut response, exchange) = exchanged.map_err(|error| match error {
-            ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
-                upstream: upstream.name.clone(),
-                reason,
-            },
-            ExchangeError::Build(error) => error,
-            ExchangeError::Upstream(error) => ProxyError::Upstream {
-                upstream: upstream.name.clone(),
-                error,
-            },
-        })?;
-
-        if let Some((upgrading, _, client)) = upgrade {
-            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                upgrading.refused();
-            } else {
+        match upgrade {
+            Some(upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 // The tunnel holds the route's slot, not the upstream's permit.
                 drop(exchange);
-                route
-                    .metrics
-                    .duration
-                    .observe(started.elapsed().as_secs_f64());
-                let upstream_io = UpstreamUpgrade::of(&mut response);
-                let (mut parts, _) = response.into_parts();
-                let protocol = parts.headers.get(UPGRADE).cloned();
-                headers::remove_hop_by_hop(&mut parts.headers, false);
-                if let Some(protocol) = protocol {
-                    websocket::keep_upgrade_headers(&mut parts.headers, protocol);
+                let duration = &target.route.metrics.duration;
+                duration.observe(started.elapsed().as_secs_f64());
+                Ok(upgrade.tunnel(response, request_id, self.close.clone()))
+            }
+            upgrade => {
+                if let Some(upgrade) = upgrade {
+                    upgrade.upgrading.refused();
                 }
-                parts.headers.insert(X_REQUEST_ID, request_id.clone());
-                upgrading.join(client, upstream_io, self.close.clone());
-                return Ok(Response::from_parts(parts, ResponseBody::empty()));
+                let exchange = exchange.timed(target.route.metrics.duration.clone(), started);
+                Ok(stream_back(response, exchange, request_id))
             }
         }
-
-        let (mut parts, body) = response.into_parts();
-        headers::remove_hop_by_hop(&mut parts.headers, false);
-        if crate::http1::response::is_bodiless(parts.status) {
-            // RFC 9110 §8.6: no length on a response that cannot have a body.
-            parts.headers.remove(CONTENT_LENGTH);
-        }
-        parts.headers.insert(X_REQUEST_ID, request_id.clone());
-        let exchange = exchange.timed(route.metrics.duration.clone(), started);
-        Ok(Response::from_parts(
-            parts,
-            ResponseBody::upstream(body, exchange),
-        ))
     }
 
     /// Fans out to the route's calls and answers with their merged (or streamed) JSON.
     async fn aggregate(
         &self,
         aggregate: &Arc<AggregateRuntime>,
+        policies: &Policies,
         routed: Routed,
         request: Request<ClientBody>,
         request_id: &HeaderValue,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, _body) = request.into_parts();
         let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
-        let base_headers = crate::aggregate::base_headers(request_id, &parts.headers, |headers| {
-            headers::set_forwarded(headers, self.peer_ip, self.forwarded_proto, client_host);
-        });
+        // Phase 3, the policy step, on the headers every call sends.
+        let mut base_headers = crate::aggregate::base_headers(&parts.headers);
+        policies.apply(&mut base_headers, self.facts(client_host, request_id))?;
         let inputs = Arc::new(Inputs {
             params: routed.params,
             query: parts.uri.query().map(str::to_owned),
@@ -391,13 +309,29 @@ impl Client<'_> {
         Ok(response)
     }
 
-    /// The client's request with the header rules applied (hop-by-hop headers out,
-    /// `X-Forwarded-*` and the request id in), not yet addressed to an endpoint.
+    /// What the policies know of this request besides its headers.
+    fn facts<'a>(
+        &'a self,
+        client_host: Option<HeaderValue>,
+        request_id: &'a HeaderValue,
+    ) -> Facts<'a> {
+        Facts {
+            peer_ip: self.peer_ip,
+            forwarded_proto: self.forwarded_proto,
+            client_host,
+            request_id,
+        }
+    }
+
+    /// The client's request made fit to forward (hop-by-hop headers out, HTTP/2 cookies
+    /// joined, the `Host` chosen) and its route's policies applied; not yet addressed
+    /// to an endpoint.
     fn prepare(
         &self,
         parts: http::request::Parts,
         path_and_query: Option<String>,
         request_id: &HeaderValue,
+        policies: &Policies,
     ) -> Result<Prepared, ProxyError> {
         let http::request::Parts {
             method,
@@ -422,13 +356,8 @@ impl Client<'_> {
         if let Some(host) = &client_host {
             headers.insert(HOST, host.clone());
         }
-        headers::set_forwarded(
-            &mut headers,
-            self.peer_ip,
-            self.forwarded_proto,
-            client_host,
-        );
-        headers.insert(X_REQUEST_ID, request_id.clone());
+        // Phase 3, the policy step: the route's policies, in order.
+        policies.apply(&mut headers, self.facts(client_host, request_id))?;
         Ok(Prepared {
             method,
             path,
@@ -468,6 +397,159 @@ impl Prepared {
         }
         Ok(request)
     }
+}
+
+/// A proxied route's upstream and the settings of its exchange.
+struct Forward<'a> {
+    route: &'a RouteRuntime,
+    upstream: &'a Arc<Upstream>,
+    timeout: Duration,
+    retry: Option<&'a RetryConfig>,
+    websocket: Option<&'a Arc<WebSockets>>,
+}
+
+/// A WebSocket upgrade holding a slot of its route's cap until the upstream answers.
+struct Upgrade {
+    upgrading: websocket::Upgrading,
+    protocol: HeaderValue,
+    client: websocket::ClientSwitch,
+}
+
+impl Forward<'_> {
+    /// The request's WebSocket upgrade, if it asks for one and the route allows them
+    /// (503 when the route's cap is reached).
+    fn admit_upgrade(
+        &self,
+        request: &mut Request<ClientBody>,
+    ) -> Result<Option<Upgrade>, ProxyError> {
+        let Some(websockets) = self.websocket.filter(|_| self.upstream.speaks_http1()) else {
+            return Ok(None);
+        };
+        let Some(protocol) = websocket::requested(request) else {
+            return Ok(None);
+        };
+        let Some(upgrading) = websockets.admit() else {
+            return Err(ProxyError::WebSocketLimit {
+                route: websockets.route.to_string(),
+                limit: websockets.config.max_connections,
+            });
+        };
+        Ok(Some(Upgrade {
+            upgrading,
+            protocol,
+            client: websocket::ClientSwitch::take(request),
+        }))
+    }
+
+    /// Phase 4: a permit of the upstream (phase *limit*), then one exchange.
+    async fn send(
+        &self,
+        prepared: Prepared,
+        body: UpstreamBody,
+    ) -> Result<(Response<ReceivedBody>, Exchange), ProxyError> {
+        let (host_header, version) = (self.upstream.host_header, self.upstream.request_version());
+        let exchanged = self
+            .upstream
+            .exchange(self.timeout, |endpoint| {
+                prepared.addressed(endpoint, host_header, version, body)
+            })
+            .await;
+        exchanged.map_err(|error| self.failed(error))
+    }
+
+    /// Phase 4 under a retry policy: the body is kept (up to the policy's size) so that
+    /// each try can send it again.
+    async fn send_retrying(
+        &self,
+        policy: &RetryConfig,
+        prepared: Prepared,
+        body: ClientBody,
+    ) -> Result<(Response<ReceivedBody>, Exchange), ProxyError> {
+        let kept = if body.is_end_stream() {
+            None
+        } else {
+            let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+            let collected = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            Some(collected.to_bytes())
+        };
+        let (host_header, version) = (self.upstream.host_header, self.upstream.request_version());
+        let exchanged = self
+            .upstream
+            .exchange_retrying(policy, self.timeout, |endpoint| {
+                prepared.clone().addressed(
+                    endpoint,
+                    host_header,
+                    version,
+                    UpstreamBody::Full(kept.clone()),
+                )
+            })
+            .await;
+        exchanged.map_err(|error| self.failed(error))
+    }
+
+    fn failed(&self, error: ExchangeError<ProxyError>) -> ProxyError {
+        match error {
+            ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
+                upstream: self.upstream.name.clone(),
+                reason,
+            },
+            ExchangeError::Build(error) => error,
+            ExchangeError::Upstream(error) => ProxyError::Upstream {
+                upstream: self.upstream.name.clone(),
+                error,
+            },
+        }
+    }
+}
+
+impl Upgrade {
+    /// The upstream switched protocols: the `101` goes to the client, and the two
+    /// connections are joined in a task of their own.
+    fn tunnel(
+        self,
+        mut response: Response<ReceivedBody>,
+        request_id: &HeaderValue,
+        close: watch::Receiver<bool>,
+    ) -> Response<ResponseBody> {
+        let upstream_io = UpstreamUpgrade::of(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        if let Some(protocol) = protocol {
+            websocket::keep_upgrade_headers(&mut parts.headers, protocol);
+        }
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        self.upgrading.join(self.client, upstream_io, close);
+        Response::from_parts(parts, ResponseBody::empty())
+    }
+}
+
+/// Whether a request may be sent again under `policy`: its method is listed, and its
+/// body is empty or small enough to keep.
+fn may_replay(policy: &RetryConfig, request: &Request<ClientBody>) -> bool {
+    policy.methods.contains(request.method())
+        && (request.body().is_end_stream()
+            || content_length(request.headers()).is_some_and(|len| len <= policy.max_body_size))
+}
+
+/// Phase 5: the upstream's response with its body streaming, holding `exchange` (the
+/// permit, the endpoint's load, the timer) until the body ends.
+fn stream_back(
+    response: Response<ReceivedBody>,
+    exchange: Exchange,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, false);
+    if crate::http1::response::is_bodiless(parts.status) {
+        // RFC 9110 §8.6: no length on a response that cannot have a body.
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
 }
 
 /// Phases 1 and 2: checks that need no upstream, then the route lookup and rewrite.

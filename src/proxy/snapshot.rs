@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::policy::Policies;
 use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
@@ -14,6 +15,8 @@ use crate::upstream::Upstream;
 /// A route as the proxy uses it.
 pub struct RouteRuntime {
     pub metrics: RouteMetrics,
+    /// What runs between route and limit, in order.
+    pub policies: Policies,
     pub handler: RouteHandler,
 }
 
@@ -74,6 +77,7 @@ impl Snapshot {
             .iter()
             .map(|route| RouteRuntime {
                 metrics: metrics.route(&route.name, &listener_names),
+                policies: Policies::for_route(),
                 handler: match &route.target {
                     RouteTarget::Proxy {
                         upstream,
