@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
@@ -34,11 +34,11 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::http1::{self as body, BodyFeed, Demand};
 use crate::body::{BoxError, ClientBody, RequestBodyError};
-use crate::http1::request::{self, BodyFraming, HeadError, RequestHead};
+use crate::http1::request::{self, BodyFraming, ConnectionWishes, HeadError, RequestHead};
 use crate::http1::response::{self, ConnectionHeader, ResponseFraming};
 use crate::http1::Decoder;
 use crate::interim::{self, Hints};
-use crate::io::{ClientUpgrade, Rewound, TunnelIo};
+use crate::io::{ClientUpgrade, Rewound, TunnelIo, TunnelSender};
 use crate::proxy::{respond, CloseConnection, Dialect, ProxyError, ResponseBody};
 use crate::server::ConnectionContext;
 use crate::shutdown::{signalled, Shutdown};
@@ -54,6 +54,39 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// the client sees the final response instead of a reset.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
+
+/// The request the proxy gets from a checked head: its body fed from the connection
+/// (`feed` is the connection's end), and for an upgrade, where the connection goes once
+/// the `101` is written.
+fn into_request(
+    head: RequestHead,
+    wishes: &ConnectionWishes,
+    framing: BodyFraming,
+) -> (Request<ClientBody>, Option<BodyFeed>, Option<TunnelSender>) {
+    let (feed, body) = match framing {
+        BodyFraming::None => (None, ClientBody::Empty),
+        BodyFraming::Length(length) => {
+            let decoder = Decoder::length(length);
+            let (feed, body) = body::channel(decoder, Some(length), wishes.expects_continue);
+            (Some(feed), ClientBody::Http1(body))
+        }
+        BodyFraming::Chunked => {
+            let (feed, body) = body::channel(Decoder::chunked(), None, wishes.expects_continue);
+            (Some(feed), ClientBody::Http1(body))
+        }
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers;
+    let upgrade = wishes.upgrade.then(|| {
+        let (upgrade, sender) = ClientUpgrade::pending();
+        request.extensions_mut().insert(upgrade);
+        sender
+    });
+    (request, feed, upgrade)
+}
 
 /// Where the connection is, as its drain needs to know.
 struct Phase {
@@ -406,7 +439,7 @@ where
         mut head: RequestHead,
         context: &ConnectionContext,
         phase: &Phase,
-        mut idle_timer: Pin<&mut Sleep>,
+        idle_timer: Pin<&mut Sleep>,
     ) -> After {
         let checked = request::check_head(&mut head, self.limits.headers_with_underscores);
         let (wishes, framing) = match checked {
@@ -422,97 +455,18 @@ where
                 return After::Close { linger: true };
             }
         };
-        let (mut feed, body) = match framing {
-            BodyFraming::None => (None, ClientBody::Empty),
-            BodyFraming::Length(length) => {
-                let (feed, body) = body::channel(
-                    Decoder::length(length),
-                    Some(length),
-                    wishes.expects_continue,
-                );
-                (Some(feed), ClientBody::Http1(body))
-            }
-            BodyFraming::Chunked => {
-                let (feed, body) = body::channel(Decoder::chunked(), None, wishes.expects_continue);
-                (Some(feed), ClientBody::Http1(body))
-            }
-        };
-        let RequestHead {
-            method,
-            uri,
-            version,
-            headers,
-        } = head;
-        let is_head = method == Method::HEAD;
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.version_mut() = version;
-        *request.headers_mut() = headers;
+        let (is_head, version) = (head.method == Method::HEAD, head.version);
         // Interim responses are for HTTP/1.1 clients only (RFC 9110 §15.2).
         let wants_hints = version == Version::HTTP_11 && !wishes.upgrade;
+        let (request, mut feed, upgrade) = into_request(head, &wishes, framing);
         self.hints.reset();
-        let upgrade = wishes.upgrade.then(|| {
-            let (upgrade, sender) = ClientUpgrade::pending();
-            request.extensions_mut().insert(upgrade);
-            sender
-        });
 
-        // The proxy works while the client is read from. Its future is pinned where it
-        // is made (bound to a local first, it would take its kilobytes twice in this
-        // future) and in a block of its own, so that what follows can reuse its room.
-        let response = {
-            let mut handler = std::pin::pin!(context.handle(request));
-            poll_fn(|cx| loop {
-                let collecting = wants_hints.then(|| interim::Collecting::start(&mut self.hints));
-                let polled = handler.as_mut().poll(cx);
-                drop(collecting);
-                if let Poll::Ready(response) = polled {
-                    return Poll::Ready(Some(response));
-                }
-                // Never in the middle of a `100 Continue`: one interim response at a time.
-                let continue_started = feed
-                    .as_ref()
-                    .is_some_and(|feed| feed.owes_continue && feed.continue_written > 0);
-                let hints_waiting =
-                    !self.hints.is_empty() || self.hints_written < self.hints_out.len();
-                if hints_waiting && !continue_started {
-                    if let Poll::Ready(Err(error)) = self.poll_write_hints(cx) {
-                        tracing::debug!("writing early hints to the client failed: {error}");
-                        return Poll::Ready(None);
-                    }
-                }
-                match ready!(self.poll_client(feed.as_mut(), cx)) {
-                    ClientEvent::Progress => {}
-                    ClientEvent::Gone => return Poll::Ready(None),
-                }
-            })
-            .await
-        };
-        let Some(response) = response else {
+        let Some(response) = self.handle(request, context, wants_hints, &mut feed).await else {
             tracing::debug!("the client closed its connection before the response");
             return After::Close { linger: false };
         };
-        // A `100 Continue` half written is finished before the final response.
-        if let Some(feed) = feed.as_mut().filter(|feed| feed.continue_written > 0) {
-            if poll_fn(|cx| self.poll_write_continue(feed, cx))
-                .await
-                .is_err()
-            {
-                return After::Close { linger: false };
-            }
-        }
-        if let Some(feed) = feed.as_mut() {
-            feed.owes_continue = false;
-        }
-        // Hints that arrived before the final response go out before it.
-        if !self.hints.is_empty() || self.hints_written < self.hints_out.len() {
-            let idle_timeout = self.limits.idle_timeout;
-            let writing = poll_fn(|cx| self.poll_write_hints(cx));
-            let written = tokio::time::timeout(idle_timeout, writing).await;
-            if !matches!(written, Ok(Ok(()))) {
-                return After::Close { linger: false };
-            }
+        if !self.finish_interim(feed.as_mut()).await {
+            return After::Close { linger: false };
         }
 
         let (parts, mut body) = response.into_parts();
@@ -523,20 +477,7 @@ where
         } else {
             ResponseFraming::choose(is_head, status, version, body.size_hint().exact())
         };
-        // A body its consumer gave up on: what is buffered of it is skipped; the rest
-        // would have to be read, so the connection closes after this response.
-        let body_left = match feed.as_mut() {
-            Some(feed) if feed.is_abandoned() => !feed.discard_buffered(&mut self.read),
-            _ => false,
-        };
-        let framing_broken = feed.as_ref().is_some_and(BodyFeed::is_broken);
-        let close = !wishes.keep_alive
-            || parts.extensions.get::<CloseConnection>().is_some()
-            || body_left
-            || framing_broken
-            || self.eof
-            || phase.draining.load(Ordering::Relaxed)
-            || framing == ResponseFraming::UntilClose
+        let close = self.must_close(&wishes, &parts, feed.as_mut(), phase, framing)
             || (switching && upgrade.is_none());
         let connection = if switching {
             ConnectionHeader::Upgrade
@@ -555,29 +496,9 @@ where
             framing,
             connection,
         );
-
-        let send_timeout = self.limits.idle_timeout;
-        let mut stalled_until = None;
-        let written = poll_fn(|cx| loop {
-            if let Poll::Ready(result) = self.poll_write_response(&mut writer, &mut body, cx) {
-                return Poll::Ready(result);
-            }
-            if std::mem::take(&mut writer.progressed) || !writer.blocked {
-                stalled_until = None;
-            }
-            if writer.blocked {
-                let deadline = *stalled_until.get_or_insert_with(|| Instant::now() + send_timeout);
-                if poll_deadline(idle_timer.as_mut(), deadline, cx).is_ready() {
-                    context.listener.timeouts.response.inc();
-                    return Poll::Ready(Err(WriteFailure::Stalled(send_timeout)));
-                }
-            }
-            match ready!(self.poll_client(feed.as_mut(), cx)) {
-                ClientEvent::Progress => {}
-                ClientEvent::Gone => return Poll::Ready(Err(WriteFailure::ClientGone)),
-            }
-        })
-        .await;
+        let written = self
+            .write_response(&mut writer, &mut body, feed.as_mut(), idle_timer, context)
+            .await;
         drop(body);
         if let Err(error) = written {
             tracing::debug!("response to the client cut short: {error}");
@@ -596,6 +517,132 @@ where
             return After::Close { linger: !body_read };
         }
         After::KeepAlive
+    }
+
+    /// Runs the proxy on `request` while the client is read from (its body, as the
+    /// proxy asks for it) and early hints are written; `None` when the client went away.
+    async fn handle(
+        &mut self,
+        request: Request<ClientBody>,
+        context: &ConnectionContext,
+        wants_hints: bool,
+        feed: &mut Option<BodyFeed>,
+    ) -> Option<Response<ResponseBody>> {
+        // The proxy's future is pinned where it is made (bound to a local first, it
+        // would take its kilobytes twice in this future).
+        let mut handler = std::pin::pin!(context.handle(request));
+        poll_fn(|cx| loop {
+            let collecting = wants_hints.then(|| interim::Collecting::start(&mut self.hints));
+            let polled = handler.as_mut().poll(cx);
+            drop(collecting);
+            if let Poll::Ready(response) = polled {
+                return Poll::Ready(Some(response));
+            }
+            // Never in the middle of a `100 Continue`: one interim response at a time.
+            let continue_started = feed
+                .as_ref()
+                .is_some_and(|feed| feed.owes_continue && feed.continue_written > 0);
+            let hints_waiting = !self.hints.is_empty() || self.hints_written < self.hints_out.len();
+            if hints_waiting && !continue_started {
+                if let Poll::Ready(Err(error)) = self.poll_write_hints(cx) {
+                    tracing::debug!("writing early hints to the client failed: {error}");
+                    return Poll::Ready(None);
+                }
+            }
+            match ready!(self.poll_client(feed.as_mut(), cx)) {
+                ClientEvent::Progress => {}
+                ClientEvent::Gone => return Poll::Ready(None),
+            }
+        })
+        .await
+    }
+
+    /// Before the final response: a `100 Continue` half written is finished, and the
+    /// early hints that arrived go out. `false` when the client could not take them.
+    async fn finish_interim(&mut self, mut feed: Option<&mut BodyFeed>) -> bool {
+        if let Some(feed) = feed.as_deref_mut().filter(|feed| feed.continue_written > 0) {
+            if poll_fn(|cx| self.poll_write_continue(feed, cx))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+        if let Some(feed) = feed {
+            feed.owes_continue = false;
+        }
+        if !self.hints.is_empty() || self.hints_written < self.hints_out.len() {
+            let idle_timeout = self.limits.idle_timeout;
+            let writing = poll_fn(|cx| self.poll_write_hints(cx));
+            let written = tokio::time::timeout(idle_timeout, writing).await;
+            if !matches!(written, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether the connection closes after this response: the client or the answer
+    /// asked for it, the request's body cannot be skipped or was malformed, the client
+    /// ended its side, the gateway drains, or the body runs until the close.
+    fn must_close(
+        &mut self,
+        wishes: &ConnectionWishes,
+        parts: &http::response::Parts,
+        feed: Option<&mut BodyFeed>,
+        phase: &Phase,
+        framing: ResponseFraming,
+    ) -> bool {
+        // A body its consumer gave up on: what is buffered of it is skipped; the rest
+        // would have to be read, so the connection closes after this response.
+        let (body_left, framing_broken) = match feed {
+            Some(feed) => (
+                feed.is_abandoned() && !feed.discard_buffered(&mut self.read),
+                feed.is_broken(),
+            ),
+            None => (false, false),
+        };
+        !wishes.keep_alive
+            || parts.extensions.get::<CloseConnection>().is_some()
+            || body_left
+            || framing_broken
+            || self.eof
+            || phase.draining.load(Ordering::Relaxed)
+            || framing == ResponseFraming::UntilClose
+    }
+
+    /// Writes the response head and body as the client takes them, reading what the
+    /// client sends meanwhile; fails when the client stalls for the idle timeout.
+    async fn write_response(
+        &mut self,
+        writer: &mut ResponseWriter,
+        body: &mut ResponseBody,
+        mut feed: Option<&mut BodyFeed>,
+        mut idle_timer: Pin<&mut Sleep>,
+        context: &ConnectionContext,
+    ) -> Result<(), WriteFailure> {
+        let send_timeout = self.limits.idle_timeout;
+        let mut stalled_until = None;
+        poll_fn(|cx| loop {
+            if let Poll::Ready(result) = self.poll_write_response(writer, body, cx) {
+                return Poll::Ready(result);
+            }
+            if std::mem::take(&mut writer.progressed) || !writer.blocked {
+                stalled_until = None;
+            }
+            if writer.blocked {
+                let deadline = *stalled_until.get_or_insert_with(|| Instant::now() + send_timeout);
+                if poll_deadline(idle_timer.as_mut(), deadline, cx).is_ready() {
+                    context.listener.timeouts.response.inc();
+                    return Poll::Ready(Err(WriteFailure::Stalled(send_timeout)));
+                }
+            }
+            match ready!(self.poll_client(feed.as_deref_mut(), cx)) {
+                ClientEvent::Progress => {}
+                ClientEvent::Gone => return Poll::Ready(Err(WriteFailure::ClientGone)),
+            }
+        })
+        .await
     }
 
     /// Writes the response: pending bytes first (the head, chunk framing, a body frame),
