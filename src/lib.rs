@@ -1,28 +1,28 @@
 //! Portcullis: an async API gateway and reverse proxy.
 //!
 //! # Layout
-//! Modules follow a request's path through the gateway:
+//! Modules depend one way; `tests/cases/layers.rs` holds the table of allowed imports
+//! and fails on any other (`cargo test --test tests layers -- --nocapture` prints the
+//! graph).
 //!
-//! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`];
-//! - [`gateway`]: start, serve and shut down; [`snapshot`]: a config compiled for
-//!   serving, swapped atomically; [`reload`]: hot reload of the file;
-//! - [`server`]: listeners, accept loop, connection limits, TLS ([`server::tls`]),
-//!   the gateway's own HTTP/1.1 server ([`server::http1`]; hyper's for HTTP/2),
-//!   graceful drain;
-//! - [`http1`]: the HTTP/1.1 codec both the server and the upstream client use (heads,
-//!   body framing, trailers), a leaf; [`interim`]: `103 Early Hints` passed from the
-//!   upstream client to the client's connection;
-//! - [`routing`]: the route table (host, path, method, headers) and path rewrites;
-//! - [`proxy`]: forwarding a request: admit, route, limit, send, stream back; WebSocket
-//!   upgrades tunnelled after the upstream's 101 ([`proxy::websocket`]);
-//! - [`aggregate`]: routes that fan out to several upstreams and merge their JSON;
-//! - [`upstream`]: pooled clients (the gateway's own HTTP/1.1 client run in the request's
-//!   task, hyper's for HTTP/2; plain or TLS), load balancing,
-//!   per-upstream concurrency limits;
-//! - [`body`]: streaming bodies both ways ([`rewound`]: a stream with bytes put back);
-//!   [`metrics`] and [`admin`]: observability;
-//! - [`workers`]: one single-threaded runtime per core (`worker_model: per_core`);
-//! - [`demo`]: sample services for `portcullis demo`.
+//! - Leaves, used from anywhere and using nothing above them: [`shutdown`] (the drain
+//!   signal), [`io`] (rewound streams, the two ends of a protocol switch), [`http1`]
+//!   (the HTTP/1.1 codec), [`body`] (the client's request body and the shared body
+//!   errors), [`tls`] (provider, certificates, the listener's acceptor, the upstream's
+//!   client settings), [`metrics`], [`interim`] (`103 Early Hints` passed from the
+//!   upstream client to the client's connection), [`request_id`], [`template`] (the
+//!   placeholder tokenizer), [`routing`] (the route table and path rewrites), [`workers`]
+//!   (one single-threaded runtime per core);
+//! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
+//!   runtime module;
+//! - down the request path: [`server`] (listeners' connections, the gateway's own
+//!   HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
+//!   route, the policy step, limit, send, stream back; the one error-to-response mapping
+//!   in [`proxy::respond`]; the configuration [`proxy::Snapshot`] a request runs with) →
+//!   [`aggregate`] (routes that fan out and merge JSON) → [`upstream`] (pooled clients,
+//!   balancing, health, per-upstream limits, the bodies of an exchange);
+//! - running it: [`listeners`], [`reload`] (hot reload), [`admin`], [`gateway`] (start,
+//!   serve, shut down); [`demo`]: sample services for `portcullis demo`.
 
 pub mod admin;
 pub mod aggregate;
