@@ -194,8 +194,16 @@ impl ResolvesClientCert for ClientCertificate {
 
 /// `insecure_skip_verify: true`: any certificate is accepted (the handshake's signatures
 /// are still checked, so the connection is encrypted, but not authenticated).
+/// Used for upstreams with that setting, and by tests that look at whichever
+/// certificate a server sends.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
+pub struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl AcceptAnyCertificate {
+    pub fn new(provider: Arc<CryptoProvider>) -> Self {
+        AcceptAnyCertificate(provider)
+    }
+}
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
