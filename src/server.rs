@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use http::HeaderValue;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore, TryAcquireError};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::metrics::{ListenerMetrics, WorkerConnections};
 use crate::shutdown::signalled;
@@ -152,73 +152,16 @@ async fn accept_loop(worker: WorkerSocket, shared: Arc<Accepting>, mut shutdown:
     };
     let mut backoff = Duration::from_millis(5);
     let mut at_limit = false;
-    loop {
-        // Accept first, then take a place under the limit: a worker must not sit on the
-        // listener's last free place while the waiting client is in another worker's
-        // queue. Each worker holds at most one accepted connection that waits for a
-        // place; the others wait in the kernel's queue.
-        let accepted = tokio::select! {
-            accepted = tcp.accept() => accepted,
-            _ = shutdown.accepting_stops() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => {
-                backoff = Duration::from_millis(5);
-                accepted
-            }
-            Err(error) if is_per_connection_error(&error) => continue,
-            Err(error) => {
-                // EMFILE, ENFILE, ENOBUFS: the process is out of something; back off
-                // instead of spinning, and keep the loop alive.
-                tracing::error!(listener = %name, "accept failed: {error}; retrying in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.accepting_stops() => break,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let permit = match shared.limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                if at_limit {
-                    tracing::info!(listener = %name, "below the connection limit again");
-                    at_limit = false;
-                }
-                permit
-            }
-            Err(TryAcquireError::Closed) => break,
-            Err(TryAcquireError::NoPermits) => {
-                if !at_limit {
-                    tracing::warn!(
-                        listener = %name,
-                        max_connections = shared.max_connections,
-                        "connection limit reached; new connections wait until others close"
-                    );
-                    at_limit = true;
-                }
-                // The accepted client is served once a place frees, even if a reload
-                // replaces the listener meanwhile; only a drain gives up on it.
-                let mut drain = shutdown.drain.clone();
-                tokio::select! {
-                    permit = shared.limit.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break,
-                    },
-                    _ = signalled(&mut drain) => break,
-                }
-            }
+    // Accept first, then take a place under the limit: a worker must not sit on the
+    // listener's last free place while the waiting client is in another worker's queue.
+    // Each worker holds at most one accepted connection that waits for a place; the
+    // others wait in the kernel's queue.
+    while let Some((stream, peer)) = accept_next(&tcp, name, &mut backoff, &mut shutdown).await {
+        let Some(permit) = take_place(&shared, &mut at_limit, &shutdown).await else {
+            break;
         };
         worker.metrics.accepted.inc();
         worker.connections.accepted.inc();
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {error}");
-        }
-        let connection = ConnectionContext {
-            listener: shared.context.clone(),
-            peer_ip: peer_ip_value(peer.ip()),
-            close: shutdown.close.clone(),
-        };
         let slot = ConnectionSlot::open(
             [
                 worker.metrics.active.clone(),
@@ -226,34 +169,122 @@ async fn accept_loop(worker: WorkerSocket, shared: Arc<Accepting>, mut shutdown:
             ],
             permit,
         );
-        let builders = shared.builders.clone();
-        let shutdown = shutdown.clone();
-        let idle_timeout = shared.context.limits.idle_timeout;
-        // Plain and TLS connections are separate task types: a task is as large as its
-        // future, and an idle plain connection must not carry the TLS states.
-        match shared.tls.clone() {
-            None => {
-                tokio::spawn(serve_plain(
-                    stream,
-                    builders,
-                    connection,
-                    shutdown,
-                    idle_timeout,
-                    slot,
-                ));
+        spawn_connection(&shared, stream, peer, &shutdown, slot);
+    }
+}
+
+/// The next client, or `None` once accepting must stop. Errors of one connection are
+/// skipped; errors of the process (EMFILE, ENFILE, ENOBUFS: out of something) are
+/// logged and waited out with a growing backoff instead of spinning.
+async fn accept_next(
+    tcp: &TcpListener,
+    name: &str,
+    backoff: &mut Duration,
+    shutdown: &mut Shutdown,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            accepted = tcp.accept() => accepted,
+            _ = shutdown.accepting_stops() => return None,
+        };
+        match accepted {
+            Ok(accepted) => {
+                *backoff = Duration::from_millis(5);
+                return Some(accepted);
             }
-            Some(tls) => {
-                tokio::spawn(serve_tls(
-                    stream,
-                    peer,
-                    tls,
-                    builders,
-                    connection,
-                    shutdown,
-                    idle_timeout,
-                    slot,
-                ));
+            Err(error) if is_per_connection_error(&error) => continue,
+            Err(error) => {
+                tracing::error!(listener = %name, "accept failed: {error}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(*backoff) => {}
+                    _ = shutdown.accepting_stops() => return None,
+                }
+                *backoff = (*backoff * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// A place under the listener's `max_connections` for an accepted client, waiting for
+/// one when all are taken; `None` when the listener drains meanwhile.
+async fn take_place(
+    shared: &Accepting,
+    at_limit: &mut bool,
+    shutdown: &Shutdown,
+) -> Option<OwnedSemaphorePermit> {
+    let name = &shared.context.name;
+    match shared.limit.clone().try_acquire_owned() {
+        Ok(permit) => {
+            if *at_limit {
+                tracing::info!(listener = %name, "below the connection limit again");
+                *at_limit = false;
+            }
+            Some(permit)
+        }
+        Err(TryAcquireError::Closed) => None,
+        Err(TryAcquireError::NoPermits) => {
+            if !*at_limit {
+                tracing::warn!(
+                    listener = %name,
+                    max_connections = shared.max_connections,
+                    "connection limit reached; new connections wait until others close"
+                );
+                *at_limit = true;
+            }
+            // The accepted client is served once a place frees, even if a reload
+            // replaces the listener meanwhile; only a drain gives up on it.
+            let mut drain = shutdown.drain.clone();
+            tokio::select! {
+                permit = shared.limit.clone().acquire_owned() => permit.ok(),
+                _ = signalled(&mut drain) => None,
+            }
+        }
+    }
+}
+
+/// Serves an accepted connection in a task of its own.
+fn spawn_connection(
+    shared: &Accepting,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &Shutdown,
+    slot: ConnectionSlot,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {error}");
+    }
+    let connection = ConnectionContext {
+        listener: shared.context.clone(),
+        peer_ip: peer_ip_value(peer.ip()),
+        close: shutdown.close.clone(),
+    };
+    let builders = shared.builders.clone();
+    let shutdown = shutdown.clone();
+    let idle_timeout = shared.context.limits.idle_timeout;
+    // Plain and TLS connections are separate task types: a task is as large as its
+    // future, and an idle plain connection must not carry the TLS states.
+    match shared.tls.clone() {
+        None => {
+            tokio::spawn(serve_plain(
+                stream,
+                builders,
+                connection,
+                shutdown,
+                idle_timeout,
+                slot,
+            ));
+        }
+        Some(tls) => {
+            tokio::spawn(serve_tls(
+                stream,
+                peer,
+                tls,
+                builders,
+                connection,
+                shutdown,
+                idle_timeout,
+                slot,
+            ));
         }
     }
 }
