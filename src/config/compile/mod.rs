@@ -18,8 +18,10 @@ use std::path::Path;
 
 use super::error::ConfigError;
 use super::locate::LocationIndex;
-use super::raw::{RawConfig, UpstreamProtocol};
-use super::{defaults, AdminConfig, Config, ReloadConfig, UpstreamConfig};
+use super::raw::{RawConfig, RawRoute, UpstreamProtocol};
+use super::{
+    defaults, AdminConfig, Config, ListenerConfig, ReloadConfig, RouteConfig, UpstreamConfig,
+};
 use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
 use routes::compile_routes;
@@ -76,21 +78,7 @@ impl Problems<'_> {
 }
 
 pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>> {
-    let raw: RawConfig = match serde_yaml::from_str::<Option<RawConfig>>(text) {
-        Ok(Some(raw)) => raw,
-        Ok(None) => {
-            return Err(vec![ConfigError {
-                file: file.to_owned(),
-                line: 1,
-                column: 1,
-                key: String::new(),
-                message:
-                    "the file is empty; it needs at least `listeners`, `upstreams` and `routes`"
-                        .to_owned(),
-            }])
-        }
-        Err(error) => return Err(vec![serde_error(&error, file)]),
-    };
+    let raw = parse(text, file)?;
     let mut problems = Problems {
         file,
         index: LocationIndex::build(text),
@@ -119,35 +107,9 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         &mut problems,
     );
 
-    if raw.workers == Some(0) {
-        problems.add("workers", "must be at least 1");
-    }
-    if raw.reload.poll_interval.is_some_and(|d| d.0.is_zero()) {
-        problems.add("reload.poll_interval", "must be longer than 0s");
-    }
-    if let Some(admin) = &raw.admin {
-        if admin.address.port() != 0 && listeners.iter().any(|l| l.address == admin.address) {
-            problems.add(
-                "admin.address",
-                format!("{} is also a listener's address", admin.address),
-            );
-        }
-    }
+    check_top_level(&raw, &listeners, &mut problems);
 
-    let specs: Vec<RouteSpec> = routes.iter().map(|r| r.spec.clone()).collect();
-    let router = match RouteTable::build(&specs) {
-        Ok(router) => Some(router),
-        Err(errors) => {
-            for error in errors {
-                let key = match &raw.routes[error.route].matcher.path {
-                    Some(_) => format!("routes[{}].match.path", error.route),
-                    None => format!("routes[{}].match.path_prefix", error.route),
-                };
-                problems.add(key, error.message);
-            }
-            None
-        }
-    };
+    let router = build_router(&raw.routes, &routes, &mut problems);
 
     match router {
         Some(router) if problems.found.is_empty() => Ok(Config {
@@ -177,6 +139,64 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             let mut found = problems.found;
             found.sort_by_key(|e| (e.line, e.column));
             Err(found)
+        }
+    }
+}
+
+/// The file as written; an empty file, or one serde rejects, stops here with one error.
+fn parse(text: &str, file: &str) -> Result<RawConfig, Vec<ConfigError>> {
+    match serde_yaml::from_str::<Option<RawConfig>>(text) {
+        Ok(Some(raw)) => Ok(raw),
+        Ok(None) => Err(vec![ConfigError {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: "the file is empty; it needs at least `listeners`, `upstreams` and `routes`"
+                .to_owned(),
+        }]),
+        Err(error) => Err(vec![serde_error(&error, file)]),
+    }
+}
+
+/// The keys at the top of the file: `workers`, `reload`, `admin`.
+fn check_top_level(raw: &RawConfig, listeners: &[ListenerConfig], problems: &mut Problems) {
+    if raw.workers == Some(0) {
+        problems.add("workers", "must be at least 1");
+    }
+    if raw.reload.poll_interval.is_some_and(|d| d.0.is_zero()) {
+        problems.add("reload.poll_interval", "must be longer than 0s");
+    }
+    if let Some(admin) = &raw.admin {
+        if admin.address.port() != 0 && listeners.iter().any(|l| l.address == admin.address) {
+            problems.add(
+                "admin.address",
+                format!("{} is also a listener's address", admin.address),
+            );
+        }
+    }
+}
+
+/// The route table of the compiled routes. A conflict is reported at the route's
+/// `match` key, looked up in `raw` by the compiled route's index (the same route when
+/// every route compiled).
+fn build_router(
+    raw: &[RawRoute],
+    compiled: &[RouteConfig],
+    problems: &mut Problems,
+) -> Option<RouteTable> {
+    let specs: Vec<RouteSpec> = compiled.iter().map(|r| r.spec.clone()).collect();
+    match RouteTable::build(&specs) {
+        Ok(router) => Some(router),
+        Err(errors) => {
+            for error in errors {
+                let key = match &raw[error.route].matcher.path {
+                    Some(_) => format!("routes[{}].match.path", error.route),
+                    None => format!("routes[{}].match.path_prefix", error.route),
+                };
+                problems.add(key, error.message);
+            }
+            None
         }
     }
 }

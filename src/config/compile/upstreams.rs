@@ -10,8 +10,8 @@ use http::Uri;
 use super::retry::compile_retry;
 use super::tls::compile_upstream_tls;
 use super::{check_name, Problems};
-use crate::config::raw::RawUpstream;
-use crate::config::{defaults, EndpointAddress, UpstreamConfig};
+use crate::config::raw::{RawOutlier, RawUpstream};
+use crate::config::{defaults, AdaptiveLimit, EndpointAddress, OutlierConfig, UpstreamConfig};
 
 pub(super) fn compile_upstream(
     name: &str,
@@ -21,45 +21,8 @@ pub(super) fn compile_upstream(
 ) -> Option<UpstreamConfig> {
     let key = |field: &str| format!("upstreams.{name}.{field}");
     check_name("upstream", name, format!("upstreams.{name}"), problems);
-    if raw.endpoints.is_empty() {
-        problems.add(key("endpoints"), "at least one endpoint is needed");
-    }
-    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
-    for (i, text) in raw.endpoints.iter().enumerate() {
-        match parse_endpoint(text) {
-            Ok(endpoint) => {
-                if endpoints.contains(&endpoint) {
-                    problems.add(
-                        format!("upstreams.{name}.endpoints[{i}]"),
-                        format!("endpoint {text:?} is listed twice"),
-                    );
-                }
-                endpoints.push(endpoint);
-            }
-            Err(message) => problems.add(format!("upstreams.{name}.endpoints[{i}]"), message),
-        }
-    }
-    let (max_in_flight, adaptive) = match &raw.max_in_flight {
-        None => (defaults::MAX_IN_FLIGHT, None),
-        Some(crate::config::raw::RawMaxInFlight::Fixed(limit)) => {
-            if *limit == 0 {
-                problems.add(key("max_in_flight"), "must be at least 1");
-            }
-            (*limit, None)
-        }
-        Some(crate::config::raw::RawMaxInFlight::Adaptive { adaptive }) => {
-            let min = adaptive.min.unwrap_or(8);
-            let max = adaptive.max.unwrap_or(defaults::MAX_IN_FLIGHT);
-            let initial = adaptive.initial.unwrap_or(min);
-            if min == 0 || min > max || !(min..=max).contains(&initial) {
-                problems.add(
-                    key("max_in_flight.adaptive"),
-                    format!("needs 1 <= min <= initial <= max (got min {min}, initial {initial}, max {max})"),
-                );
-            }
-            (initial, Some(crate::config::AdaptiveLimit { min, max }))
-        }
-    };
+    let endpoints = compile_endpoints(name, raw, problems);
+    let (max_in_flight, adaptive) = compile_max_in_flight(name, raw, problems);
     let positive = |value: Option<crate::config::units::HumanDuration>,
                     default,
                     field: &str,
@@ -89,42 +52,10 @@ pub(super) fn compile_upstream(
         .health_check
         .as_ref()
         .and_then(|check| compile_health_check(name, check, problems));
-    let outlier = raw.outlier.as_ref().map(|outlier| {
-        let key = |field: &str| format!("upstreams.{name}.outlier.{field}");
-        let consecutive_failures = outlier
-            .consecutive_failures
-            .unwrap_or(defaults::CONSECUTIVE_FAILURES);
-        if consecutive_failures == 0 {
-            problems.add(key("consecutive_failures"), "must be at least 1");
-        }
-        let base = outlier
-            .base_ejection_time
-            .map_or(defaults::BASE_EJECTION_TIME, |d| d.0);
-        let max = outlier
-            .max_ejection_time
-            .map_or(defaults::MAX_EJECTION_TIME, |d| d.0);
-        if base.is_zero() {
-            problems.add(key("base_ejection_time"), "must be longer than 0s");
-        }
-        if max < base {
-            problems.add(
-                key("max_ejection_time"),
-                format!("must be at least base_ejection_time ({base:?})"),
-            );
-        }
-        let percent = outlier
-            .max_ejection_percent
-            .unwrap_or(defaults::MAX_EJECTION_PERCENT);
-        if percent > 100 {
-            problems.add(key("max_ejection_percent"), "must be between 0 and 100");
-        }
-        crate::config::OutlierConfig {
-            consecutive_failures,
-            base_ejection_time: base,
-            max_ejection_time: max,
-            max_ejection_percent: percent,
-        }
-    });
+    let outlier = raw
+        .outlier
+        .as_ref()
+        .map(|outlier| compile_outlier(name, outlier, problems));
     let retry = raw
         .retry
         .as_ref()
@@ -152,6 +83,103 @@ pub(super) fn compile_upstream(
         pool_idle_timeout,
         host_header: raw.host_header,
     })
+}
+
+/// `endpoints`: at least one, each a valid `http://` or `https://` address, none twice.
+fn compile_endpoints(
+    name: &str,
+    raw: &RawUpstream,
+    problems: &mut Problems,
+) -> Vec<EndpointAddress> {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    if raw.endpoints.is_empty() {
+        problems.add(key("endpoints"), "at least one endpoint is needed");
+    }
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    for (i, text) in raw.endpoints.iter().enumerate() {
+        match parse_endpoint(text) {
+            Ok(endpoint) => {
+                if endpoints.contains(&endpoint) {
+                    problems.add(
+                        format!("upstreams.{name}.endpoints[{i}]"),
+                        format!("endpoint {text:?} is listed twice"),
+                    );
+                }
+                endpoints.push(endpoint);
+            }
+            Err(message) => problems.add(format!("upstreams.{name}.endpoints[{i}]"), message),
+        }
+    }
+    endpoints
+}
+
+/// `max_in_flight`: a fixed limit, or an adaptive one (then the starting limit and
+/// the bounds).
+fn compile_max_in_flight(
+    name: &str,
+    raw: &RawUpstream,
+    problems: &mut Problems,
+) -> (usize, Option<AdaptiveLimit>) {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    match &raw.max_in_flight {
+        None => (defaults::MAX_IN_FLIGHT, None),
+        Some(crate::config::raw::RawMaxInFlight::Fixed(limit)) => {
+            if *limit == 0 {
+                problems.add(key("max_in_flight"), "must be at least 1");
+            }
+            (*limit, None)
+        }
+        Some(crate::config::raw::RawMaxInFlight::Adaptive { adaptive }) => {
+            let min = adaptive.min.unwrap_or(8);
+            let max = adaptive.max.unwrap_or(defaults::MAX_IN_FLIGHT);
+            let initial = adaptive.initial.unwrap_or(min);
+            if min == 0 || min > max || !(min..=max).contains(&initial) {
+                problems.add(
+                    key("max_in_flight.adaptive"),
+                    format!("needs 1 <= min <= initial <= max (got min {min}, initial {initial}, max {max})"),
+                );
+            }
+            (initial, Some(AdaptiveLimit { min, max }))
+        }
+    }
+}
+
+/// `outlier`: when an endpoint is ejected after consecutive failures, and for how long.
+fn compile_outlier(name: &str, outlier: &RawOutlier, problems: &mut Problems) -> OutlierConfig {
+    let key = |field: &str| format!("upstreams.{name}.outlier.{field}");
+    let consecutive_failures = outlier
+        .consecutive_failures
+        .unwrap_or(defaults::CONSECUTIVE_FAILURES);
+    if consecutive_failures == 0 {
+        problems.add(key("consecutive_failures"), "must be at least 1");
+    }
+    let base = outlier
+        .base_ejection_time
+        .map_or(defaults::BASE_EJECTION_TIME, |d| d.0);
+    let max = outlier
+        .max_ejection_time
+        .map_or(defaults::MAX_EJECTION_TIME, |d| d.0);
+    if base.is_zero() {
+        problems.add(key("base_ejection_time"), "must be longer than 0s");
+    }
+    if max < base {
+        problems.add(
+            key("max_ejection_time"),
+            format!("must be at least base_ejection_time ({base:?})"),
+        );
+    }
+    let percent = outlier
+        .max_ejection_percent
+        .unwrap_or(defaults::MAX_EJECTION_PERCENT);
+    if percent > 100 {
+        problems.add(key("max_ejection_percent"), "must be between 0 and 100");
+    }
+    OutlierConfig {
+        consecutive_failures,
+        base_ejection_time: base,
+        max_ejection_time: max,
+        max_ejection_percent: percent,
+    }
 }
 
 fn compile_health_check(
