@@ -1,19 +1,45 @@
 //! `portcullis_aggregate_calls_total` and `portcullis_aggregate_call_duration_seconds`:
 //! each call an aggregate route makes, by outcome, and how long it took.
 
-use prometheus::{Histogram, IntCounter};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
-use super::Metrics;
+use super::{Metrics, Registrar};
+
+/// The aggregate-call families, registered once per process.
+#[derive(Clone)]
+pub(super) struct AggregateFamilies {
+    calls: IntCounterVec,
+    call_duration: HistogramVec,
+}
+
+impl AggregateFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        AggregateFamilies {
+            calls: r.counter(
+                "portcullis_aggregate_calls_total",
+                "Calls made by aggregate routes, by outcome.",
+                &["route", "call", "outcome"],
+            ),
+            call_duration: r.histogram(
+                "portcullis_aggregate_call_duration_seconds",
+                "Time an aggregate route's call took, from its start until its body was read.",
+                &["route", "call"],
+            ),
+        }
+    }
+}
 
 impl Metrics {
     pub fn aggregate_call(&self, route: &str, call: &str) -> CallMetrics {
         CallMetrics {
             outcomes: CallOutcome::ALL.map(|o| {
-                self.aggregate_calls
+                self.aggregate
+                    .calls
                     .with_label_values(&[route, call, o.label()])
             }),
             duration: self
-                .aggregate_call_duration
+                .aggregate
+                .call_duration
                 .with_label_values(&[route, call]),
         }
     }

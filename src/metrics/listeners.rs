@@ -6,13 +6,107 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::Metrics;
+use super::{Metrics, Registrar};
+
+/// The client-side families of listeners and workers, registered once per process.
+#[derive(Clone)]
+pub(super) struct ListenerFamilies {
+    connections_active: IntGaugeVec,
+    connections_total: IntCounterVec,
+    worker_connections_active: IntGaugeVec,
+    worker_connections_total: IntCounterVec,
+    client_timeouts: IntCounterVec,
+    header_fields_dropped: IntCounterVec,
+    http2_cancel_floods: IntCounterVec,
+    tls_handshakes: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
+    tls_connections_active: IntGaugeVec,
+    tls_certificate_expiry: IntGaugeVec,
+    tls_certificate_reloads: IntCounterVec,
+}
+
+impl ListenerFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        ListenerFamilies {
+            connections_active: r.gauge(
+                "portcullis_connections_active",
+                "Client connections open now.",
+                &["listener"],
+            ),
+            connections_total: r.counter(
+                "portcullis_connections_total",
+                "Client connections accepted.",
+                &["listener"],
+            ),
+            worker_connections_active: r.gauge(
+                "portcullis_worker_connections_active",
+                "Client connections open now, by the worker serving them.",
+                &["worker"],
+            ),
+            worker_connections_total: r.counter(
+                "portcullis_worker_connections_total",
+                "Client connections accepted, by the worker that accepted them.",
+                &["worker"],
+            ),
+            client_timeouts: r.counter(
+                "portcullis_client_timeouts_total",
+                "HTTP/1.1 client connections closed after idle_timeout, by what the client \
+                 was doing: idle (no request), head (a request head not finished), \
+                 response (not reading its response; over HTTP/2, a stream reset).",
+                &["listener", "phase"],
+            ),
+            header_fields_dropped: r.counter(
+                "portcullis_header_fields_dropped_total",
+                "Request header fields removed before routing because their names contain \
+                 `_` (listener option headers_with_underscores: drop).",
+                &["listener"],
+            ),
+            http2_cancel_floods: r.counter(
+                "portcullis_http2_cancel_floods_total",
+                "HTTP/2 connections closed (GOAWAY) because the client cancelled most of \
+                 its streams while they were being answered (paced rapid reset).",
+                &["listener"],
+            ),
+            tls_handshakes: r.counter(
+                "portcullis_tls_handshakes_total",
+                "TLS handshakes completed, by protocol version and negotiated ALPN protocol.",
+                &["listener", "version", "alpn"],
+            ),
+            tls_handshake_failures: r.counter(
+                "portcullis_tls_handshake_failures_total",
+                "TLS handshakes that failed, by reason.",
+                &["listener", "reason"],
+            ),
+            tls_connections_active: r.gauge(
+                "portcullis_tls_connections_active",
+                "TLS connections open now (handshake done), by protocol version and ALPN protocol.",
+                &["listener", "version", "alpn"],
+            ),
+            tls_certificate_expiry: r.gauge(
+                "portcullis_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate served for a host expires (notAfter), in Unix seconds.",
+                &["listener", "host"],
+            ),
+            tls_certificate_reloads: r.counter(
+                "portcullis_tls_certificate_reloads_total",
+                "Certificate files that changed on disk, by outcome (loaded, or rejected and the previous certificate kept).",
+                &["listener", "outcome"],
+            ),
+        }
+    }
+}
 
 impl Metrics {
     pub fn listener(&self, listener: &str) -> ListenerMetrics {
         ListenerMetrics {
-            active: self.connections_active.with_label_values(&[listener]),
-            accepted: self.connections_total.with_label_values(&[listener]),
+            active: self
+                .listeners
+                .connections_active
+                .with_label_values(&[listener]),
+            accepted: self
+                .listeners
+                .connections_total
+                .with_label_values(&[listener]),
         }
     }
 
@@ -20,14 +114,24 @@ impl Metrics {
     pub fn worker(&self, index: usize) -> WorkerConnections {
         let worker = index.to_string();
         WorkerConnections {
-            active: self.worker_connections_active.with_label_values(&[&worker]),
-            accepted: self.worker_connections_total.with_label_values(&[&worker]),
+            active: self
+                .listeners
+                .worker_connections_active
+                .with_label_values(&[&worker]),
+            accepted: self
+                .listeners
+                .worker_connections_total
+                .with_label_values(&[&worker]),
         }
     }
 
     /// Handles for one listener's client timeouts.
     pub fn client_timeouts(&self, listener: &str) -> ClientTimeouts {
-        let phase = |phase: &str| self.client_timeouts.with_label_values(&[listener, phase]);
+        let phase = |phase: &str| {
+            self.listeners
+                .client_timeouts
+                .with_label_values(&[listener, phase])
+        };
         ClientTimeouts {
             idle: phase("idle"),
             head: phase("head"),
@@ -37,12 +141,16 @@ impl Metrics {
 
     /// One listener's count of request header fields dropped for their names.
     pub fn header_fields_dropped(&self, listener: &str) -> IntCounter {
-        self.header_fields_dropped.with_label_values(&[listener])
+        self.listeners
+            .header_fields_dropped
+            .with_label_values(&[listener])
     }
 
     /// `portcullis_http2_cancel_floods_total` of one listener.
     pub fn http2_cancel_floods(&self, listener: &str) -> IntCounter {
-        self.http2_cancel_floods.with_label_values(&[listener])
+        self.listeners
+            .http2_cancel_floods
+            .with_label_values(&[listener])
     }
 
     /// Handles for one TLS listener.
@@ -53,23 +161,27 @@ impl Metrics {
             })
         };
         TlsMetrics {
-            handshakes: by_protocol(&self.tls_handshakes),
+            handshakes: by_protocol(&self.listeners.tls_handshakes),
             active: TLS_VERSIONS.map(|version| {
                 TLS_ALPNS.map(|alpn| {
-                    self.tls_connections_active
+                    self.listeners
+                        .tls_connections_active
                         .with_label_values(&[listener, version, alpn])
                 })
             }),
             failures: HandshakeFailure::ALL.map(|reason| {
-                self.tls_handshake_failures
+                self.listeners
+                    .tls_handshake_failures
                     .with_label_values(&[listener, reason.label()])
             }),
-            expiry: self.tls_certificate_expiry.clone(),
+            expiry: self.listeners.tls_certificate_expiry.clone(),
             listener: listener.into(),
             reloaded: self
+                .listeners
                 .tls_certificate_reloads
                 .with_label_values(&[listener, "loaded"]),
             reload_rejected: self
+                .listeners
                 .tls_certificate_reloads
                 .with_label_values(&[listener, "rejected"]),
         }

@@ -5,9 +5,9 @@
 use std::sync::{Arc, OnceLock};
 
 use http::{Method, StatusCode};
-use prometheus::{Histogram, IntCounter, IntCounterVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
-use super::Metrics;
+use super::{Metrics, Registrar};
 
 /// Method label values; anything else is counted as `OTHER` so labels stay bounded.
 const METHOD_LABELS: [&str; 9] = [
@@ -37,6 +37,30 @@ fn method_index(method: &Method) -> usize {
 /// The label value for the pseudo-route of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "_unmatched";
 
+/// The request families, registered once per process.
+#[derive(Clone)]
+pub(super) struct RequestFamilies {
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+}
+
+impl RequestFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        RequestFamilies {
+            http_requests: r.counter(
+                "portcullis_http_requests_total",
+                "Requests answered, by listener, route, method and status.",
+                &["listener", "route", "method", "status"],
+            ),
+            http_duration: r.histogram(
+                "portcullis_http_request_duration_seconds",
+                "Time from a request's arrival until its response body was sent, by route.",
+                &["route"],
+            ),
+        }
+    }
+}
+
 impl Metrics {
     /// Handles for one route on every listener (`listeners` in configuration order).
     pub fn route(&self, route: &str, listeners: &[String]) -> RouteMetrics {
@@ -45,13 +69,13 @@ impl Metrics {
             requests: listeners
                 .iter()
                 .map(|listener| RequestCounters {
-                    family: self.http_requests.clone(),
+                    family: self.requests.http_requests.clone(),
                     listener: listener.as_str().into(),
                     route: route.clone(),
                     cells: OnceLock::new(),
                 })
                 .collect(),
-            duration: self.http_duration.with_label_values(&[&*route]),
+            duration: self.requests.http_duration.with_label_values(&[&*route]),
         }
     }
 }

@@ -1,21 +1,53 @@
 //! `portcullis_websocket_*`: upgraded connections per route, upgrade outcomes and why
 //! upgraded connections closed.
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::Metrics;
+use super::{Metrics, Registrar};
+
+/// The WebSocket families, registered once per process.
+#[derive(Clone)]
+pub(super) struct WebSocketFamilies {
+    active: IntGaugeVec,
+    upgrades: IntCounterVec,
+    closed: IntCounterVec,
+}
+
+impl WebSocketFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        WebSocketFamilies {
+            active: r.gauge(
+                "portcullis_websocket_connections_active",
+                "Upgraded (WebSocket) connections open now, by route.",
+                &["route"],
+            ),
+            upgrades: r.counter(
+                "portcullis_websocket_upgrades_total",
+                "WebSocket upgrade requests, by outcome: upgraded (the upstream answered 101), refused (it answered something else), rejected (the route's max_connections was reached).",
+                &["route", "outcome"],
+            ),
+            closed: r.counter(
+                "portcullis_websocket_closed_total",
+                "Upgraded connections closed, by reason: closed (by either side), idle_timeout, shutdown, error.",
+                &["route", "reason"],
+            ),
+        }
+    }
+}
 
 impl Metrics {
     /// Handles for one route's WebSocket connections.
     pub fn websocket(&self, route: &str) -> WebSocketMetrics {
         WebSocketMetrics {
-            active: self.websocket_active.with_label_values(&[route]),
+            active: self.websocket.active.with_label_values(&[route]),
             upgrades: UpgradeOutcome::ALL.map(|outcome| {
-                self.websocket_upgrades
+                self.websocket
+                    .upgrades
                     .with_label_values(&[route, outcome.label()])
             }),
             closed: CloseReason::ALL.map(|reason| {
-                self.websocket_closed
+                self.websocket
+                    .closed
                     .with_label_values(&[route, reason.label()])
             }),
         }
