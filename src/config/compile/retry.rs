@@ -1,0 +1,141 @@
+//! `retry`, the same mapping under an upstream (its default) and under a route (an
+//! override): attempts, what to retry on, backoff, budget, per-try timeout, methods.
+
+use std::time::Duration;
+
+use super::Problems;
+use crate::config::raw::RawRetry;
+use crate::config::units::ScalarString;
+use crate::config::{defaults, RetryConfig, RetryOn};
+
+/// The `retry` mapping at `key`; `None` when any of its values is invalid (every
+/// problem is recorded).
+pub(super) fn compile_retry(
+    key: &str,
+    raw: &RawRetry,
+    problems: &mut Problems,
+) -> Option<RetryConfig> {
+    let mut ok = true;
+    if raw.attempts == 0 {
+        problems.add(
+            format!("{key}.attempts"),
+            "must be at least 1 (the first try counts)",
+        );
+        ok = false;
+    }
+    let on = compile_retry_on(key, raw.on.as_deref(), problems);
+    let backoff = compile_backoff(key, raw.backoff.as_deref(), problems);
+    let budget_percent = compile_budget(key, raw.budget.as_ref(), problems);
+    let per_try_timeout = raw.per_try_timeout.map(|d| d.0);
+    if per_try_timeout.is_some_and(|d| d.is_zero()) {
+        problems.add(format!("{key}.per_try_timeout"), "must be longer than 0s");
+        ok = false;
+    }
+    let methods = match &raw.methods {
+        Some(methods) => methods.iter().map(|m| m.to_method()).collect(),
+        None => vec![
+            http::Method::GET,
+            http::Method::HEAD,
+            http::Method::OPTIONS,
+            http::Method::PUT,
+            http::Method::DELETE,
+        ],
+    };
+    let (Some(on), Some(backoff), Some(budget_percent)) = (on, backoff, budget_percent) else {
+        return None;
+    };
+    ok.then(|| RetryConfig {
+        attempts: raw.attempts,
+        on,
+        per_try_timeout,
+        backoff,
+        budget_percent,
+        methods,
+        max_body_size: raw
+            .max_body_size
+            .map_or(defaults::RETRY_MAX_BODY_SIZE, |s| s.0),
+    })
+}
+
+/// `on`: which failures are tried again (connect failures, resets and 502, 503 and 504
+/// when not given). `None` when an item is none of them.
+fn compile_retry_on(
+    key: &str,
+    list: Option<&[ScalarString]>,
+    problems: &mut Problems,
+) -> Option<RetryOn> {
+    let mut ok = true;
+    let mut on = RetryOn::default();
+    match list {
+        None => {
+            on.connect_failure = true;
+            on.reset = true;
+            on.statuses = vec![502, 503, 504];
+        }
+        Some(list) => {
+            for (i, item) in list.iter().enumerate() {
+                match item.0.as_str() {
+                    "connect_failure" => on.connect_failure = true,
+                    "reset" => on.reset = true,
+                    "timeout" => on.timeout = true,
+                    text => match text.parse::<u16>() {
+                        Ok(status) if (500..=599).contains(&status) || status == 429 => {
+                            on.statuses.push(status)
+                        }
+                        _ => {
+                            problems.add(
+                                format!("{key}.on[{i}]"),
+                                format!("{text:?} is not connect_failure, reset, timeout, 429 or a 5xx status"),
+                            );
+                            ok = false;
+                        }
+                    },
+                }
+            }
+        }
+    }
+    ok.then_some(on)
+}
+
+/// `backoff`: the bounds of the full-jitter backoff between tries, e.g. `25ms..250ms`.
+fn compile_backoff(
+    key: &str,
+    text: Option<&str>,
+    problems: &mut Problems,
+) -> Option<(Duration, Duration)> {
+    match text {
+        None => Some(defaults::RETRY_BACKOFF),
+        Some(text) => match text.split_once("..").map(|(a, b)| {
+            (
+                humantime::parse_duration(a.trim()),
+                humantime::parse_duration(b.trim()),
+            )
+        }) {
+            Some((Ok(low), Ok(high))) if low <= high => Some((low, high)),
+            _ => {
+                problems.add(
+                    format!("{key}.backoff"),
+                    format!("{text:?} is not a range; write e.g. 25ms..250ms"),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// `budget`: retries allowed, as a percentage of the upstream's recent requests (`20%`).
+fn compile_budget(key: &str, text: Option<&ScalarString>, problems: &mut Problems) -> Option<u32> {
+    match text {
+        None => Some(defaults::RETRY_BUDGET_PERCENT),
+        Some(text) => match text.0.trim().trim_end_matches('%').trim().parse::<u32>() {
+            Ok(percent) if percent <= 100 => Some(percent),
+            _ => {
+                problems.add(
+                    format!("{key}.budget"),
+                    format!("{:?} is not a percentage; write e.g. 20%", text.0),
+                );
+                None
+            }
+        },
+    }
+}

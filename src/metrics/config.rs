@@ -1,0 +1,74 @@
+//! `portcullis_config_*` and `portcullis_build_info`: reload attempts, the configuration
+//! in use (its hash, when it was loaded) and the build that runs.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+
+use super::{Metrics, Registrar};
+
+/// The configuration and build families, registered once per process.
+#[derive(Clone)]
+pub(super) struct ConfigFamilies {
+    reloads: IntCounterVec,
+    last_success: prometheus::Gauge,
+    info: IntGaugeVec,
+}
+
+impl ConfigFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        let families = ConfigFamilies {
+            reloads: r.counter(
+                "portcullis_config_reloads_total",
+                "Configuration reloads attempted, by result (success or failure).",
+                &["result"],
+            ),
+            last_success: r.register(
+                prometheus::Gauge::new(
+                    "portcullis_config_last_reload_success_timestamp_seconds",
+                    "When the configuration in use was loaded (Unix time).",
+                )
+                .expect("valid gauge"),
+            ),
+            info: r.gauge(
+                "portcullis_config_info",
+                "Always 1; the hash label identifies the configuration file's content in use.",
+                &["hash"],
+            ),
+        };
+        for result in ["success", "failure"] {
+            families.reloads.with_label_values(&[result]);
+        }
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_build_info",
+                "Always 1; the version label says which build runs.",
+            ),
+            &["version"],
+        )
+        .expect("valid gauge");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        r.register(build_info);
+        families
+    }
+}
+
+impl Metrics {
+    /// Records a reload attempt.
+    pub fn record_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Marks the configuration with `hash` as the one in use, loaded now.
+    pub fn config_loaded(&self, previous_hash: Option<&str>, hash: &str) {
+        if let Some(previous) = previous_hash.filter(|p| *p != hash) {
+            let _ = self.config.info.remove_label_values(&[previous]);
+        }
+        self.config.info.with_label_values(&[hash]).set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.config.last_success.set(now);
+    }
+}

@@ -1,0 +1,123 @@
+//! Prometheus metrics: one registry per process, families defined once, and handles
+//! resolved per listener, route, upstream and endpoint when a configuration is compiled,
+//! so the request path touches only atomics.
+//!
+//! Names follow Prometheus conventions: `portcullis_` prefix, base units, `_total` for
+//! counters. Label values come from the configuration (names), never from requests.
+//!
+//! This file holds the [`Metrics`] registry and the text exposition. Each family has its
+//! own file with its handles and label values: [`requests`] (requests answered, by
+//! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
+//! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
+//! [`aggregate`] (calls of aggregate routes) and [`config`] (reloads, the configuration
+//! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+
+mod aggregate;
+mod config;
+mod listeners;
+mod requests;
+mod upstreams;
+mod websocket;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub use aggregate::{CallMetrics, CallOutcome};
+pub use listeners::{
+    ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
+    TLS_VERSIONS,
+};
+pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
+pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
+
+use aggregate::AggregateFamilies;
+use config::ConfigFamilies;
+use listeners::ListenerFamilies;
+use requests::RequestFamilies;
+use upstreams::UpstreamFamilies;
+use websocket::WebSocketFamilies;
+
+/// Latency buckets in seconds, from half a millisecond to a minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Every metric family of the gateway, registered once per process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: RequestFamilies,
+    upstreams: UpstreamFamilies,
+    listeners: ListenerFamilies,
+    websocket: WebSocketFamilies,
+    aggregate: AggregateFamilies,
+    config: ConfigFamilies,
+}
+
+impl Metrics {
+    /// Creates the registry and registers every family. Panics only on a programming
+    /// error (a malformed or duplicate family definition), at startup.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = Registrar(&registry);
+        Metrics {
+            requests: RequestFamilies::register(&r),
+            upstreams: UpstreamFamilies::register(&r),
+            listeners: ListenerFamilies::register(&r),
+            websocket: WebSocketFamilies::register(&r),
+            aggregate: AggregateFamilies::register(&r),
+            config: ConfigFamilies::register(&r),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        buffer
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Registers families in the process's registry: each family file's `register` asks it
+/// for its counters, gauges and histograms. Panics only on a programming error (a
+/// malformed or duplicate family definition), at startup.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric families are defined once with valid names");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"))
+    }
+
+    /// A histogram with the [`LATENCY_BUCKETS`].
+    fn histogram(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        self.register(
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("valid histogram"),
+        )
+    }
+}

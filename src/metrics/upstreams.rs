@@ -1,0 +1,272 @@
+//! The upstream families: requests sent to endpoints and their outcomes, response time,
+//! the concurrency limit and its queue, retries and their budget, endpoint health and
+//! ejections, and each endpoint's pool of HTTP/1.1 connections.
+
+use http::StatusCode;
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+use super::{Metrics, Registrar};
+
+/// Outcome label values of `portcullis_upstream_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    Status1xx,
+    Status2xx,
+    Status3xx,
+    Status4xx,
+    Status5xx,
+    ConnectFailure,
+    Timeout,
+    Error,
+}
+
+impl UpstreamOutcome {
+    const ALL: [UpstreamOutcome; 8] = [
+        UpstreamOutcome::Status1xx,
+        UpstreamOutcome::Status2xx,
+        UpstreamOutcome::Status3xx,
+        UpstreamOutcome::Status4xx,
+        UpstreamOutcome::Status5xx,
+        UpstreamOutcome::ConnectFailure,
+        UpstreamOutcome::Timeout,
+        UpstreamOutcome::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Status1xx => "1xx",
+            UpstreamOutcome::Status2xx => "2xx",
+            UpstreamOutcome::Status3xx => "3xx",
+            UpstreamOutcome::Status4xx => "4xx",
+            UpstreamOutcome::Status5xx => "5xx",
+            UpstreamOutcome::ConnectFailure => "connect_failure",
+            UpstreamOutcome::Timeout => "timeout",
+            UpstreamOutcome::Error => "error",
+        }
+    }
+
+    pub fn of_status(status: StatusCode) -> Self {
+        match status.as_u16() / 100 {
+            1 => UpstreamOutcome::Status1xx,
+            2 => UpstreamOutcome::Status2xx,
+            3 => UpstreamOutcome::Status3xx,
+            4 => UpstreamOutcome::Status4xx,
+            _ => UpstreamOutcome::Status5xx,
+        }
+    }
+}
+
+/// The upstream and endpoint families, registered once per process.
+#[derive(Clone)]
+pub(super) struct UpstreamFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    in_flight: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+    queue_wait: HistogramVec,
+    rejected: IntCounterVec,
+    endpoint_healthy: IntGaugeVec,
+    connections_opened: IntCounterVec,
+    connections_salvaged: IntCounterVec,
+    connections_idle: IntGaugeVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    retry_budget_exhausted: IntCounterVec,
+    concurrency_limit: IntGaugeVec,
+}
+
+impl UpstreamFamilies {
+    pub(super) fn register(r: &Registrar) -> Self {
+        UpstreamFamilies {
+            requests: r.counter(
+                "portcullis_upstream_requests_total",
+                "Requests sent to upstream endpoints, by outcome (status class or failure).",
+                &["upstream", "endpoint", "outcome"],
+            ),
+            duration: r.histogram(
+                "portcullis_upstream_request_duration_seconds",
+                "Time from sending a request upstream until its response headers arrived.",
+                &["upstream"],
+            ),
+            in_flight: r.gauge(
+                "portcullis_upstream_in_flight",
+                "Requests holding one of the upstream's concurrency permits.",
+                &["upstream"],
+            ),
+            queue_depth: r.gauge(
+                "portcullis_upstream_queue_depth",
+                "Requests waiting for one of the upstream's concurrency permits.",
+                &["upstream"],
+            ),
+            queue_wait: r.histogram(
+                "portcullis_upstream_queue_wait_seconds",
+                "Time requests that found no free permit waited in the upstream's queue.",
+                &["upstream"],
+            ),
+            rejected: r.counter(
+                "portcullis_upstream_rejected_total",
+                "Requests refused with 503 by the upstream's concurrency limit, by reason.",
+                &["upstream", "reason"],
+            ),
+            endpoint_healthy: r.gauge(
+                "portcullis_upstream_endpoint_healthy",
+                "1 while the endpoint receives requests (passing health checks, not ejected), else 0.",
+                &["upstream", "endpoint"],
+            ),
+            connections_opened: r.counter(
+                "portcullis_upstream_connections_opened_total",
+                "Connections opened to the endpoint (protocol: http1); a steady rise under steady load means keep-alive is not working.",
+                &["upstream", "endpoint"],
+            ),
+            connections_salvaged: r.counter(
+                "portcullis_upstream_connections_salvaged_total",
+                "Connections kept for reuse after the client abandoned its request: the \
+                 rest of the response was read and dropped (protocol: http1).",
+                &["upstream", "endpoint"],
+            ),
+            connections_idle: r.gauge(
+                "portcullis_upstream_connections_idle",
+                "Keep-alive connections to the endpoint waiting in the pool (protocol: http1).",
+                &["upstream", "endpoint"],
+            ),
+            ejections: r.counter(
+                "portcullis_upstream_ejections_total",
+                "Endpoints taken out of rotation, by reason (consecutive_failures or health_check).",
+                &["upstream", "endpoint", "reason"],
+            ),
+            retries: r.counter(
+                "portcullis_upstream_retries_total",
+                "Requests tried again, by what failed (connect_failure, reset, timeout, status).",
+                &["upstream", "reason"],
+            ),
+            retry_budget_exhausted: r.counter(
+                "portcullis_upstream_retry_budget_exhausted_total",
+                "Retries not made because the upstream's retry budget was spent.",
+                &["upstream"],
+            ),
+            concurrency_limit: r.gauge(
+                "portcullis_upstream_concurrency_limit",
+                "The upstream's current concurrency limit (max_in_flight, or the adaptive limit).",
+                &["upstream"],
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            duration: self.upstreams.duration.with_label_values(&[upstream]),
+            in_flight: self.upstreams.in_flight.with_label_values(&[upstream]),
+            queue_depth: self.upstreams.queue_depth.with_label_values(&[upstream]),
+            queue_wait: self.upstreams.queue_wait.with_label_values(&[upstream]),
+            rejected_queue_full: self
+                .upstreams
+                .rejected
+                .with_label_values(&[upstream, "queue_full"]),
+            rejected_queue_timeout: self
+                .upstreams
+                .rejected
+                .with_label_values(&[upstream, "queue_timeout"]),
+            retries: ["connect_failure", "reset", "timeout", "status"].map(|reason| {
+                self.upstreams
+                    .retries
+                    .with_label_values(&[upstream, reason])
+            }),
+            retry_budget_exhausted: self
+                .upstreams
+                .retry_budget_exhausted
+                .with_label_values(&[upstream]),
+            concurrency_limit: self
+                .upstreams
+                .concurrency_limit
+                .with_label_values(&[upstream]),
+        }
+    }
+
+    /// The healthy gauge and the two ejection counters of an endpoint.
+    pub fn endpoint_health(
+        &self,
+        upstream: &str,
+        endpoint: &str,
+    ) -> (IntGauge, IntCounter, IntCounter) {
+        (
+            self.upstreams
+                .endpoint_healthy
+                .with_label_values(&[upstream, endpoint]),
+            self.upstreams.ejections.with_label_values(&[
+                upstream,
+                endpoint,
+                "consecutive_failures",
+            ]),
+            self.upstreams
+                .ejections
+                .with_label_values(&[upstream, endpoint, "health_check"]),
+        )
+    }
+
+    /// Handles for an endpoint's pool of HTTP/1.1 connections.
+    pub fn connection_pool(&self, upstream: &str, endpoint: &str) -> PoolMetrics {
+        PoolMetrics {
+            opened: self
+                .upstreams
+                .connections_opened
+                .with_label_values(&[upstream, endpoint]),
+            idle: self
+                .upstreams
+                .connections_idle
+                .with_label_values(&[upstream, endpoint]),
+            salvaged: self
+                .upstreams
+                .connections_salvaged
+                .with_label_values(&[upstream, endpoint]),
+        }
+    }
+
+    pub fn endpoint(&self, upstream: &str, endpoint: &str) -> EndpointMetrics {
+        EndpointMetrics {
+            outcomes: UpstreamOutcome::ALL.map(|o| {
+                self.upstreams
+                    .requests
+                    .with_label_values(&[upstream, endpoint, o.label()])
+            }),
+        }
+    }
+}
+
+/// Handles for one upstream.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub duration: Histogram,
+    pub in_flight: IntGauge,
+    pub queue_depth: IntGauge,
+    pub queue_wait: Histogram,
+    pub rejected_queue_full: IntCounter,
+    pub rejected_queue_timeout: IntCounter,
+    /// By reason: connect_failure, reset, timeout, status.
+    pub retries: [IntCounter; 4],
+    pub retry_budget_exhausted: IntCounter,
+    pub concurrency_limit: IntGauge,
+}
+/// Handles for one endpoint of an upstream.
+pub struct EndpointMetrics {
+    outcomes: [IntCounter; 8],
+}
+
+impl EndpointMetrics {
+    pub fn record(&self, outcome: UpstreamOutcome) {
+        let index = UpstreamOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(UpstreamOutcome::ALL.len() - 1);
+        self.outcomes[index].inc();
+    }
+}
+
+/// The pool's metric handles.
+pub struct PoolMetrics {
+    pub opened: IntCounter,
+    pub idle: IntGauge,
+    /// Connections kept after their request was abandoned.
+    pub salvaged: IntCounter,
+}
