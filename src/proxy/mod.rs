@@ -23,6 +23,7 @@ pub mod respond;
 mod snapshot;
 pub mod websocket;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,7 @@ use websocket::WebSockets;
 
 /// What the proxy knows of the client and the listener it came in on, borrowed from
 /// the server's connection for one request.
+#[derive(Clone, Copy)]
 pub struct Client<'a> {
     /// The listener's name; per-listener metric handles are found by it in each
     /// snapshot (a reload may add or remove listeners).
@@ -80,13 +82,15 @@ pub struct Client<'a> {
 }
 
 /// Answers one request with `snapshot`, the configuration it started with; never fails
-/// (errors become responses).
-pub async fn handle(
-    snapshot: &Snapshot,
-    client: &Client<'_>,
+/// (errors become responses). Not an `async fn` of its own: the returned future is the
+/// proxy's, so the request is not moved through one more future.
+#[inline(always)]
+pub fn handle<'a>(
+    snapshot: Arc<Snapshot>,
+    client: Client<'a>,
     request: Request<ClientBody>,
-) -> Response<ResponseBody> {
-    client.handle(snapshot, request).await
+) -> impl Future<Output = Response<ResponseBody>> + Send + 'a {
+    client.answer(snapshot, request)
 }
 
 /// Counts a request the connection refused before it could be routed (malformed, or
@@ -117,11 +121,12 @@ struct Routed {
 }
 
 impl Client<'_> {
-    async fn handle(
-        &self,
-        snapshot: &Snapshot,
+    async fn answer(
+        self,
+        snapshot: Arc<Snapshot>,
         mut request: Request<ClientBody>,
     ) -> Response<ResponseBody> {
+        let snapshot = &*snapshot;
         let started = Instant::now();
         // HTTP/2 requests are checked here (the HTTP/1.1 server checks its own), then
         // lose names with `_` as the listener says, before anything is routed.
@@ -137,7 +142,12 @@ impl Client<'_> {
         }
         let request_id = request_id::client_request_id(request.headers())
             .unwrap_or_else(request_id::generate_request_id);
-        let dialect = Dialect::of(request.headers());
+        // gRPC runs over HTTP/2 only: HTTP/1.1 requests need no look at their type.
+        let dialect = if request.version() == Version::HTTP_2 {
+            Dialect::of(request.headers())
+        } else {
+            Dialect::Json
+        };
         let listener = snapshot.listener_index(self.listener);
         if let Some(port) = self.redirect_to_https {
             let (status, response) =
@@ -242,9 +252,18 @@ impl Client<'_> {
             websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
         }
         let (response, exchange) = match replayable {
+            // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
+            // this future, not one of its own: the request is not moved once more.
             None => {
                 let body = UpstreamBody::client(body, self.limits.max_request_body);
-                target.send(prepared, body).await?
+                let (host_header, version) = target.addressing();
+                target
+                    .upstream
+                    .exchange(target.timeout, |endpoint| {
+                        prepared.addressed(endpoint, host_header, version, body)
+                    })
+                    .await
+                    .map_err(|error| target.failed(error))?
             }
             // Boxed: keeping the body and retrying takes more state than one exchange,
             // and every request's future would otherwise be sized for it.
@@ -418,6 +437,7 @@ struct Upgrade {
 impl Forward<'_> {
     /// The request's WebSocket upgrade, if it asks for one and the route allows them
     /// (503 when the route's cap is reached).
+    #[inline]
     fn admit_upgrade(
         &self,
         request: &mut Request<ClientBody>,
@@ -441,20 +461,9 @@ impl Forward<'_> {
         }))
     }
 
-    /// Phase 4: a permit of the upstream (phase *limit*), then one exchange.
-    async fn send(
-        &self,
-        prepared: Prepared,
-        body: UpstreamBody,
-    ) -> Result<(Response<ReceivedBody>, Exchange), ProxyError> {
-        let (host_header, version) = (self.upstream.host_header, self.upstream.request_version());
-        let exchanged = self
-            .upstream
-            .exchange(self.timeout, |endpoint| {
-                prepared.addressed(endpoint, host_header, version, body)
-            })
-            .await;
-        exchanged.map_err(|error| self.failed(error))
+    /// How requests are addressed to this upstream: its `Host` rule and HTTP version.
+    fn addressing(&self) -> (HostHeader, Version) {
+        (self.upstream.host_header, self.upstream.request_version())
     }
 
     /// Phase 4 under a retry policy: the body is kept (up to the policy's size) so that
@@ -475,7 +484,7 @@ impl Forward<'_> {
                 .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
             Some(collected.to_bytes())
         };
-        let (host_header, version) = (self.upstream.host_header, self.upstream.request_version());
+        let (host_header, version) = self.addressing();
         let exchanged = self
             .upstream
             .exchange_retrying(policy, self.timeout, |endpoint| {
@@ -537,6 +546,7 @@ fn may_replay(policy: &RetryConfig, request: &Request<ClientBody>) -> bool {
 
 /// Phase 5: the upstream's response with its body streaming, holding `exchange` (the
 /// permit, the endpoint's load, the timer) until the body ends.
+#[inline]
 fn stream_back(
     response: Response<ReceivedBody>,
     exchange: Exchange,

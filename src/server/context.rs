@@ -1,6 +1,7 @@
 //! What the server knows of a listener and of one of its connections, and the one
 //! place a request crosses from the server into the proxy ([`ConnectionContext::handle`]).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -47,9 +48,12 @@ pub struct ConnectionContext {
 impl ConnectionContext {
     /// Answers one request with the configuration current when it arrived; never fails
     /// (errors become responses).
-    pub async fn handle(&self, request: Request<ClientBody>) -> Response<ResponseBody> {
-        let snapshot = self.listener.state.load_full();
-        proxy::handle(&snapshot, &self.client(), request).await
+    #[inline(always)]
+    pub fn handle(
+        &self,
+        request: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + '_ {
+        proxy::handle(self.listener.state.load_full(), self.client(), request)
     }
 
     /// Counts a request the connection refused before it could be routed (malformed,
@@ -60,6 +64,7 @@ impl ConnectionContext {
     }
 
     /// The proxy's view of this connection.
+    #[inline(always)]
     fn client(&self) -> proxy::Client<'_> {
         let listener = &*self.listener;
         proxy::Client {

@@ -58,6 +58,7 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// The request the proxy gets from a checked head: its body fed from the connection
 /// (`feed` is the connection's end), and for an upgrade, where the connection goes once
 /// the `101` is written.
+#[inline(always)]
 fn into_request(
     head: RequestHead,
     wishes: &ConnectionWishes,
@@ -461,7 +462,10 @@ where
         let (request, mut feed, upgrade) = into_request(head, &wishes, framing);
         self.hints.reset();
 
-        let Some(response) = self.handle(request, context, wants_hints, &mut feed).await else {
+        // The proxy's future is pinned where it is made (made elsewhere and moved here,
+        // it would take its kilobytes twice in this future).
+        let handler = std::pin::pin!(context.handle(request));
+        let Some(response) = self.drive(handler, wants_hints, &mut feed).await else {
             tracing::debug!("the client closed its connection before the response");
             return After::Close { linger: false };
         };
@@ -519,18 +523,14 @@ where
         After::KeepAlive
     }
 
-    /// Runs the proxy on `request` while the client is read from (its body, as the
-    /// proxy asks for it) and early hints are written; `None` when the client went away.
-    async fn handle(
+    /// Runs the proxy's `handler` while the client is read from (its body, as the proxy
+    /// asks for it) and early hints are written; `None` when the client went away.
+    async fn drive(
         &mut self,
-        request: Request<ClientBody>,
-        context: &ConnectionContext,
+        mut handler: Pin<&mut impl Future<Output = Response<ResponseBody>>>,
         wants_hints: bool,
         feed: &mut Option<BodyFeed>,
     ) -> Option<Response<ResponseBody>> {
-        // The proxy's future is pinned where it is made (bound to a local first, it
-        // would take its kilobytes twice in this future).
-        let mut handler = std::pin::pin!(context.handle(request));
         poll_fn(|cx| loop {
             let collecting = wants_hints.then(|| interim::Collecting::start(&mut self.hints));
             let polled = handler.as_mut().poll(cx);
