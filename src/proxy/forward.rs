@@ -1,0 +1,229 @@
+//! Phases 3 to 5 of a proxied route: the policy step (in [`Client::prepare`]), a permit
+//! of the upstream and the exchange (retried under a retry policy), then the response
+//! streamed back, or a WebSocket tunnel once the upstream switches protocols.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_LENGTH, UPGRADE};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+
+use super::headers;
+use super::websocket::{self, WebSockets};
+use super::{content_length, Client, Prepared, ProxyError, RouteRuntime, Routed};
+use crate::body::ClientBody;
+use crate::config::{HostHeader, RetryConfig};
+use crate::request_id::X_REQUEST_ID;
+use crate::upstream::{
+    Exchange, ExchangeError, ReceivedBody, ResponseBody, Upstream, UpstreamBody, UpstreamUpgrade,
+};
+
+impl Client<'_> {
+    /// Phases 3 to 5 for a proxied route: the policy step, then the upstream's permit,
+    /// the exchange, and the response streamed back (or a WebSocket tunnel).
+    pub(super) async fn forward(
+        &self,
+        target: Forward<'_>,
+        routed: Routed,
+        mut request: Request<ClientBody>,
+        request_id: &HeaderValue,
+        started: Instant,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
+        let upgrade = target.admit_upgrade(&mut request)?;
+        let replayable = target
+            .retry
+            .filter(|policy| upgrade.is_none() && may_replay(policy, &request));
+        let (parts, body) = request.into_parts();
+        let mut prepared = self.prepare(
+            parts,
+            routed.path_and_query,
+            request_id,
+            &target.route.policies,
+        )?;
+        if let Some(upgrade) = &upgrade {
+            websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
+        }
+        let (response, exchange) = match replayable {
+            // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
+            // this future, not one of its own: the request is not moved once more.
+            None => {
+                let body = UpstreamBody::client(body, self.limits.max_request_body);
+                let (host_header, version) = target.addressing();
+                target
+                    .upstream
+                    .exchange(target.timeout, |endpoint| {
+                        prepared.addressed(endpoint, host_header, version, body)
+                    })
+                    .await
+                    .map_err(|error| target.failed(error))?
+            }
+            // Boxed: keeping the body and retrying takes more state than one exchange,
+            // and every request's future would otherwise be sized for it.
+            Some(policy) => Box::pin(target.send_retrying(policy, prepared, body)).await?,
+        };
+        match upgrade {
+            Some(upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                // The tunnel holds the route's slot, not the upstream's permit.
+                drop(exchange);
+                let duration = &target.route.metrics.duration;
+                duration.observe(started.elapsed().as_secs_f64());
+                Ok(upgrade.tunnel(response, request_id, self.close.clone()))
+            }
+            upgrade => {
+                if let Some(upgrade) = upgrade {
+                    upgrade.upgrading.refused();
+                }
+                let exchange = exchange.timed(target.route.metrics.duration.clone(), started);
+                Ok(stream_back(response, exchange, request_id))
+            }
+        }
+    }
+}
+
+/// A proxied route's upstream and the settings of its exchange.
+pub(super) struct Forward<'a> {
+    pub route: &'a RouteRuntime,
+    pub upstream: &'a Arc<Upstream>,
+    pub timeout: Duration,
+    pub retry: Option<&'a RetryConfig>,
+    pub websocket: Option<&'a Arc<WebSockets>>,
+}
+
+/// A WebSocket upgrade holding a slot of its route's cap until the upstream answers.
+struct Upgrade {
+    upgrading: websocket::Upgrading,
+    protocol: HeaderValue,
+    client: websocket::ClientSwitch,
+}
+
+impl Forward<'_> {
+    /// The request's WebSocket upgrade, if it asks for one and the route allows them
+    /// (503 when the route's cap is reached).
+    #[inline]
+    fn admit_upgrade(
+        &self,
+        request: &mut Request<ClientBody>,
+    ) -> Result<Option<Upgrade>, ProxyError> {
+        let Some(websockets) = self.websocket.filter(|_| self.upstream.speaks_http1()) else {
+            return Ok(None);
+        };
+        let Some(protocol) = websocket::requested(request) else {
+            return Ok(None);
+        };
+        let Some(upgrading) = websockets.admit() else {
+            return Err(ProxyError::WebSocketLimit {
+                route: websockets.route.to_string(),
+                limit: websockets.config.max_connections,
+            });
+        };
+        Ok(Some(Upgrade {
+            upgrading,
+            protocol,
+            client: websocket::ClientSwitch::take(request),
+        }))
+    }
+
+    /// How requests are addressed to this upstream: its `Host` rule and HTTP version.
+    fn addressing(&self) -> (HostHeader, Version) {
+        (self.upstream.host_header, self.upstream.request_version())
+    }
+
+    /// Phase 4 under a retry policy: the body is kept (up to the policy's size) so that
+    /// each try can send it again.
+    async fn send_retrying(
+        &self,
+        policy: &RetryConfig,
+        prepared: Prepared,
+        body: ClientBody,
+    ) -> Result<(Response<ReceivedBody>, Exchange), ProxyError> {
+        let kept = if body.is_end_stream() {
+            None
+        } else {
+            let limit = usize::try_from(policy.max_body_size).unwrap_or(usize::MAX);
+            let collected = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            Some(collected.to_bytes())
+        };
+        let (host_header, version) = self.addressing();
+        let exchanged = self
+            .upstream
+            .exchange_retrying(policy, self.timeout, |endpoint| {
+                prepared.clone().addressed(
+                    endpoint,
+                    host_header,
+                    version,
+                    UpstreamBody::Full(kept.clone()),
+                )
+            })
+            .await;
+        exchanged.map_err(|error| self.failed(error))
+    }
+
+    fn failed(&self, error: ExchangeError<ProxyError>) -> ProxyError {
+        match error {
+            ExchangeError::Overloaded(reason) => ProxyError::Overloaded {
+                upstream: self.upstream.name.clone(),
+                reason,
+            },
+            ExchangeError::Build(error) => error,
+            ExchangeError::Upstream(error) => ProxyError::Upstream {
+                upstream: self.upstream.name.clone(),
+                error,
+            },
+        }
+    }
+}
+
+impl Upgrade {
+    /// The upstream switched protocols: the `101` goes to the client, and the two
+    /// connections are joined in a task of their own.
+    fn tunnel(
+        self,
+        mut response: Response<ReceivedBody>,
+        request_id: &HeaderValue,
+        close: watch::Receiver<bool>,
+    ) -> Response<ResponseBody> {
+        let upstream_io = UpstreamUpgrade::of(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        headers::remove_hop_by_hop(&mut parts.headers, false);
+        if let Some(protocol) = protocol {
+            websocket::keep_upgrade_headers(&mut parts.headers, protocol);
+        }
+        parts.headers.insert(X_REQUEST_ID, request_id.clone());
+        self.upgrading.join(self.client, upstream_io, close);
+        Response::from_parts(parts, ResponseBody::empty())
+    }
+}
+
+/// Whether a request may be sent again under `policy`: its method is listed, and its
+/// body is empty or small enough to keep.
+fn may_replay(policy: &RetryConfig, request: &Request<ClientBody>) -> bool {
+    policy.methods.contains(request.method())
+        && (request.body().is_end_stream()
+            || content_length(request.headers()).is_some_and(|len| len <= policy.max_body_size))
+}
+
+/// Phase 5: the upstream's response with its body streaming, holding `exchange` (the
+/// permit, the endpoint's load, the timer) until the body ends.
+#[inline]
+fn stream_back(
+    response: Response<ReceivedBody>,
+    exchange: Exchange,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers, false);
+    if crate::http1::response::is_bodiless(parts.status) {
+        // RFC 9110 §8.6: no length on a response that cannot have a body.
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    parts.headers.insert(X_REQUEST_ID, request_id.clone());
+    Response::from_parts(parts, ResponseBody::upstream(body, exchange))
+}
