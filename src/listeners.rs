@@ -255,6 +255,7 @@ impl ListenerSet {
                 timeouts: self.metrics.client_timeouts(&config.name),
                 header_fields_dropped: self.metrics.header_fields_dropped(&config.name),
                 cancel_floods: self.metrics.http2_cancel_floods(&config.name),
+                trusted_proxies: config.client_ip.trusted_proxies.clone(),
             });
             let workers = self
                 .workers

@@ -256,6 +256,7 @@ fn spawn_connection(
     let connection = ConnectionContext {
         listener: shared.context.clone(),
         peer_ip: peer_ip_value(peer.ip()),
+        peer: peer.ip(),
         close: shutdown.close.clone(),
     };
     let builders = shared.builders.clone();

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
 
 pub use crate::tls::{ListenerTls, UpstreamTls};
 pub use error::{ConfigError, LoadError};
@@ -38,6 +39,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// In file order; the route table refers to them by index.
     pub routes: Vec<RouteConfig>,
+    /// Sorted by name.
+    pub policies: Vec<PolicyConfig>,
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
@@ -76,6 +79,31 @@ pub struct ListenerConfig {
     pub redirect_to_https: Option<u16>,
     /// How much of a gateway error this listener's clients are told.
     pub error_detail: ErrorDetail,
+    /// How the client's address is found behind proxies.
+    pub client_ip: ClientIpConfig,
+}
+
+/// How a listener finds the client's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientIpConfig {
+    /// Peers whose `X-Forwarded-For` is believed: the list is walked from the right, and
+    /// the first address outside these ranges is the client. Empty: the TCP peer is.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A named policy, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub name: String,
+    pub ip: Option<IpListConfig>,
+}
+
+/// Client addresses a policy allows or denies. A denied address is refused; with an
+/// allow list, so is every address it does not cover.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpListConfig {
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
 }
 
 /// Limits on what a client may send.
@@ -224,6 +252,8 @@ pub struct RouteConfig {
     pub name: String,
     pub spec: RouteSpec,
     pub target: RouteTarget,
+    /// Indexes into [`Config::policies`], in the order the route applies them.
+    pub policies: Vec<usize>,
 }
 
 /// What answers a route's requests.

@@ -29,6 +29,34 @@ pub struct RawConfig {
     pub worker_model: WorkerModel,
     #[serde(default)]
     pub reload: RawReload,
+    /// Named policies that routes list in `policies`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, RawPolicy>,
+}
+
+/// A named, reusable policy: the checks a route applies to each request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub ip: Option<RawIpList>,
+}
+
+/// Allowed and denied client addresses (CIDR ranges, or single addresses).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpList {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// How a listener finds the client's address behind proxies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +79,7 @@ pub struct RawListener {
     pub max_request_body: Option<ByteSize>,
     pub headers_with_underscores: Option<UnderscoreHeaders>,
     pub error_detail: Option<ErrorDetail>,
+    pub client_ip: Option<RawClientIp>,
     pub tls: Option<RawTls>,
     pub redirect_to_https: Option<RawRedirect>,
 }
@@ -305,6 +334,9 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     pub aggregate: Option<RawAggregate>,
     pub websocket: Option<RawWebSocket>,
+    /// Names of `policies`, applied in this order.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 /// Limits of a route's WebSocket (HTTP/1.1 `Upgrade: websocket`) connections.

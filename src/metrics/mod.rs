@@ -9,12 +9,14 @@
 //! own file with its handles and label values: [`requests`] (requests answered, by
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
-//! [`aggregate`] (calls of aggregate routes) and [`config`] (reloads, the configuration
+//! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
+//! route's policies) and [`config`] (reloads, the configuration
 //! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
 mod listeners;
+mod policies;
 mod requests;
 mod upstreams;
 mod websocket;
@@ -35,6 +37,7 @@ pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
 use listeners::ListenerFamilies;
+use policies::PolicyFamilies;
 use requests::RequestFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
@@ -55,6 +58,7 @@ pub struct Metrics {
     websocket: WebSocketFamilies,
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
+    policies: PolicyFamilies,
 }
 
 impl Metrics {
@@ -70,6 +74,7 @@ impl Metrics {
             websocket: WebSocketFamilies::register(&r),
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
+            policies: PolicyFamilies::register(&r),
             registry,
         }
     }

@@ -33,6 +33,8 @@ pub enum ProxyError {
         upstream: String,
         error: UpstreamError,
     },
+    #[error("the client's address is not allowed on this route (policy {policy:?})")]
+    IpDenied { policy: String },
     #[error("route {route:?} has {limit} WebSocket connections open, its limit")]
     WebSocketLimit { route: String, limit: usize },
     #[error("aggregate route {route:?}: {error}")]

@@ -15,6 +15,7 @@
 //!
 //! Every failure becomes a [`ProxyError`], turned into a response in one place.
 
+mod client_ip;
 mod error;
 mod forward;
 mod h2_request;
@@ -25,6 +26,7 @@ mod snapshot;
 pub mod websocket;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,6 +34,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use ipnet::IpNet;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
@@ -71,6 +74,10 @@ pub struct Client<'a> {
     pub header_fields_dropped: &'a IntCounter,
     /// The client's IP address, ready for `X-Forwarded-For`.
     pub peer_ip: &'a HeaderValue,
+    /// The TCP peer's address.
+    pub peer: IpAddr,
+    /// Peers whose `X-Forwarded-For` names the client (`client_ip.trusted_proxies`).
+    pub trusted_proxies: &'a [IpNet],
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
     pub close: &'a watch::Receiver<bool>,
@@ -233,8 +240,10 @@ impl Client<'_> {
         let (parts, _body) = request.into_parts();
         let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
         // Phase 3, the policy step, on the headers every call sends.
+        let client_ip = client_ip::client_ip(self.peer, self.trusted_proxies, &parts.headers);
         let mut base_headers = crate::aggregate::base_headers(&parts.headers);
-        policies.apply(&mut base_headers, self.facts(client_host, request_id))?;
+        let facts = self.facts(client_ip, client_host, request_id);
+        policies.apply(&mut base_headers, facts)?;
         let inputs = Arc::new(Inputs {
             params: routed.params,
             query: parts.uri.query().map(str::to_owned),
@@ -265,10 +274,12 @@ impl Client<'_> {
     /// What the policies know of this request besides its headers.
     fn facts<'a>(
         &'a self,
+        client_ip: IpAddr,
         client_host: Option<HeaderValue>,
         request_id: &'a HeaderValue,
     ) -> Facts<'a> {
         Facts {
+            client_ip,
             peer_ip: self.peer_ip,
             forwarded_proto: self.forwarded_proto,
             client_host,
@@ -301,6 +312,8 @@ impl Client<'_> {
                 .path_and_query
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
+        // Before `Connection` may name `X-Forwarded-For` away.
+        let client_ip = client_ip::client_ip(self.peer, self.trusted_proxies, &headers);
         headers::remove_hop_by_hop(&mut headers, true);
         if version == Version::HTTP_2 {
             h2_request::join_cookies(&mut headers);
@@ -310,7 +323,7 @@ impl Client<'_> {
             headers.insert(HOST, host.clone());
         }
         // Phase 3, the policy step: the route's policies, in order.
-        policies.apply(&mut headers, self.facts(client_host, request_id))?;
+        policies.apply(&mut headers, self.facts(client_ip, client_host, request_id))?;
         Ok(Prepared {
             method,
             path,

@@ -103,6 +103,7 @@ pub fn rescue(error: &ProxyError) -> Rescued {
         ProxyError::WebSocketLimit { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "websocket_limit", false)
         }
+        ProxyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied", false),
         ProxyError::Upstream { error, .. } => {
             let (status, code) = upstream_status(error);
             let close = matches!(
@@ -199,6 +200,7 @@ fn grpc_response(status: u8, code: &str, message: &str) -> Response<ResponseBody
 /// The gRPC status code for a gateway failure (grpc/doc/statuscodes.md).
 fn grpc_status(rescued: &Rescued) -> u8 {
     const INVALID_ARGUMENT: u8 = 3;
+    const PERMISSION_DENIED: u8 = 7;
     const DEADLINE_EXCEEDED: u8 = 4;
     const RESOURCE_EXHAUSTED: u8 = 8;
     const FAILED_PRECONDITION: u8 = 9;
@@ -211,6 +213,7 @@ fn grpc_status(rescued: &Rescued) -> u8 {
         "uri_too_long" | "bad_request" | "client_body_error" => INVALID_ARGUMENT,
         "request_head_too_large" | "too_many_headers" | "body_too_large" => RESOURCE_EXHAUSTED,
         "expectation_failed" => FAILED_PRECONDITION,
+        "ip_denied" => PERMISSION_DENIED,
         "upstream_timeout" | "upstream_connect_timeout" | "aggregate_timeout" | "timeout" => {
             DEADLINE_EXCEEDED
         }

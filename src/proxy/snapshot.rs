@@ -77,7 +77,7 @@ impl Snapshot {
             .iter()
             .map(|route| RouteRuntime {
                 metrics: metrics.route(&route.name, &listener_names),
-                policies: Policies::for_route(),
+                policies: Policies::for_route(route, &config.policies, metrics),
                 handler: match &route.target {
                     RouteTarget::Proxy {
                         upstream,

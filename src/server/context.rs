@@ -2,10 +2,12 @@
 //! place a request crosses from the server into the proxy ([`ConnectionContext::handle`]).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use ipnet::IpNet;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
@@ -33,6 +35,8 @@ pub struct ListenerContext {
     pub header_fields_dropped: IntCounter,
     /// HTTP/2 connections closed because the client cancelled most of its streams.
     pub cancel_floods: IntCounter,
+    /// Peers whose `X-Forwarded-For` names the client (`client_ip.trusted_proxies`).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// One client connection.
@@ -40,6 +44,8 @@ pub struct ConnectionContext {
     pub listener: Arc<ListenerContext>,
     /// The client's IP address, ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
+    /// The TCP peer's address.
+    pub peer: IpAddr,
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
     pub close: watch::Receiver<bool>,
@@ -75,6 +81,8 @@ impl ConnectionContext {
             error_detail: listener.error_detail,
             header_fields_dropped: &listener.header_fields_dropped,
             peer_ip: &self.peer_ip,
+            peer: self.peer,
+            trusted_proxies: &listener.trusted_proxies,
             close: &self.close,
         }
     }

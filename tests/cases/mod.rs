@@ -14,6 +14,7 @@ mod health;
 mod layers;
 mod limits;
 mod metrics;
+mod policies;
 mod reload;
 mod retries;
 mod routing;

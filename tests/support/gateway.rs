@@ -287,6 +287,13 @@ impl Listener {
         self
     }
 
+    /// `client_ip: { trusted_proxies }`: peers whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(mut self, ranges: &[&str]) -> Listener {
+        self.map
+            .set_nested("client_ip", "trusted_proxies", ranges.to_vec());
+        self
+    }
+
     /// `error_detail: verbose`: clients read the whole cause of gateway errors.
     pub fn verbose_errors(mut self) -> Listener {
         self.map.set("error_detail", "verbose");
@@ -869,6 +876,12 @@ impl Route {
 
     pub fn aggregate(mut self, aggregate: Aggregate) -> Route {
         self.map.set("aggregate", aggregate.into_value());
+        self
+    }
+
+    /// `policies: [..]`: the named policies the route applies, in order.
+    pub fn policies(mut self, names: &[&str]) -> Route {
+        self.map.set("policies", names.to_vec());
         self
     }
 

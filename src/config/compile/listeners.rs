@@ -54,6 +54,11 @@ pub(super) fn compile_listeners(
                 tls,
                 redirect_to_https,
                 error_detail: listener.error_detail.unwrap_or_default(),
+                client_ip: super::policies::compile_client_ip(
+                    &key("client_ip"),
+                    listener.client_ip.as_ref(),
+                    problems,
+                ),
             }
         })
         .collect()

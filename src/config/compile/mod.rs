@@ -9,6 +9,7 @@
 //! (matchers, targets, rewrites, WebSocket limits).
 
 mod listeners;
+mod policies;
 mod retry;
 mod routes;
 mod tls;
@@ -24,6 +25,7 @@ use super::{
 };
 use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
+use policies::compile_policies;
 use routes::compile_routes;
 use upstreams::compile_upstream;
 
@@ -100,10 +102,13 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         .collect();
     let upstream_protocols: Vec<UpstreamProtocol> =
         raw.upstreams.values().map(|u| u.protocol).collect();
+    let policies = compile_policies(&raw.policies, &mut problems);
+    let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
     let routes = compile_routes(
         &raw.routes,
         &upstream_names,
         &upstream_protocols,
+        &policy_names,
         &mut problems,
     );
 
@@ -118,6 +123,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             admin: raw.admin.map(|a| AdminConfig { address: a.address }),
             upstreams,
             routes,
+            policies,
             router,
             shutdown_timeout: raw
                 .shutdown_timeout
@@ -236,16 +242,21 @@ fn check_name(kind: &str, name: &str, key: String, problems: &mut Problems) {
 }
 
 pub(super) fn unknown_upstream(name: &str, known: &[&str]) -> String {
+    unknown_name("upstream", name, known)
+}
+
+/// "unknown KIND NAME", with the closest known name when one is close.
+pub(super) fn unknown_name(kind: &str, name: &str, known: &[&str]) -> String {
     let suggestion = known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(name, k), *k))
         .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
         .min();
     match suggestion {
-        Some((_, k)) => format!("unknown upstream {name:?} (did you mean {k:?}?)"),
-        None if known.is_empty() => format!("unknown upstream {name:?}: no upstreams are defined"),
+        Some((_, k)) => format!("unknown {kind} {name:?} (did you mean {k:?}?)"),
+        None if known.is_empty() => format!("unknown {kind} {name:?}: no {kind}s are defined"),
         None => format!(
-            "unknown upstream {name:?}; defined upstreams: {}",
+            "unknown {kind} {name:?}; defined {kind}s: {}",
             known.join(", ")
         ),
     }

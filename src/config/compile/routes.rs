@@ -16,6 +16,7 @@ pub(super) fn compile_routes(
     raw: &[RawRoute],
     upstream_names: &[&str],
     upstream_protocols: &[UpstreamProtocol],
+    policy_names: &[&str],
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -56,8 +57,11 @@ pub(super) fn compile_routes(
             upstream_protocols,
             problems,
         );
+        let policies =
+            super::policies::resolve_route_policies(i, &route.policies, policy_names, problems);
         if let (Some(path), Some(target)) = (path, target) {
             routes.push(RouteConfig {
+                policies,
                 name: route.name.clone(),
                 spec: RouteSpec {
                     host,
