@@ -8,7 +8,7 @@
 #                           [--workers N] [--proxy-cpus LIST] [--load-cpus LIST]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
-#   --scenarios    comma-separated subset of: small-c50 small-c1000 64k-c50 newconn-c50
+#   --scenarios    comma-separated subset of: small-c50 iplist-c50 small-c1000 64k-c50 newconn-c50
 #                  h2c-c50x10 rate-half delay-c1000 idle-10k (default: all)
 #   --no-build     use target/release/portcullis as it is
 #   --raw FILE     also write every run as CSV to FILE
@@ -48,7 +48,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -99,9 +99,10 @@ rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
 proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+throughput = ["small-c50", "iplist-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
+    "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
     "small-c1000": "small GET, keep-alive, 1,000 conns",
     "64k-c50": "64 KiB response, 50 conns",
     "newconn-c50": "new connection per request, 50 conns",
@@ -359,6 +360,7 @@ $(nginx_temp_paths "$dir")
     server {
         listen 127.0.0.1:$BACKEND_PORT backlog=4096;
         location = /small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /acl/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
     }
@@ -399,7 +401,14 @@ upstreams:
     connect_timeout: 2s
     timeout: 30s
     pool: { max_idle_per_endpoint: 1024, idle_timeout: 75s }
+policies:
+  acl:
+    ip: { allow: [127.0.0.0/8], deny: [203.0.113.0/24] }
 routes:
+  - name: acl
+    match: { path_prefix: /acl }
+    upstream: backend
+    policies: [acl]
   - name: all
     match: { path_prefix: / }
     upstream: backend
@@ -460,6 +469,19 @@ $(nginx_temp_paths "$dir")
             # Stream instead of spilling large responses to disk when the client is slow.
             proxy_max_temp_file_size 0;
         }
+        # iplist-c50: the same, behind the same allow/deny list as Portcullis's policy.
+        location /acl/ {
+            deny 203.0.113.0/24;
+            allow 127.0.0.0/8;
+            deny all;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+            proxy_max_temp_file_size 0;
+        }
     }
 }
 EOF
@@ -499,6 +521,9 @@ frontend bench
     bind 127.0.0.1:${PORT[haproxy]}
     bind 127.0.0.1:${H2_PORT[haproxy]} proto h2
     http-response set-header X-Request-Id %[unique-id]
+    # iplist-c50: the same allow/deny list as Portcullis's policy.
+    http-request deny if { path_beg /acl/ } { src 203.0.113.0/24 }
+    http-request deny if { path_beg /acl/ } !{ src 127.0.0.0/8 }
     default_backend backend
 
 backend backend
@@ -771,6 +796,7 @@ run_one() { # SCENARIO WHO ROUND
     wait_quiet
     case "$1" in
         small-c50) run_wrk "$2" 50 /small ;;
+        iplist-c50) run_wrk "$2" 50 /acl/small ;;
         small-c1000) run_wrk "$2" 1000 /small ;;
         64k-c50) run_wrk "$2" 50 /64k ;;
         newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;
