@@ -19,6 +19,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use portcullis::aggregate::merge;
 use portcullis::config::MergeMode;
+use portcullis::policy::forwarded;
 use portcullis::proxy::headers;
 use portcullis::request_id;
 use portcullis::routing::{HostPattern, Lookup, PathPattern, RouteSpec, RouteTable};
@@ -146,7 +147,7 @@ fn browser_headers() -> HeaderMap {
     add(HeaderName::from_static("sec-fetch-mode"), "cors");
     add(HeaderName::from_static("sec-fetch-site"), "same-site");
     add(CACHE_CONTROL, "no-cache");
-    add(headers::X_FORWARDED_FOR, "203.0.113.7");
+    add(forwarded::X_FORWARDED_FOR, "203.0.113.7");
     map
 }
 
@@ -168,7 +169,7 @@ fn header_rules(c: &mut Criterion) {
     group.bench_function("set_forwarded", |b| {
         b.iter_batched_ref(
             || original.clone(),
-            |map| headers::set_forwarded(map, &peer_ip, &proto, host.clone()),
+            |map| forwarded::set_forwarded(map, &peer_ip, &proto, host.clone()),
             BatchSize::SmallInput,
         )
     });
@@ -184,7 +185,7 @@ fn header_rules(c: &mut Criterion) {
                     .unwrap_or_else(request_id::generate_request_id);
                 headers::remove_hop_by_hop(map, true);
                 let host = map.get(HOST).cloned();
-                headers::set_forwarded(map, &peer_ip, &proto, host);
+                forwarded::set_forwarded(map, &peer_ip, &proto, host);
                 map.insert(request_id::X_REQUEST_ID, id);
             },
             BatchSize::SmallInput,

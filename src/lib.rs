@@ -19,7 +19,7 @@
 //!   HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
 //!   route, the policy step, limit, send, stream back; the one error-to-response mapping
 //!   in [`proxy::respond`]; the configuration [`proxy::Snapshot`] a request runs with) →
-//!   [`aggregate`] (routes that fan out and merge JSON) → [`upstream`] (pooled clients,
+//!   [`policy`] (the per-route policy step) and [`aggregate`] (routes that fan out and merge JSON) → [`upstream`] (pooled clients,
 //!   balancing, health, per-upstream limits, the bodies of an exchange);
 //! - running it: [`listeners`], [`reload`] (hot reload), [`admin`], [`gateway`] (start,
 //!   serve, shut down); [`demo`]: sample services for `portcullis demo`.
@@ -35,6 +35,7 @@ pub mod interim;
 pub mod io;
 pub mod listeners;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod request_id;

@@ -2,6 +2,7 @@
 //! decided in one place, [`super::respond`].
 
 use crate::aggregate::AggregateError;
+use crate::policy::PolicyError;
 use crate::routing::MethodSet;
 use crate::upstream::{Rejection, UpstreamError};
 
@@ -33,8 +34,8 @@ pub enum ProxyError {
         upstream: String,
         error: UpstreamError,
     },
-    #[error("the client's address is not allowed on this route (policy {policy:?})")]
-    IpDenied { policy: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("route {route:?} has {limit} WebSocket connections open, its limit")]
     WebSocketLimit { route: String, limit: usize },
     #[error("aggregate route {route:?}: {error}")]

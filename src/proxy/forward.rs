@@ -1,4 +1,4 @@
-//! Phases 3 to 5 of a proxied route: the policy step (in [`Client::prepare`]), a permit
+//! Phases 3 to 6 of a proxied route: the policy step (in [`Client::prepare`]), a permit
 //! of the upstream and the exchange (retried under a retry policy), then the response
 //! streamed back, or a WebSocket tunnel once the upstream switches protocols.
 
@@ -16,13 +16,14 @@ use super::websocket::{self, WebSockets};
 use super::{content_length, Client, Prepared, ProxyError, RouteRuntime, Routed};
 use crate::body::ClientBody;
 use crate::config::{HostHeader, RetryConfig};
+use crate::policy::Admission;
 use crate::request_id::X_REQUEST_ID;
 use crate::upstream::{
     Exchange, ExchangeError, ReceivedBody, ResponseBody, Upstream, UpstreamBody, UpstreamUpgrade,
 };
 
 impl Client<'_> {
-    /// Phases 3 to 5 for a proxied route: the policy step, then the upstream's permit,
+    /// Phases 3 to 6 for a proxied route: the policy step, then the upstream's permit,
     /// the exchange, and the response streamed back (or a WebSocket tunnel).
     pub(super) async fn forward(
         &self,
@@ -31,6 +32,7 @@ impl Client<'_> {
         mut request: Request<ClientBody>,
         request_id: &HeaderValue,
         started: Instant,
+        admission: &mut Admission,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
         let upgrade = target.admit_upgrade(&mut request)?;
@@ -38,12 +40,13 @@ impl Client<'_> {
             .retry
             .filter(|policy| upgrade.is_none() && may_replay(policy, &request));
         let (parts, body) = request.into_parts();
-        let mut prepared = self.prepare(
-            parts,
-            routed.path_and_query,
-            request_id,
-            &target.route.policies,
-        )?;
+        let prepared = self
+            .prepare(parts, routed, request_id, &target.route.policies, admission)
+            .await?;
+        let mut prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(status) => return Ok(super::policy_answer(status, request_id)),
+        };
         if let Some(upgrade) = &upgrade {
             websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
         }

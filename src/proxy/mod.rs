@@ -5,22 +5,23 @@
 //!    requests an HTTP/1.1 upstream could read otherwise than they are routed
 //!    ([`h2_request`]);
 //! 2. **route**: find the route (404, 405) and compute the upstream path;
-//! 3. **limit**: take a permit from the upstream's limiter (503 when it is saturated);
-//! 4. **send**: pick an endpoint, rewrite headers, stream the request over a pooled
+//! 3. **policies**: the route's policies ([`crate::policy`]): refuse the request, answer
+//!    it, or change its headers; what they note for the answer is added to whatever
+//!    answers the request, last;
+//! 4. **limit**: take a permit from the upstream's limiter (503 when it is saturated);
+//! 5. **send**: pick an endpoint, rewrite headers, stream the request over a pooled
 //!    connection and wait for the response headers (502, 504);
-//! 5. **stream back**: return the upstream's response with its body streaming (trailers
+//! 6. **stream back**: return the upstream's response with its body streaming (trailers
 //!    included, for gRPC); the permit and the endpoint's load are released when the body
 //!    ends or the client goes away. A WebSocket upgrade the upstream accepts with 101
 //!    becomes a tunnel instead ([`websocket`]), holding a slot of its route's cap.
 //!
 //! Every failure becomes a [`ProxyError`], turned into a response in one place.
 
-mod client_ip;
 mod error;
 mod forward;
 mod h2_request;
 pub mod headers;
-pub mod policy;
 pub mod respond;
 mod snapshot;
 pub mod websocket;
@@ -39,7 +40,6 @@ use prometheus::IntCounter;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
-use policy::{Facts, Policies};
 pub use respond::{CloseConnection, Dialect, Rescued};
 pub use snapshot::{RouteHandler, RouteRuntime, Snapshot};
 
@@ -49,6 +49,7 @@ use crate::config::{ClientLimits, ErrorDetail, HostHeader, RouteTarget, Undersco
 use crate::http1::fields::may_be_folded;
 use crate::http1::request::drop_foldable_names;
 use crate::metrics::RequestCounters;
+use crate::policy::{client_ip, Admission, Facts, Policies, Verdict};
 use crate::request_id::{self, X_REQUEST_ID};
 use crate::routing::Lookup;
 
@@ -174,6 +175,11 @@ impl Client<'_> {
             method: request.method().clone(),
             answered: false,
         };
+        let route = routed
+            .as_ref()
+            .ok()
+            .map(|routed| &snapshot.routes[routed.route]);
+        let mut admission = Admission::default();
         let result = match routed {
             Ok(routed) => match &snapshot.routes[routed.route].handler {
                 RouteHandler::Proxy {
@@ -189,18 +195,32 @@ impl Client<'_> {
                         retry: retry.as_deref(),
                         websocket: websocket.as_ref(),
                     };
-                    self.forward(target, routed, request, &request_id, started)
-                        .await
+                    self.forward(
+                        target,
+                        routed,
+                        request,
+                        &request_id,
+                        started,
+                        &mut admission,
+                    )
+                    .await
                 }
                 RouteHandler::Aggregate(aggregate) => {
                     let policies = &snapshot.routes[routed.route].policies;
-                    self.aggregate(aggregate, policies, routed, request, &request_id)
-                        .await
+                    self.aggregate(
+                        aggregate,
+                        policies,
+                        routed,
+                        request,
+                        &request_id,
+                        &mut admission,
+                    )
+                    .await
                 }
             },
             Err(error) => Err(error),
         };
-        let (status, response) = match result {
+        let (status, mut response) = match result {
             Ok(response) => (response.status(), response),
             Err(error) => {
                 route_metrics
@@ -209,6 +229,9 @@ impl Client<'_> {
                 self.fail(&error, &request_id, dialect)
             }
         };
+        if let Some(route) = route {
+            route.policies.finish(admission, response.headers_mut());
+        }
         tally.answered(status);
         response
     }
@@ -236,14 +259,25 @@ impl Client<'_> {
         routed: Routed,
         request: Request<ClientBody>,
         request_id: &HeaderValue,
+        admission: &mut Admission,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, _body) = request.into_parts();
         let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
         // Phase 3, the policy step, on the headers every call sends.
         let client_ip = client_ip::client_ip(self.peer, self.trusted_proxies, &parts.headers);
         let mut base_headers = crate::aggregate::base_headers(&parts.headers);
-        let facts = self.facts(client_ip, client_host, request_id);
-        policies.apply(&mut base_headers, facts)?;
+        let facts = Facts {
+            client_host,
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            params: &routed.params,
+            ..self.facts(client_ip, request_id)
+        };
+        if let Verdict::Answer(status) = policies.admit(&mut base_headers, facts, admission).await?
+        {
+            return Ok(policy_answer(status, request_id));
+        }
         let inputs = Arc::new(Inputs {
             params: routed.params,
             query: parts.uri.query().map(str::to_owned),
@@ -272,31 +306,32 @@ impl Client<'_> {
     }
 
     /// What the policies know of this request besides its headers.
-    fn facts<'a>(
-        &'a self,
-        client_ip: IpAddr,
-        client_host: Option<HeaderValue>,
-        request_id: &'a HeaderValue,
-    ) -> Facts<'a> {
+    /// (The request's own facts are left empty, for the caller to fill in.)
+    fn facts<'a>(&'a self, client_ip: IpAddr, request_id: &'a HeaderValue) -> Facts<'a> {
         Facts {
             client_ip,
             peer_ip: self.peer_ip,
             forwarded_proto: self.forwarded_proto,
-            client_host,
+            client_host: None,
             request_id,
+            method: &Method::GET,
+            path: "",
+            query: None,
+            params: &[],
         }
     }
 
     /// The client's request made fit to forward (hop-by-hop headers out, HTTP/2 cookies
-    /// joined, the `Host` chosen) and its route's policies applied; not yet addressed
-    /// to an endpoint.
-    fn prepare(
+    /// joined, the `Host` chosen) and its route's policies applied (phase 3); not yet
+    /// addressed to an endpoint. `None` when a policy answered the request itself.
+    async fn prepare(
         &self,
         parts: http::request::Parts,
-        path_and_query: Option<String>,
+        routed: Routed,
         request_id: &HeaderValue,
         policies: &Policies,
-    ) -> Result<Prepared, ProxyError> {
+        admission: &mut Admission,
+    ) -> Result<Result<Prepared, StatusCode>, ProxyError> {
         let http::request::Parts {
             method,
             uri,
@@ -304,31 +339,41 @@ impl Client<'_> {
             mut headers,
             ..
         } = parts;
-        let uri = uri.into_parts();
-        let path = match path_and_query {
-            Some(rewritten) => PathAndQuery::from_maybe_shared(Bytes::from(rewritten))
-                .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?,
-            None => uri
-                .path_and_query
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        };
         // Before `Connection` may name `X-Forwarded-For` away.
         let client_ip = client_ip::client_ip(self.peer, self.trusted_proxies, &headers);
         headers::remove_hop_by_hop(&mut headers, true);
         if version == Version::HTTP_2 {
             h2_request::join_cookies(&mut headers);
         }
-        let client_host = client_host(version, uri.authority.as_ref(), &headers);
+        let client_host = client_host(version, uri.authority(), &headers);
         if let Some(host) = &client_host {
             headers.insert(HOST, host.clone());
         }
         // Phase 3, the policy step: the route's policies, in order.
-        policies.apply(&mut headers, self.facts(client_ip, client_host, request_id))?;
-        Ok(Prepared {
+        let facts = Facts {
+            client_host,
+            method: &method,
+            path: uri.path(),
+            query: uri.query(),
+            params: &routed.params,
+            ..self.facts(client_ip, request_id)
+        };
+        if let Verdict::Answer(status) = policies.admit(&mut headers, facts, admission).await? {
+            return Ok(Err(status));
+        }
+        let uri = uri.into_parts();
+        let path = match routed.path_and_query {
+            Some(rewritten) => PathAndQuery::from_maybe_shared(Bytes::from(rewritten))
+                .map_err(|_| ProxyError::BadRequest("the rewritten path is not a valid URI"))?,
+            None => uri
+                .path_and_query
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        };
+        Ok(Ok(Prepared {
             method,
             path,
             headers,
-        })
+        }))
     }
 }
 
@@ -402,23 +447,43 @@ fn admit_and_route(
     {
         Lookup::NotFound => Err(ProxyError::NoRoute),
         Lookup::MethodNotAllowed(allowed) => Err(ProxyError::MethodNotAllowed(allowed)),
-        Lookup::Matched { route, params } => Ok(match &snapshot.config.routes[route].target {
-            RouteTarget::Proxy { rewrite, .. } => Routed {
-                route,
-                path_and_query: rewrite.apply(path, uri.query(), params.as_ref()),
-                params: Vec::new(),
-            },
-            RouteTarget::Aggregate(_) => Routed {
-                route,
-                path_and_query: None,
-                params: params
+        Lookup::Matched { route, params } => {
+            let owned = || -> Vec<(String, String)> {
+                params
                     .iter()
                     .flat_map(|p| p.iter())
                     .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                    .collect(),
-            },
-        }),
+                    .collect()
+            };
+            Ok(match &snapshot.config.routes[route].target {
+                RouteTarget::Proxy { rewrite, .. } => Routed {
+                    route,
+                    path_and_query: rewrite.apply(path, uri.query(), params.as_ref()),
+                    params: if snapshot.routes[route].policies.needs_params() {
+                        owned()
+                    } else {
+                        Vec::new()
+                    },
+                },
+                RouteTarget::Aggregate(_) => Routed {
+                    route,
+                    path_and_query: None,
+                    params: owned(),
+                },
+            })
+        }
     }
+}
+
+/// A policy's own answer ([`Verdict::Answer`]): its status, no body, the request id;
+/// the headers the policy noted are added with the others.
+fn policy_answer(status: StatusCode, request_id: &HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    response
 }
 
 /// The checks only HTTP/2 requests need ([`h2_request`]); nothing for HTTP/1.1.

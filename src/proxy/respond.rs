@@ -18,6 +18,7 @@ use http::{HeaderMap, Response, StatusCode};
 use super::error::ProxyError;
 use crate::aggregate::{AggregateError, CallError, CallFailure, Describe};
 use crate::config::ErrorDetail;
+use crate::policy::PolicyError;
 use crate::request_id::X_REQUEST_ID;
 use crate::upstream::{ResponseBody, UpstreamError};
 
@@ -103,7 +104,10 @@ pub fn rescue(error: &ProxyError) -> Rescued {
         ProxyError::WebSocketLimit { .. } => {
             (StatusCode::SERVICE_UNAVAILABLE, "websocket_limit", false)
         }
-        ProxyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied", false),
+        ProxyError::Policy(error) => {
+            let (status, code) = policy_status(error);
+            (status, code, false)
+        }
         ProxyError::Upstream { error, .. } => {
             let (status, code) = upstream_status(error);
             let close = matches!(
@@ -286,6 +290,12 @@ fn public_call_message(error: &CallError) -> Cow<'static, str> {
         CallError::InvalidJson(_) => "the response body is not JSON".into(),
         CallError::Body(_) => "reading the response body failed".into(),
         other => other.to_string().into(),
+    }
+}
+
+fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
+    match error {
+        PolicyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied"),
     }
 }
 

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::policy::Policies;
 use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::Policies;
 use crate::upstream::Upstream;
 
 /// A route as the proxy uses it.

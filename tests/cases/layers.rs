@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Which modules each top-level module may import. Leaves import only other leaves;
-/// the request path runs down: server → proxy → aggregate → upstream; config imports
+/// the request path runs down: server → proxy → policy, aggregate → upstream; config imports
 /// no runtime module.
 const ALLOWED: &[(&str, &[&str])] = &[
     // Leaves.
@@ -55,6 +55,18 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "upstream",
         ],
     ),
+    // The policy step: per-route checks and header rules, between route and limit.
+    (
+        "policy",
+        &[
+            "config",
+            "http1",
+            "metrics",
+            "request_id",
+            "shutdown",
+            "upstream",
+        ],
+    ),
     (
         "proxy",
         &[
@@ -65,6 +77,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "interim",
             "io",
             "metrics",
+            "policy",
             "request_id",
             "routing",
             "shutdown",

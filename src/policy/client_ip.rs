@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use super::headers::X_FORWARDED_FOR;
+use super::forwarded::X_FORWARDED_FOR;
 
 /// How many `X-Forwarded-For` entries are looked at, at most: more proxies than this in
 /// a row are not a deployment but an attack on the walk.

@@ -1,0 +1,285 @@
+//! The policy step: what runs between *route* and *limit*, per route and in order.
+//! Each route's [`Policies`] are compiled once per configuration (into the proxy's
+//! snapshot) and run on every request it routes, before a permit of its upstream is
+//! taken, so a request a policy refuses never holds upstream capacity.
+//!
+//! [`Policies::admit`] runs the route's policies on the request's headers (on their way
+//! upstream). Each policy does one of three things:
+//! - lets the request go on, perhaps changing its headers (forwarding headers, header
+//!   transforms) or noting headers for the answer in the [`Admission`] (CORS, rate-limit
+//!   state);
+//! - refuses it: a [`PolicyError`], which the proxy turns into the answer in its one
+//!   error mapping (`proxy::respond`), counted in `portcullis_policy_rejections_total`;
+//! - answers it itself ([`Verdict::Answer`], e.g. a CORS preflight): nothing is sent
+//!   upstream.
+//!
+//! Whatever then answers the request (the upstream's response, a refusal, the
+//! policy's own answer) passes through [`Policies::finish`], which adds the headers the
+//! admission noted.
+//!
+//! # Order
+//! The order is fixed by kind, not by how a file lists them, so that nobody has to
+//! memorise ordering rules: first every IP access list of the policies a route names
+//! (in the order the route names them), then the gateway's own header rules
+//! (`X-Forwarded-*`, `X-Request-Id`). CORS preflight (first), authentication and rate
+//! limits (after IP lists) and configured header transforms (last) take their places
+//! in the same list as they are added.
+
+pub mod client_ip;
+mod error;
+pub mod forwarded;
+mod ip_list;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use prometheus::IntCounter;
+
+pub use error::PolicyError;
+
+use crate::config::{IpListConfig, PolicyConfig, RouteConfig};
+use crate::metrics::Metrics;
+use crate::request_id::X_REQUEST_ID;
+
+/// One policy of a route, compiled.
+#[derive(Debug, Clone)]
+pub enum Policy {
+    /// The client's address against a named policy's `ip` allow and deny ranges (403).
+    IpList {
+        policy: Arc<str>,
+        list: Arc<IpListConfig>,
+        rejected: IntCounter,
+    },
+    /// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` (the
+    /// listener's scheme) and `X-Forwarded-Host` (the host the client asked for).
+    Forwarded,
+    /// `X-Request-Id`: the client's own when usable, else a new one.
+    RequestId,
+}
+
+/// What the policies know of the request besides its headers.
+pub struct Facts<'a> {
+    /// The client's address (see [`client_ip`]).
+    pub client_ip: IpAddr,
+    /// The connection's peer address, as `X-Forwarded-For` carries it.
+    pub peer_ip: &'a HeaderValue,
+    /// `http` or `https`, as the listener serves.
+    pub forwarded_proto: &'a HeaderValue,
+    /// The host the client asked for (HTTP/2 `:authority`, else `Host`).
+    pub client_host: Option<HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    pub method: &'a Method,
+    /// The path the client asked for, before any rewrite.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The route's path parameters; empty unless [`Policies::needs_params`].
+    pub params: &'a [(String, String)],
+}
+
+/// What a policy decided when it did not refuse the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on to the upstream (or the aggregate calls).
+    Forward,
+    /// The policy answers the request itself with this status and no body; the headers
+    /// it noted in the [`Admission`] are added by [`Policies::finish`].
+    Answer(StatusCode),
+}
+
+/// What the policy step noted for the answer, whatever answers the request. Empty (and
+/// allocation-free) unless a policy notes something.
+#[derive(Debug, Default)]
+pub struct Admission {
+    response_headers: Vec<ResponseHeader>,
+}
+
+#[derive(Debug)]
+enum ResponseHeader {
+    /// Replaces any field of that name.
+    Set(HeaderName, HeaderValue),
+    /// Adds a field, keeping those of that name (`Vary`).
+    Append(HeaderName, HeaderValue),
+}
+
+impl Admission {
+    /// The answer gets `name: value`, replacing a field of that name it may have.
+    pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.response_headers.push(ResponseHeader::Set(name, value));
+    }
+
+    /// The answer gets `name: value` besides the fields of that name it may have.
+    pub fn append_response_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.response_headers
+            .push(ResponseHeader::Append(name, value));
+    }
+}
+
+/// A route's policies, in the order they run.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    list: Box<[Policy]>,
+    /// A policy reads the route's path parameters.
+    needs_params: bool,
+}
+
+impl Policies {
+    /// `route`'s policies (see the module's "Order"), built once per configuration.
+    pub fn for_route(route: &RouteConfig, policies: &[PolicyConfig], metrics: &Metrics) -> Self {
+        let named: Vec<&PolicyConfig> = route
+            .policies
+            .iter()
+            .filter_map(|&i| policies.get(i))
+            .collect();
+        let mut list = Vec::with_capacity(named.len() + 2);
+        for policy in &named {
+            if let Some(ip) = &policy.ip {
+                list.push(Policy::IpList {
+                    policy: policy.name.as_str().into(),
+                    list: Arc::new(ip.clone()),
+                    rejected: metrics.policy_rejections(&route.name, &policy.name, "ip_denied"),
+                });
+            }
+        }
+        list.push(Policy::Forwarded);
+        list.push(Policy::RequestId);
+        Policies {
+            list: list.into_boxed_slice(),
+            needs_params: false,
+        }
+    }
+
+    /// Only the gateway's own header rules (for tests and benchmarks).
+    pub fn header_rules() -> Self {
+        Policies {
+            list: Box::new([Policy::Forwarded, Policy::RequestId]),
+            needs_params: false,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Policy> + '_ {
+        self.list.iter()
+    }
+
+    /// Whether a policy reads the route's path parameters (so the proxy keeps them).
+    pub fn needs_params(&self) -> bool {
+        self.needs_params
+    }
+
+    /// Runs each policy in order on `headers` (the request's, on their way upstream);
+    /// the first refusal or answer ends the step.
+    pub async fn admit(
+        &self,
+        headers: &mut HeaderMap,
+        facts: Facts<'_>,
+        _admission: &mut Admission,
+    ) -> Result<Verdict, PolicyError> {
+        let mut client_host = facts.client_host;
+        for policy in self.iter() {
+            match policy {
+                Policy::IpList {
+                    policy,
+                    list,
+                    rejected,
+                } => {
+                    if !ip_list::permits(list, facts.client_ip) {
+                        rejected.inc();
+                        tracing::debug!(
+                            policy = &**policy,
+                            client_ip = %facts.client_ip,
+                            "refused by the policy's ip list"
+                        );
+                        return Err(PolicyError::IpDenied {
+                            policy: policy.clone(),
+                        });
+                    }
+                }
+                Policy::Forwarded => {
+                    forwarded::set_forwarded(
+                        headers,
+                        facts.peer_ip,
+                        facts.forwarded_proto,
+                        client_host.take(),
+                    );
+                }
+                Policy::RequestId => {
+                    headers.insert(X_REQUEST_ID, facts.request_id.clone());
+                }
+            }
+        }
+        Ok(Verdict::Forward)
+    }
+
+    /// Adds to `headers` (the answer's, whoever gave it) what the admission noted.
+    pub fn finish(&self, admission: Admission, headers: &mut HeaderMap) {
+        for header in admission.response_headers {
+            match header {
+                ResponseHeader::Set(name, value) => {
+                    headers.insert(name, value);
+                }
+                ResponseHeader::Append(name, value) => {
+                    headers.append(name, value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(
+        peer_ip: &'a HeaderValue,
+        proto: &'a HeaderValue,
+        request_id: &'a HeaderValue,
+    ) -> Facts<'a> {
+        Facts {
+            client_ip: IpAddr::from([192, 0, 2, 7]),
+            peer_ip,
+            forwarded_proto: proto,
+            client_host: Some(HeaderValue::from_static("api.example.com")),
+            request_id,
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            params: &[],
+        }
+    }
+
+    #[tokio::test]
+    async fn forwarding_headers_and_the_request_id_are_set_in_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert(X_REQUEST_ID, HeaderValue::from_static("spoofed"));
+        let (peer, proto, id) = (
+            HeaderValue::from_static("192.0.2.7"),
+            HeaderValue::from_static("https"),
+            HeaderValue::from_static("abc"),
+        );
+        let mut admission = Admission::default();
+        let verdict = Policies::header_rules()
+            .admit(&mut headers, facts(&peer, &proto, &id), &mut admission)
+            .await
+            .expect("no policy refuses");
+        assert_eq!(verdict, Verdict::Forward);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], "api.example.com");
+        assert_eq!(headers[X_REQUEST_ID], "abc");
+    }
+
+    #[test]
+    fn the_answer_gets_what_the_admission_noted() {
+        let mut admission = Admission::default();
+        admission.set_response_header(http::header::RETRY_AFTER, HeaderValue::from_static("3"));
+        admission.append_response_header(http::header::VARY, HeaderValue::from_static("Origin"));
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert(http::header::VARY, HeaderValue::from_static("Accept"));
+        Policies::header_rules().finish(admission, &mut headers);
+        assert_eq!(headers[http::header::RETRY_AFTER], "3");
+        let vary: Vec<_> = headers.get_all(http::header::VARY).iter().collect();
+        assert_eq!(vary, ["Accept", "Origin"]);
+    }
+}
