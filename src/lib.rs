@@ -19,8 +19,10 @@
 //!   HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
 //!   route, the policy step, limit, send, stream back; the one error-to-response mapping
 //!   in [`proxy::respond`]; the configuration [`proxy::Snapshot`] a request runs with) →
-//!   [`policy`] (the per-route policy step) and [`aggregate`] (routes that fan out and merge JSON) → [`upstream`] (pooled clients,
-//!   balancing, health, per-upstream limits, the bodies of an exchange);
+//!   [`policy`] (the per-route policy step: client address, IP lists, forwarding
+//!   headers) and [`aggregate`] (routes that fan out and merge JSON) → [`upstream`]
+//!   (pooled clients, balancing, health, per-upstream limits, the bodies of an
+//!   exchange);
 //! - running it: [`listeners`], [`reload`] (hot reload), [`admin`], [`gateway`] (start,
 //!   serve, shut down); [`demo`]: sample services for `portcullis demo`.
 
