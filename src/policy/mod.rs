@@ -29,6 +29,7 @@ pub mod client_ip;
 mod error;
 pub mod forwarded;
 mod ip_list;
+pub mod rate_limit;
 
 use std::net::IpAddr;
 use std::sync::Arc;
