@@ -316,16 +316,17 @@ async fn a_header_in_the_same_write_as_the_request_and_keep_alive_requests_after
 
 #[tokio::test]
 async fn headers_split_byte_by_byte_are_read_whole() {
-    let (gw, _backend) = gateway(behind_balancer("any")).await;
-    for header in [v1_tcp4(CLIENT), v2_tcp6(CLIENT_V6)] {
+    // Each byte waits for the gateway to have read the one before, which a loaded
+    // machine can make slow: the header's timeout is not this test's subject.
+    let listener = behind_balancer("any").proxy_protocol_timeout(Duration::from_secs(60));
+    let (gw, _backend) = gateway(listener).await;
+    // v2: the signature, the fixed part, the addresses and each TLV, all split.
+    for header in [v1_tcp4(CLIENT), v2_tcp4(CLIENT)] {
         let mut tcp = TcpStream::connect(public(&gw)).await.expect("connects");
         write_byte_by_byte(&mut tcp, &header).await;
         let (status, forwarded) = get(tcp, "/open/x").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(
-            matches!(forwarded.as_deref(), Some("198.51.100.7" | CLIENT_V6)),
-            "{forwarded:?}"
-        );
+        assert_eq!(forwarded.as_deref(), Some("198.51.100.7"));
     }
     metric_reaches(&gw, &outcome("accepted"), 2.0).await;
 }
@@ -596,11 +597,13 @@ async fn a_slow_header_is_closed_at_the_timeout() {
     assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
     metric_reaches(&gw, &outcome("timeout"), 2.0).await;
 
-    // A header in time is served.
-    assert_eq!(
-        client_seen_after(&gw, &v1_tcp4(CLIENT)).await.as_deref(),
-        Some("198.51.100.7")
-    );
+    // A header in time is served. (Written with its request at once: on a loaded
+    // machine, the client's own steps could take longer than these timeouts.)
+    let request = b"GET /open/x HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    let mut tcp = after_header(&gw, &[v1_tcp4(CLIENT), request.to_vec()].concat()).await;
+    let (head, body) = read_response(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(forwarded_for(&body).as_deref(), Some("198.51.100.7"));
 }
 
 // ---------------------------------------------------------------------------------------
