@@ -238,6 +238,22 @@ fn print_summary(path: &Path, config: &Config) {
             (None, Some(port)) => format!(", redirects to https on port {port}"),
             (None, None) => String::new(),
         };
+        let mode = match &listener.client_ip.proxy_protocol {
+            Some(proxy) => {
+                let trusted: Vec<String> = listener
+                    .client_ip
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                format!(
+                    ", PROXY protocol {} from {}{mode}",
+                    proxy.mode.as_str(),
+                    trusted.join(" ")
+                )
+            }
+            None => mode,
+        };
         println!(
             "  {:<12} {:<22} max_connections {}{mode}",
             listener.name, listener.address, listener.max_connections

@@ -22,8 +22,8 @@ use ipnet::IpNet;
 pub use crate::tls::{ListenerTls, UpstreamTls};
 pub use error::{ConfigError, LoadError};
 pub use raw::{
-    Balance, ErrorDetail, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol,
-    WorkerModel,
+    Balance, ErrorDetail, HostHeader, MergeMode, ProxyProtocolMode, StreamMode, UnderscoreHeaders,
+    UpstreamProtocol, WorkerModel,
 };
 
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -88,7 +88,20 @@ pub struct ListenerConfig {
 pub struct ClientIpConfig {
     /// Peers whose `X-Forwarded-For` is believed: the list is walked from the right, and
     /// the first address outside these ranges is the client. Empty: the TCP peer is.
+    /// With `proxy_protocol`, also the peers whose PROXY headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Read a PROXY protocol header before anything else on each connection.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// A listener's PROXY protocol: which headers it takes, and how long one may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyProtocolConfig {
+    pub mode: ProxyProtocolMode,
+    /// From the header's first byte to its last. The wait for the first byte is the
+    /// listener's `idle_timeout`, as for a request: a balancer may send the header only
+    /// with the client's first bytes.
+    pub timeout: Duration,
 }
 
 /// A named policy, compiled.
@@ -392,6 +405,7 @@ pub mod defaults {
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
     pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
     pub const WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
     pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -57,6 +57,37 @@ pub struct RawIpList {
 pub struct RawClientIp {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Read a PROXY protocol header (from an L4 balancer) before anything else.
+    pub proxy_protocol: Option<ProxyProtocolMode>,
+    /// How long the rest of a PROXY header may take once its first byte has arrived.
+    pub proxy_protocol_timeout: Option<HumanDuration>,
+}
+
+/// Which PROXY protocol headers a listener takes (`client_ip.proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolMode {
+    /// Every connection starts with a version 1 (text) header.
+    V1,
+    /// Every connection starts with a version 2 (binary) header.
+    V2,
+    /// Every connection starts with a header of either version.
+    Any,
+    /// A header of either version is read when a connection starts with one; other
+    /// connections are served as they come (for moving a listener behind a balancer).
+    Optional,
+}
+
+impl ProxyProtocolMode {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocolMode::V1 => "v1",
+            ProxyProtocolMode::V2 => "v2",
+            ProxyProtocolMode::Any => "any",
+            ProxyProtocolMode::Optional => "optional",
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

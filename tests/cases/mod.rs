@@ -15,6 +15,7 @@ mod layers;
 mod limits;
 mod metrics;
 mod policies;
+mod proxy_protocol;
 mod reload;
 mod retries;
 mod routing;
