@@ -1,4 +1,5 @@
 mod aggregate;
+mod check;
 mod cli;
 mod connections;
 mod deploy;
