@@ -87,18 +87,25 @@ fn main() -> ExitCode {
         matches!(command, Command::Demo),
     ) {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed once, as `error:`, not also as a log line: whatever reads stderr
+        // (a terminal, journald, a container log) gets one line for one failure.
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Log lines go to stderr. Colours only when stderr is a terminal (and `NO_COLOR` is not
+/// set): a file, a pipe or journald gets plain text, not escape codes.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.compact().init(),
