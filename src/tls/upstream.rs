@@ -249,3 +249,50 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A failed handshake with an upstream endpoint, in words: what is wrong with the
+/// endpoint's certificate and what to do, for the failures a new setup meets first.
+/// Other errors keep their own text.
+pub fn explain_handshake_error(error: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    let Some(rustls_error) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return error.into();
+    };
+    match describe_certificate_error(rustls_error) {
+        Some(words) => format!("{words} ({rustls_error})").into(),
+        None => error.into(),
+    }
+}
+
+fn describe_certificate_error(error: &rustls::Error) -> Option<&'static str> {
+    use rustls::CertificateError;
+    let rustls::Error::InvalidCertificate(certificate) = error else {
+        return None;
+    };
+    Some(match certificate {
+        // webpki's CaUsedAsEndEntity reaches rustls as an `Other` error.
+        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the endpoint presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+             which verification refuses: give the endpoint a leaf certificate signed by \
+             that CA, and name the CA in `tls.ca` (docs/tls.md, \"A certificate that verifies\")"
+        }
+        CertificateError::UnknownIssuer => {
+            "the endpoint's certificate does not chain to a trusted CA: name the CA that \
+             signed it in the upstream's `tls.ca`"
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "the endpoint's certificate is not valid for the name the gateway checks (the \
+             endpoint's host, or `tls.server_name`): set `tls.server_name` to a name the \
+             certificate lists"
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "the endpoint's certificate has expired"
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "the endpoint's certificate is not valid yet (check the clocks)"
+        }
+        _ => return None,
+    })
+}

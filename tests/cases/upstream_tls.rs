@@ -187,3 +187,49 @@ fn relative_upstream_tls_paths_resolve_against_the_config_file() {
         "https://127.0.0.1:8443"
     );
 }
+
+#[tokio::test]
+async fn a_ca_certificate_served_as_the_endpoints_own_is_explained_in_words() {
+    // What `openssl req -x509` makes by default: a self-signed certificate with
+    // basicConstraints CA:TRUE, here served by the endpoint itself and trusted as `ca`.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let certificate = params.self_signed(&key).expect("self-signed");
+    let config = rustls::ServerConfig::builder_with_provider(crate::support::pki::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server certificate");
+    let backend = tls_backend(config).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("self-signed.pem");
+    std::fs::write(&ca, certificate.pem()).expect("writes");
+    let gw = Gateway::new()
+        .listener(crate::support::Listener::public().verbose_errors())
+        .upstream(
+            "app",
+            Upstream::new(backend.https_url()).tls(UpstreamTls::ca(&ca)),
+        )
+        .route("/", "app")
+        .start()
+        .await;
+    let reply = Client::new().get(&url(&gw, "/")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let message = reply.json()["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(
+        message.contains(
+            "the endpoint presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+             which verification refuses: give the endpoint a leaf certificate signed by that \
+             CA, and name the CA in `tls.ca`"
+        ),
+        "{message}"
+    );
+}
