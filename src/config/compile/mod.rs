@@ -179,7 +179,7 @@ fn parse(text: &str, file: &str) -> Result<RawConfig, Vec<ConfigError>> {
             line: 1,
             column: 1,
             key: String::new(),
-            message: "the file is empty; it needs at least `listeners`, `upstreams` and `routes`"
+            message: "the file is empty; it needs at least `listeners` (and `upstreams` and `routes` to forward anything)"
                 .to_owned(),
         }]),
         Err(error) => Err(vec![serde_error(&error, file)]),
