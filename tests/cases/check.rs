@@ -294,3 +294,12 @@ routes, in match order:
 ";
     assert!(stdout.contains(expected), "{stdout}");
 }
+
+#[test]
+fn an_empty_file_says_only_listeners_are_required() {
+    refused_with(
+        "# nothing yet\n",
+        "FILE:1:1: the file is empty; it needs at least `listeners` (and `upstreams` and \
+         `routes` to forward anything)",
+    );
+}

@@ -4,6 +4,7 @@ mod cli;
 mod connections;
 mod deploy;
 mod desync;
+mod docs;
 mod downstream_h2;
 mod downstream_http1;
 mod errors;
