@@ -10,14 +10,15 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies) and [`config`] (reloads, the configuration
-//! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! route's policies), [`stores`] (shared rate-limit stores: errors, latency,
+//! connections) and [`config`] (reloads, the configuration in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
 mod listeners;
 mod policies;
 mod requests;
+mod stores;
 mod upstreams;
 mod websocket;
 
@@ -31,6 +32,7 @@ pub use listeners::{
     TLS_VERSIONS,
 };
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
@@ -39,6 +41,7 @@ use config::ConfigFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use requests::RequestFamilies;
+use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
 
@@ -59,6 +62,7 @@ pub struct Metrics {
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
     policies: PolicyFamilies,
+    stores: StoreFamilies,
 }
 
 impl Metrics {
@@ -75,6 +79,7 @@ impl Metrics {
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
+            stores: StoreFamilies::register(&r),
             registry,
         }
     }
