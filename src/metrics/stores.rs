@@ -33,6 +33,15 @@ impl StoreErrorKind {
         StoreErrorKind::Script,
     ];
 
+    /// Its place in [`StoreErrorKind::ALL`] (and in a store's handles).
+    fn index(self) -> usize {
+        match self {
+            StoreErrorKind::Timeout => 0,
+            StoreErrorKind::Connection => 1,
+            StoreErrorKind::Script => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             StoreErrorKind::Timeout => "timeout",
@@ -94,12 +103,12 @@ pub struct StoreMetrics {
 impl StoreMetrics {
     /// Counts one decision that failed for `kind`.
     pub fn error(&self, kind: StoreErrorKind) {
-        self.errors[kind as usize].inc();
+        self.errors[kind.index()].inc();
     }
 
     /// Decisions that failed for `kind` so far.
     pub fn errors(&self, kind: StoreErrorKind) -> u64 {
-        self.errors[kind as usize].get()
+        self.errors[kind.index()].get()
     }
 }
 

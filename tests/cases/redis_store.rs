@@ -130,7 +130,6 @@ async fn decisions_on_the_server_clock_and_keys_that_expire_when_full() {
     );
     let ttl = server.command("PTTL portcullis:rl:clock");
     let ttl: u64 = ttl
-        .trim()
         .trim_start_matches(':')
         .parse()
         .unwrap_or_else(|_| panic!("PTTL answered {ttl:?}"));
@@ -239,7 +238,7 @@ async fn a_flushed_script_is_loaded_again() {
             .expect("decides")
             .allowed
     );
-    assert_eq!(server.command("SCRIPT FLUSH").trim(), "+OK");
+    assert_eq!(server.command("SCRIPT FLUSH"), "+OK");
     let decision = store
         .decide(b"flush", &limit)
         .await
@@ -363,4 +362,57 @@ async fn each_worker_gets_connections_of_its_own() {
     let gauge = metrics.rate_limit_store("shared").connections.get();
     assert_eq!(gauge, 1, "the gauge follows");
     assert!(store.decide(b"w", &limit).await.expect("decides").allowed);
+}
+
+/// A password and a database in the URL: `AUTH` and `SELECT` on every connection; a wrong
+/// password is a connection error that never shows the password.
+#[tokio::test]
+async fn credentials_and_the_database_come_from_the_url() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret-pass"]);
+    let port = server.address().port();
+    let limit = rate(10, Duration::from_secs(1), 5);
+    let metrics = Metrics::new();
+    let config = store_config(
+        &format!("redis://:s3cret-pass@127.0.0.1:{port}/3"),
+        "2s",
+        1,
+        "deny",
+    );
+    let store = RedisStore::new(&config, &metrics, 1);
+    assert!(
+        store
+            .decide(b"auth", &limit)
+            .await
+            .expect("decides")
+            .allowed
+    );
+    let replies = server.commands(&[
+        "AUTH s3cret-pass",
+        "EXISTS portcullis:rl:auth",
+        "SELECT 3",
+        "EXISTS portcullis:rl:auth",
+    ]);
+    assert_eq!(
+        replies,
+        ["+OK", ":0", "+OK", ":1"],
+        "the key is in database 3"
+    );
+
+    let wrong = store_config(
+        &format!("redis://:not-it@127.0.0.1:{port}"),
+        "500ms",
+        1,
+        "deny",
+    );
+    let store = RedisStore::new(&wrong, &metrics, 1);
+    let started = Instant::now();
+    let error = store.decide(b"auth", &limit).await.expect_err("refused");
+    assert!(started.elapsed() < Duration::from_millis(500) + SLACK);
+    assert!(matches!(error, StoreError::Connection { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        !message.contains("not-it") && !message.contains("s3cret"),
+        "{message}"
+    );
+    assert!(message.contains(":***@127.0.0.1"), "{message}");
 }

@@ -20,11 +20,18 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     paused: bool,
+    /// More `redis-server` arguments (`--requirepass x`).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it answers `PING`.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> RedisServer {
         // The port is free now; another process could take it before redis-server binds
         // it, so a failed start is tried again on another port.
         let mut last = String::new();
@@ -34,6 +41,7 @@ impl RedisServer {
                 dir: tempfile::tempdir().expect("a temporary directory"),
                 child: None,
                 paused: false,
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -100,18 +108,35 @@ impl RedisServer {
         }
     }
 
-    /// Sends one command (inline form) and returns the raw reply.
-    pub fn command(&self, command: &str) -> String {
+    /// Sends commands (inline form, one line each) on one connection and returns the raw
+    /// replies: each must be one line (`+OK`, `:1`, `-ERR ...`).
+    pub fn commands(&self, commands: &[&str]) -> Vec<String> {
         let mut stream = TcpStream::connect(self.address()).expect("connects to redis-server");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("sets a timeout");
-        stream
-            .write_all(format!("{command}\r\n").as_bytes())
-            .expect("writes");
-        let mut reply = vec![0u8; 4096];
-        let n = stream.read(&mut reply).expect("reads a reply");
-        String::from_utf8_lossy(&reply[..n]).into_owned()
+        for command in commands {
+            stream
+                .write_all(format!("{command}\r\n").as_bytes())
+                .expect("writes");
+        }
+        let mut replies = Vec::new();
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buffer.iter().filter(|b| **b == b'\n').count() < commands.len() {
+            let n = stream.read(&mut chunk).expect("reads replies");
+            assert!(n > 0, "redis-server closed the connection");
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        for line in String::from_utf8_lossy(&buffer).lines() {
+            replies.push(line.to_owned());
+        }
+        replies
+    }
+
+    /// One command's one-line reply.
+    pub fn command(&self, command: &str) -> String {
+        self.commands(&[command]).remove(0)
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -124,6 +149,7 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -158,6 +184,7 @@ impl RedisServer {
         }
     }
 
+    /// Whether it answers `PING`: `+PONG`, or `-NOAUTH` from one with a password.
     fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.address(), Duration::from_secs(1))
         else {
@@ -167,7 +194,7 @@ impl RedisServer {
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 }
 
