@@ -416,3 +416,45 @@ async fn credentials_and_the_database_come_from_the_url() {
     );
     assert!(message.contains(":***@127.0.0.1"), "{message}");
 }
+
+/// Through the snapshot a reload builds: an unchanged store entry is the same store (its
+/// connections kept), a changed one a new store, a removed one gone.
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_store_in_the_snapshot() {
+    use portcullis::proxy::Snapshot;
+    let yaml = |timeout: &str, extra: &str| {
+        format!(
+            r#"
+listeners: [{{ name: public, address: "127.0.0.1:0" }}]
+upstreams: {{ app: {{ endpoints: ["http://127.0.0.1:9"] }} }}
+routes: [{{ name: app, match: {{ path_prefix: / }}, upstream: app }}]
+rate_limit_stores:
+  shared: {{ redis: {{ url: "redis://127.0.0.1:6399", timeout: {timeout} }} }}
+{extra}"#
+        )
+    };
+    let load = |text: String| Config::from_yaml(&text, "test.yaml").expect("valid");
+    let metrics = Metrics::new();
+    let first = Snapshot::build(load(yaml("20ms", "")), &metrics, None);
+    assert_eq!(first.rate_limit_stores.len(), 1);
+    assert_eq!(first.rate_limit_stores[0].name(), "shared");
+
+    let extra = "  second: { redis: { url: \"redis://127.0.0.1:6398\" } }\n";
+    let same = Snapshot::build(load(yaml("20ms", extra)), &metrics, Some(&first));
+    let index = same.config.rate_limit_store("shared").expect("still there");
+    assert!(Arc::ptr_eq(
+        &first.rate_limit_stores[0],
+        &same.rate_limit_stores[index]
+    ));
+    assert_eq!(same.rate_limit_stores.len(), 2);
+
+    let changed = Snapshot::build(load(yaml("25ms", "")), &metrics, Some(&same));
+    assert!(!Arc::ptr_eq(
+        &first.rate_limit_stores[0],
+        &changed.rate_limit_stores[0]
+    ));
+    assert_eq!(
+        changed.rate_limit_stores[0].config().redis.timeout,
+        Duration::from_millis(25)
+    );
+}
