@@ -352,7 +352,8 @@ impl RedisStore {
         used: &mut Option<&'a Slot>,
     ) -> Result<Decision, StoreError> {
         let share = &self.shares[crate::workers::current() % self.shares.len()];
-        if !share.started.swap(true, Ordering::AcqRel) {
+        // A load first: once started, a decision only reads the flag.
+        if !share.started.load(Ordering::Acquire) && !share.started.swap(true, Ordering::AcqRel) {
             self.start(share);
         }
         let (slot, mut connection) = self.connection(share).await?;
