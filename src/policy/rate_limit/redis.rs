@@ -278,6 +278,7 @@ impl RedisStore {
         self.config.on_error
     }
 
+    /// The configuration it was built from (what [`RedisStore::carry_over`] compares).
     pub fn config(&self) -> &RateLimitStoreConfig {
         &self.config
     }
