@@ -109,12 +109,14 @@ async fn the_script_decides_exactly_as_gcra() {
 }
 
 /// On the server's own clock: the burst, then a refusal whose `retry_after` is within one
-/// interval; the key's TTL is the time until its TAT passes.
+/// interval; the key's TTL is the time until its TAT passes. (An interval of a second, so
+/// that a slow machine still makes the four decisions well within one.)
 #[tokio::test]
 async fn decisions_on_the_server_clock_and_keys_that_expire_when_full() {
     let server = RedisServer::start();
     let (store, _metrics) = store(&server, "2s", 2);
-    let limit = rate(10, Duration::from_secs(1), 3);
+    let limit = rate(1, Duration::from_secs(1), 3);
+    let started = Instant::now();
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let decision = store.decide(b"clock", &limit).await.expect("decides");
@@ -125,17 +127,18 @@ async fn decisions_on_the_server_clock_and_keys_that_expire_when_full() {
     let refused = store.decide(b"clock", &limit).await.expect("decides");
     assert!(!refused.allowed);
     assert!(
-        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(100),
+        refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_secs(1),
         "{refused:?}"
     );
     let ttl = server.command("PTTL portcullis:rl:clock");
-    let ttl: u64 = ttl
+    let ttl: u128 = ttl
         .trim_start_matches(':')
         .parse()
         .unwrap_or_else(|_| panic!("PTTL answered {ttl:?}"));
+    let elapsed = started.elapsed().as_millis();
     assert!(
-        (200..=300).contains(&ttl),
-        "the key lives until its TAT passes (~300 ms): {ttl} ms"
+        ttl <= 3000 && ttl + elapsed >= 2999,
+        "the key lives until its TAT passes (3 s after the first decision): {ttl} ms, {elapsed} ms later"
     );
 }
 
