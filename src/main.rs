@@ -305,6 +305,20 @@ fn print_summary(path: &Path, config: &Config) {
             endpoints.join(" ")
         );
     }
+    if !config.rate_limit_stores.is_empty() {
+        println!("\nrate-limit stores:");
+        for store in &config.rate_limit_stores {
+            // The URL's Display masks any password.
+            println!(
+                "  {:<12} {}, timeout {:?}, pool {}, on_error {}",
+                store.name,
+                store.redis.url,
+                store.redis.timeout,
+                store.redis.pool,
+                store.on_error.as_str()
+            );
+        }
+    }
     println!("\nroutes, in match order:");
     for (position, index) in
         portcullis::routing::match_order(&config.routes.iter().map(|r| &r.spec).collect::<Vec<_>>())
