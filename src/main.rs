@@ -341,6 +341,20 @@ fn print_summary(path: &Path, config: &Config) {
             println!("  {:<width$}   {detail}", "");
         }
     }
+    if !config.rate_limit_stores.is_empty() {
+        println!("\nrate-limit stores:");
+        for store in &config.rate_limit_stores {
+            // The URL's Display masks any password.
+            println!(
+                "  {:<width$} {}, timeout {}, pool {}, on_error {}",
+                store.name,
+                store.redis.url,
+                human(store.redis.timeout),
+                store.redis.pool,
+                store.on_error.as_str()
+            );
+        }
+    }
     let route_width = config
         .routes
         .iter()

@@ -10,6 +10,7 @@ mod compile;
 mod error;
 mod locate;
 pub mod raw;
+mod stores;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -24,6 +25,9 @@ pub use error::{ConfigError, LoadError};
 pub use raw::{
     Balance, ErrorDetail, HostHeader, MergeMode, ProxyProtocolMode, StreamMode, UnderscoreHeaders,
     UpstreamProtocol, WorkerModel,
+};
+pub use stores::{
+    OnStoreError, RateLimitStoreConfig, RedisPassword, RedisStoreConfig, RedisUrl, LOCAL_STORE,
 };
 
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -41,6 +45,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name.
     pub policies: Vec<PolicyConfig>,
+    /// The shared rate-limit stores, sorted by name (see [`Config::rate_limit_store`]).
+    pub rate_limit_stores: Vec<RateLimitStoreConfig>,
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
@@ -359,6 +365,12 @@ impl Config {
         }
     }
 
+    /// The index in [`Config::rate_limit_stores`] of the shared store called `name`;
+    /// `None` for [`LOCAL_STORE`] and for names the file does not define.
+    pub fn rate_limit_store(&self, name: &str) -> Option<usize> {
+        self.rate_limit_stores.iter().position(|s| s.name == name)
+    }
+
     /// The upstreams a route calls, by name.
     pub fn upstreams_of(&self, route: &RouteConfig) -> Vec<&str> {
         match &route.target {
@@ -409,4 +421,11 @@ pub mod defaults {
     pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
     pub const WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
     pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// A shared rate-limit store's limit on one decision.
+    pub const RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+    /// A shared rate-limit store's connections per process (at least one per worker).
+    pub const RATE_LIMIT_STORE_POOL: usize = 4;
+    /// The largest `pool` a shared store may ask for.
+    pub const RATE_LIMIT_STORE_MAX_POOL: usize = 1024;
+    pub const REDIS_PORT: u16 = 6379;
 }

@@ -32,6 +32,51 @@ pub struct RawConfig {
     /// Named policies that routes list in `policies`.
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
+    /// Named shared stores that rate limits name in `store` (`local` is the gateway's
+    /// own and is not listed here).
+    #[serde(default)]
+    pub rate_limit_stores: BTreeMap<String, RawRateLimitStore>,
+}
+
+/// A shared rate-limit store: where its state lives and what a failure to reach it means.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitStore {
+    pub redis: RawRedisStore,
+    pub on_error: Option<OnStoreError>,
+}
+
+/// A Redis server that holds the store's state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisStore {
+    /// `redis://[user[:password]@]host[:port][/db]`.
+    pub url: String,
+    /// Each decision's limit, the round trip included.
+    pub timeout: Option<HumanDuration>,
+    /// Connections of the process to this server, spread over the workers.
+    pub pool: Option<usize>,
+}
+
+/// What a rate limit decides when its shared store cannot answer in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Fail open: the request goes on as if the limit allowed it.
+    #[default]
+    Allow,
+    /// Fail closed: the request is refused at once (503).
+    Deny,
+}
+
+impl OnStoreError {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+        }
+    }
 }
 
 /// A named, reusable policy: the checks a route applies to each request.

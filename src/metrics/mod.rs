@@ -11,7 +11,9 @@
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`proxy_protocol`] (the PROXY headers of listeners behind L4
-//! balancers) and [`config`] (reloads, the configuration in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! balancers), [`stores`] (shared rate-limit stores: errors, latency, connections) and
+//! [`config`] (reloads, the configuration in use, the build). Everything is
+//! re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
@@ -19,6 +21,7 @@ mod listeners;
 mod policies;
 mod proxy_protocol;
 mod requests;
+mod stores;
 mod upstreams;
 mod websocket;
 
@@ -33,6 +36,7 @@ pub use listeners::{
 };
 pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
@@ -42,6 +46,7 @@ use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
 use requests::RequestFamilies;
+use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
 
@@ -63,6 +68,7 @@ pub struct Metrics {
     config: ConfigFamilies,
     policies: PolicyFamilies,
     proxy_protocol: ProxyProtocolFamilies,
+    stores: StoreFamilies,
 }
 
 impl Metrics {
@@ -80,6 +86,7 @@ impl Metrics {
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
             proxy_protocol: ProxyProtocolFamilies::register(&r),
+            stores: StoreFamilies::register(&r),
             registry,
         }
     }

@@ -18,6 +18,7 @@ mod limits;
 mod metrics;
 mod policies;
 mod proxy_protocol;
+mod redis_store;
 mod reload;
 mod retries;
 mod routing;

@@ -26,7 +26,7 @@ pub(super) fn max_for(key: &str) -> Duration {
         "connect_timeout" | "queue_timeout" | "handshake_timeout" | "proxy_protocol_timeout" => {
             MINUTE
         }
-        "timeout" if key.contains(".health_check.") => MINUTE,
+        "timeout" if key.contains(".health_check.") || key.contains(".redis.") => MINUTE,
         "timeout" | "per_try_timeout" | "shutdown_timeout" => HOUR,
         "interval" | "poll_interval" | "reload_interval" => HOUR,
         "idle_timeout" if key.contains(".websocket.") => DAY,
@@ -80,6 +80,12 @@ pub(super) fn check_duration_bounds(raw: &RawConfig, problems: &mut Problems) {
                 );
             }
         }
+    }
+    for (name, store) in &raw.rate_limit_stores {
+        at(
+            format!("rate_limit_stores.{name}.redis.timeout"),
+            store.redis.timeout,
+        );
     }
     for (key, value) in found {
         // Zero is an error where it is checked, not a warning.
