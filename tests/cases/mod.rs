@@ -2,6 +2,7 @@ mod aggregate;
 mod check;
 mod cli;
 mod connections;
+mod demo_tour;
 mod deploy;
 mod desync;
 mod docs;
