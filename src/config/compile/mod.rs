@@ -300,14 +300,20 @@ fn suggest_known_word(message: &str) -> String {
     }
 }
 
-/// The word of `known` closest to `name`, when it is close enough to be a typo.
+/// The word of `known` closest to `name`, when it is close enough to be a typo and no
+/// other word is as close (`v3` is as near `v1` as `v2`: no guess then).
 fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
-    known
+    let mut near: Vec<(usize, &str)> = known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(name, k), *k))
         .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
-        .min()
-        .map(|(_, k)| k)
+        .collect();
+    near.sort_unstable();
+    match near.as_slice() {
+        [(best, word), (second, _), ..] if best < second => Some(*word),
+        [(_, word)] => Some(*word),
+        _ => None,
+    }
 }
 
 fn check_name(kind: &str, name: &str, key: String, problems: &mut Problems) {
@@ -405,6 +411,19 @@ routes:
             errors[0].message
         );
         assert_eq!(errors[0].key, "routes[0].match");
+    }
+
+    #[test]
+    fn unknown_words_get_the_one_closest_known_word() {
+        assert_eq!(
+            suggest_known_word("unknown field `max_inflight`, expected `max_in_flight` or `max_queue`"),
+            "unknown field `max_inflight` (did you mean `max_in_flight`?), expected `max_in_flight` or `max_queue`"
+        );
+        // As near one as another: no guess.
+        let tie = "unknown variant `v3`, expected one of `v1`, `v2`, `any`";
+        assert_eq!(suggest_known_word(tie), tie);
+        let far = "unknown field `colour`, expected one of `name`, `address`";
+        assert_eq!(suggest_known_word(far), far);
     }
 
     #[test]
