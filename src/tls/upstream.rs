@@ -254,16 +254,33 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 /// endpoint's certificate and what to do, for the failures a new setup meets first.
 /// Other errors keep their own text.
 pub fn explain_handshake_error(error: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
-    let Some(rustls_error) = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    else {
-        return error.into();
-    };
-    match describe_certificate_error(rustls_error) {
-        Some(words) => format!("{words} ({rustls_error})").into(),
+    match explain_certificate_failure(&error) {
+        Some(words) => words.into(),
         None => error.into(),
     }
+}
+
+/// What is wrong with the endpoint's certificate, in words followed by rustls' own
+/// text, when `error` or one of its sources is a certificate error a setup meets
+/// first (a CA served as the endpoint's own, an unknown CA, a name mismatch, expiry).
+pub fn explain_certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(rustls_error) = e.downcast_ref::<rustls::Error>() {
+            return describe_certificate_error(rustls_error)
+                .map(|words| format!("{words} ({rustls_error})"));
+        }
+        // An io::Error's `source()` skips the error it wraps: step into it instead
+        // (hyper-rustls wraps rustls' error in two of them).
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 fn describe_certificate_error(error: &rustls::Error) -> Option<&'static str> {
