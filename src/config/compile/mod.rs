@@ -8,6 +8,8 @@
 //! detection), [`retry`] (the `retry` mapping of an upstream or a route) and [`routes`]
 //! (matchers, targets, rewrites, WebSocket limits).
 
+mod cors;
+mod header_transforms;
 mod listeners;
 mod policies;
 mod retry;
@@ -109,6 +111,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         &upstream_names,
         &upstream_protocols,
         &policy_names,
+        &policies,
         &mut problems,
     );
 
