@@ -10,11 +10,12 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies) and [`config`] (reloads, the configuration
+//! route's policies), [`edge`] (CORS results, header transforms) and [`config`] (reloads, the configuration
 //! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
+mod edge;
 mod listeners;
 mod policies;
 mod requests;
@@ -26,6 +27,7 @@ use prometheus::{
 };
 
 pub use aggregate::{CallMetrics, CallOutcome};
+pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
@@ -36,6 +38,7 @@ pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
+use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use requests::RequestFamilies;
@@ -59,6 +62,7 @@ pub struct Metrics {
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
     policies: PolicyFamilies,
+    edge: EdgeFamilies,
 }
 
 impl Metrics {
@@ -75,6 +79,7 @@ impl Metrics {
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
+            edge: EdgeFamilies::register(&r),
             registry,
         }
     }
