@@ -147,6 +147,7 @@ async fn an_allowed_preflight_is_answered_by_the_gateway_and_the_browser_goes_on
         Some(2.0),
         "{text}"
     );
+    crate::cases::metrics::promtool_accepts(&text);
 }
 
 #[tokio::test]
