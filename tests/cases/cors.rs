@@ -372,3 +372,40 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn an_aggregate_route_answers_preflights_and_its_merged_answer_is_readable() {
+    use crate::support::{Aggregate, Call};
+    let backend = Backend::echo().await;
+    let gw = Gateway::new()
+        .raw(
+            "policies",
+            r#"{ api: { cors: { origins: ["https://app.example.com"] }, headers: { request: { set: { x-user: "{id}" } } } } }"#,
+        )
+        .upstream("app", &backend)
+        .route_with(
+            Route::path("/both/{id}")
+                .named("both")
+                .policies(&["api"])
+                .aggregate(Aggregate::new().call("one", Call::new("app", "/one/{id}"))),
+        )
+        .start()
+        .await;
+    let reply = preflight(&gw, "/both/7", APP, "GET", "").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        preflight_check(&reply, APP, Credentials::Omit, "GET", &[]),
+        Ok(())
+    );
+    assert_eq!(backend.state.arrived(), 0);
+
+    let reply = send(&gw, Method::GET, "/both/7", &[("origin", APP)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(cors_check(&reply, APP, Credentials::Omit), Ok(()));
+    assert_eq!(
+        reply.json()["one"]["headers"]["x-user"][0],
+        "7",
+        "{}",
+        reply.text()
+    );
+}

@@ -167,8 +167,8 @@ fn check_params(
         problems.add(
             format!("policies.{}.headers.request.{edit}.{field}", policy.name),
             format!(
-                "{}, on route {route_name:?}: placeholders are client_ip, request_id, route \
-                 and the route's path parameters",
+                "{} (on route {route_name:?}, which names this policy; besides the built-in \
+                 placeholders a value may name the route's path parameters)",
                 unknown_name("placeholder", param, &known)
             ),
         );
