@@ -10,15 +10,19 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies), [`edge`] (CORS results, header transforms) and [`config`] (reloads, the configuration
-//! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
+//! (the PROXY headers of listeners behind L4 balancers), [`stores`] (shared rate-limit
+//! stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
 mod edge;
 mod listeners;
 mod policies;
+mod proxy_protocol;
 mod requests;
+mod stores;
 mod upstreams;
 mod websocket;
 
@@ -32,7 +36,9 @@ pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
 };
+pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
@@ -41,7 +47,9 @@ use config::ConfigFamilies;
 use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
+use proxy_protocol::ProxyProtocolFamilies;
 use requests::RequestFamilies;
+use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
 
@@ -63,6 +71,8 @@ pub struct Metrics {
     config: ConfigFamilies,
     policies: PolicyFamilies,
     edge: EdgeFamilies,
+    proxy_protocol: ProxyProtocolFamilies,
+    stores: StoreFamilies,
 }
 
 impl Metrics {
@@ -80,6 +90,8 @@ impl Metrics {
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
             edge: EdgeFamilies::register(&r),
+            proxy_protocol: ProxyProtocolFamilies::register(&r),
+            stores: StoreFamilies::register(&r),
             registry,
         }
     }

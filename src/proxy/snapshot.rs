@@ -9,6 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::rate_limit::RedisStore;
 use crate::policy::Policies;
 use crate::upstream::Upstream;
 
@@ -41,6 +42,10 @@ pub struct Snapshot {
     pub routes: Vec<RouteRuntime>,
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The shared rate-limit stores, indexed like `config.rate_limit_stores`; a store
+    /// whose configuration a reload left unchanged is the same store (its connections
+    /// kept): see [`RedisStore::carry_over`].
+    pub rate_limit_stores: Vec<Arc<RedisStore>>,
     /// Counters for requests that matched no route.
     pub unmatched: RouteMetrics,
 }
@@ -55,7 +60,8 @@ impl Snapshot {
 
     /// Builds clients, limiters and metric handles for `config`. With `previous`, each
     /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
-    /// did not change): see [`Upstream::carry_over`].
+    /// did not change): see [`Upstream::carry_over`]; so does each shared rate-limit
+    /// store whose configuration did not change.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let upstreams: Vec<Arc<Upstream>> = config
@@ -70,6 +76,18 @@ impl Snapshot {
                     metrics,
                     config.per_core_workers(),
                 ))
+            })
+            .collect();
+        let rate_limit_stores = config
+            .rate_limit_stores
+            .iter()
+            .map(|store| {
+                let before = previous.and_then(|p| {
+                    p.rate_limit_stores
+                        .iter()
+                        .find(|old| old.name() == store.name)
+                });
+                RedisStore::carry_over(store, before, metrics, config.per_core_workers())
             })
             .collect();
         let routes = config
@@ -116,6 +134,7 @@ impl Snapshot {
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,
+            rate_limit_stores,
             config,
         }
     }

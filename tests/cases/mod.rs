@@ -17,6 +17,8 @@ mod layers;
 mod limits;
 mod metrics;
 mod policies;
+mod proxy_protocol;
+mod redis_store;
 mod reload;
 mod retries;
 mod routing;

@@ -5,8 +5,9 @@
 //! [`Problems`] collector and the checks on names. Each top-level key has its own file:
 //! [`listeners`] (and their limits), [`tls`] (a listener's certificates, an upstream's
 //! client settings), [`upstreams`] (endpoints, limits, health checks, outlier
-//! detection), [`retry`] (the `retry` mapping of an upstream or a route) and [`routes`]
-//! (matchers, targets, rewrites, WebSocket limits).
+//! detection), [`retry`] (the `retry` mapping of an upstream or a route), [`routes`]
+//! (matchers, targets, rewrites, WebSocket limits) and [`stores`] (shared rate-limit
+//! stores).
 
 mod cors;
 mod header_transforms;
@@ -14,6 +15,7 @@ mod listeners;
 mod policies;
 mod retry;
 mod routes;
+mod stores;
 mod tls;
 mod upstreams;
 
@@ -29,6 +31,7 @@ use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
 use policies::compile_policies;
 use routes::compile_routes;
+use stores::compile_stores;
 use upstreams::compile_upstream;
 
 /// Collects problems by key path; locations are resolved at the end.
@@ -105,6 +108,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     let upstream_protocols: Vec<UpstreamProtocol> =
         raw.upstreams.values().map(|u| u.protocol).collect();
     let policies = compile_policies(&raw.policies, &mut problems);
+    let rate_limit_stores = compile_stores(&raw.rate_limit_stores, &mut problems);
     let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
     let routes = compile_routes(
         &raw.routes,
@@ -127,6 +131,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             upstreams,
             routes,
             policies,
+            rate_limit_stores,
             router,
             shutdown_timeout: raw
                 .shutdown_timeout

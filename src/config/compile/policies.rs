@@ -73,6 +73,8 @@ pub(super) fn compile_client_ip(
                 problems,
             )
         }),
+        // Compiled with the rest of the listener: `super::listeners`.
+        proxy_protocol: None,
     }
 }
 

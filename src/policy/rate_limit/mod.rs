@@ -2,3 +2,6 @@
 //! a rate, decided by GCRA ([`gcra`]) in a store: the process's own, or a shared one.
 
 pub mod gcra;
+pub mod redis;
+
+pub use self::redis::{RedisStore, StoreError};
