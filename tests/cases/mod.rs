@@ -1,6 +1,7 @@
 mod aggregate;
 mod cli;
 mod connections;
+mod cors;
 mod deploy;
 mod desync;
 mod downstream_h2;
@@ -9,6 +10,7 @@ mod errors;
 mod failures;
 mod h2_translation;
 mod h2c;
+mod header_transforms;
 mod headers;
 mod health;
 mod layers;

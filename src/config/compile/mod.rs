@@ -9,6 +9,8 @@
 //! (matchers, targets, rewrites, WebSocket limits) and [`stores`] (shared rate-limit
 //! stores).
 
+mod cors;
+mod header_transforms;
 mod listeners;
 mod policies;
 mod retry;
@@ -113,6 +115,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         &upstream_names,
         &upstream_protocols,
         &policy_names,
+        &policies,
         &mut problems,
     );
 
