@@ -7,7 +7,9 @@
 
 mod aggregate;
 mod compile;
+pub mod cors;
 mod error;
+pub mod header_transforms;
 mod locate;
 pub mod raw;
 mod stores;
@@ -115,6 +117,8 @@ pub struct ProxyProtocolConfig {
 pub struct PolicyConfig {
     pub name: String,
     pub ip: Option<IpListConfig>,
+    pub cors: Option<cors::CorsConfig>,
+    pub headers: Option<header_transforms::HeaderTransformsConfig>,
 }
 
 /// Client addresses a policy allows or denies. A denied address is refused; with an

@@ -84,6 +84,44 @@ impl OnStoreError {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub ip: Option<RawIpList>,
+    pub cors: Option<RawCors>,
+    pub headers: Option<RawHeaderTransforms>,
+}
+
+/// Which browser origins may read a route's answers, and what their preflights may ask.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Vec<String>,
+    pub methods: Option<Vec<HttpMethod>>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age: Option<HumanDuration>,
+}
+
+/// Header fields changed on the request (to the upstream) and the answer (to the client).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderTransforms {
+    #[serde(default)]
+    pub request: RawHeaderEdits,
+    #[serde(default)]
+    pub response: RawHeaderEdits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<String, ScalarString>,
+    #[serde(default)]
+    pub add: BTreeMap<String, ScalarString>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// Allowed and denied client addresses (CIDR ranges, or single addresses).

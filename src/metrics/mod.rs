@@ -10,13 +10,14 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies), [`proxy_protocol`] (the PROXY headers of listeners behind L4
-//! balancers), [`stores`] (shared rate-limit stores: errors, latency, connections) and
-//! [`config`] (reloads, the configuration in use, the build). Everything is
-//! re-exported here: `crate::metrics::X` is the path.
+//! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
+//! (the PROXY headers of listeners behind L4 balancers), [`stores`] (shared rate-limit
+//! stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
+mod edge;
 mod listeners;
 mod policies;
 mod proxy_protocol;
@@ -30,6 +31,7 @@ use prometheus::{
 };
 
 pub use aggregate::{CallMetrics, CallOutcome};
+pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
@@ -42,6 +44,7 @@ pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
+use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
@@ -67,6 +70,7 @@ pub struct Metrics {
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
     policies: PolicyFamilies,
+    edge: EdgeFamilies,
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
 }
@@ -85,6 +89,7 @@ impl Metrics {
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
+            edge: EdgeFamilies::register(&r),
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             registry,

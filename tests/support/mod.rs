@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod h2;

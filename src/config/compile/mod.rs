@@ -9,7 +9,9 @@
 //! (matchers, targets, rewrites, WebSocket limits) and [`stores`] (shared rate-limit
 //! stores).
 
+mod cors;
 mod durations;
+mod header_transforms;
 mod listeners;
 mod policies;
 mod retry;
@@ -125,6 +127,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         &upstream_names,
         &upstream_protocols,
         &policy_names,
+        &policies,
         &mut problems,
     );
 

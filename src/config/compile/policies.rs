@@ -22,15 +22,28 @@ pub(super) fn compile_policies(
                 .ip
                 .as_ref()
                 .map(|list| compile_ip_list(&key("ip"), list, problems));
-            if ip.is_none() {
+            let cors = policy
+                .cors
+                .as_ref()
+                .map(|cors| super::cors::compile_cors(&key("cors"), cors, problems));
+            let headers = policy.headers.as_ref().map(|headers| {
+                super::header_transforms::compile_header_transforms(
+                    &key("headers"),
+                    headers,
+                    problems,
+                )
+            });
+            if ip.is_none() && cors.is_none() && headers.is_none() {
                 problems.warn(
                     format!("policies.{name}"),
-                    "has no effect: it sets no check (e.g. `ip`)",
+                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`)",
                 );
             }
             PolicyConfig {
                 name: name.clone(),
                 ip,
+                cors,
+                headers,
             }
         })
         .collect()
