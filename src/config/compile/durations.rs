@@ -81,6 +81,11 @@ pub(super) fn check_duration_bounds(raw: &RawConfig, problems: &mut Problems) {
             }
         }
     }
+    for (name, policy) in &raw.policies {
+        if let Some(cors) = &policy.cors {
+            at(format!("policies.{name}.cors.max_age"), cors.max_age);
+        }
+    }
     for (name, store) in &raw.rate_limit_stores {
         at(
             format!("rate_limit_stores.{name}.redis.timeout"),
