@@ -36,6 +36,10 @@ fn the_repository_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr, "",
+        "the demo's configuration passes without warnings"
+    );
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stdout.contains("routes, in match order"), "{stdout}");
 }

@@ -245,6 +245,18 @@ fn documented_block(first_line: &str) -> String {
     text[start..end].to_owned()
 }
 
+/// The ```text block of `docs/configuration.md` that contains `needle`.
+fn documented_block_with(needle: &str) -> String {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    let text = std::fs::read_to_string(reference).expect("reads the reference");
+    text.split("```text\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```\n").map(|(block, _)| block))
+        .find(|block| block.contains(needle))
+        .unwrap_or_else(|| panic!("no block with {needle:?}"))
+        .to_owned()
+}
+
 #[test]
 fn the_documented_check_summary_is_what_check_prints() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -272,5 +284,57 @@ fn the_documented_check_summary_is_what_check_prints() {
         workers(&documented),
         workers(&printed),
         "docs/configuration.md's sample `check` output differs from what `portcullis check -c gateway.yaml` prints"
+    );
+}
+
+/// `gateway.yaml` with `edits` (text, replacement) applied, checked as `broken.yaml`:
+/// what `check` prints on stderr.
+fn check_broken_copy(edits: &[(&str, &str)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("gateway.yaml")).expect("reads");
+    for (from, to) in edits {
+        assert!(text.contains(from), "gateway.yaml no longer has {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("broken.yaml"), text).expect("writes");
+    let output = Command::new(BINARY)
+        .current_dir(dir.path())
+        .args(["check", "-c", "broken.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_documented_check_errors_are_what_check_prints() {
+    let printed = check_broken_copy(&[
+        (
+            "endpoints: [\"http://127.0.0.1:9201\"]",
+            "endpoints: [\"ftp://127.0.0.1:9201\"]",
+        ),
+        (
+            "rewrite: { strip_prefix: /api }   # /api/users/7",
+            "rewrite: { strip_prefix: /v1 }   # /api/users/7",
+        ),
+        (
+            "  - name: orders\n    match: { path_prefix: /api/orders, methods: [GET] }\n    upstream: orders",
+            "  - name: orders\n    match: { path_prefix: /api/orders, methods: [GET] }\n    upstream: ordres",
+        ),
+    ]);
+    assert_eq!(
+        documented_block("broken.yaml:"),
+        printed,
+        "docs/configuration.md's three-mistakes example differs from what check prints"
+    );
+    let printed = check_broken_copy(&[(
+        "timeout: 1s                       # the sample endpoint",
+        "timeout: 1                        # the sample endpoint",
+    )]);
+    let documented = documented_block_with("routes[4].timeout: duration 1 has no unit");
+    assert_eq!(
+        documented, printed,
+        "docs/configuration.md's structure-error example differs from what check prints"
     );
 }
