@@ -38,6 +38,12 @@ impl HumanDuration {
                 .parse()
                 .map_err(|_| format!("duration {text:?} is too large"))?;
             rest = rest[digits..].trim_start();
+            if rest.starts_with(['.', ',']) {
+                return Err(format!(
+                    "duration {text:?} has a fraction; write whole numbers of a smaller unit \
+                     (1500ms, not 1.5s)"
+                ));
+            }
             let unit_len = rest
                 .find(|c: char| !c.is_ascii_alphabetic())
                 .unwrap_or(rest.len());
@@ -318,6 +324,7 @@ mod tests {
         assert!(parse("5 parsecs").is_err_and(|e| e.contains("unknown unit `parsecs`")));
         assert!(parse("1h 5").is_err_and(|e| e.contains("needs a unit after 5")));
         assert!(parse("ms").is_err());
+        assert!(parse("1.5s").is_err_and(|e| e.contains("1500ms, not 1.5s")));
         assert_eq!(
             HumanDuration(Duration::from_millis(90_250)).to_string(),
             "1m 30s 250ms"
