@@ -91,7 +91,7 @@ async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<Res
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /metrics /healthz /ready\n",
+            "admin endpoints: /metrics /healthz /ready /config, POST /reload\n",
         ),
     }
 }
@@ -139,7 +139,7 @@ fn config_status(reloader: Option<&Reloader>) -> Response<ResponseBody> {
         serde_json::json!({
             "at": unix(attempt.at),
             "trigger": format!("{:?}", attempt.trigger).to_lowercase(),
-            "result": if attempt.errors.is_empty() { "success" } else { "failure" },
+            "result": attempt.result(),
             "errors": attempt.errors,
         })
     });

@@ -87,18 +87,25 @@ fn main() -> ExitCode {
         matches!(command, Command::Demo),
     ) {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed once, as `error:`, not also as a log line: whatever reads stderr
+        // (a terminal, journald, a container log) gets one line for one failure.
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Log lines go to stderr. Colours only when stderr is a terminal (and `NO_COLOR` is not
+/// set): a file, a pipe or journald gets plain text, not escape codes.
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.compact().init(),
@@ -216,6 +223,11 @@ fn print_demo_tour(gateway: &portcullis::RunningGateway) {
     );
 }
 
+/// Durations in the file's own notation (`5s`, `1m 30s`), not `Debug`'s (`5s`, `90s`).
+fn human(duration: std::time::Duration) -> String {
+    portcullis::config::units::HumanDuration(duration).to_string()
+}
+
 fn print_summary(path: &Path, config: &Config) {
     println!("{}: configuration is valid", path.display());
     println!(
@@ -223,12 +235,30 @@ fn print_summary(path: &Path, config: &Config) {
         config.workers,
         config.worker_model.as_str()
     );
+    // One name column for listeners and upstreams, wide enough for the longest name.
+    let width = config
+        .listeners
+        .iter()
+        .map(|l| l.name.len())
+        .chain(config.upstreams.iter().map(|u| u.name.len()))
+        .chain(std::iter::once("(admin)".len()))
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let address_width = config
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string().len())
+        .chain(config.admin.iter().map(|a| a.address.to_string().len()))
+        .max()
+        .unwrap_or(0)
+        .max(22);
     println!("\nlisteners:");
     for listener in &config.listeners {
         let mode = match (&listener.tls, listener.redirect_to_https) {
             (Some(tls), _) => format!(
-                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {:?}{}",
-                tls.handshake_timeout,
+                ", TLS 1.2/1.3 (ALPN h2, http/1.1), handshake_timeout {}{}",
+                human(tls.handshake_timeout),
                 if tls.client_auth.is_some() {
                     ", client certificates checked"
                 } else {
@@ -255,8 +285,10 @@ fn print_summary(path: &Path, config: &Config) {
             None => mode,
         };
         println!(
-            "  {:<12} {:<22} max_connections {}{mode}",
-            listener.name, listener.address, listener.max_connections
+            "  {:<width$} {:<address_width$} max_connections {}{mode}",
+            listener.name,
+            listener.address.to_string(),
+            listener.max_connections
         );
         for (is_default, certificate) in listener.tls.iter().flat_map(|t| {
             t.certificates
@@ -269,7 +301,7 @@ fn print_summary(path: &Path, config: &Config) {
                     u64::try_from(certificate.loaded.not_after).unwrap_or(0),
                 );
             println!(
-                "  {:<12} certificate {} for {}{}, expires {}",
+                "  {:<width$} certificate {} for {}{}, expires {}",
                 "",
                 certificate.files.certificate.display(),
                 certificate.host_labels().join(", "),
@@ -284,8 +316,9 @@ fn print_summary(path: &Path, config: &Config) {
     }
     if let Some(admin) = &config.admin {
         println!(
-            "  {:<12} {:<22} /metrics /healthz /ready",
-            "(admin)", admin.address
+            "  {:<width$} {:<address_width$} /metrics /healthz /ready /config /reload",
+            "(admin)",
+            admin.address.to_string()
         );
     }
     println!("\nupstreams:");
@@ -296,29 +329,39 @@ fn print_summary(path: &Path, config: &Config) {
             .map(|e| e.label.as_str())
             .collect();
         println!(
-            "  {:<12} {}, max_in_flight {}, max_queue {}, timeout {:?}: {}",
+            "  {:<width$} {}, max_in_flight {}, max_queue {}, timeout {}: {}",
             upstream.name,
             upstream.balance,
             upstream.max_in_flight,
             upstream.max_queue,
-            upstream.timeout,
+            human(upstream.timeout),
             endpoints.join(" ")
         );
+        for detail in upstream_details(upstream) {
+            println!("  {:<width$}   {detail}", "");
+        }
     }
     if !config.rate_limit_stores.is_empty() {
         println!("\nrate-limit stores:");
         for store in &config.rate_limit_stores {
             // The URL's Display masks any password.
             println!(
-                "  {:<12} {}, timeout {:?}, pool {}, on_error {}",
+                "  {:<width$} {}, timeout {}, pool {}, on_error {}",
                 store.name,
                 store.redis.url,
-                store.redis.timeout,
+                human(store.redis.timeout),
                 store.redis.pool,
                 store.on_error.as_str()
             );
         }
     }
+    let route_width = config
+        .routes
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!("\nroutes, in match order:");
     for (position, index) in
         portcullis::routing::match_order(&config.routes.iter().map(|r| &r.spec).collect::<Vec<_>>())
@@ -326,8 +369,12 @@ fn print_summary(path: &Path, config: &Config) {
             .enumerate()
     {
         let route = &config.routes[index];
+        let details: String = route_details(route)
+            .iter()
+            .map(|d| format!("; {d}"))
+            .collect();
         println!(
-            "  {:>3}. {:<16} {} -> {}",
+            "  {:>3}. {:<route_width$} {} -> {}{details}",
             position + 1,
             route.name,
             portcullis::routing::describe(&route.spec),
@@ -341,4 +388,133 @@ fn print_summary(path: &Path, config: &Config) {
             }
         );
     }
+}
+
+/// The lines under an upstream's summary: what is set beyond its limits.
+fn upstream_details(upstream: &portcullis::config::UpstreamConfig) -> Vec<String> {
+    let mut lines = Vec::new();
+    if upstream.protocol != portcullis::config::UpstreamProtocol::Http1 {
+        lines.push(format!(
+            "protocol {}",
+            match upstream.protocol {
+                portcullis::config::UpstreamProtocol::Http2 => "http2",
+                _ => "auto",
+            }
+        ));
+    }
+    if let Some(check) = &upstream.health_check {
+        lines.push(format!(
+            "health_check GET {} every {}, timeout {}, out after {} failed, back after {} passed, status {}-{}",
+            check.path,
+            human(check.interval),
+            human(check.timeout),
+            check.unhealthy_threshold,
+            check.healthy_threshold,
+            check.expected_status.0,
+            check.expected_status.1
+        ));
+    }
+    if let Some(outlier) = &upstream.outlier {
+        lines.push(format!(
+            "outlier: ejected after {} failures in a row for {} (doubling up to {}), at most {}% at once",
+            outlier.consecutive_failures,
+            human(outlier.base_ejection_time),
+            human(outlier.max_ejection_time),
+            outlier.max_ejection_percent
+        ));
+    }
+    if let Some(retry) = &upstream.retry {
+        lines.push(format!("retry {}", describe_retry(retry)));
+    }
+    if let Some(tls) = &upstream.tls {
+        let mut parts = vec![match (&tls.ca, tls.insecure_skip_verify) {
+            (_, true) => "certificates NOT verified (insecure_skip_verify)".to_owned(),
+            (Some(ca), false) => format!("verified against {}", ca.display()),
+            (None, false) => "verified against the web PKI roots".to_owned(),
+        }];
+        if let Some(name) = &tls.server_name {
+            parts.push(format!("server_name {}", name.to_str()));
+        }
+        if let Some(client) = &tls.client_certificate {
+            parts.push(format!(
+                "client certificate {}",
+                client.certificate.display()
+            ));
+        }
+        lines.push(format!("tls: {}", parts.join(", ")));
+    }
+    lines
+}
+
+fn describe_retry(retry: &portcullis::config::RetryConfig) -> String {
+    let mut on: Vec<String> = Vec::new();
+    if retry.on.connect_failure {
+        on.push("connect_failure".to_owned());
+    }
+    if retry.on.reset {
+        on.push("reset".to_owned());
+    }
+    if retry.on.timeout {
+        on.push("timeout".to_owned());
+    }
+    on.extend(retry.on.statuses.iter().map(ToString::to_string));
+    let methods: Vec<&str> = retry.methods.iter().map(http::Method::as_str).collect();
+    format!(
+        "{} attempts on {} for {}{}, budget {}%",
+        retry.attempts,
+        on.join(","),
+        methods.join(","),
+        retry
+            .per_try_timeout
+            .map_or_else(String::new, |t| format!(", per try {}", human(t))),
+        retry.budget_percent
+    )
+}
+
+/// What a route sets beyond its matcher and target: its own timeout and retry, WebSocket
+/// limits other than the defaults, an aggregate's timeout and mode.
+fn route_details(route: &portcullis::config::RouteConfig) -> Vec<String> {
+    use portcullis::config::defaults;
+    let mut details = Vec::new();
+    match &route.target {
+        RouteTarget::Proxy {
+            timeout,
+            retry,
+            websocket,
+            ..
+        } => {
+            if let Some(timeout) = timeout {
+                details.push(format!("timeout {}", human(*timeout)));
+            }
+            if let Some(retry) = retry {
+                details.push(format!("retry {}", describe_retry(retry)));
+            }
+            match websocket {
+                Some(ws)
+                    if (ws.max_connections, ws.idle_timeout)
+                        != (
+                            defaults::WEBSOCKET_MAX_CONNECTIONS,
+                            defaults::WEBSOCKET_IDLE_TIMEOUT,
+                        ) =>
+                {
+                    details.push(format!(
+                        "websocket: at most {} connections, closed after {} idle",
+                        ws.max_connections,
+                        human(ws.idle_timeout)
+                    ))
+                }
+                Some(_) => {}
+                None => details.push("no websocket (HTTP/2 upstream)".to_owned()),
+            }
+        }
+        RouteTarget::Aggregate(aggregate) => {
+            details.push(format!("timeout {}", human(aggregate.timeout)));
+            if aggregate.stream.is_some() {
+                details.push("streamed as NDJSON".to_owned());
+            } else if aggregate.merge == portcullis::config::MergeMode::Flat {
+                details.push("merged flat".to_owned());
+            }
+        }
+    }
+    details
 }

@@ -59,6 +59,20 @@ pub struct Attempt {
     pub trigger: Trigger,
     /// Empty when it succeeded.
     pub errors: Vec<String>,
+    /// The file held what is already serving: nothing was applied, and an earlier
+    /// failure no longer describes the file.
+    pub unchanged: bool,
+}
+
+impl Attempt {
+    /// `success`, `unchanged` or `failure`, as `GET /config` shows it.
+    pub fn result(&self) -> &'static str {
+        match (self.errors.is_empty(), self.unchanged) {
+            (false, _) => "failure",
+            (true, true) => "unchanged",
+            (true, false) => "success",
+        }
+    }
 }
 
 /// The configuration in use and the last attempt to change it.
@@ -153,10 +167,26 @@ impl Reloader {
             }
         };
         let hash = content_hash(&text);
-        if trigger == Trigger::FileChange
-            && (hash == self.current_hash() || last_failed.as_deref() == Some(hash.as_str()))
-        {
-            return Ok(Outcome::Unchanged);
+        if trigger == Trigger::FileChange {
+            if hash == self.current_hash() {
+                // The file is back to what is serving (an edit undone, a bad file
+                // restored): a failure recorded since no longer describes it.
+                if last_failed.take().is_some() {
+                    tracing::info!(file = %self.path.display(), %hash, "configuration file is back to the one in use");
+                    self.update(|status| {
+                        status.last_attempt = Some(Attempt {
+                            at: SystemTime::now(),
+                            trigger,
+                            errors: Vec::new(),
+                            unchanged: true,
+                        });
+                    });
+                }
+                return Ok(Outcome::Unchanged);
+            }
+            if last_failed.as_deref() == Some(hash.as_str()) {
+                return Ok(Outcome::Unchanged);
+            }
         }
         *last_failed = Some(hash.clone());
         let file = self.path.display().to_string();
@@ -206,6 +236,7 @@ impl Reloader {
                 at: SystemTime::now(),
                 trigger,
                 errors: Vec::new(),
+                unchanged: false,
             });
         });
         tracing::info!(file = %self.path.display(), %hash, routes, ?trigger, "configuration reloaded");
@@ -228,6 +259,7 @@ impl Reloader {
                 at: SystemTime::now(),
                 trigger,
                 errors,
+                unchanged: false,
             });
         });
         error

@@ -184,6 +184,7 @@ pub struct RawReload {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub name: String,
+    #[serde(deserialize_with = "super::units::socket_address")]
     pub address: SocketAddr,
     pub max_connections: Option<usize>,
     pub idle_timeout: Option<HumanDuration>,
@@ -277,6 +278,7 @@ impl<'de> Deserialize<'de> for RawRedirect {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    #[serde(deserialize_with = "super::units::socket_address")]
     pub address: SocketAddr,
 }
 
@@ -390,11 +392,49 @@ pub struct RawOutlier {
 }
 
 /// `max_in_flight: 128`, or `max_in_flight: { adaptive: { min, max, initial } }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+///
+/// Deserialized by hand (not `untagged`) so a wrong value says what is expected, at the
+/// value's own line.
+#[derive(Debug)]
 pub enum RawMaxInFlight {
     Fixed(usize),
     Adaptive { adaptive: RawAdaptive },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdaptiveMap {
+    adaptive: RawAdaptive,
+}
+
+impl<'de> Deserialize<'de> for RawMaxInFlight {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MaxInFlightVisitor;
+        impl<'de> serde::de::Visitor<'de> for MaxInFlightVisitor {
+            type Value = RawMaxInFlight;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a number of requests such as 128, or { adaptive: { min, max, initial } }",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                usize::try_from(v)
+                    .map(RawMaxInFlight::Fixed)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawAdaptiveMap::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(
+                    |m| RawMaxInFlight::Adaptive {
+                        adaptive: m.adaptive,
+                    },
+                )
+            }
+        }
+        deserializer.deserialize_any(MaxInFlightVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

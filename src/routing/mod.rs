@@ -235,11 +235,15 @@ pub enum Lookup<'r, 'p> {
     NotFound,
 }
 
-/// Why a route table could not be built: the route index and the message.
+/// Why a route table could not be built: the route index, what is wrong, and the
+/// earlier route it conflicts with (when there is one) with why. The texts name no
+/// route: the caller knows how routes are named and located.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableError {
     pub route: usize,
     pub message: String,
+    /// The route in the way, and why the two cannot be told apart.
+    pub conflict: Option<(usize, String)>,
 }
 
 /// All routes, compiled for lookup.
@@ -278,10 +282,11 @@ impl RouteTable {
                     table.wildcard_hosts.entry(suffix.clone()).or_default()
                 }
             };
-            if let Err(message) = paths.insert(&spec.path, index, routes) {
+            if let Err((message, conflict)) = paths.insert(&spec.path, index, routes) {
                 errors.push(TableError {
                     route: index,
                     message,
+                    conflict,
                 });
             }
         }
@@ -405,7 +410,7 @@ impl PathTable {
         pattern: &PathPattern,
         route: usize,
         all: &[RouteSpec],
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, Option<(usize, String)>)> {
         match pattern {
             PathPattern::Exact(path) => {
                 self.exact
@@ -426,17 +431,25 @@ impl PathTable {
                 }
                 let slot = self.template_candidates.len();
                 self.templates.insert(template.clone(), slot).map_err(|e| {
-                    let other = self
-                        .template_candidates
-                        .iter()
-                        .flatten()
-                        .find_map(|&r| match &all[r].path {
-                            PathPattern::Template(t) if conflicts(t, template) => Some(t.clone()),
-                            _ => None,
-                        });
-                    match other {
-                        Some(t) => format!("path template {template:?} conflicts with {t:?} of another route for the same host ({e})"),
-                        None => format!("invalid path template {template:?}: {e}"),
+                    // The route whose template is in the way: one of the same shape, or
+                    // else the first that matchit cannot hold beside this one.
+                    let other = self.template_candidates.iter().flatten().copied().find(|&r| {
+                        matches!(&all[r].path, PathPattern::Template(t) if conflicts(t, template))
+                    }).or_else(|| self.template_candidates.iter().flatten().copied().find(|&r| {
+                        let PathPattern::Template(t) = &all[r].path else { return false };
+                        let mut pair = matchit::Router::new();
+                        pair.insert(t.clone(), 0usize).is_ok() && pair.insert(template.clone(), 1).is_err()
+                    }));
+                    match other.map(|r| (r, &all[r].path)) {
+                        Some((r, PathPattern::Template(t))) => {
+                            let reason = if conflicts(t, template) && !format!("{t}{template}").contains("{*") {
+                                "the same path cannot bind two sets of parameter names; use the same names, or a different literal segment"
+                            } else {
+                                "the route table cannot tell them apart (a parameter and a catch-all, or a parameter inside a segment, at the same place)"
+                            };
+                            (format!("path template {template:?} conflicts with {t:?}"), Some((r, reason.to_owned())))
+                        }
+                        _ => (format!("invalid path template {template:?}: {e}"), None),
                     }
                 })?;
                 self.template_candidates.push(vec![route]);
@@ -643,8 +656,12 @@ mod tests {
         .err()
         .expect("conflict");
         assert_eq!(errors[0].route, 1);
+        assert_eq!(
+            errors[0].conflict.as_ref().map(|(other, _)| *other),
+            Some(0)
+        );
         assert!(
-            errors[0].message.contains("conflicts"),
+            errors[0].message.contains("conflicts with \"/u/{id}\""),
             "{}",
             errors[0].message
         );

@@ -249,3 +249,67 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A failed handshake with an upstream endpoint, in words: what is wrong with the
+/// endpoint's certificate and what to do, for the failures a new setup meets first.
+/// Other errors keep their own text.
+pub fn explain_handshake_error(error: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    match explain_certificate_failure(&error) {
+        Some(words) => words.into(),
+        None => error.into(),
+    }
+}
+
+/// What is wrong with the endpoint's certificate, in words followed by rustls' own
+/// text, when `error` or one of its sources is a certificate error a setup meets
+/// first (a CA served as the endpoint's own, an unknown CA, a name mismatch, expiry).
+pub fn explain_certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(rustls_error) = e.downcast_ref::<rustls::Error>() {
+            return describe_certificate_error(rustls_error)
+                .map(|words| format!("{words} ({rustls_error})"));
+        }
+        // An io::Error's `source()` skips the error it wraps: step into it instead
+        // (hyper-rustls wraps rustls' error in two of them).
+        current = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn describe_certificate_error(error: &rustls::Error) -> Option<&'static str> {
+    use rustls::CertificateError;
+    let rustls::Error::InvalidCertificate(certificate) = error else {
+        return None;
+    };
+    Some(match certificate {
+        // webpki's CaUsedAsEndEntity reaches rustls as an `Other` error.
+        CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "the endpoint presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+             which verification refuses: give the endpoint a leaf certificate signed by \
+             that CA, and name the CA in `tls.ca` (docs/tls.md, \"A certificate that verifies\")"
+        }
+        CertificateError::UnknownIssuer => {
+            "the endpoint's certificate does not chain to a trusted CA: name the CA that \
+             signed it in the upstream's `tls.ca`"
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "the endpoint's certificate is not valid for the name the gateway checks (the \
+             endpoint's host, or `tls.server_name`): set `tls.server_name` to a name the \
+             certificate lists"
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "the endpoint's certificate has expired"
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "the endpoint's certificate is not valid yet (check the clocks)"
+        }
+        _ => return None,
+    })
+}

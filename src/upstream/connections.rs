@@ -295,7 +295,9 @@ impl Http1Pool {
                 let tls = tokio::time::timeout(self.settings.connect_timeout, handshake)
                     .await
                     .map_err(|_| SendError::ConnectTimeout)?
-                    .map_err(|error| SendError::Connect(error.into()))?;
+                    .map_err(|error| {
+                        SendError::Connect(crate::tls::upstream::explain_handshake_error(error))
+                    })?;
                 Stream::Tls(Box::new(tls))
             }
         };

@@ -218,7 +218,10 @@ impl EndpointPool {
                 } else {
                     UpstreamError::Connect {
                         endpoint: label(),
-                        source: error.into(),
+                        source: match crate::tls::upstream::explain_certificate_failure(&error) {
+                            Some(words) => words.into(),
+                            None => error.into(),
+                        },
                     }
                 })
             }

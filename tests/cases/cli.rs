@@ -36,6 +36,10 @@ fn the_repository_config_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.yaml");
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr, "",
+        "the demo's configuration passes without warnings"
+    );
     assert!(stdout.contains("configuration is valid"), "{stdout}");
     assert!(stdout.contains("routes, in match order"), "{stdout}");
 }
@@ -319,5 +323,65 @@ async fn the_binary_serves_and_stops_with_either_worker_model() {
         assert_eq!(accepted.len(), sockets, "{model}: {text}");
         gateway.signal("-TERM");
         assert_eq!(gateway.exit_code().await, Some(0), "{model}");
+    }
+}
+
+#[test]
+fn pretty_logs_to_a_file_or_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        "listeners: [{ name: public, address: \"127.0.0.1:0\" }]\n",
+    );
+    let mut child = Command::new(BINARY)
+        .args(["--log-format", "pretty", "run", "-c"])
+        .arg(&path)
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let done = line.contains("listening");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("listening"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in: {text:?}");
+}
+
+#[test]
+fn a_fatal_start_up_error_is_printed_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = taken.local_addr().expect("address");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        &format!("listeners: [{{ name: public, address: \"{address}\" }}]\n"),
+    );
+    for format in ["pretty", "json"] {
+        let output = Command::new(BINARY)
+            .args(["--log-format", format, "run", "-c"])
+            .arg(&path)
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(1), "{format}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = format!(
+            "error: cannot listen on {address} for listener \"public\": Address already in use (os error 98)\n"
+        );
+        assert!(stderr.ends_with(&expected), "{format}: {stderr}");
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "{format}: {stderr}"
+        );
     }
 }

@@ -112,9 +112,11 @@ async fn metrics_count_known_traffic() {
         client.get(&format!("{admin}/ready")).await.status,
         StatusCode::OK
     );
+    let other = client.get(&format!("{admin}/other")).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        client.get(&format!("{admin}/other")).await.status,
-        StatusCode::NOT_FOUND
+        other.text(),
+        "admin endpoints: /metrics /healthz /ready /config, POST /reload\n"
     );
 
     promtool_accepts(&text);

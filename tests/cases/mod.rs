@@ -1,9 +1,12 @@
 mod aggregate;
+mod check;
 mod cli;
 mod connections;
 mod cors;
+mod demo_tour;
 mod deploy;
 mod desync;
+mod docs;
 mod downstream_h2;
 mod downstream_http1;
 mod errors;

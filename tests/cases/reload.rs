@@ -146,6 +146,40 @@ routes:
 }
 
 #[tokio::test]
+async fn restoring_the_file_clears_a_stale_failure() {
+    let backend = Backend::echo().await;
+    let (_dir, path) = temp_config();
+    let good = plain(&backend, true).yaml();
+    let gw = plain(&backend, true).start_reloadable(&path).await;
+    let client = Client::new();
+    let serving = client.get(&admin(&gw, "/config")).await.json()["hash"].clone();
+    let broken = good.replace("upstream: u", "upstream: missing");
+    assert_ne!(broken, good);
+    write_config(&path, &broken);
+    eventually("the broken file is reported", async || {
+        client.get(&admin(&gw, "/config")).await.json()["last_reload"]["result"] == "failure"
+    })
+    .await;
+
+    write_config(&path, &good);
+    eventually("the restored file clears the failure", async || {
+        client.get(&admin(&gw, "/config")).await.json()["last_reload"]["result"] == "unchanged"
+    })
+    .await;
+    let status = client.get(&admin(&gw, "/config")).await.json();
+    assert_eq!(status["hash"], serving, "{status}");
+    assert_eq!(status["last_reload"]["errors"], serde_json::json!([]));
+    assert_eq!(status["last_reload"]["trigger"], "filechange");
+
+    // The same broken content again is a new failure, reported again.
+    write_config(&path, &broken);
+    eventually("the broken file is reported again", async || {
+        client.get(&admin(&gw, "/config")).await.json()["last_reload"]["result"] == "failure"
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn post_reload_applies_the_file_now() {
     let backend = Backend::echo().await;
     let (_dir, path) = temp_config();

@@ -8,7 +8,7 @@ use portcullis::{Config, RunningGateway};
 use std::time::Duration;
 
 use crate::support::pki::{quoted, Pki};
-use crate::support::{url, Backend, Client, Gateway, Reply, Upstream, UpstreamTls};
+use crate::support::{url, Backend, Client, Gateway, Protocol, Reply, Upstream, UpstreamTls};
 
 /// A TLS backend answering with the HTTP version it received.
 async fn tls_backend(config: rustls::ServerConfig) -> Backend {
@@ -186,4 +186,61 @@ fn relative_upstream_tls_paths_resolve_against_the_config_file() {
         config.upstreams[0].endpoints[0].label,
         "https://127.0.0.1:8443"
     );
+}
+
+#[tokio::test]
+async fn a_ca_certificate_served_as_the_endpoints_own_is_explained_in_words() {
+    // What `openssl req -x509` makes by default: a self-signed certificate with
+    // basicConstraints CA:TRUE, here served by the endpoint itself and trusted as `ca`.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let certificate = params.self_signed(&key).expect("self-signed");
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::support::pki::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certificate.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let backend = tls_backend(config).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = dir.path().join("self-signed.pem");
+    std::fs::write(&ca, certificate.pem()).expect("writes");
+    // Over the gateway's own HTTP/1.1 client and over hyper's (HTTP/2, ALPN).
+    for protocol in [Protocol::Http1, Protocol::Http2, Protocol::Auto] {
+        let gw = Gateway::new()
+            .listener(crate::support::Listener::public().verbose_errors())
+            .upstream(
+                "app",
+                Upstream::new(backend.https_url())
+                    .protocol(protocol)
+                    .tls(UpstreamTls::ca(&ca)),
+            )
+            .route("/", "app")
+            .start()
+            .await;
+        let reply = Client::new().get(&url(&gw, "/")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_GATEWAY,
+            "{protocol}: {}",
+            reply.text()
+        );
+        let message = reply.json()["message"]
+            .as_str()
+            .expect("message")
+            .to_owned();
+        assert!(
+            message.contains(
+                "the endpoint presents a CA certificate (basicConstraints CA:TRUE) as its own, \
+                 which verification refuses: give the endpoint a leaf certificate signed by \
+                 that CA, and name the CA in `tls.ca`"
+            ),
+            "{protocol}: {message}"
+        );
+    }
 }

@@ -10,6 +10,7 @@
 //! stores).
 
 mod cors;
+mod durations;
 mod header_transforms;
 mod listeners;
 mod policies;
@@ -68,6 +69,17 @@ impl Problems<'_> {
         value
     }
 
+    /// `file:line:col` of `key`, for messages that point at a second place.
+    pub(super) fn location_of(&self, key: &str) -> String {
+        let location = self.index.locate(key);
+        format!(
+            "{}:{}:{}",
+            self.file,
+            location.map_or(1, |l| l.line),
+            location.map_or(1, |l| l.column)
+        )
+    }
+
     pub(super) fn error_count(&self) -> usize {
         self.found.len()
     }
@@ -120,8 +132,13 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     );
 
     check_top_level(&raw, &listeners, &mut problems);
+    durations::check_duration_bounds(&raw, &mut problems);
 
     let router = build_router(&raw.routes, &routes, &mut problems);
+    if router.is_some() {
+        routes::warn_unreachable(&raw.routes, &routes, &mut problems);
+        retry::warn_per_try_timeouts(&raw, &upstreams, &routes, &mut problems);
+    }
 
     match router {
         Some(router) if problems.found.is_empty() => Ok(Config {
@@ -140,7 +157,11 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
             worker_model: raw.worker_model,
-            warnings: problems.warnings,
+            warnings: {
+                let mut warnings = problems.warnings;
+                warnings.sort_by_key(|w| (w.line, w.column));
+                warnings
+            },
             reload: ReloadConfig {
                 watch: raw.reload.watch.unwrap_or(true),
                 poll_interval: raw
@@ -166,7 +187,7 @@ fn parse(text: &str, file: &str) -> Result<RawConfig, Vec<ConfigError>> {
             line: 1,
             column: 1,
             key: String::new(),
-            message: "the file is empty; it needs at least `listeners`, `upstreams` and `routes`"
+            message: "the file is empty; it needs at least `listeners` (and `upstreams` and `routes` to forward anything)"
                 .to_owned(),
         }]),
         Err(error) => Err(vec![serde_error(&error, file)]),
@@ -203,12 +224,33 @@ fn build_router(
     match RouteTable::build(&specs) {
         Ok(router) => Some(router),
         Err(errors) => {
+            // Compiled routes are found in `raw` by name (names are unique, or that is
+            // an error of its own): a route that failed to compile shifts the indices.
+            let raw_index = |compiled_index: usize| {
+                let name = &compiled[compiled_index].name;
+                raw.iter()
+                    .position(|r| &r.name == name)
+                    .unwrap_or(compiled_index)
+            };
+            let path_key = |i: usize| match &raw[i].matcher.path {
+                Some(_) => format!("routes[{i}].match.path"),
+                None => format!("routes[{i}].match.path_prefix"),
+            };
             for error in errors {
-                let key = match &raw[error.route].matcher.path {
-                    Some(_) => format!("routes[{}].match.path", error.route),
-                    None => format!("routes[{}].match.path_prefix", error.route),
+                let key = path_key(raw_index(error.route));
+                let message = match error.conflict {
+                    Some((other, reason)) => {
+                        let other = raw_index(other);
+                        format!(
+                            "{} of route {:?} (routes[{other}] at {}): {reason}",
+                            error.message,
+                            raw[other].name,
+                            problems.location_of(&path_key(other))
+                        )
+                    }
+                    None => error.message,
                 };
-                problems.add(key, error.message);
+                problems.add(key, message);
             }
             None
         }
@@ -225,6 +267,7 @@ fn serde_error(error: &serde_yaml::Error, file: &str) -> ConfigError {
         Some((key, rest)) if !key.contains(' ') => (key.to_owned(), rest.to_owned()),
         _ => (String::new(), message),
     };
+    let message = suggest_known_word(&message);
     let location = error.location();
     ConfigError {
         file: file.to_owned(),
@@ -232,6 +275,47 @@ fn serde_error(error: &serde_yaml::Error, file: &str) -> ConfigError {
         column: location.as_ref().map_or(1, |l| l.column()),
         key,
         message,
+    }
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), with
+/// the closest expected word named first when one is close: `max_inflight` gets "did
+/// you mean `max_in_flight`?".
+fn suggest_known_word(message: &str) -> String {
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_owned();
+    };
+    let Some(unknown) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|start| head.strip_prefix(start))
+        .and_then(|rest| rest.strip_suffix('`'))
+    else {
+        return message.to_owned();
+    };
+    let known: Vec<&str> = expected
+        .trim_start_matches("one of ")
+        .split([',', ' '])
+        .filter_map(|word| word.strip_prefix('`')?.strip_suffix('`'))
+        .collect();
+    match closest(unknown, &known) {
+        Some(word) => format!("{head} (did you mean `{word}`?), expected {expected}"),
+        None => message.to_owned(),
+    }
+}
+
+/// The word of `known` closest to `name`, when it is close enough to be a typo and no
+/// other word is as close (`v3` is as near `v1` as `v2`: no guess then).
+fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let mut near: Vec<(usize, &str)> = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
+        .collect();
+    near.sort_unstable();
+    match near.as_slice() {
+        [(best, word), (second, _), ..] if best < second => Some(*word),
+        [(_, word)] => Some(*word),
+        _ => None,
     }
 }
 
@@ -255,13 +339,8 @@ pub(super) fn unknown_upstream(name: &str, known: &[&str]) -> String {
 
 /// "unknown KIND NAME", with the closest known name when one is close.
 pub(super) fn unknown_name(kind: &str, name: &str, known: &[&str]) -> String {
-    let suggestion = known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
-        .filter(|(distance, k)| *distance <= (k.len() / 3).max(2))
-        .min();
-    match suggestion {
-        Some((_, k)) => format!("unknown {kind} {name:?} (did you mean {k:?}?)"),
+    match closest(name, known) {
+        Some(k) => format!("unknown {kind} {name:?} (did you mean {k:?}?)"),
         None if known.is_empty() => format!("unknown {kind} {name:?}: no {kind}s are defined"),
         None => format!(
             "unknown {kind} {name:?}; defined {kind}s: {}",
@@ -335,6 +414,19 @@ routes:
             errors[0].message
         );
         assert_eq!(errors[0].key, "routes[0].match");
+    }
+
+    #[test]
+    fn unknown_words_get_the_one_closest_known_word() {
+        assert_eq!(
+            suggest_known_word("unknown field `max_inflight`, expected `max_in_flight` or `max_queue`"),
+            "unknown field `max_inflight` (did you mean `max_in_flight`?), expected `max_in_flight` or `max_queue`"
+        );
+        // As near one as another: no guess.
+        let tie = "unknown variant `v3`, expected one of `v1`, `v2`, `any`";
+        assert_eq!(suggest_known_word(tie), tie);
+        let far = "unknown field `colour`, expected one of `name`, `address`";
+        assert_eq!(suggest_known_word(far), far);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::Problems;
-use crate::config::raw::RawRetry;
-use crate::config::units::ScalarString;
-use crate::config::{defaults, RetryConfig, RetryOn};
+use crate::config::raw::{RawConfig, RawRetry};
+use crate::config::units::{HumanDuration, ScalarString};
+use crate::config::{defaults, RetryConfig, RetryOn, RouteConfig, RouteTarget, UpstreamConfig};
 
 /// The `retry` mapping at `key`; `None` when any of its values is invalid (every
 /// problem is recorded).
@@ -41,6 +41,19 @@ pub(super) fn compile_retry(
             http::Method::DELETE,
         ],
     };
+    if raw.attempts == 1 {
+        problems.warn(
+            format!("{key}.attempts"),
+            "1 is the first try only: nothing is retried (write 2 for one retry)",
+        );
+    }
+    if on.as_ref().is_some_and(|on| on.timeout) && per_try_timeout.is_none() {
+        problems.warn(
+            format!("{key}.on"),
+            "retrying on `timeout` needs `per_try_timeout`: without it the first try has the \
+             whole timeout and none is left for another",
+        );
+    }
     let (Some(on), Some(backoff), Some(budget_percent)) = (on, backoff, budget_percent) else {
         return None;
     };
@@ -107,8 +120,8 @@ fn compile_backoff(
         None => Some(defaults::RETRY_BACKOFF),
         Some(text) => match text.split_once("..").map(|(a, b)| {
             (
-                humantime::parse_duration(a.trim()),
-                humantime::parse_duration(b.trim()),
+                HumanDuration::parse(a).map(|d| d.0),
+                HumanDuration::parse(b).map(|d| d.0),
             )
         }) {
             Some((Ok(low), Ok(high))) if low <= high => Some((low, high)),
@@ -137,5 +150,83 @@ fn compile_budget(key: &str, text: Option<&ScalarString>, problems: &mut Problem
                 None
             }
         },
+    }
+}
+
+/// Warns where a `per_try_timeout` is not shorter than the timeout that contains it: the
+/// first try then uses all the time and no retry starts after a timeout. Checked for
+/// each upstream's own policy and for each proxy route's policy in effect (its own or
+/// its upstream's) under its timeout in effect.
+pub(super) fn warn_per_try_timeouts(
+    raw: &RawConfig,
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    problems: &mut Problems,
+) {
+    for upstream in upstreams {
+        if let Some(per_try) = upstream.retry.as_ref().and_then(|r| r.per_try_timeout) {
+            if per_try >= upstream.timeout {
+                problems.warn(
+                    format!("upstreams.{}.retry.per_try_timeout", upstream.name),
+                    format!(
+                        "{} is not shorter than the upstream's timeout ({}), which bounds all \
+                         tries together: the first try uses all of it and is never retried \
+                         after a timeout",
+                        HumanDuration(per_try),
+                        HumanDuration(upstream.timeout)
+                    ),
+                );
+            }
+        }
+    }
+    for route in routes {
+        let RouteTarget::Proxy {
+            upstream,
+            timeout,
+            retry,
+            ..
+        } = &route.target
+        else {
+            continue;
+        };
+        let Some(i) = raw.routes.iter().position(|r| r.name == route.name) else {
+            continue;
+        };
+        let upstream = &upstreams[*upstream];
+        // The upstream's own pairing is reported above.
+        if retry.is_none() && timeout.is_none() {
+            continue;
+        }
+        let Some(per_try) = retry
+            .as_ref()
+            .or(upstream.retry.as_ref())
+            .and_then(|r| r.per_try_timeout)
+        else {
+            continue;
+        };
+        let (limit, limit_key) = match timeout {
+            Some(t) => (*t, format!("routes[{i}].timeout")),
+            None => (
+                upstream.timeout,
+                format!("upstreams.{}.timeout", upstream.name),
+            ),
+        };
+        if per_try >= limit {
+            let key = if retry.is_some() {
+                format!("routes[{i}].retry.per_try_timeout")
+            } else {
+                format!("routes[{i}].timeout")
+            };
+            problems.warn(
+                key,
+                format!(
+                    "the route's per_try_timeout ({}) is not shorter than its timeout ({}, {limit_key}), \
+                     which bounds all tries together: the first try uses all of it and is \
+                     never retried after a timeout",
+                    HumanDuration(per_try),
+                    HumanDuration(limit)
+                ),
+            );
+        }
     }
 }

@@ -8,7 +8,8 @@ use http::{HeaderName, HeaderValue};
 
 use super::retry::compile_retry;
 use super::{check_name, unknown_upstream, Problems};
-use crate::config::raw::{RawAggregate, RawMatch, RawRoute, UpstreamProtocol};
+use crate::config::raw::{MergeMode, RawAggregate, RawMatch, RawRoute, UpstreamProtocol};
+use crate::config::units::HumanDuration;
 use crate::config::{defaults, PolicyConfig, RouteConfig, RouteTarget, WebSocketConfig};
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec};
 
@@ -261,6 +262,35 @@ fn compile_aggregate_target(
             "an aggregate route cannot carry WebSocket connections",
         );
     }
+    if route.retry.is_some() {
+        problems.warn(
+            key("retry"),
+            "has no effect: aggregate calls are not retried (each call is tried once, within \
+             `aggregate.timeout`)",
+        );
+    }
+    if aggregate.stream.is_some() && aggregate.merge == MergeMode::Flat {
+        problems.warn(
+            key("aggregate.merge"),
+            "has no effect with `stream: ndjson`: a streamed answer sends each call's result \
+             on its own line, unmerged",
+        );
+    }
+    let limit = aggregate
+        .timeout
+        .map_or(defaults::AGGREGATE_TIMEOUT, |d| d.0);
+    for (name, call) in &aggregate.calls {
+        if let Some(timeout) = call.timeout.filter(|t| t.0 > limit) {
+            problems.warn(
+                key(&format!("aggregate.calls.{name}.timeout")),
+                format!(
+                    "{timeout} is longer than the route's aggregate.timeout ({}), which cancels \
+                     the call first",
+                    HumanDuration(limit)
+                ),
+            );
+        }
+    }
     let captured = path.map(PathPattern::params).unwrap_or_default();
     crate::config::aggregate::compile(i, aggregate, &captured, upstream_names, problems)
         .map(RouteTarget::Aggregate)
@@ -341,4 +371,71 @@ fn compile_rewrite(
     )
     .map_err(|e| problems.add(key("strip_prefix"), e.to_string()))
     .ok()
+}
+
+/// Warns about each route that can never match because an earlier one takes all of its
+/// requests. Routes compete by file order only when their host and path patterns are
+/// the same (otherwise the more specific pattern wins, whatever the order), so a later
+/// route is unreachable exactly when an earlier one has its host and path, allows every
+/// method it allows, and requires no header it does not require.
+pub(super) fn warn_unreachable(
+    raw: &[RawRoute],
+    compiled: &[RouteConfig],
+    problems: &mut Problems,
+) {
+    let raw_index = |route: &RouteConfig| {
+        raw.iter()
+            .position(|r| r.name == route.name)
+            .unwrap_or_default()
+    };
+    for (j, later) in compiled.iter().enumerate() {
+        let Some(earlier) = compiled[..j]
+            .iter()
+            .find(|earlier| covers(&earlier.spec, &later.spec))
+        else {
+            continue;
+        };
+        let (first, second) = (raw_index(earlier), raw_index(later));
+        let how = if same_matchers(&earlier.spec, &later.spec) {
+            "matches exactly the same requests"
+        } else {
+            "has the same host and path, so it takes all of these requests (it allows these methods and requires no header this route does not)"
+        };
+        problems.warn(
+            format!("routes[{second}].match"),
+            format!(
+                "route {:?} can never match: route {:?} (routes[{first}] at {}) comes first and {how}",
+                later.name,
+                earlier.name,
+                problems.location_of(&format!("routes[{first}].match")),
+            ),
+        );
+    }
+}
+
+/// Whether every request `later` matches is matched by `earlier` first.
+fn covers(earlier: &RouteSpec, later: &RouteSpec) -> bool {
+    let methods = match (&earlier.methods, &later.methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(wide), Some(narrow)) => narrow.iter().all(|m| {
+            wide.contains(m) || (*m == http::Method::HEAD && wide.contains(&http::Method::GET))
+        }),
+    };
+    earlier.host == later.host
+        && earlier.path == later.path
+        && methods
+        && earlier.headers.iter().all(|h| later.headers.contains(h))
+}
+
+fn same_matchers(a: &RouteSpec, b: &RouteSpec) -> bool {
+    fn sorted(methods: &Option<Vec<http::Method>>) -> Option<Vec<&str>> {
+        methods.as_ref().map(|m| {
+            let mut names: Vec<&str> = m.iter().map(http::Method::as_str).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        })
+    }
+    covers(a, b) && covers(b, a) && sorted(&a.methods) == sorted(&b.methods)
 }

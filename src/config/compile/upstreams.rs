@@ -60,6 +60,7 @@ pub(super) fn compile_upstream(
         .retry
         .as_ref()
         .and_then(|retry| compile_retry(&format!("upstreams.{name}.retry"), retry, problems));
+    warn_idle_settings(name, raw, health_check.as_ref(), problems);
     let tls = compile_upstream_tls(name, raw, &endpoints, base, problems);
     Some(UpstreamConfig {
         protocol: raw.protocol,
@@ -287,4 +288,46 @@ fn parse_endpoint(text: &str) -> Result<EndpointAddress, String> {
         scheme,
         authority,
     })
+}
+
+/// Settings of an upstream that are valid but do nothing.
+fn warn_idle_settings(
+    name: &str,
+    raw: &RawUpstream,
+    health_check: Option<&crate::config::HealthCheckConfig>,
+    problems: &mut Problems,
+) {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    if let Some(outlier) = &raw.outlier {
+        let percent = outlier
+            .max_ejection_percent
+            .unwrap_or(defaults::MAX_EJECTION_PERCENT);
+        if raw.endpoints.len() == 1 && percent < 100 {
+            problems.warn(
+                key("outlier"),
+                format!(
+                    "has no effect with one endpoint: max_ejection_percent {percent} never \
+                     ejects an upstream's only endpoint"
+                ),
+            );
+        }
+    }
+    if let Some(check) = health_check {
+        if check.timeout > check.interval {
+            problems.warn(
+                key("health_check.timeout"),
+                format!(
+                    "{} is longer than the interval ({}): a slow check is still waiting when the next is due",
+                    crate::config::units::HumanDuration(check.timeout),
+                    crate::config::units::HumanDuration(check.interval)
+                ),
+            );
+        }
+    }
+    if raw.max_queue == Some(0) && raw.queue_timeout.is_some() {
+        problems.warn(
+            key("queue_timeout"),
+            "has no effect with `max_queue: 0`: no request waits for a permit",
+        );
+    }
 }
