@@ -26,6 +26,8 @@ use super::{
 use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
 use policies::compile_policies;
+#[cfg(test)]
+pub(crate) use policies::parse_key_part;
 use routes::compile_routes;
 use upstreams::compile_upstream;
 
