@@ -10,13 +10,14 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies) and [`config`] (reloads, the configuration
+//! route's policies), [`rate_limit`] (rate-limit decisions, local store keys) and [`config`] (reloads, the configuration
 //! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
 mod listeners;
 mod policies;
+mod rate_limit;
 mod requests;
 mod upstreams;
 mod websocket;
@@ -30,6 +31,7 @@ pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
 };
+pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
@@ -38,6 +40,7 @@ use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
+use rate_limit::RateLimitFamilies;
 use requests::RequestFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
@@ -59,6 +62,7 @@ pub struct Metrics {
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
     policies: PolicyFamilies,
+    rate_limit: RateLimitFamilies,
 }
 
 impl Metrics {
@@ -75,6 +79,7 @@ impl Metrics {
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
+            rate_limit: RateLimitFamilies::register(&r),
             registry,
         }
     }

@@ -20,10 +20,12 @@
 //! # Order
 //! The order is fixed by kind, not by how a file lists them, so that nobody has to
 //! memorise ordering rules: first every IP access list of the policies a route names
-//! (in the order the route names them), then the gateway's own header rules
-//! (`X-Forwarded-*`, `X-Request-Id`). CORS preflight (first), authentication and rate
-//! limits (after IP lists) and configured header transforms (last) take their places
-//! in the same list as they are added.
+//! (in the order the route names them), then their rate limits (all of them, as one
+//! step: [`rate_limit::RouteLimits`]), then the gateway's own header rules
+//! (`X-Forwarded-*`, `X-Request-Id`). A request an IP list refuses never counts
+//! against a rate limit. CORS preflight (first), authentication (before rate limits,
+//! so that limits can be keyed by the consumer) and configured header transforms (last)
+//! take their places in the same list as they are added.
 
 pub mod client_ip;
 mod error;
@@ -42,6 +44,8 @@ pub use error::PolicyError;
 use crate::config::{IpListConfig, PolicyConfig, RouteConfig};
 use crate::metrics::Metrics;
 use crate::request_id::X_REQUEST_ID;
+use rate_limit::key::KeySource;
+use rate_limit::{RateLimits, RouteLimits};
 
 /// One policy of a route, compiled.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub enum Policy {
         list: Arc<IpListConfig>,
         rejected: IntCounter,
     },
+    /// The rate limits of every policy the route names (429 when one is exhausted).
+    RateLimit(Box<RouteLimits>),
     /// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` (the
     /// listener's scheme) and `X-Forwarded-Host` (the host the client asked for).
     Forwarded,
@@ -125,14 +131,20 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// `route`'s policies (see the module's "Order"), built once per configuration.
-    pub fn for_route(route: &RouteConfig, policies: &[PolicyConfig], metrics: &Metrics) -> Self {
+    /// `route`'s policies (see the module's "Order"), built once per configuration;
+    /// their rate limits are those of `rate_limits`, which every route shares.
+    pub fn for_route(
+        route: &RouteConfig,
+        policies: &[PolicyConfig],
+        rate_limits: &RateLimits,
+        metrics: &Metrics,
+    ) -> Self {
         let named: Vec<&PolicyConfig> = route
             .policies
             .iter()
             .filter_map(|&i| policies.get(i))
             .collect();
-        let mut list = Vec::with_capacity(named.len() + 2);
+        let mut list = Vec::with_capacity(named.len() + 3);
         for policy in &named {
             if let Some(ip) = &policy.ip {
                 list.push(Policy::IpList {
@@ -142,11 +154,20 @@ impl Policies {
                 });
             }
         }
+        let limits = route
+            .policies
+            .iter()
+            .flat_map(|&i| rate_limits.of_policy(i));
+        let limits = RouteLimits::for_route(&route.name, limits, metrics);
+        let needs_params = limits.as_ref().is_some_and(RouteLimits::needs_params);
+        if let Some(limits) = limits {
+            list.push(Policy::RateLimit(Box::new(limits)));
+        }
         list.push(Policy::Forwarded);
         list.push(Policy::RequestId);
         Policies {
             list: list.into_boxed_slice(),
-            needs_params: false,
+            needs_params,
         }
     }
 
@@ -173,7 +194,7 @@ impl Policies {
         &self,
         headers: &mut HeaderMap,
         facts: Facts<'_>,
-        _admission: &mut Admission,
+        admission: &mut Admission,
     ) -> Result<Verdict, PolicyError> {
         let mut client_host = facts.client_host;
         for policy in self.iter() {
@@ -194,6 +215,15 @@ impl Policies {
                             policy: policy.clone(),
                         });
                     }
+                }
+                Policy::RateLimit(limits) => {
+                    let source = KeySource {
+                        client_ip: facts.client_ip,
+                        headers,
+                        query: facts.query,
+                        params: facts.params,
+                    };
+                    limits.admit(source, admission).await?;
                 }
                 Policy::Forwarded => {
                     forwarded::set_forwarded(

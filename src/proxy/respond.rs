@@ -179,6 +179,11 @@ pub fn response(
         ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        ProxyError::Policy(PolicyError::RateLimited {
+            retry_after_secs, ..
+        }) => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         _ => {}
     }
     if rescued.close {
@@ -215,7 +220,9 @@ fn grpc_status(rescued: &Rescued) -> u8 {
     match rescued.code {
         "no_route" | "method_not_allowed" | "unsupported_transfer_coding" => UNIMPLEMENTED,
         "uri_too_long" | "bad_request" | "client_body_error" => INVALID_ARGUMENT,
-        "request_head_too_large" | "too_many_headers" | "body_too_large" => RESOURCE_EXHAUSTED,
+        "request_head_too_large" | "too_many_headers" | "body_too_large" | "rate_limited" => {
+            RESOURCE_EXHAUSTED
+        }
         "expectation_failed" => FAILED_PRECONDITION,
         "ip_denied" => PERMISSION_DENIED,
         "upstream_timeout" | "upstream_connect_timeout" | "aggregate_timeout" | "timeout" => {
@@ -296,6 +303,7 @@ fn public_call_message(error: &CallError) -> Cow<'static, str> {
 fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
     match error {
         PolicyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied"),
+        PolicyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
     }
 }
 

@@ -9,6 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::rate_limit::RateLimits;
 use crate::policy::Policies;
 use crate::upstream::Upstream;
 
@@ -43,6 +44,9 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Counters for requests that matched no route.
     pub unmatched: RouteMetrics,
+    /// Every policy's rate limits and their stores, which routes share and a reload
+    /// carries over (see [`RateLimits::build`]).
+    pub rate_limits: RateLimits,
 }
 
 impl Snapshot {
@@ -55,7 +59,8 @@ impl Snapshot {
 
     /// Builds clients, limiters and metric handles for `config`. With `previous`, each
     /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
-    /// did not change): see [`Upstream::carry_over`].
+    /// did not change): see [`Upstream::carry_over`]; each rate limit a reload leaves
+    /// unchanged keeps its buckets (see [`RateLimits::build`]).
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let upstreams: Vec<Arc<Upstream>> = config
@@ -72,12 +77,14 @@ impl Snapshot {
                 ))
             })
             .collect();
+        let rate_limits =
+            RateLimits::build(&config.policies, metrics, previous.map(|p| &p.rate_limits));
         let routes = config
             .routes
             .iter()
             .map(|route| RouteRuntime {
                 metrics: metrics.route(&route.name, &listener_names),
-                policies: Policies::for_route(route, &config.policies, metrics),
+                policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
                 handler: match &route.target {
                     RouteTarget::Proxy {
                         upstream,
@@ -116,6 +123,7 @@ impl Snapshot {
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,
+            rate_limits,
             config,
         }
     }
