@@ -15,6 +15,7 @@ mod layers;
 mod limits;
 mod metrics;
 mod policies;
+mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
