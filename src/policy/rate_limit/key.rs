@@ -16,11 +16,13 @@
 //! - **Bounds**: at most [`MAX_PART_BYTES`] of each value are hashed; values that
 //!   agree on those share a bucket. Query and path parameters are percent-decoded
 //!   first (`%61` and `a` are one key), so encoding variants are not fresh buckets.
-//! - **Hash**: SipHash-1-3 with fixed keys (`std`'s `DefaultHasher::new`): the same in
-//!   every process of one build, which a shared store needs. The local store's own maps
-//!   hash these keys again with a per-process random seed.
+//! - **Hash**: SipHash-1-3, keyed by the store ([`super::Store::key_hasher`]): the local
+//!   store draws its keys at random when it is created (and keeps them with its buckets
+//!   across reloads), so a client cannot compute which keys collide or share a shard,
+//!   and the store's maps can use the result as their own hash; a shared store needs
+//!   the same key in every gateway process and uses fixed keys.
 
-use std::hash::{DefaultHasher, Hasher};
+use std::hash::Hasher;
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
@@ -84,83 +86,119 @@ impl KeySpec {
         self.parts.iter().any(|p| matches!(p, Part::Param(_)))
     }
 
-    /// The request's key.
-    pub fn key(&self, source: &KeySource<'_>) -> u64 {
-        let mut hasher = DefaultHasher::new();
+    /// The request's key, hashed with `hasher` (fresh, from the store).
+    pub fn key<H: Hasher>(&self, source: &KeySource<'_>, hasher: H) -> u64 {
+        let mut key = KeyBytes::new(hasher);
         for part in self.parts.iter() {
             match part {
                 Part::ClientIp => match source.client_ip {
-                    IpAddr::V4(v4) => raw(&mut hasher, CLIENT_IP, &v4.octets()),
-                    IpAddr::V6(v6) => raw(&mut hasher, CLIENT_IP, &v6.octets()),
+                    IpAddr::V4(v4) => key.raw(CLIENT_IP, &v4.octets()),
+                    IpAddr::V6(v6) => key.raw(CLIENT_IP, &v6.octets()),
                 },
-                Part::Route(name) => raw(&mut hasher, ROUTE, name.as_bytes()),
+                Part::Route(name) => key.raw(ROUTE, name.as_bytes()),
                 Part::Header(name) => match source.headers.get(name) {
-                    Some(value) => raw(&mut hasher, HEADER, value.as_bytes()),
-                    None => absent(&mut hasher, HEADER),
+                    Some(value) => key.raw(HEADER, value.as_bytes()),
+                    None => key.absent(HEADER),
                 },
                 Part::Query(name) => match source.query.and_then(|q| query_value(q, name)) {
-                    Some(value) => decoded(&mut hasher, QUERY, value.as_bytes(), true),
-                    None => absent(&mut hasher, QUERY),
+                    Some(value) => key.decoded(QUERY, value.as_bytes(), true),
+                    None => key.absent(QUERY),
                 },
                 Part::Param(name) => {
                     let value = source.params.iter().find(|(n, _)| **n == **name);
                     match value {
-                        Some((_, value)) => decoded(&mut hasher, PARAM, value.as_bytes(), false),
-                        None => absent(&mut hasher, PARAM),
+                        Some((_, value)) => key.decoded(PARAM, value.as_bytes(), false),
+                        None => key.absent(PARAM),
                     }
                 }
             }
         }
-        hasher.finish()
+        key.finish()
     }
 }
 
-fn absent(hasher: &mut DefaultHasher, tag: u8) {
-    hasher.write_u8(tag | ABSENT);
+/// The key's bytes on their way into the hash, gathered on the stack so that a short
+/// key is hashed in one write (each write of a hasher has a cost of its own).
+struct KeyBytes<H> {
+    buffer: [u8; 128],
+    filled: usize,
+    hasher: H,
 }
 
-/// A value as it is, bounded.
-fn raw(hasher: &mut DefaultHasher, tag: u8, value: &[u8]) {
-    let value = &value[..value.len().min(MAX_PART_BYTES)];
-    hasher.write_u8(tag);
-    hasher.write_usize(value.len());
-    hasher.write(value);
-}
-
-/// A value percent-decoded (and `+` as a space, in a query), bounded by its encoded
-/// length. Malformed escapes are hashed as written.
-fn decoded(hasher: &mut DefaultHasher, tag: u8, value: &[u8], plus_is_space: bool) {
-    let value = &value[..value.len().min(MAX_PART_BYTES)];
-    let mut buffer = [0u8; 256];
-    let mut filled = 0;
-    let mut length = 0usize;
-    hasher.write_u8(tag);
-    let mut i = 0;
-    while i < value.len() {
-        let escaped = match value.get(i + 1..i + 3) {
-            Some(&[high, low]) if value[i] == b'%' => hex(high).zip(hex(low)),
-            _ => None,
-        };
-        let byte = match (escaped, value[i]) {
-            (Some((high, low)), _) => {
-                i += 2;
-                high << 4 | low
-            }
-            (None, b'+') if plus_is_space => b' ',
-            (None, other) => other,
-        };
-        i += 1;
-        buffer[filled] = byte;
-        filled += 1;
-        length += 1;
-        if filled == buffer.len() {
-            hasher.write(&buffer);
-            filled = 0;
+impl<H: Hasher> KeyBytes<H> {
+    fn new(hasher: H) -> KeyBytes<H> {
+        KeyBytes {
+            buffer: [0; 128],
+            filled: 0,
+            hasher,
         }
     }
-    hasher.write(&buffer[..filled]);
-    // The length after the bytes: the decoded length is known only now.
-    hasher.write_usize(length);
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.filled + bytes.len() > self.buffer.len() {
+            self.hasher.write(&self.buffer[..self.filled]);
+            self.filled = 0;
+            if bytes.len() > self.buffer.len() {
+                self.hasher.write(bytes);
+                return;
+            }
+        }
+        self.buffer[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+    }
+
+    fn byte(&mut self, byte: u8) {
+        if self.filled == self.buffer.len() {
+            self.hasher.write(&self.buffer);
+            self.filled = 0;
+        }
+        self.buffer[self.filled] = byte;
+        self.filled += 1;
+    }
+
+    fn absent(&mut self, tag: u8) {
+        self.byte(tag | ABSENT);
+    }
+
+    /// A value as it is, bounded, after its tag and length.
+    fn raw(&mut self, tag: u8, value: &[u8]) {
+        let value = &value[..value.len().min(MAX_PART_BYTES)];
+        self.byte(tag);
+        self.push(&(value.len() as u16).to_le_bytes());
+        self.push(value);
+    }
+
+    /// A value percent-decoded (and `+` as a space, in a query), bounded by its encoded
+    /// length, then its decoded length. Malformed escapes are hashed as written.
+    fn decoded(&mut self, tag: u8, value: &[u8], plus_is_space: bool) {
+        let value = &value[..value.len().min(MAX_PART_BYTES)];
+        self.byte(tag);
+        let mut length: u16 = 0;
+        let mut i = 0;
+        while i < value.len() {
+            let escaped = match value.get(i + 1..i + 3) {
+                Some(&[high, low]) if value[i] == b'%' => hex(high).zip(hex(low)),
+                _ => None,
+            };
+            let byte = match (escaped, value[i]) {
+                (Some((high, low)), _) => {
+                    i += 2;
+                    high << 4 | low
+                }
+                (None, b'+') if plus_is_space => b' ',
+                (None, other) => other,
+            };
+            i += 1;
+            self.byte(byte);
+            length += 1;
+        }
+        self.push(&length.to_le_bytes());
+    }
+
+    fn finish(mut self) -> u64 {
+        self.hasher.write(&self.buffer[..self.filled]);
+        self.hasher.finish()
+    }
 }
 
 fn hex(byte: u8) -> Option<u8> {
@@ -182,6 +220,8 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::DefaultHasher;
+
     use http::HeaderValue;
 
     use super::*;
@@ -193,12 +233,15 @@ mod tests {
     }
 
     fn key_of(spec: &KeySpec, headers: &HeaderMap, query: Option<&str>) -> u64 {
-        spec.key(&KeySource {
-            client_ip: IpAddr::from([192, 0, 2, 1]),
-            headers,
-            query,
-            params: &[("id".into(), "a%2Fb".into())],
-        })
+        spec.key(
+            &KeySource {
+                client_ip: IpAddr::from([192, 0, 2, 1]),
+                headers,
+                query,
+                params: &[("id".into(), "a%2Fb".into())],
+            },
+            DefaultHasher::new(),
+        )
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -268,12 +311,15 @@ mod tests {
         let param = KeySpec::new(&parts(&["param.id"]), "r");
         assert!(param.needs_params());
         let encoded = key_of(&param, &map, None); // id = a%2Fb
-        let decoded = param.key(&KeySource {
-            client_ip: IpAddr::from([192, 0, 2, 1]),
-            headers: &map,
-            query: None,
-            params: &[("id".into(), "a/b".into())],
-        });
+        let decoded = param.key(
+            &KeySource {
+                client_ip: IpAddr::from([192, 0, 2, 1]),
+                headers: &map,
+                query: None,
+                params: &[("id".into(), "a/b".into())],
+            },
+            DefaultHasher::new(),
+        );
         assert_eq!(encoded, decoded);
     }
 

@@ -27,7 +27,9 @@
 //! anything. Evictions of live keys are counted in
 //! `portcullis_rate_limit_evictions_total`, the keys held in `portcullis_rate_limit_keys`.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::{IntCounter, IntGauge};
@@ -52,13 +54,17 @@ pub struct LocalStore {
     max_keys: usize,
     /// Time zero of the store's clock. The store is carried over a reload with it.
     origin: Instant,
+    /// The keys of the hash its keys are made with ([`LocalStore::key_hasher`]), drawn
+    /// at random: a client cannot tell which keys collide or share a shard.
+    seed: RandomState,
     keys: IntGauge,
     evictions: IntCounter,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    tats: HashMap<u64, u64>,
+    /// Keys are hashes with a random seed already: they are their own hash here.
+    tats: HashMap<u64, u64, BuildHasherDefault<KeyIsHash>>,
     /// Keys this shard may hold.
     capacity: usize,
     /// A key the shard does not hold starts here: the largest TAT evicted while live.
@@ -85,6 +91,7 @@ impl LocalStore {
             shards,
             max_keys,
             origin: Instant::now(),
+            seed: RandomState::new(),
             keys,
             evictions,
         }
@@ -92,6 +99,11 @@ impl LocalStore {
 
     pub fn max_keys(&self) -> usize {
         self.max_keys
+    }
+
+    /// A fresh hasher for this store's keys (SipHash-1-3 with the store's random keys).
+    pub fn key_hasher(&self) -> DefaultHasher {
+        self.seed.build_hasher()
     }
 
     /// Now on the store's clock (the runtime's, so paused time in tests moves it).
@@ -157,6 +169,27 @@ impl LocalStore {
             .iter()
             .min_by_key(|(_, tat)| **tat)
             .map(|(key, tat)| (*key, *tat))
+    }
+}
+
+/// The hasher of a shard's map: a key is a (randomly seeded) hash already.
+#[derive(Debug, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; this is the fallback the trait asks for.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -26,6 +26,7 @@ pub mod gcra;
 pub mod key;
 pub mod local;
 
+use std::hash::DefaultHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,14 @@ pub struct StoreError {
 }
 
 impl Store {
+    /// A fresh hasher for the keys of this store ([`key::KeySpec::key`]). A shared
+    /// store hashes with fixed keys (`DefaultHasher::new()`), the same in every process.
+    pub fn key_hasher(&self) -> DefaultHasher {
+        match self {
+            Store::Local(store) => store.key_hasher(),
+        }
+    }
+
     /// The decision for one request of `key` under `rate`.
     pub async fn decide(&self, key: u64, rate: &Rate) -> Result<Decision, StoreError> {
         match self {
@@ -226,7 +235,7 @@ impl RouteLimits {
             policy_field.extend_from_slice(b";w=");
             push_u64(&mut policy_field, config.period.as_secs());
         }
-        // `"name";r=4294967295;t=18446744073709551615, ` at most per limit.
+        // `, "name";r=4294967295;t=18446744073709551615` at most per limit.
         let field_capacity = shown().map(|l| l.limit.config.field_name.len() + 48).sum();
         Some(RouteLimits {
             policy_field: HeaderValue::from_maybe_shared(Bytes::from(policy_field))
@@ -250,11 +259,11 @@ impl RouteLimits {
         source: KeySource<'_>,
         admission: &mut Admission,
     ) -> Result<(), PolicyError> {
-        let mut field = Vec::with_capacity(self.field_capacity);
+        let mut field = FieldValue::new(self.field_capacity);
         let mut refused: Option<(&RouteLimit, Duration)> = None;
         for route_limit in self.limits.iter() {
             let limit = &*route_limit.limit;
-            let key = route_limit.key.key(&source);
+            let key = route_limit.key.key(&source, limit.store.key_hasher());
             let decision = match limit.store.decide(key, &limit.rate).await {
                 Ok(decision) => decision,
                 Err(error) => {
@@ -295,7 +304,7 @@ impl RouteLimits {
         }
         if let Some(policy_field) = &self.policy_field {
             admission.set_response_header(RATELIMIT_POLICY.clone(), policy_field.clone());
-            if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(field)) {
+            if let Ok(value) = HeaderValue::from_bytes(field.as_bytes()) {
                 admission.set_response_header(RATELIMIT.clone(), value);
             }
         }
@@ -313,8 +322,66 @@ impl RouteLimits {
     }
 }
 
+/// Where a field's value is written.
+trait Out {
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    fn is_empty(&self) -> bool;
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+}
+
+impl Out for Vec<u8> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+    fn is_empty(&self) -> bool {
+        Vec::is_empty(self)
+    }
+}
+
+/// A `RateLimit` value being written: on the stack when it fits, so that the header
+/// value is the request's one allocation for it.
+struct FieldValue {
+    stack: [u8; 192],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl FieldValue {
+    fn new(capacity: usize) -> FieldValue {
+        FieldValue {
+            stack: [0; 192],
+            len: 0,
+            heap: (capacity > 192).then(|| Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.heap.as_deref().unwrap_or(&self.stack[..self.len])
+    }
+}
+
+impl Out for FieldValue {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        if self.heap.is_none() && self.len + bytes.len() > self.stack.len() {
+            self.heap = Some(self.stack[..self.len].to_vec());
+        }
+        match &mut self.heap {
+            Some(heap) => heap.extend_from_slice(bytes),
+            None => {
+                self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+}
+
 /// `"name";r=REMAINING;t=RESET`, after a `, ` when `field` has items already.
-fn push_item(field: &mut Vec<u8>, name: &str, decision: &Decision) {
+fn push_item(field: &mut impl Out, name: &str, decision: &Decision) {
     if !field.is_empty() {
         field.extend_from_slice(b", ");
     }
@@ -327,14 +394,14 @@ fn push_item(field: &mut Vec<u8>, name: &str, decision: &Decision) {
 
 /// A structured-field string: names are checked to be letters, digits, `-`, `_` and
 /// `.`, so nothing needs escaping.
-fn push_name(field: &mut Vec<u8>, name: &str) {
+fn push_name(field: &mut impl Out, name: &str) {
     field.push(b'"');
     field.extend_from_slice(name.as_bytes());
     field.push(b'"');
 }
 
 /// `n` in decimal, without `format!`.
-fn push_u64(field: &mut Vec<u8>, mut n: u64) {
+fn push_u64(field: &mut impl Out, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -417,6 +484,12 @@ mod tests {
         push_u64(&mut out, 0);
         push_u64(&mut out, 18_446_744_073_709_551_615);
         assert_eq!(out, b"018446744073709551615");
+        // A value longer than the stack buffer moves to the heap whole.
+        let mut field = FieldValue::new(0);
+        for _ in 0..50 {
+            field.extend_from_slice(b"abcde");
+        }
+        assert_eq!(field.as_bytes(), "abcde".repeat(50).as_bytes());
     }
 
     #[tokio::test]
