@@ -411,6 +411,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_429_resource_exhausted_with_retry_after() {
+        let error = ProxyError::Policy(PolicyError::RateLimited {
+            policy: "api".into(),
+            limit: "0".into(),
+            retry_after_secs: 7,
+        });
+        let rescued = rescue(&error);
+        assert_eq!(rescued.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rescued.code, "rate_limited");
+        assert!(!rescued.close);
+        assert_eq!(grpc_status(&rescued), 8, "RESOURCE_EXHAUSTED");
+        let id = HeaderValue::from_static("abc");
+        for dialect in [Dialect::Json, Dialect::Grpc] {
+            let response = response(&error, &rescued, &id, ErrorDetail::Brief, dialect);
+            assert_eq!(response.headers()[RETRY_AFTER], "7");
+        }
+    }
+
+    #[test]
     fn connect_failures_keep_their_cause_out_of_the_public_message() {
         let error = ProxyError::Upstream {
             upstream: "users".into(),

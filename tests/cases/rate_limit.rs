@@ -212,6 +212,32 @@ async fn query_parameters_key_by_their_decoded_value() {
     assert_eq!(get(&gw, "/x?api_key=abd", &[]).await.status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn path_parameters_key_by_their_decoded_value() {
+    let backend = Backend::echo().await;
+    let gw = Gateway::new()
+        .raw(
+            "policies",
+            "{ per-user: { rate_limit: [ { key: param.id, rate: 60/h, burst: 1 } ] } }",
+        )
+        .upstream("app", &backend)
+        .route_with(
+            Route::path("/users/{id}")
+                .named("users")
+                .policies(&["per-user"])
+                .to("app"),
+        )
+        .start()
+        .await;
+    assert_eq!(statuses(&gw, "/users/ada", &[], 2).await, [200, 429]);
+    assert_eq!(
+        statuses(&gw, "/users/%61da", &[], 1).await,
+        [429],
+        "the same user"
+    );
+    assert_eq!(statuses(&gw, "/users/bob", &[], 2).await, [200, 429]);
+}
+
 /// Routes `/a` and `/b` both listing policy `limited`, whose one limit is keyed by `key`.
 async fn two_routes(backend: &Backend, key: &str) -> RunningGateway {
     Gateway::new()
@@ -355,6 +381,25 @@ async fn a_reload_that_keeps_the_limit_keeps_the_buckets() {
     // A new rate is a new limit, with fresh buckets.
     reload(config("120/h").yaml()).await;
     assert_eq!(statuses(&gw, "/x", &[], 3).await, [200, 200, 429]);
+}
+
+#[test]
+fn a_path_parameter_the_route_does_not_bind_is_warned_about() {
+    let text = r#"
+listeners: [ { name: public, address: "127.0.0.1:0" } ]
+policies:
+  per-user: { rate_limit: [ { key: param.id, rate: 10/s } ] }
+upstreams:
+  app: { endpoints: ["http://127.0.0.1:9"] }
+routes:
+  - { name: users, match: { path: "/users/{id}" }, upstream: app, policies: [per-user] }
+  - { name: all, match: { path_prefix: / }, upstream: app, policies: [per-user] }
+"#;
+    let config = Config::from_yaml(text, "gateway.yaml").expect("valid, with a warning");
+    assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+    let warning = config.warnings[0].to_string();
+    assert!(warning.contains("routes[1].policies[0]"), "{warning}");
+    assert!(warning.contains("share one bucket"), "{warning}");
 }
 
 #[test]

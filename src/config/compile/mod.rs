@@ -25,9 +25,9 @@ use super::{
 };
 use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
-use policies::compile_policies;
 #[cfg(test)]
 pub(crate) use policies::parse_key_part;
+use policies::{check_route_params, compile_policies};
 use routes::compile_routes;
 use upstreams::compile_upstream;
 
@@ -115,6 +115,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     );
 
     check_top_level(&raw, &listeners, &mut problems);
+    check_route_params(&routes, &policies, &mut problems);
 
     let router = build_router(&raw.routes, &routes, &mut problems);
 

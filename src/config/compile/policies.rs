@@ -347,6 +347,42 @@ pub(super) fn resolve_route_policies(
         .collect()
 }
 
+/// Warns where a route lists a policy whose rate limit is keyed by a path parameter
+/// the route's path does not bind: every request of that route would share one bucket.
+pub(super) fn check_route_params(
+    routes: &[crate::config::RouteConfig],
+    policies: &[PolicyConfig],
+    problems: &mut Problems,
+) {
+    for (r, route) in routes.iter().enumerate() {
+        let params = route.spec.path.params();
+        for (p, &index) in route.policies.iter().enumerate() {
+            let Some(policy) = policies.get(index) else {
+                continue;
+            };
+            let missing =
+                policy
+                    .rate_limits
+                    .iter()
+                    .flat_map(|l| &l.key)
+                    .find_map(|part| match part {
+                        RateLimitKeyPart::Param(name) if !params.contains(name) => Some(name),
+                        _ => None,
+                    });
+            if let Some(name) = missing {
+                problems.warn(
+                    format!("routes[{r}].policies[{p}]"),
+                    format!(
+                        "policy {:?} limits by path parameter {name:?}, which this route's \
+                         path does not bind: all its requests share one bucket",
+                        policy.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
