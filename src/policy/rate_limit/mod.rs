@@ -227,12 +227,12 @@ impl RouteLimits {
         for limit in shown() {
             let config = &limit.limit.config;
             if !policy_field.is_empty() {
-                policy_field.extend_from_slice(b", ");
+                Out::extend_from_slice(&mut policy_field, b", ");
             }
             push_name(&mut policy_field, &config.field_name);
-            policy_field.extend_from_slice(b";q=");
+            Out::extend_from_slice(&mut policy_field, b";q=");
             push_u64(&mut policy_field, u64::from(config.count));
-            policy_field.extend_from_slice(b";w=");
+            Out::extend_from_slice(&mut policy_field, b";w=");
             push_u64(&mut policy_field, config.period.as_secs());
         }
         // `, "name";r=4294967295;t=18446744073709551615` at most per limit.
@@ -326,15 +326,14 @@ impl RouteLimits {
 trait Out {
     fn extend_from_slice(&mut self, bytes: &[u8]);
     fn is_empty(&self) -> bool;
-    fn push(&mut self, byte: u8) {
-        self.extend_from_slice(&[byte]);
-    }
 }
 
 impl Out for Vec<u8> {
+    #[inline]
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         Vec::extend_from_slice(self, bytes);
     }
+    #[inline]
     fn is_empty(&self) -> bool {
         Vec::is_empty(self)
     }
@@ -343,44 +342,61 @@ impl Out for Vec<u8> {
 /// A `RateLimit` value being written: on the stack when it fits, so that the header
 /// value is the request's one allocation for it.
 struct FieldValue {
-    stack: [u8; 192],
+    stack: [u8; 160],
     len: usize,
-    heap: Option<Vec<u8>>,
+    /// Everything written, once it outgrew the stack.
+    heap: Vec<u8>,
 }
 
 impl FieldValue {
+    #[inline]
     fn new(capacity: usize) -> FieldValue {
         FieldValue {
-            stack: [0; 192],
+            stack: [0; 160],
             len: 0,
-            heap: (capacity > 192).then(|| Vec::with_capacity(capacity)),
+            heap: if capacity > 160 {
+                Vec::with_capacity(capacity)
+            } else {
+                Vec::new()
+            },
         }
     }
 
+    #[inline]
     fn as_bytes(&self) -> &[u8] {
-        self.heap.as_deref().unwrap_or(&self.stack[..self.len])
+        if self.heap.is_empty() {
+            &self.stack[..self.len]
+        } else {
+            &self.heap
+        }
     }
 }
 
 impl Out for FieldValue {
+    #[inline]
     fn extend_from_slice(&mut self, bytes: &[u8]) {
-        if self.heap.is_none() && self.len + bytes.len() > self.stack.len() {
-            self.heap = Some(self.stack[..self.len].to_vec());
-        }
-        match &mut self.heap {
-            Some(heap) => heap.extend_from_slice(bytes),
-            None => {
-                self.stack[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-                self.len += bytes.len();
+        let end = self.len + bytes.len();
+        match self.stack.get_mut(self.len..end) {
+            Some(room) if self.heap.is_empty() => {
+                room.copy_from_slice(bytes);
+                self.len = end;
+            }
+            _ => {
+                if self.heap.is_empty() {
+                    self.heap.extend_from_slice(&self.stack[..self.len]);
+                }
+                self.heap.extend_from_slice(bytes);
             }
         }
     }
+    #[inline]
     fn is_empty(&self) -> bool {
-        self.as_bytes().is_empty()
+        self.len == 0 && self.heap.is_empty()
     }
 }
 
 /// `"name";r=REMAINING;t=RESET`, after a `, ` when `field` has items already.
+#[inline]
 fn push_item(field: &mut impl Out, name: &str, decision: &Decision) {
     if !field.is_empty() {
         field.extend_from_slice(b", ");
@@ -394,13 +410,15 @@ fn push_item(field: &mut impl Out, name: &str, decision: &Decision) {
 
 /// A structured-field string: names are checked to be letters, digits, `-`, `_` and
 /// `.`, so nothing needs escaping.
+#[inline]
 fn push_name(field: &mut impl Out, name: &str) {
-    field.push(b'"');
+    field.extend_from_slice(b"\"");
     field.extend_from_slice(name.as_bytes());
-    field.push(b'"');
+    field.extend_from_slice(b"\"");
 }
 
 /// `n` in decimal, without `format!`.
+#[inline]
 fn push_u64(field: &mut impl Out, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
