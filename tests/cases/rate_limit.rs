@@ -146,6 +146,41 @@ async fn a_burst_is_admitted_exactly_then_429_with_retry_after_and_ratelimit_fie
 }
 
 #[tokio::test]
+async fn the_gateway_s_items_join_those_the_upstream_sends() {
+    let backend = Backend::start(|_, _| async move {
+        let mut reply = crate::support::Reply::ok("own limits");
+        let headers = reply.headers_mut();
+        headers.insert(
+            "ratelimit-policy",
+            "\"app\";q=5;w=1".parse().expect("a value"),
+        );
+        headers.insert("ratelimit", "\"app\";r=4;t=1".parse().expect("a value"));
+        reply
+    })
+    .await;
+    let gw = limited(
+        &backend,
+        "{ limited: { rate_limit: [ { key: client_ip, rate: 60/h, burst: 3 } ] } }",
+    )
+    .start()
+    .await;
+    let reply = get(&gw, "/x", &[]).await;
+    let all = |name: &str| -> Vec<String> {
+        let values = reply.headers.get_all(name).iter();
+        values
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        all("ratelimit-policy"),
+        [r#""app";q=5;w=1"#, r#""limited";q=60;w=3600"#]
+    );
+    let items = all("ratelimit");
+    assert_eq!(items[0], r#""app";r=4;t=1"#);
+    assert_eq!(remaining(&items[1], "limited"), 2);
+}
+
+#[tokio::test]
 async fn a_shadow_limit_counts_but_never_refuses() {
     let backend = Backend::echo().await;
     let gw = limited(

@@ -19,8 +19,9 @@
 //! draft-ietf-httpapi-ratelimit-headers-10 (the structured-field syntax of drafts 08 to
 //! 10): every answer of a route with limits carries `RateLimit-Policy` (one item per
 //! limit, `"name";q=COUNT;w=PERIOD_SECONDS`, static per configuration) and `RateLimit`
-//! (`"name";r=REMAINING;t=SECONDS_UNTIL_FULL`, per request). Shadow limits are left
-//! out: they are on trial, and clients should not shape their traffic by them.
+//! (`"name";r=REMAINING;t=SECONDS_UNTIL_FULL`, per request), both appended to any the
+//! upstream sent for limits of its own. Shadow limits are left out: they are on trial,
+//! and clients should not shape their traffic by them.
 
 pub mod gcra;
 pub mod key;
@@ -186,6 +187,8 @@ impl Limit {
 #[derive(Debug, Clone)]
 struct RouteLimit {
     limit: Arc<Limit>,
+    /// `"name";r=`, the start of its item in the `RateLimit` field.
+    item_prefix: Box<[u8]>,
     key: KeySpec,
     counters: RateLimitCounters,
     /// `portcullis_policy_rejections_total{reason="rate_limited"}`.
@@ -213,6 +216,9 @@ impl RouteLimits {
         let limits: Box<[RouteLimit]> = limits
             .into_iter()
             .map(|limit| RouteLimit {
+                item_prefix: format!("\"{}\";r=", limit.config.field_name)
+                    .into_bytes()
+                    .into_boxed_slice(),
                 key: KeySpec::new(&limit.config.key, route),
                 counters: metrics.rate_limit_decisions(route, &limit.policy, &limit.config.label),
                 rejected: metrics.policy_rejections(route, &limit.policy, "rate_limited"),
@@ -299,13 +305,15 @@ impl RouteLimits {
                 }
             }
             if !shadow {
-                push_item(&mut field, &limit.config.field_name, &decision);
+                push_item(&mut field, &route_limit.item_prefix, &decision);
             }
         }
+        // Both fields are lists: the gateway's items join any the upstream sent for
+        // limits of its own (appending is also cheaper than replacing).
         if let Some(policy_field) = &self.policy_field {
-            admission.set_response_header(RATELIMIT_POLICY.clone(), policy_field.clone());
+            admission.append_response_header(RATELIMIT_POLICY.clone(), policy_field.clone());
             if let Ok(value) = HeaderValue::from_bytes(field.as_bytes()) {
-                admission.set_response_header(RATELIMIT.clone(), value);
+                admission.append_response_header(RATELIMIT.clone(), value);
             }
         }
         match refused {
@@ -395,14 +403,14 @@ impl Out for FieldValue {
     }
 }
 
-/// `"name";r=REMAINING;t=RESET`, after a `, ` when `field` has items already.
+/// `"name";r=REMAINING;t=RESET` (`prefix` is `"name";r=`), after a `, ` when `field`
+/// has items already.
 #[inline]
-fn push_item(field: &mut impl Out, name: &str, decision: &Decision) {
+fn push_item(field: &mut impl Out, prefix: &[u8], decision: &Decision) {
     if !field.is_empty() {
         field.extend_from_slice(b", ");
     }
-    push_name(field, name);
-    field.extend_from_slice(b";r=");
+    field.extend_from_slice(prefix);
     push_u64(field, u64::from(decision.remaining));
     field.extend_from_slice(b";t=");
     push_u64(field, whole_seconds_up(decision.reset));
