@@ -286,7 +286,7 @@ routes:
 "#;
     let config = portcullis::Config::from_yaml(yaml, "bench.yaml").expect("valid");
     let metrics = portcullis::metrics::Metrics::new();
-    let limits = RateLimits::build(&config.policies, &metrics, None);
+    let limits = RateLimits::build(&config.policies, &[], &metrics, None);
     let plain = Policies::for_route(&config.routes[0], &config.policies, &limits, &metrics);
     let limited = Policies::for_route(&config.routes[1], &config.policies, &limits, &metrics);
     let mut original = browser_headers();
@@ -326,6 +326,7 @@ routes:
                         path: "/limited/x",
                         query: None,
                         params: &[],
+                        client_headers: None,
                     };
                     let mut admission = Admission::default();
                     let verdict = policies

@@ -15,8 +15,8 @@
 //!   (one single-threaded runtime per core);
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
 //!   runtime module;
-//! - down the request path: [`server`] (listeners' connections, the gateway's own
-//!   HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
+//! - down the request path: [`server`] (listeners' connections, their PROXY protocol
+//!   headers, the gateway's own HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
 //!   route, the policy step, limit, send, stream back; the one error-to-response mapping
 //!   in [`proxy::respond`]; the configuration [`proxy::Snapshot`] a request runs with) →
 //!   [`policy`] (the per-route policy step: client address, IP lists, forwarding

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::proxy::Snapshot;
-use crate::server::{self, Listener, ListenerContext, Shutdown, WorkerSocket};
+use crate::server::{self, Listener, ListenerContext, ProxyProtocol, Shutdown, WorkerSocket};
 use crate::tls::{CertificateWatcher, TlsListener};
 
 /// Why a listener could not be set up.
@@ -256,6 +256,9 @@ impl ListenerSet {
                 header_fields_dropped: self.metrics.header_fields_dropped(&config.name),
                 cancel_floods: self.metrics.http2_cancel_floods(&config.name),
                 trusted_proxies: config.client_ip.trusted_proxies.clone(),
+                proxy_protocol: config.client_ip.proxy_protocol.map(|proxy| {
+                    ProxyProtocol::new(proxy, self.metrics.proxy_protocol(&config.name))
+                }),
             });
             let workers = self
                 .workers

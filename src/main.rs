@@ -238,6 +238,22 @@ fn print_summary(path: &Path, config: &Config) {
             (None, Some(port)) => format!(", redirects to https on port {port}"),
             (None, None) => String::new(),
         };
+        let mode = match &listener.client_ip.proxy_protocol {
+            Some(proxy) => {
+                let trusted: Vec<String> = listener
+                    .client_ip
+                    .trusted_proxies
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                format!(
+                    ", PROXY protocol {} from {}{mode}",
+                    proxy.mode.as_str(),
+                    trusted.join(" ")
+                )
+            }
+            None => mode,
+        };
         println!(
             "  {:<12} {:<22} max_connections {}{mode}",
             listener.name, listener.address, listener.max_connections
@@ -288,6 +304,20 @@ fn print_summary(path: &Path, config: &Config) {
             upstream.timeout,
             endpoints.join(" ")
         );
+    }
+    if !config.rate_limit_stores.is_empty() {
+        println!("\nrate-limit stores:");
+        for store in &config.rate_limit_stores {
+            // The URL's Display masks any password.
+            println!(
+                "  {:<12} {}, timeout {:?}, pool {}, on_error {}",
+                store.name,
+                store.redis.url,
+                store.redis.timeout,
+                store.redis.pool,
+                store.on_error.as_str()
+            );
+        }
     }
     println!("\nroutes, in match order:");
     for (position, index) in

@@ -1,11 +1,17 @@
-//! Client-facing listeners: binding, the accept loop with its connection limit, TLS
+//! Client-facing listeners: binding, the accept loop with its connection limit, the
+//! PROXY protocol header of listeners behind L4 balancers ([`proxy_protocol`]), TLS
 //! ([`tls`], in each connection's task), serving each connection (HTTP/1.1 with the
 //! gateway's own server, [`http1`]; HTTP/2 over TLS by ALPN and cleartext HTTP/2 with
 //! prior knowledge with hyper's), and draining connections on shutdown.
+//!
+//! A connection's way in: accept → PROXY header (when the listener takes one) → TLS
+//! handshake (on TLS listeners) → HTTP/1.1 or HTTP/2, told by ALPN or by the first
+//! bytes.
 
 mod connection;
 mod context;
 pub mod http1;
+pub mod proxy_protocol;
 
 use std::cell::RefCell;
 use std::io;
@@ -28,6 +34,7 @@ pub use crate::shutdown::Shutdown;
 use crate::tls::{CertificateWatcher, TlsListener};
 use connection::{serve_connection, HttpBuilders, Protocol, H2_PREFACE};
 pub use context::{ConnectionContext, ListenerContext};
+pub use proxy_protocol::ProxyProtocol;
 
 /// Pending connections the kernel may hold for us while we are at `max_connections`.
 const ACCEPT_BACKLOG: u32 = 4096;
@@ -342,33 +349,48 @@ impl Drop for ConnectionSlot {
 
 /// Serves a cleartext connection once its first bytes arrive. They are read (not
 /// peeked: that would cost a system call per connection) into the buffer the HTTP/1.1
-/// server goes on with, or that hyper is handed back first.
+/// server goes on with, or that hyper is handed back first. On a listener that takes a
+/// PROXY protocol header, the header is read first (that reader does peek: it must
+/// leave the bytes after the header in the socket).
 async fn serve_plain(
     mut stream: TcpStream,
     builders: Arc<HttpBuilders>,
-    connection: ConnectionContext,
+    mut connection: ConnectionContext,
     shutdown: Shutdown,
     idle_timeout: Duration,
     _slot: ConnectionSlot,
 ) {
     let mut drain = shutdown.drain.clone();
     let mut first = BytesMut::new();
+    if connection.listener.proxy_protocol.is_some() {
+        // The port only names the peer in the log; the task does not keep it otherwise.
+        let peer = stream
+            .peer_addr()
+            .unwrap_or(SocketAddr::new(connection.peer, 0));
+        match proxy_header(&mut stream, peer, &mut connection, &mut drain).await {
+            Some(received) => first = received.first,
+            None => return,
+        }
+    }
     // Read onto the stack, then kept in a buffer of the size that arrived: a connection
     // waiting for its first bytes holds no buffer, nor does a burst of new connections
     // leave 8 KiB apiece behind. (Through `AsyncRead`, not `try_read`: tokio then notes
     // that a short read emptied the socket, which saves the next read's system call.)
-    let read = std::future::poll_fn(|cx| {
-        let mut scratch = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-        let mut filled = ReadBuf::uninit(&mut scratch);
-        ready!(Pin::new(&mut stream).poll_read(cx, &mut filled))?;
-        first.extend_from_slice(filled.filled());
-        Poll::Ready(Ok::<_, io::Error>(filled.filled().len()))
-    });
-    if first_bytes_arrive(read, idle_timeout, &mut drain)
-        .await
-        .is_none()
-    {
-        return;
+    // Bytes the PROXY header's reader took that were no header come first instead.
+    if first.is_empty() {
+        let read = std::future::poll_fn(|cx| {
+            let mut scratch = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut filled = ReadBuf::uninit(&mut scratch);
+            ready!(Pin::new(&mut stream).poll_read(cx, &mut filled))?;
+            first.extend_from_slice(filled.filled());
+            Poll::Ready(Ok::<_, io::Error>(filled.filled().len()))
+        });
+        if first_bytes_arrive(read, idle_timeout, &mut drain)
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
     // Nearly always decided by the first read: no timer is set up unless it was not.
     let decided = Protocol::sniff(&first) != Protocol::Undecided
@@ -410,16 +432,34 @@ async fn read_until_decided<S: AsyncRead + Unpin>(
 /// Shakes hands, then serves the connection once its first request bytes arrive.
 #[allow(clippy::too_many_arguments)]
 async fn serve_tls(
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     tls: Arc<TlsListener>,
     builders: Arc<HttpBuilders>,
-    connection: ConnectionContext,
+    mut connection: ConnectionContext,
     shutdown: Shutdown,
     idle_timeout: Duration,
     _slot: ConnectionSlot,
 ) {
     let mut drain = shutdown.drain.clone();
+    // The PROXY header comes before the handshake: the balancer passes TLS through.
+    if connection.listener.proxy_protocol.is_some() {
+        let Some(received) = proxy_header(&mut stream, peer, &mut connection, &mut drain).await
+        else {
+            return;
+        };
+        if !received.first.is_empty() {
+            // Bytes that began like a header but were none: never a ClientHello,
+            // whose first byte (0x16) tells at once.
+            tracing::debug!(
+                listener = %connection.listener.name,
+                %peer,
+                "closing a connection that sent neither TLS nor a PROXY header"
+            );
+            return;
+        }
+        peer = received.client;
+    }
     // A handshake still under way when draining starts is abandoned.
     let handshake = tokio::select! {
         handshake = tls.handshake(stream, peer) => handshake,
@@ -461,6 +501,38 @@ async fn serve_tls(
         }
         drop(tls.active);
     }
+}
+
+/// Reads the PROXY protocol header that starts a connection of a listener that takes
+/// one (see [`proxy_protocol`]); the client it names becomes the connection's peer.
+/// `None`: close the connection (refused, or draining).
+async fn proxy_header(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    connection: &mut ConnectionContext,
+    drain: &mut watch::Receiver<bool>,
+) -> Option<proxy_protocol::Received> {
+    let listener = connection.listener.clone();
+    let proxy = listener.proxy_protocol.as_ref()?;
+    // Boxed: the connection's task keeps room for its largest state all its life, and
+    // this one (buffers, two timers) is over once the header is read.
+    let read = Box::pin(proxy.accept(
+        stream,
+        peer,
+        &listener.trusted_proxies,
+        listener.limits.idle_timeout,
+        &listener.name,
+    ));
+    // A header still under way when draining starts is abandoned.
+    let received = tokio::select! {
+        received = read => received?,
+        _ = signalled(drain) => return None,
+    };
+    if received.client.ip() != connection.peer {
+        connection.peer = received.client.ip();
+        connection.peer_ip = peer_ip_value(connection.peer);
+    }
+    Some(received)
 }
 
 /// Bytes buffered while waiting for a TLS client's first request bytes.

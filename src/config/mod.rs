@@ -7,9 +7,12 @@
 
 mod aggregate;
 mod compile;
+pub mod cors;
 mod error;
+pub mod header_transforms;
 mod locate;
 pub mod raw;
+mod stores;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -24,8 +27,11 @@ pub use crate::tls::{ListenerTls, UpstreamTls};
 pub(crate) use compile::parse_key_part;
 pub use error::{ConfigError, LoadError};
 pub use raw::{
-    Balance, ErrorDetail, HostHeader, MergeMode, StreamMode, UnderscoreHeaders, UpstreamProtocol,
-    WorkerModel,
+    Balance, ErrorDetail, HostHeader, MergeMode, ProxyProtocolMode, StreamMode, UnderscoreHeaders,
+    UpstreamProtocol, WorkerModel,
+};
+pub use stores::{
+    OnStoreError, RateLimitStoreConfig, RedisPassword, RedisStoreConfig, RedisUrl, LOCAL_STORE,
 };
 
 use crate::routing::{Rewrite, RouteSpec, RouteTable};
@@ -43,6 +49,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name.
     pub policies: Vec<PolicyConfig>,
+    /// The shared rate-limit stores, sorted by name (see [`Config::rate_limit_store`]).
+    pub rate_limit_stores: Vec<RateLimitStoreConfig>,
     pub router: RouteTable,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
@@ -90,7 +98,20 @@ pub struct ListenerConfig {
 pub struct ClientIpConfig {
     /// Peers whose `X-Forwarded-For` is believed: the list is walked from the right, and
     /// the first address outside these ranges is the client. Empty: the TCP peer is.
+    /// With `proxy_protocol`, also the peers whose PROXY headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Read a PROXY protocol header before anything else on each connection.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// A listener's PROXY protocol: which headers it takes, and how long one may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyProtocolConfig {
+    pub mode: ProxyProtocolMode,
+    /// From the header's first byte to its last. The wait for the first byte is the
+    /// listener's `idle_timeout`, as for a request: a balancer may send the header only
+    /// with the client's first bytes.
+    pub timeout: Duration,
 }
 
 /// A named policy, compiled.
@@ -98,6 +119,8 @@ pub struct ClientIpConfig {
 pub struct PolicyConfig {
     pub name: String,
     pub ip: Option<IpListConfig>,
+    pub cors: Option<cors::CorsConfig>,
+    pub headers: Option<header_transforms::HeaderTransformsConfig>,
     /// `rate_limit`: every entry is checked; the most restrictive answer wins.
     pub rate_limits: Vec<RateLimitConfig>,
 }
@@ -397,6 +420,12 @@ impl Config {
         }
     }
 
+    /// The index in [`Config::rate_limit_stores`] of the shared store called `name`;
+    /// `None` for [`LOCAL_STORE`] and for names the file does not define.
+    pub fn rate_limit_store(&self, name: &str) -> Option<usize> {
+        self.rate_limit_stores.iter().position(|s| s.name == name)
+    }
+
     /// The upstreams a route calls, by name.
     pub fn upstreams_of(&self, route: &RouteConfig) -> Vec<&str> {
         match &route.target {
@@ -443,9 +472,17 @@ pub mod defaults {
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const AGGREGATE_MAX_BODY_SIZE: u64 = 10 << 20;
     pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
     pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
     pub const WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
     pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
     /// Keys a rate limit's local store holds at most.
     pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
+    /// A shared rate-limit store's limit on one decision.
+    pub const RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
+    /// A shared rate-limit store's connections per process (at least one per worker).
+    pub const RATE_LIMIT_STORE_POOL: usize = 4;
+    /// The largest `pool` a shared store may ask for.
+    pub const RATE_LIMIT_STORE_MAX_POOL: usize = 1024;
+    pub const REDIS_PORT: u16 = 6379;
 }

@@ -32,6 +32,51 @@ pub struct RawConfig {
     /// Named policies that routes list in `policies`.
     #[serde(default)]
     pub policies: BTreeMap<String, RawPolicy>,
+    /// Named shared stores that rate limits name in `store` (`local` is the gateway's
+    /// own and is not listed here).
+    #[serde(default)]
+    pub rate_limit_stores: BTreeMap<String, RawRateLimitStore>,
+}
+
+/// A shared rate-limit store: where its state lives and what a failure to reach it means.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimitStore {
+    pub redis: RawRedisStore,
+    pub on_error: Option<OnStoreError>,
+}
+
+/// A Redis server that holds the store's state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisStore {
+    /// `redis://[user[:password]@]host[:port][/db]`.
+    pub url: String,
+    /// Each decision's limit, the round trip included.
+    pub timeout: Option<HumanDuration>,
+    /// Connections of the process to this server, spread over the workers.
+    pub pool: Option<usize>,
+}
+
+/// What a rate limit decides when its shared store cannot answer in time.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// Fail open: the request goes on as if the limit allowed it.
+    #[default]
+    Allow,
+    /// Fail closed: the request is refused at once (503).
+    Deny,
+}
+
+impl OnStoreError {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Allow => "allow",
+            OnStoreError::Deny => "deny",
+        }
+    }
 }
 
 /// A named, reusable policy: the checks a route applies to each request.
@@ -39,8 +84,46 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub ip: Option<RawIpList>,
+    pub cors: Option<RawCors>,
+    pub headers: Option<RawHeaderTransforms>,
     /// Rate limits, each checked on every request of the routes that list the policy.
     pub rate_limit: Option<Vec<RawRateLimit>>,
+}
+
+/// Which browser origins may read a route's answers, and what their preflights may ask.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Vec<String>,
+    pub methods: Option<Vec<HttpMethod>>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    pub max_age: Option<HumanDuration>,
+}
+
+/// Header fields changed on the request (to the upstream) and the answer (to the client).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderTransforms {
+    #[serde(default)]
+    pub request: RawHeaderEdits,
+    #[serde(default)]
+    pub response: RawHeaderEdits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<String, ScalarString>,
+    #[serde(default)]
+    pub add: BTreeMap<String, ScalarString>,
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// One rate limit: `{ key: client_ip, rate: 100/s, burst: 200, store: local }`.
@@ -86,6 +169,37 @@ pub struct RawIpList {
 pub struct RawClientIp {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Read a PROXY protocol header (from an L4 balancer) before anything else.
+    pub proxy_protocol: Option<ProxyProtocolMode>,
+    /// How long the rest of a PROXY header may take once its first byte has arrived.
+    pub proxy_protocol_timeout: Option<HumanDuration>,
+}
+
+/// Which PROXY protocol headers a listener takes (`client_ip.proxy_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocolMode {
+    /// Every connection starts with a version 1 (text) header.
+    V1,
+    /// Every connection starts with a version 2 (binary) header.
+    V2,
+    /// Every connection starts with a header of either version.
+    Any,
+    /// A header of either version is read when a connection starts with one; other
+    /// connections are served as they come (for moving a listener behind a balancer).
+    Optional,
+}
+
+impl ProxyProtocolMode {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocolMode::V1 => "v1",
+            ProxyProtocolMode::V2 => "v2",
+            ProxyProtocolMode::Any => "any",
+            ProxyProtocolMode::Optional => "optional",
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

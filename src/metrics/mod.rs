@@ -10,15 +10,20 @@
 //! route), [`upstreams`] (upstream requests, limits, retries, endpoints, pools),
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
-//! route's policies), [`rate_limit`] (rate-limit decisions, local store keys) and [`config`] (reloads, the configuration
-//! in use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
+//! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
+mod edge;
 mod listeners;
 mod policies;
+mod proxy_protocol;
 mod rate_limit;
 mod requests;
+mod stores;
 mod upstreams;
 mod websocket;
 
@@ -27,21 +32,27 @@ use prometheus::{
 };
 
 pub use aggregate::{CallMetrics, CallOutcome};
+pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
 };
+pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
+use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
+use proxy_protocol::ProxyProtocolFamilies;
 use rate_limit::RateLimitFamilies;
 use requests::RequestFamilies;
+use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
 
@@ -62,6 +73,9 @@ pub struct Metrics {
     aggregate: AggregateFamilies,
     config: ConfigFamilies,
     policies: PolicyFamilies,
+    edge: EdgeFamilies,
+    proxy_protocol: ProxyProtocolFamilies,
+    stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
 }
 
@@ -79,6 +93,9 @@ impl Metrics {
             aggregate: AggregateFamilies::register(&r),
             config: ConfigFamilies::register(&r),
             policies: PolicyFamilies::register(&r),
+            edge: EdgeFamilies::register(&r),
+            proxy_protocol: ProxyProtocolFamilies::register(&r),
+            stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
             registry,
         }

@@ -89,7 +89,7 @@ impl Metrics {
     }
 
     /// The key gauge and eviction counter of a limit's local store.
-    pub fn rate_limit_store(&self, policy: &str, limit: &str) -> (IntGauge, IntCounter) {
+    pub fn rate_limit_local_store(&self, policy: &str, limit: &str) -> (IntGauge, IntCounter) {
         (
             self.rate_limit.keys.with_label_values(&[policy, limit]),
             self.rate_limit

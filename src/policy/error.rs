@@ -17,4 +17,11 @@ pub enum PolicyError {
         /// `Retry-After`: whole seconds (rounded up) until the request would be admitted.
         retry_after_secs: u64,
     },
+    /// A limit's shared store could not decide and its `on_error` is `deny` (503).
+    #[error("rate limit {limit:?} of policy {policy:?} could not be decided: {error}")]
+    RateLimitStoreFailed {
+        policy: Arc<str>,
+        limit: Arc<str>,
+        error: super::rate_limit::StoreError,
+    },
 }

@@ -19,19 +19,26 @@
 //!
 //! # Order
 //! The order is fixed by kind, not by how a file lists them, so that nobody has to
-//! memorise ordering rules: first every IP access list of the policies a route names
-//! (in the order the route names them), then their rate limits (all of them, as one
-//! step: [`rate_limit::RouteLimits`]), then the gateway's own header rules
-//! (`X-Forwarded-*`, `X-Request-Id`). A request an IP list refuses never counts
-//! against a rate limit. CORS preflight (first), authentication (before rate limits,
-//! so that limits can be keyed by the consumer) and configured header transforms (last)
-//! take their places in the same list as they are added.
+//! memorise ordering rules: first the route's CORS policy ([`cors`]: a preflight is
+//! answered before anything else runs, so an IP list or a rate limit never refuses
+//! one), then every IP access list of the policies a route names (in the order the
+//! route names them), then their rate limits (all of them, as one step:
+//! [`rate_limit::RouteLimits`]; a request an IP list refuses never counts against a
+//! limit), then the gateway's own header rules (`X-Forwarded-*`, `X-Request-Id`), then
+//! the header transforms ([`transform`], in the order the route names their policies).
+//! Authentication takes its place before the rate limits as it is added (so that limits
+//! can be keyed by the consumer).
+//!
+//! [`Policies::finish`] adds, in order: the headers the admission noted, the CORS
+//! policy's, then the header transforms' answer edits.
 
 pub mod client_ip;
+pub mod cors;
 mod error;
 pub mod forwarded;
 mod ip_list;
 pub mod rate_limit;
+pub mod transform;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -63,6 +70,10 @@ pub enum Policy {
     Forwarded,
     /// `X-Request-Id`: the client's own when usable, else a new one.
     RequestId,
+    /// A named policy's `cors`: preflights answered, answers made readable.
+    Cors(cors::Cors),
+    /// A named policy's `headers`: fields removed, set and added.
+    HeaderTransform(transform::Transform),
 }
 
 /// What the policies know of the request besides its headers.
@@ -82,6 +93,9 @@ pub struct Facts<'a> {
     pub query: Option<&'a str>,
     /// The route's path parameters; empty unless [`Policies::needs_params`].
     pub params: &'a [(String, String)],
+    /// The client's headers when they are not the ones being admitted (an aggregate
+    /// route admits the headers its calls start from).
+    pub client_headers: Option<&'a HeaderMap>,
 }
 
 /// What a policy decided when it did not refuse the request.
@@ -99,6 +113,8 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Admission {
     response_headers: Vec<ResponseHeader>,
+    /// What the route's CORS policy made of the request.
+    cors: Option<cors::Seen>,
 }
 
 #[derive(Debug)]
@@ -128,6 +144,8 @@ pub struct Policies {
     list: Box<[Policy]>,
     /// A policy reads the route's path parameters.
     needs_params: bool,
+    /// A policy changes every answer (CORS, header transforms).
+    finishes: bool,
 }
 
 impl Policies {
@@ -145,6 +163,16 @@ impl Policies {
             .filter_map(|&i| policies.get(i))
             .collect();
         let mut list = Vec::with_capacity(named.len() + 3);
+        if let Some(policy) = named.iter().find(|p| p.cors.is_some()) {
+            if let Some(config) = &policy.cors {
+                let counters = metrics.cors_requests(&route.name, &policy.name);
+                list.push(Policy::Cors(cors::Cors::new(
+                    &policy.name,
+                    config,
+                    counters,
+                )));
+            }
+        }
         for policy in &named {
             if let Some(ip) = &policy.ip {
                 list.push(Policy::IpList {
@@ -159,15 +187,34 @@ impl Policies {
             .iter()
             .flat_map(|&i| rate_limits.of_policy(i));
         let limits = RouteLimits::for_route(&route.name, limits, metrics);
-        let needs_params = limits.as_ref().is_some_and(RouteLimits::needs_params);
+        let limits_need_params = limits.as_ref().is_some_and(RouteLimits::needs_params);
         if let Some(limits) = limits {
             list.push(Policy::RateLimit(Box::new(limits)));
         }
         list.push(Policy::Forwarded);
         list.push(Policy::RequestId);
+        for policy in &named {
+            if let Some(headers) = &policy.headers {
+                let skipped = metrics.header_transform_skipped(&route.name, &policy.name);
+                list.push(Policy::HeaderTransform(transform::Transform::new(
+                    &policy.name,
+                    &route.name,
+                    headers,
+                    skipped,
+                )));
+            }
+        }
+        let needs_params = limits_need_params
+            || list
+                .iter()
+                .any(|p| matches!(p, Policy::HeaderTransform(t) if t.uses_params()));
+        let finishes = list
+            .iter()
+            .any(|p| matches!(p, Policy::Cors(_) | Policy::HeaderTransform(_)));
         Policies {
             list: list.into_boxed_slice(),
             needs_params,
+            finishes,
         }
     }
 
@@ -176,6 +223,7 @@ impl Policies {
         Policies {
             list: Box::new([Policy::Forwarded, Policy::RequestId]),
             needs_params: false,
+            finishes: false,
         }
     }
 
@@ -186,6 +234,12 @@ impl Policies {
     /// Whether a policy reads the route's path parameters (so the proxy keeps them).
     pub fn needs_params(&self) -> bool {
         self.needs_params
+    }
+
+    /// Whether the route has a CORS policy, which answers its preflights (the proxy
+    /// routes a preflight by the method it asks for, when that route has one).
+    pub fn answers_preflights(&self) -> bool {
+        self.list.iter().any(|p| matches!(p, Policy::Cors(_)))
     }
 
     /// Runs each policy in order on `headers` (the request's, on their way upstream);
@@ -236,12 +290,30 @@ impl Policies {
                 Policy::RequestId => {
                     headers.insert(X_REQUEST_ID, facts.request_id.clone());
                 }
+                Policy::Cors(cors) => {
+                    let client_headers = facts.client_headers.unwrap_or(headers);
+                    let seen = cors.admit(facts.method, client_headers);
+                    let preflight = seen.as_ref().is_some_and(cors::Seen::is_preflight);
+                    admission.cors = seen;
+                    if preflight {
+                        return Ok(Verdict::Answer(StatusCode::NO_CONTENT));
+                    }
+                }
+                Policy::HeaderTransform(transform) => {
+                    let inputs = transform::Inputs {
+                        client_ip: facts.client_ip,
+                        request_id: facts.request_id,
+                        params: facts.params,
+                    };
+                    transform.apply_to_request(headers, &inputs);
+                }
             }
         }
         Ok(Verdict::Forward)
     }
 
-    /// Adds to `headers` (the answer's, whoever gave it) what the admission noted.
+    /// Adds to `headers` (the answer's, whoever gave it) what the admission noted,
+    /// then the CORS policy's headers and the header transforms' answer edits.
     pub fn finish(&self, admission: Admission, headers: &mut HeaderMap) {
         for header in admission.response_headers {
             match header {
@@ -251,6 +323,16 @@ impl Policies {
                 ResponseHeader::Append(name, value) => {
                     headers.append(name, value);
                 }
+            }
+        }
+        if !self.finishes {
+            return;
+        }
+        for policy in self.iter() {
+            match policy {
+                Policy::Cors(cors) => cors.finish(admission.cors.as_ref(), headers),
+                Policy::HeaderTransform(transform) => transform.finish(headers),
+                _ => {}
             }
         }
     }
@@ -275,6 +357,7 @@ mod tests {
             path: "/",
             query: None,
             params: &[],
+            client_headers: None,
         }
     }
 

@@ -272,6 +272,7 @@ impl Client<'_> {
             path: parts.uri.path(),
             query: parts.uri.query(),
             params: &routed.params,
+            client_headers: Some(&parts.headers),
             ..self.facts(client_ip, request_id)
         };
         if let Verdict::Answer(status) = policies.admit(&mut base_headers, facts, admission).await?
@@ -318,6 +319,7 @@ impl Client<'_> {
             path: "",
             query: None,
             params: &[],
+            client_headers: None,
         }
     }
 
@@ -440,11 +442,12 @@ fn admit_and_route(
         });
     }
     let host = request_host(request);
-    match snapshot
-        .config
-        .router
-        .lookup(host, path, request.method(), request.headers())
-    {
+    let router = &snapshot.config.router;
+    let lookup = match preflight_lookup(snapshot, host, request) {
+        Some(matched) => matched,
+        None => router.lookup(host, path, request.method(), request.headers()),
+    };
+    match lookup {
         Lookup::NotFound => Err(ProxyError::NoRoute),
         Lookup::MethodNotAllowed(allowed) => Err(ProxyError::MethodNotAllowed(allowed)),
         Lookup::Matched { route, params } => {
@@ -472,6 +475,33 @@ fn admit_and_route(
                 },
             })
         }
+    }
+}
+
+/// A CORS preflight is routed by the method it asks for (`Access-Control-Request-Method`,
+/// the request the browser is about to make), so that a route whose `match.methods`
+/// leaves out `OPTIONS` still gets its preflights; only when that route has a CORS
+/// policy, which answers them. `None` (routed as any other request) otherwise.
+fn preflight_lookup<'a>(
+    snapshot: &'a Snapshot,
+    host: Option<&str>,
+    request: &'a Request<ClientBody>,
+) -> Option<Lookup<'a, 'a>> {
+    if request.method() != Method::OPTIONS {
+        return None;
+    }
+    let asked = crate::policy::cors::preflight_method(request.method(), request.headers())?;
+    let router = &snapshot.config.router;
+    match router.lookup(host, request.uri().path(), &asked, request.headers()) {
+        matched @ Lookup::Matched { route, .. }
+            if snapshot
+                .routes
+                .get(route)
+                .is_some_and(|r| r.policies.answers_preflights()) =>
+        {
+            Some(matched)
+        }
+        _ => None,
     }
 }
 

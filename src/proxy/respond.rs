@@ -232,7 +232,8 @@ fn grpc_status(rescued: &Rescued) -> u8 {
         | "websocket_limit"
         | "upstream_unavailable"
         | "upstream_connect_failed"
-        | "upstream_bad_response" => UNAVAILABLE,
+        | "upstream_bad_response"
+        | "rate_limit_store_unavailable" => UNAVAILABLE,
         _ if rescued.status.is_server_error() => INTERNAL,
         _ => UNKNOWN,
     }
@@ -267,6 +268,10 @@ fn public_message(error: &ProxyError) -> Cow<'static, str> {
         )
         .into(),
         ProxyError::BadRequest(text) => Cow::Borrowed(*text),
+        // The store's error names its address: for the log only.
+        ProxyError::Policy(PolicyError::RateLimitStoreFailed { policy, limit, .. }) => {
+            format!("rate limit {limit:?} of policy {policy:?} could not be decided").into()
+        }
         other => other.to_string().into(),
     }
 }
@@ -304,6 +309,10 @@ fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
     match error {
         PolicyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied"),
         PolicyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        PolicyError::RateLimitStoreFailed { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limit_store_unavailable",
+        ),
     }
 }
 

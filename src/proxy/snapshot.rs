@@ -9,7 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
-use crate::policy::rate_limit::RateLimits;
+use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
 use crate::upstream::Upstream;
 
@@ -42,6 +42,10 @@ pub struct Snapshot {
     pub routes: Vec<RouteRuntime>,
     /// Indexed like `config.upstreams`.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The shared rate-limit stores, indexed like `config.rate_limit_stores`; a store
+    /// whose configuration a reload left unchanged is the same store (its connections
+    /// kept): see [`RedisStore::carry_over`].
+    pub rate_limit_stores: Vec<Arc<RedisStore>>,
     /// Counters for requests that matched no route.
     pub unmatched: RouteMetrics,
     /// Every policy's rate limits and their stores, which routes share and a reload
@@ -59,7 +63,8 @@ impl Snapshot {
 
     /// Builds clients, limiters and metric handles for `config`. With `previous`, each
     /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
-    /// did not change): see [`Upstream::carry_over`]; each rate limit a reload leaves
+    /// did not change): see [`Upstream::carry_over`]; so does each shared rate-limit
+    /// store whose configuration did not change, and each rate limit a reload leaves
     /// unchanged keeps its buckets (see [`RateLimits::build`]).
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
@@ -77,8 +82,24 @@ impl Snapshot {
                 ))
             })
             .collect();
-        let rate_limits =
-            RateLimits::build(&config.policies, metrics, previous.map(|p| &p.rate_limits));
+        let rate_limit_stores: Vec<Arc<RedisStore>> = config
+            .rate_limit_stores
+            .iter()
+            .map(|store| {
+                let before = previous.and_then(|p| {
+                    p.rate_limit_stores
+                        .iter()
+                        .find(|old| old.name() == store.name)
+                });
+                RedisStore::carry_over(store, before, metrics, config.per_core_workers())
+            })
+            .collect();
+        let rate_limits = RateLimits::build(
+            &config.policies,
+            &rate_limit_stores,
+            metrics,
+            previous.map(|p| &p.rate_limits),
+        );
         let routes = config
             .routes
             .iter()
@@ -124,6 +145,7 @@ impl Snapshot {
             routes,
             upstreams,
             rate_limits,
+            rate_limit_stores,
             config,
         }
     }

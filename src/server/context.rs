@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use prometheus::IntCounter;
 use tokio::sync::watch;
 
+use super::ProxyProtocol;
 use crate::body::ClientBody;
 use crate::config::{ClientLimits, ErrorDetail};
 use crate::metrics::ClientTimeouts;
@@ -35,8 +36,12 @@ pub struct ListenerContext {
     pub header_fields_dropped: IntCounter,
     /// HTTP/2 connections closed because the client cancelled most of its streams.
     pub cancel_floods: IntCounter,
-    /// Peers whose `X-Forwarded-For` names the client (`client_ip.trusted_proxies`).
+    /// Peers whose `X-Forwarded-For` names the client (`client_ip.trusted_proxies`),
+    /// and whose PROXY protocol headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Set when connections start with a PROXY protocol header
+    /// (`client_ip.proxy_protocol`).
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// One client connection.
@@ -44,7 +49,7 @@ pub struct ConnectionContext {
     pub listener: Arc<ListenerContext>,
     /// The client's IP address, ready for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
-    /// The TCP peer's address.
+    /// The TCP peer's address, or the client's from a PROXY protocol header.
     pub peer: IpAddr,
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.

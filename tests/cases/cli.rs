@@ -41,6 +41,27 @@ fn the_repository_config_is_valid() {
 }
 
 #[test]
+fn check_lists_rate_limit_stores_without_their_passwords() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        r#"listeners: [{ name: public, address: "127.0.0.1:8080" }]
+upstreams: { app: { endpoints: ["http://127.0.0.1:9201"] } }
+routes: [{ name: app, match: { path_prefix: / }, upstream: app }]
+rate_limit_stores:
+  shared: { redis: { url: "redis://gw:hunter2@cache.internal:6380/1", timeout: 20ms }, on_error: deny }
+"#,
+    );
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("shared       redis://gw:***@cache.internal:6380/1, timeout 20ms, pool 4, on_error deny"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+}
+
+#[test]
 fn every_config_error_is_reported_with_its_location_and_exit_code_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = write_config(

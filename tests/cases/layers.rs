@@ -65,6 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "request_id",
             "shutdown",
             "upstream",
+            "workers",
         ],
     ),
     (

@@ -11,6 +11,7 @@ use http::{Method, StatusCode};
 use portcullis::{Config, RunningGateway};
 
 use crate::support::client::Reply;
+use crate::support::redis::RedisServer;
 use crate::support::{
     metric, metrics_text, replace_file, url, within, Backend, Client, Gateway, Route, WorkerModel,
 };
@@ -416,6 +417,120 @@ async fn a_reload_that_keeps_the_limit_keeps_the_buckets() {
     // A new rate is a new limit, with fresh buckets.
     reload(config("120/h").yaml()).await;
     assert_eq!(statuses(&gw, "/x", &[], 3).await, [200, 200, 429]);
+}
+
+/// Two gateways with route `/x` limited by `limit` (YAML of one entry) on the shared
+/// store `shared` of `redis` (its `on_error` as given).
+async fn sharing(
+    backend: &Backend,
+    redis: &RedisServer,
+    limit: &str,
+    on_error: &str,
+) -> RunningGateway {
+    Gateway::new()
+        .admin()
+        .raw(
+            "rate_limit_stores",
+            &format!(
+                "{{ shared: {{ redis: {{ url: \"{}\", timeout: 500ms }}, on_error: {on_error} }} }}",
+                redis.url()
+            ),
+        )
+        .raw("policies", &format!("{{ limited: {{ rate_limit: [ {limit} ] }} }}"))
+        .upstream("app", backend)
+        .route_with(
+            Route::prefix("/x")
+                .named("limited")
+                .policies(&["limited"])
+                .to("app"),
+        )
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn gateways_on_one_shared_store_share_one_burst() {
+    let redis = RedisServer::start();
+    let backend = Backend::echo().await;
+    let limit = "{ key: client_ip, rate: 60/h, burst: 3, store: shared }";
+    let first = sharing(&backend, &redis, limit, "allow").await;
+    let second = sharing(&backend, &redis, limit, "allow").await;
+    let mut statuses_seen = statuses(&first, "/x", &[], 2).await;
+    statuses_seen.extend(statuses(&second, "/x", &[], 2).await);
+    statuses_seen.extend(statuses(&first, "/x", &[], 1).await);
+    assert_eq!(statuses_seen, [200, 200, 200, 429, 429]);
+    assert_eq!(backend.state.arrived(), 3);
+    let refused = get(&second, "/x", &[]).await;
+    assert_eq!(refused.json()["error"], "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        remaining(refused.header("ratelimit").expect("RateLimit"), "limited"),
+        0
+    );
+    // One key in Redis, named by the policy and the limit (`*1`: one match).
+    let keys = redis.command("KEYS portcullis:rl:limited:0:*");
+    assert!(keys.starts_with("*1"), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_failing_shared_store_follows_on_error() {
+    let mut redis = RedisServer::start();
+    let backend = Backend::echo().await;
+    let limit = "{ key: client_ip, rate: 60/h, burst: 1, store: shared }";
+    let open = sharing(&backend, &redis, limit, "allow").await;
+    let closed = sharing(&backend, &redis, limit, "deny").await;
+    redis.stop();
+    assert_eq!(statuses(&open, "/x", &[], 3).await, [200; 3], "fail open");
+    let refused = get(&closed, "/x", &[]).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fail closed"
+    );
+    let body = refused.json();
+    assert_eq!(body["error"], "rate_limit_store_unavailable");
+    assert!(
+        !body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1"),
+        "the store's address stays in the log: {body}"
+    );
+    let text = metrics_text(&open).await;
+    assert!(
+        decisions(&text, "limited", "0", "store_error") >= 3.0,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_store_name_must_be_a_rate_limit_stores_entry() {
+    let text = |store: &str, extra: &str| {
+        format!(
+            r#"
+listeners: [ {{ name: public, address: "127.0.0.1:0" }} ]
+rate_limit_stores:
+  shared: {{ redis: {{ url: "redis://127.0.0.1:6379" }} }}
+policies:
+  api: {{ rate_limit: [ {{ key: client_ip, rate: 10/s, store: {store}{extra} }} ] }}
+upstreams:
+  app: {{ endpoints: ["http://127.0.0.1:9"] }}
+routes:
+  - {{ name: r, match: {{ path_prefix: / }}, upstream: app, policies: [api] }}
+"#
+        )
+    };
+    assert!(Config::from_yaml(&text("shared", ""), "g.yaml").is_ok());
+    assert!(Config::from_yaml(&text("local", ""), "g.yaml").is_ok());
+    let errors = |text: String| match Config::from_yaml(&text, "g.yaml") {
+        Ok(_) => panic!("the configuration should be rejected"),
+        Err(error) => error.to_string(),
+    };
+    let typo = errors(text("sahred", ""));
+    assert!(typo.contains("g.yaml:6:"), "{typo}");
+    assert!(typo.contains("did you mean \"shared\""), "{typo}");
+    let max_keys = errors(text("shared", ", max_keys: 10"));
+    assert!(max_keys.contains("max_keys"), "{max_keys}");
 }
 
 #[test]

@@ -294,6 +294,20 @@ impl Listener {
         self
     }
 
+    /// `client_ip: { proxy_protocol }`: `v1`, `v2`, `any` or `optional`. Headers are
+    /// believed only from `trusted_proxies`.
+    pub fn proxy_protocol(mut self, mode: &str) -> Listener {
+        self.map.set_nested("client_ip", "proxy_protocol", mode);
+        self
+    }
+
+    /// `client_ip: { proxy_protocol_timeout }`.
+    pub fn proxy_protocol_timeout(mut self, timeout: Duration) -> Listener {
+        self.map
+            .set_nested("client_ip", "proxy_protocol_timeout", duration(timeout));
+        self
+    }
+
     /// `error_detail: verbose`: clients read the whole cause of gateway errors.
     pub fn verbose_errors(mut self) -> Listener {
         self.map.set("error_detail", "verbose");

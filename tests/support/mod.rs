@@ -1,14 +1,16 @@
 //! The test harness: backends that record and hold requests, clients (plain, TLS,
-//! HTTP/2 frame by frame), a test CA, and the gateway described by a builder
+//! HTTP/2 frame by frame), a test CA, a real `redis-server`, and the gateway described by a builder
 //! ([`Gateway`]) and started on ephemeral ports.
 
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod h2;
 pub mod pki;
+pub mod redis;
 pub mod tls;
 
 use std::future::Future;

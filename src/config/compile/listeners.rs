@@ -1,13 +1,14 @@
 //! `listeners`: each client-facing listener's name, address, connection and request
-//! limits and plain-HTTP redirect; its `tls` mapping is compiled by [`super::tls`].
+//! limits, plain-HTTP redirect and PROXY protocol; its `tls` mapping is compiled by
+//! [`super::tls`], the ranges of its `client_ip` by [`super::policies`].
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use super::tls::compile_tls;
 use super::{check_name, Problems};
-use crate::config::raw::{RawListener, RawRedirect};
-use crate::config::{defaults, ClientLimits, ListenerConfig};
+use crate::config::raw::{RawClientIp, RawListener, RawRedirect};
+use crate::config::{defaults, ClientLimits, ListenerConfig, ProxyProtocolConfig};
 
 pub(super) fn compile_listeners(
     raw: &[RawListener],
@@ -46,6 +47,14 @@ pub(super) fn compile_listeners(
                 .as_ref()
                 .and_then(|raw| compile_tls(&key("tls"), raw, base, problems));
             let redirect_to_https = compile_redirect(i, listener, problems);
+            let mut client_ip = super::policies::compile_client_ip(
+                &key("client_ip"),
+                listener.client_ip.as_ref(),
+                problems,
+            );
+            if let Some(raw) = &listener.client_ip {
+                client_ip.proxy_protocol = compile_proxy_protocol(&key("client_ip"), raw, problems);
+            }
             ListenerConfig {
                 name: listener.name.clone(),
                 address: listener.address,
@@ -54,14 +63,45 @@ pub(super) fn compile_listeners(
                 tls,
                 redirect_to_https,
                 error_detail: listener.error_detail.unwrap_or_default(),
-                client_ip: super::policies::compile_client_ip(
-                    &key("client_ip"),
-                    listener.client_ip.as_ref(),
-                    problems,
-                ),
+                client_ip,
             }
         })
         .collect()
+}
+
+/// `client_ip.proxy_protocol` and its timeout. A header is believed only from a peer in
+/// `trusted_proxies`, so the list must name the balancers: a listener that believed any
+/// peer would let every client choose its own address.
+fn compile_proxy_protocol(
+    key: &str,
+    raw: &RawClientIp,
+    problems: &mut Problems,
+) -> Option<ProxyProtocolConfig> {
+    let Some(mode) = raw.proxy_protocol else {
+        if raw.proxy_protocol_timeout.is_some() {
+            problems.warn(
+                format!("{key}.proxy_protocol_timeout"),
+                "has no effect without `proxy_protocol`",
+            );
+        }
+        return None;
+    };
+    // Ranges that failed to parse are reported on their own; only a list written
+    // empty is this mistake.
+    if raw.trusted_proxies.is_empty() {
+        problems.add(
+            format!("{key}.proxy_protocol"),
+            "needs `trusted_proxies`: the addresses of the balancers whose PROXY headers \
+             are believed (connections from other peers are closed); write \
+             [0.0.0.0/0, \"::/0\"] to believe any peer",
+        );
+    }
+    let timeout = problems.positive_duration(
+        format!("{key}.proxy_protocol_timeout"),
+        raw.proxy_protocol_timeout,
+        defaults::PROXY_PROTOCOL_TIMEOUT,
+    );
+    Some(ProxyProtocolConfig { mode, timeout })
 }
 
 /// What a listener allows a client: header and URI sizes, request body size, idle time

@@ -5,13 +5,17 @@
 //! [`Problems`] collector and the checks on names. Each top-level key has its own file:
 //! [`listeners`] (and their limits), [`tls`] (a listener's certificates, an upstream's
 //! client settings), [`upstreams`] (endpoints, limits, health checks, outlier
-//! detection), [`retry`] (the `retry` mapping of an upstream or a route) and [`routes`]
-//! (matchers, targets, rewrites, WebSocket limits).
+//! detection), [`retry`] (the `retry` mapping of an upstream or a route), [`routes`]
+//! (matchers, targets, rewrites, WebSocket limits) and [`stores`] (shared rate-limit
+//! stores).
 
+mod cors;
+mod header_transforms;
 mod listeners;
 mod policies;
 mod retry;
 mod routes;
+mod stores;
 mod tls;
 mod upstreams;
 
@@ -29,6 +33,7 @@ use listeners::compile_listeners;
 pub(crate) use policies::parse_key_part;
 use policies::{check_route_params, compile_policies};
 use routes::compile_routes;
+use stores::compile_stores;
 use upstreams::compile_upstream;
 
 /// Collects problems by key path; locations are resolved at the end.
@@ -104,13 +109,21 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         .collect();
     let upstream_protocols: Vec<UpstreamProtocol> =
         raw.upstreams.values().map(|u| u.protocol).collect();
-    let policies = compile_policies(&raw.policies, &mut problems);
+    let rate_limit_stores = compile_stores(&raw.rate_limit_stores, &mut problems);
+    let store_names: Vec<&str> = raw
+        .rate_limit_stores
+        .keys()
+        .map(String::as_str)
+        .filter(|name| *name != crate::config::LOCAL_STORE)
+        .collect();
+    let policies = compile_policies(&raw.policies, &store_names, &mut problems);
     let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
     let routes = compile_routes(
         &raw.routes,
         &upstream_names,
         &upstream_protocols,
         &policy_names,
+        &policies,
         &mut problems,
     );
 
@@ -127,6 +140,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             upstreams,
             routes,
             policies,
+            rate_limit_stores,
             router,
             shutdown_timeout: raw
                 .shutdown_timeout

@@ -11,15 +11,13 @@ use super::{check_name, Problems};
 use crate::config::raw::{RawClientIp, RawIpList, RawPolicy, RawRateLimit, RawRateLimitKey};
 use crate::config::{
     defaults, ClientIpConfig, IpListConfig, PolicyConfig, RateLimitConfig, RateLimitKeyPart,
-    RateLimitStoreRef,
+    RateLimitStoreRef, LOCAL_STORE,
 };
-
-/// The store every limit uses unless it names another.
-pub const LOCAL_STORE: &str = "local";
 
 /// The named policies, sorted by name (as the map is).
 pub(super) fn compile_policies(
     raw: &BTreeMap<String, RawPolicy>,
+    stores: &[&str],
     problems: &mut Problems,
 ) -> Vec<PolicyConfig> {
     raw.iter()
@@ -30,21 +28,34 @@ pub(super) fn compile_policies(
                 .ip
                 .as_ref()
                 .map(|list| compile_ip_list(&key("ip"), list, problems));
+            let cors = policy
+                .cors
+                .as_ref()
+                .map(|cors| super::cors::compile_cors(&key("cors"), cors, problems));
+            let headers = policy.headers.as_ref().map(|headers| {
+                super::header_transforms::compile_header_transforms(
+                    &key("headers"),
+                    headers,
+                    problems,
+                )
+            });
             let rate_limits = policy
                 .rate_limit
                 .as_deref()
                 .map_or_else(Vec::new, |limits| {
-                    compile_rate_limits(name, &key("rate_limit"), limits, problems)
+                    compile_rate_limits(name, &key("rate_limit"), limits, stores, problems)
                 });
-            if ip.is_none() && policy.rate_limit.is_none() {
+            if ip.is_none() && cors.is_none() && headers.is_none() && policy.rate_limit.is_none() {
                 problems.warn(
                     format!("policies.{name}"),
-                    "has no effect: it sets no check (e.g. `ip`, `rate_limit`)",
+                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`, `rate_limit`)",
                 );
             }
             PolicyConfig {
                 name: name.clone(),
                 ip,
+                cors,
+                headers,
                 rate_limits,
             }
         })
@@ -56,6 +67,7 @@ fn compile_rate_limits(
     policy: &str,
     key: &str,
     raw: &[RawRateLimit],
+    stores: &[&str],
     problems: &mut Problems,
 ) -> Vec<RateLimitConfig> {
     if raw.is_empty() {
@@ -82,7 +94,7 @@ fn compile_rate_limits(
                 }
                 names.push(name);
             }
-            compile_rate_limit(policy, &at, i, raw.len(), limit, problems)
+            compile_rate_limit(policy, &at, i, raw.len(), limit, stores, problems)
         })
         .collect()
 }
@@ -93,6 +105,7 @@ fn compile_rate_limit(
     index: usize,
     of: usize,
     raw: &RawRateLimit,
+    stores: &[&str],
     problems: &mut Problems,
 ) -> Option<RateLimitConfig> {
     let rate = parse_rate(&raw.rate.0)
@@ -107,8 +120,17 @@ fn compile_rate_limit(
     let key = compile_key(&format!("{at}.key"), &raw.key, problems);
     let store = match raw.store.as_deref() {
         None | Some(LOCAL_STORE) => RateLimitStoreRef::Local,
+        Some(name) if stores.contains(&name) => {
+            if raw.max_keys.is_some() {
+                problems.add(
+                    format!("{at}.max_keys"),
+                    format!("bounds the local store only; shared store {name:?} keeps its keys in Redis"),
+                );
+            }
+            RateLimitStoreRef::Named(name.to_owned())
+        }
         Some(name) => {
-            problems.add(format!("{at}.store"), unknown_store(name));
+            problems.add(format!("{at}.store"), unknown_store(name, stores));
             RateLimitStoreRef::Named(name.to_owned())
         }
     };
@@ -135,17 +157,15 @@ fn compile_rate_limit(
     })
 }
 
-/// What a `store` naming anything but `local` is told, until shared stores
-/// (`rate_limit_stores`) exist.
-fn unknown_store(name: &str) -> String {
-    let close = strsim::damerau_levenshtein(name, LOCAL_STORE) <= 2;
-    if close {
-        format!("unknown rate-limit store {name:?} (did you mean \"local\"?)")
+/// What a `store` naming neither `local` nor a `rate_limit_stores` entry is told.
+fn unknown_store(name: &str, stores: &[&str]) -> String {
+    let mut known = vec![LOCAL_STORE];
+    known.extend_from_slice(stores);
+    let message = super::unknown_name("rate-limit store", name, &known);
+    if stores.is_empty() {
+        format!("{message} (shared stores are defined under `rate_limit_stores`)")
     } else {
-        format!(
-            "unknown rate-limit store {name:?}: this version has only `local` \
-             (shared stores under `rate_limit_stores` are not available yet)"
-        )
+        message
     }
 }
 
@@ -294,6 +314,8 @@ pub(super) fn compile_client_ip(
                 problems,
             )
         }),
+        // Compiled with the rest of the listener: `super::listeners`.
+        proxy_protocol: None,
     }
 }
 

@@ -9,7 +9,7 @@ use http::{HeaderName, HeaderValue};
 use super::retry::compile_retry;
 use super::{check_name, unknown_upstream, Problems};
 use crate::config::raw::{RawAggregate, RawMatch, RawRoute, UpstreamProtocol};
-use crate::config::{defaults, RouteConfig, RouteTarget, WebSocketConfig};
+use crate::config::{defaults, PolicyConfig, RouteConfig, RouteTarget, WebSocketConfig};
 use crate::routing::{HostPattern, PathPattern, Rewrite, RouteSpec};
 
 pub(super) fn compile_routes(
@@ -17,6 +17,7 @@ pub(super) fn compile_routes(
     upstream_names: &[&str],
     upstream_protocols: &[UpstreamProtocol],
     policy_names: &[&str],
+    policies: &[PolicyConfig],
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -57,11 +58,20 @@ pub(super) fn compile_routes(
             upstream_protocols,
             problems,
         );
-        let policies =
+        let resolved =
             super::policies::resolve_route_policies(i, &route.policies, policy_names, problems);
+        let captured = path.as_ref().map(PathPattern::params).unwrap_or_default();
+        super::header_transforms::check_route_policies(
+            i,
+            &route.name,
+            &captured,
+            &resolved,
+            policies,
+            problems,
+        );
         if let (Some(path), Some(target)) = (path, target) {
             routes.push(RouteConfig {
-                policies,
+                policies: resolved,
                 name: route.name.clone(),
                 spec: RouteSpec {
                     host,

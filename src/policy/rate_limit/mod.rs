@@ -26,6 +26,9 @@
 pub mod gcra;
 pub mod key;
 pub mod local;
+pub mod redis;
+
+pub use self::redis::{RedisStore, StoreError};
 
 use std::hash::DefaultHasher;
 use std::sync::Arc;
@@ -35,7 +38,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use prometheus::IntCounter;
 
-use crate::config::{PolicyConfig, RateLimitConfig, RateLimitStoreRef};
+use crate::config::{OnStoreError, PolicyConfig, RateLimitConfig, RateLimitStoreRef};
 use crate::metrics::{Metrics, RateLimitCounters, RateLimitDecision};
 use gcra::{Decision, Rate};
 use key::{KeySource, KeySpec};
@@ -49,30 +52,35 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Where a limit's buckets are kept and decided.
-///
-/// A shared store (`store: NAME`, a `rate_limit_stores` entry) is another arm here,
-/// `Shared(Arc<RedisStore>)`, decided in [`Store::decide`] with `.await`; its failures
-/// come back as a [`StoreError`], which [`RouteLimits::admit`] counts as `store_error`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Store {
     /// This process's buckets, exact across its workers.
     Local(Arc<LocalStore>),
+    /// A `rate_limit_stores` entry (Redis), shared by every gateway that uses it. Its
+    /// keys are `prefix` (the policy's and the limit's names) and the key's hash.
+    Shared {
+        store: Arc<RedisStore>,
+        prefix: Box<[u8]>,
+    },
 }
 
-/// A store that could not decide: only shared stores fail (a connection, a timeout).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("rate-limit store {store:?} could not decide: {message}")]
-pub struct StoreError {
-    pub store: Arc<str>,
-    pub message: String,
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Local(store) => f.debug_tuple("Local").field(store).finish(),
+            Store::Shared { store, .. } => f.debug_tuple("Shared").field(&store.name()).finish(),
+        }
+    }
 }
 
 impl Store {
-    /// A fresh hasher for the keys of this store ([`key::KeySpec::key`]). A shared
-    /// store hashes with fixed keys (`DefaultHasher::new()`), the same in every process.
+    /// A fresh hasher for the keys of this store ([`key::KeySpec::key`]): the local
+    /// store's random keys; for a shared store fixed ones (`DefaultHasher::new()`), the
+    /// same in every gateway process of one build.
     pub fn key_hasher(&self) -> DefaultHasher {
         match self {
             Store::Local(store) => store.key_hasher(),
+            Store::Shared { .. } => DefaultHasher::new(),
         }
     }
 
@@ -80,6 +88,20 @@ impl Store {
     pub async fn decide(&self, key: u64, rate: &Rate) -> Result<Decision, StoreError> {
         match self {
             Store::Local(store) => Ok(store.decide(key, rate, store.now())),
+            Store::Shared { store, prefix } => {
+                let mut bytes = Vec::with_capacity(prefix.len() + 8);
+                bytes.extend_from_slice(prefix);
+                bytes.extend_from_slice(&key.to_be_bytes());
+                store.decide(&bytes, rate).await
+            }
+        }
+    }
+
+    /// What a failed decision means: only shared stores fail.
+    fn on_error(&self) -> OnStoreError {
+        match self {
+            Store::Local(_) => OnStoreError::Allow,
+            Store::Shared { store, .. } => store.on_error(),
         }
     }
 }
@@ -114,8 +136,12 @@ impl RateLimits {
     /// The limits of `policies`. With `previous` (the snapshot before a reload), a limit
     /// of the same policy with the same label, key, rate, burst, store and `max_keys`
     /// keeps its store, so its clients keep their buckets.
+    ///
+    /// A limit on a shared store uses the store of this snapshot from `stores` (the
+    /// state is in Redis; the store itself is carried over by the snapshot).
     pub fn build(
         policies: &[PolicyConfig],
+        stores: &[Arc<RedisStore>],
         metrics: &Metrics,
         previous: Option<&RateLimits>,
     ) -> RateLimits {
@@ -131,7 +157,7 @@ impl RateLimits {
                     .iter()
                     .filter_map(|config| {
                         let kept = before.iter().find(|old| old.keeps_buckets(config));
-                        Limit::carry_over(&name, config, kept.map(|k| &**k), metrics)
+                        Limit::carry_over(&name, config, kept.map(|k| &**k), stores, metrics)
                     })
                     .map(Arc::new)
                     .collect();
@@ -155,6 +181,7 @@ impl Limit {
         policy: &Arc<str>,
         config: &RateLimitConfig,
         kept: Option<&Limit>,
+        stores: &[Arc<RedisStore>],
         metrics: &Metrics,
     ) -> Option<Limit> {
         let Some(rate) = Rate::new(config.count, config.period, config.burst) else {
@@ -163,15 +190,21 @@ impl Limit {
             return None;
         };
         let store = match (&config.store, kept) {
-            (_, Some(kept)) => kept.store.clone(),
+            (RateLimitStoreRef::Local, Some(kept)) => kept.store.clone(),
             (RateLimitStoreRef::Local, None) => {
-                let (keys, evictions) = metrics.rate_limit_store(policy, &config.label);
+                let (keys, evictions) = metrics.rate_limit_local_store(policy, &config.label);
                 Store::Local(Arc::new(LocalStore::new(config.max_keys, keys, evictions)))
             }
-            (RateLimitStoreRef::Named(name), None) => {
-                // `check` refuses store names until shared stores exist.
-                tracing::error!(policy = &**policy, store = name, "unknown rate-limit store");
-                return None;
+            (RateLimitStoreRef::Named(name), _) => {
+                let Some(store) = stores.iter().find(|s| s.name() == name) else {
+                    // `check` refuses names that `rate_limit_stores` does not define.
+                    tracing::error!(policy = &**policy, store = name, "unknown rate-limit store");
+                    return None;
+                };
+                Store::Shared {
+                    store: store.clone(),
+                    prefix: format!("{policy}:{}:", config.label).into_bytes().into(),
+                }
             }
         };
         Some(Limit {
@@ -273,14 +306,19 @@ impl RouteLimits {
             let decision = match limit.store.decide(key, &limit.rate).await {
                 Ok(decision) => decision,
                 Err(error) => {
-                    // A shared store's `on_error` decides here; until then, allow.
+                    // The store counts and logs its failures (rate-limited); here the
+                    // decision is counted and the store's `on_error` followed.
                     route_limit.counters.inc(RateLimitDecision::StoreError);
-                    tracing::warn!(
-                        policy = &*limit.policy,
-                        limit = limit.config.label,
-                        "{error}"
-                    );
-                    continue;
+                    match limit.store.on_error() {
+                        OnStoreError::Allow => continue,
+                        OnStoreError::Deny => {
+                            return Err(PolicyError::RateLimitStoreFailed {
+                                policy: limit.policy.clone(),
+                                limit: limit.config.label.as_str().into(),
+                                error,
+                            })
+                        }
+                    }
                 }
             };
             let shadow = limit.config.shadow;
@@ -473,6 +511,8 @@ mod tests {
         PolicyConfig {
             name: "p".into(),
             ip: None,
+            cors: None,
+            headers: None,
             rate_limits: limits,
         }
     }
@@ -526,6 +566,7 @@ mod tests {
                 config("wide", 100, 5, false),
                 config("narrow", 1, 2, false),
             ])],
+            &[],
             &metrics,
             None,
         );
@@ -563,7 +604,12 @@ mod tests {
     #[tokio::test]
     async fn shadow_limits_count_but_never_refuse_nor_show() {
         let metrics = Metrics::new();
-        let limits = RateLimits::build(&[policy(vec![config("s", 1, 1, true)])], &metrics, None);
+        let limits = RateLimits::build(
+            &[policy(vec![config("s", 1, 1, true)])],
+            &[],
+            &metrics,
+            None,
+        );
         let route = RouteLimits::for_route("r", limits.of_policy(0), &metrics).expect("limits");
         for _ in 0..3 {
             let (result, admission) = admit(&route).await;
@@ -581,12 +627,18 @@ mod tests {
     #[tokio::test]
     async fn a_reload_keeps_the_buckets_of_an_unchanged_limit_only() {
         let metrics = Metrics::new();
-        let first = RateLimits::build(&[policy(vec![config("a", 1, 1, false)])], &metrics, None);
+        let first = RateLimits::build(
+            &[policy(vec![config("a", 1, 1, false)])],
+            &[],
+            &metrics,
+            None,
+        );
         let route = RouteLimits::for_route("r", first.of_policy(0), &metrics).expect("limits");
         assert!(admit(&route).await.0.is_ok());
         // Unchanged (shadow aside): the same store, still empty.
         let kept = RateLimits::build(
             &[policy(vec![config("a", 1, 1, false)])],
+            &[],
             &metrics,
             Some(&first),
         );
@@ -595,6 +647,7 @@ mod tests {
         // A new rate is a new limit: fresh buckets.
         let changed = RateLimits::build(
             &[policy(vec![config("a", 2, 1, false)])],
+            &[],
             &metrics,
             Some(&kept),
         );
