@@ -23,6 +23,8 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 pub use crate::tls::{ListenerTls, UpstreamTls};
+#[cfg(test)]
+pub(crate) use compile::parse_key_part;
 pub use error::{ConfigError, LoadError};
 pub use raw::{
     Balance, ErrorDetail, HostHeader, MergeMode, ProxyProtocolMode, StreamMode, UnderscoreHeaders,
@@ -119,6 +121,55 @@ pub struct PolicyConfig {
     pub ip: Option<IpListConfig>,
     pub cors: Option<cors::CorsConfig>,
     pub headers: Option<header_transforms::HeaderTransformsConfig>,
+    /// `rate_limit`: every entry is checked; the most restrictive answer wins.
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// One entry of a policy's `rate_limit`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Its `name`, or its index in the policy's list: the `limit` metric label.
+    pub label: String,
+    /// The name it has in the `RateLimit-Policy` and `RateLimit` response fields: its
+    /// `name`, else the policy's name when the policy has one limit, else
+    /// `policy.index`.
+    pub field_name: String,
+    /// What the request is keyed by: the parts, in order, combined.
+    pub key: Vec<RateLimitKeyPart>,
+    /// `count` requests per `period`, on average.
+    pub count: u32,
+    pub period: Duration,
+    /// Requests admitted at once (`burst`, default `count`).
+    pub burst: u32,
+    pub store: RateLimitStoreRef,
+    /// Counted and logged, never refused.
+    pub shadow: bool,
+    /// Keys the local store holds at most.
+    pub max_keys: usize,
+}
+
+/// A part of a rate limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKeyPart {
+    /// The client's address (see `client_ip.trusted_proxies`).
+    ClientIp,
+    /// The route's name: without it, routes that share the policy share buckets.
+    Route,
+    /// A request header's (first) value.
+    Header(http::HeaderName),
+    /// A query parameter's (first) value, percent-decoded.
+    Query(String),
+    /// A path parameter of the route, percent-decoded.
+    Param(String),
+}
+
+/// Which store decides a limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitStoreRef {
+    /// This process's own buckets (`store: local`, the default).
+    Local,
+    /// A `rate_limit_stores` entry, by name.
+    Named(String),
 }
 
 /// Client addresses a policy allows or denies. A denied address is refused; with an
@@ -425,6 +476,8 @@ pub mod defaults {
     pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
     pub const WEBSOCKET_MAX_CONNECTIONS: usize = 1024;
     pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Keys a rate limit's local store holds at most.
+    pub const RATE_LIMIT_MAX_KEYS: usize = 100_000;
     /// A shared rate-limit store's limit on one decision.
     pub const RATE_LIMIT_STORE_TIMEOUT: Duration = Duration::from_millis(50);
     /// A shared rate-limit store's connections per process (at least one per worker).

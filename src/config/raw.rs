@@ -86,6 +86,8 @@ pub struct RawPolicy {
     pub ip: Option<RawIpList>,
     pub cors: Option<RawCors>,
     pub headers: Option<RawHeaderTransforms>,
+    /// Rate limits, each checked on every request of the routes that list the policy.
+    pub rate_limit: Option<Vec<RawRateLimit>>,
 }
 
 /// Which browser origins may read a route's answers, and what their preflights may ask.
@@ -122,6 +124,33 @@ pub struct RawHeaderEdits {
     pub add: BTreeMap<String, ScalarString>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// One rate limit: `{ key: client_ip, rate: 100/s, burst: 200, store: local }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// The metric label and the name in the `RateLimit` fields; default: its index.
+    pub name: Option<String>,
+    /// One part (`client_ip`) or a list of parts (`[route, header.x-api-key]`).
+    pub key: RawRateLimitKey,
+    /// `N/s`, `N/m` (or `N/min`), `N/h`, `N/d`.
+    pub rate: ScalarString,
+    pub burst: Option<u32>,
+    /// `local` (the default) or a `rate_limit_stores` entry.
+    pub store: Option<String>,
+    #[serde(default)]
+    pub shadow: bool,
+    /// Keys the local store holds at most.
+    pub max_keys: Option<usize>,
+}
+
+/// A rate limit's `key`: one part, or several combined.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRateLimitKey {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Allowed and denied client addresses (CIDR ranges, or single addresses).

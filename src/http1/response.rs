@@ -15,6 +15,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use super::fields::{self, put_header, Codings};
 use super::{Decoder, WireError};
 
+/// Headers the proxy adds to a forwarded response.
+const ADDED_BY_PROXY: usize = 3;
+
 /// The most header lines a response may carry.
 pub const MAX_HEADERS: usize = 100;
 /// The largest response head accepted, in bytes.
@@ -78,8 +81,9 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, W
         ));
     }
     let head = buf.split_to(length).freeze();
-    // Room for the request id the proxy adds, so that adding it does not rehash.
-    let mut headers = HeaderMap::with_capacity(fields.len() + 1);
+    // Room for what the proxy adds (the request id, a rate limit's `RateLimit-Policy`
+    // and `RateLimit`), so that adding them does not grow and rehash the map.
+    let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_BY_PROXY);
     for (name, start, len) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(start..start + len))
             .map_err(|_| WireError::Head("invalid header value"))?;

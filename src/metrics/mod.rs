@@ -11,8 +11,8 @@
 //! [`listeners`] (client connections, workers, client timeouts, TLS), [`websocket`],
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
-//! (the PROXY headers of listeners behind L4 balancers), [`stores`] (shared rate-limit
-//! stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
 //! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
@@ -21,6 +21,7 @@ mod edge;
 mod listeners;
 mod policies;
 mod proxy_protocol;
+mod rate_limit;
 mod requests;
 mod stores;
 mod upstreams;
@@ -37,6 +38,7 @@ pub use listeners::{
     TLS_VERSIONS,
 };
 pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
+pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
 pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
@@ -48,6 +50,7 @@ use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
+use rate_limit::RateLimitFamilies;
 use requests::RequestFamilies;
 use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
@@ -73,6 +76,7 @@ pub struct Metrics {
     edge: EdgeFamilies,
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
+    rate_limit: RateLimitFamilies,
 }
 
 impl Metrics {
@@ -92,6 +96,7 @@ impl Metrics {
             edge: EdgeFamilies::register(&r),
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
+            rate_limit: RateLimitFamilies::register(&r),
             registry,
         }
     }

@@ -8,4 +8,20 @@ use std::sync::Arc;
 pub enum PolicyError {
     #[error("the client's address is not allowed on this route (policy {policy:?})")]
     IpDenied { policy: Arc<str> },
+    /// A rate limit of the route is exhausted for this request's key (429).
+    #[error("too many requests: rate limit {limit:?} of policy {policy:?} is exhausted; retry in {retry_after_secs} s")]
+    RateLimited {
+        policy: Arc<str>,
+        /// The limit's `name`, or its index in the policy's list.
+        limit: Arc<str>,
+        /// `Retry-After`: whole seconds (rounded up) until the request would be admitted.
+        retry_after_secs: u64,
+    },
+    /// A limit's shared store could not decide and its `on_error` is `deny` (503).
+    #[error("rate limit {limit:?} of policy {policy:?} could not be decided: {error}")]
+    RateLimitStoreFailed {
+        policy: Arc<str>,
+        limit: Arc<str>,
+        error: super::rate_limit::StoreError,
+    },
 }

@@ -22,10 +22,12 @@
 //! memorise ordering rules: first the route's CORS policy ([`cors`]: a preflight is
 //! answered before anything else runs, so an IP list or a rate limit never refuses
 //! one), then every IP access list of the policies a route names (in the order the
-//! route names them), then the gateway's own header rules (`X-Forwarded-*`,
-//! `X-Request-Id`), then the header transforms ([`transform`], in the order the route
-//! names their policies). Authentication and rate limits take their places after the
-//! IP lists as they are added.
+//! route names them), then their rate limits (all of them, as one step:
+//! [`rate_limit::RouteLimits`]; a request an IP list refuses never counts against a
+//! limit), then the gateway's own header rules (`X-Forwarded-*`, `X-Request-Id`), then
+//! the header transforms ([`transform`], in the order the route names their policies).
+//! Authentication takes its place before the rate limits as it is added (so that limits
+//! can be keyed by the consumer).
 //!
 //! [`Policies::finish`] adds, in order: the headers the admission noted, the CORS
 //! policy's, then the header transforms' answer edits.
@@ -49,6 +51,8 @@ pub use error::PolicyError;
 use crate::config::{IpListConfig, PolicyConfig, RouteConfig};
 use crate::metrics::Metrics;
 use crate::request_id::X_REQUEST_ID;
+use rate_limit::key::KeySource;
+use rate_limit::{RateLimits, RouteLimits};
 
 /// One policy of a route, compiled.
 #[derive(Debug, Clone)]
@@ -59,6 +63,8 @@ pub enum Policy {
         list: Arc<IpListConfig>,
         rejected: IntCounter,
     },
+    /// The rate limits of every policy the route names (429 when one is exhausted).
+    RateLimit(Box<RouteLimits>),
     /// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` (the
     /// listener's scheme) and `X-Forwarded-Host` (the host the client asked for).
     Forwarded,
@@ -143,14 +149,20 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// `route`'s policies (see the module's "Order"), built once per configuration.
-    pub fn for_route(route: &RouteConfig, policies: &[PolicyConfig], metrics: &Metrics) -> Self {
+    /// `route`'s policies (see the module's "Order"), built once per configuration;
+    /// their rate limits are those of `rate_limits`, which every route shares.
+    pub fn for_route(
+        route: &RouteConfig,
+        policies: &[PolicyConfig],
+        rate_limits: &RateLimits,
+        metrics: &Metrics,
+    ) -> Self {
         let named: Vec<&PolicyConfig> = route
             .policies
             .iter()
             .filter_map(|&i| policies.get(i))
             .collect();
-        let mut list = Vec::with_capacity(named.len() + 2);
+        let mut list = Vec::with_capacity(named.len() + 3);
         if let Some(policy) = named.iter().find(|p| p.cors.is_some()) {
             if let Some(config) = &policy.cors {
                 let counters = metrics.cors_requests(&route.name, &policy.name);
@@ -170,6 +182,15 @@ impl Policies {
                 });
             }
         }
+        let limits = route
+            .policies
+            .iter()
+            .flat_map(|&i| rate_limits.of_policy(i));
+        let limits = RouteLimits::for_route(&route.name, limits, metrics);
+        let limits_need_params = limits.as_ref().is_some_and(RouteLimits::needs_params);
+        if let Some(limits) = limits {
+            list.push(Policy::RateLimit(Box::new(limits)));
+        }
         list.push(Policy::Forwarded);
         list.push(Policy::RequestId);
         for policy in &named {
@@ -183,9 +204,10 @@ impl Policies {
                 )));
             }
         }
-        let needs_params = list
-            .iter()
-            .any(|p| matches!(p, Policy::HeaderTransform(t) if t.uses_params()));
+        let needs_params = limits_need_params
+            || list
+                .iter()
+                .any(|p| matches!(p, Policy::HeaderTransform(t) if t.uses_params()));
         let finishes = list
             .iter()
             .any(|p| matches!(p, Policy::Cors(_) | Policy::HeaderTransform(_)));
@@ -247,6 +269,15 @@ impl Policies {
                             policy: policy.clone(),
                         });
                     }
+                }
+                Policy::RateLimit(limits) => {
+                    let source = KeySource {
+                        client_ip: facts.client_ip,
+                        headers,
+                        query: facts.query,
+                        params: facts.params,
+                    };
+                    limits.admit(source, admission).await?;
                 }
                 Policy::Forwarded => {
                     forwarded::set_forwarded(

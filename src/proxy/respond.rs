@@ -179,6 +179,11 @@ pub fn response(
         ProxyError::Overloaded { .. } | ProxyError::WebSocketLimit { .. } => {
             headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        ProxyError::Policy(PolicyError::RateLimited {
+            retry_after_secs, ..
+        }) => {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         _ => {}
     }
     if rescued.close {
@@ -215,7 +220,9 @@ fn grpc_status(rescued: &Rescued) -> u8 {
     match rescued.code {
         "no_route" | "method_not_allowed" | "unsupported_transfer_coding" => UNIMPLEMENTED,
         "uri_too_long" | "bad_request" | "client_body_error" => INVALID_ARGUMENT,
-        "request_head_too_large" | "too_many_headers" | "body_too_large" => RESOURCE_EXHAUSTED,
+        "request_head_too_large" | "too_many_headers" | "body_too_large" | "rate_limited" => {
+            RESOURCE_EXHAUSTED
+        }
         "expectation_failed" => FAILED_PRECONDITION,
         "ip_denied" => PERMISSION_DENIED,
         "upstream_timeout" | "upstream_connect_timeout" | "aggregate_timeout" | "timeout" => {
@@ -225,7 +232,8 @@ fn grpc_status(rescued: &Rescued) -> u8 {
         | "websocket_limit"
         | "upstream_unavailable"
         | "upstream_connect_failed"
-        | "upstream_bad_response" => UNAVAILABLE,
+        | "upstream_bad_response"
+        | "rate_limit_store_unavailable" => UNAVAILABLE,
         _ if rescued.status.is_server_error() => INTERNAL,
         _ => UNKNOWN,
     }
@@ -260,6 +268,10 @@ fn public_message(error: &ProxyError) -> Cow<'static, str> {
         )
         .into(),
         ProxyError::BadRequest(text) => Cow::Borrowed(*text),
+        // The store's error names its address: for the log only.
+        ProxyError::Policy(PolicyError::RateLimitStoreFailed { policy, limit, .. }) => {
+            format!("rate limit {limit:?} of policy {policy:?} could not be decided").into()
+        }
         other => other.to_string().into(),
     }
 }
@@ -296,6 +308,11 @@ fn public_call_message(error: &CallError) -> Cow<'static, str> {
 fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
     match error {
         PolicyError::IpDenied { .. } => (StatusCode::FORBIDDEN, "ip_denied"),
+        PolicyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        PolicyError::RateLimitStoreFailed { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rate_limit_store_unavailable",
+        ),
     }
 }
 
@@ -400,6 +417,25 @@ mod tests {
         assert!(describe_calls(ErrorDetail::Verbose)(&invalid)
             .message
             .contains("line 1"));
+    }
+
+    #[test]
+    fn a_rate_limit_is_429_resource_exhausted_with_retry_after() {
+        let error = ProxyError::Policy(PolicyError::RateLimited {
+            policy: "api".into(),
+            limit: "0".into(),
+            retry_after_secs: 7,
+        });
+        let rescued = rescue(&error);
+        assert_eq!(rescued.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(rescued.code, "rate_limited");
+        assert!(!rescued.close);
+        assert_eq!(grpc_status(&rescued), 8, "RESOURCE_EXHAUSTED");
+        let id = HeaderValue::from_static("abc");
+        for dialect in [Dialect::Json, Dialect::Grpc] {
+            let response = response(&error, &rescued, &id, ErrorDetail::Brief, dialect);
+            assert_eq!(response.headers()[RETRY_AFTER], "7");
+        }
     }
 
     #[test]

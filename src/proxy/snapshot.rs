@@ -9,7 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
-use crate::policy::rate_limit::RedisStore;
+use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
 use crate::upstream::Upstream;
 
@@ -48,6 +48,9 @@ pub struct Snapshot {
     pub rate_limit_stores: Vec<Arc<RedisStore>>,
     /// Counters for requests that matched no route.
     pub unmatched: RouteMetrics,
+    /// Every policy's rate limits and their stores, which routes share and a reload
+    /// carries over (see [`RateLimits::build`]).
+    pub rate_limits: RateLimits,
 }
 
 impl Snapshot {
@@ -61,7 +64,8 @@ impl Snapshot {
     /// Builds clients, limiters and metric handles for `config`. With `previous`, each
     /// upstream that keeps its name keeps its limiter (and its pool, if its endpoints
     /// did not change): see [`Upstream::carry_over`]; so does each shared rate-limit
-    /// store whose configuration did not change.
+    /// store whose configuration did not change, and each rate limit a reload leaves
+    /// unchanged keeps its buckets (see [`RateLimits::build`]).
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let upstreams: Vec<Arc<Upstream>> = config
@@ -78,7 +82,7 @@ impl Snapshot {
                 ))
             })
             .collect();
-        let rate_limit_stores = config
+        let rate_limit_stores: Vec<Arc<RedisStore>> = config
             .rate_limit_stores
             .iter()
             .map(|store| {
@@ -90,12 +94,18 @@ impl Snapshot {
                 RedisStore::carry_over(store, before, metrics, config.per_core_workers())
             })
             .collect();
+        let rate_limits = RateLimits::build(
+            &config.policies,
+            &rate_limit_stores,
+            metrics,
+            previous.map(|p| &p.rate_limits),
+        );
         let routes = config
             .routes
             .iter()
             .map(|route| RouteRuntime {
                 metrics: metrics.route(&route.name, &listener_names),
-                policies: Policies::for_route(route, &config.policies, metrics),
+                policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
                 handler: match &route.target {
                     RouteTarget::Proxy {
                         upstream,
@@ -134,6 +144,7 @@ impl Snapshot {
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,
+            rate_limits,
             rate_limit_stores,
             config,
         }

@@ -21,6 +21,7 @@ mod limits;
 mod metrics;
 mod policies;
 mod proxy_protocol;
+mod rate_limit;
 mod redis_store;
 mod reload;
 mod retries;

@@ -30,7 +30,9 @@ use super::{
 };
 use crate::routing::{RouteSpec, RouteTable};
 use listeners::compile_listeners;
-use policies::compile_policies;
+#[cfg(test)]
+pub(crate) use policies::parse_key_part;
+use policies::{check_route_params, compile_policies};
 use routes::compile_routes;
 use stores::compile_stores;
 use upstreams::compile_upstream;
@@ -119,8 +121,14 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         .collect();
     let upstream_protocols: Vec<UpstreamProtocol> =
         raw.upstreams.values().map(|u| u.protocol).collect();
-    let policies = compile_policies(&raw.policies, &mut problems);
     let rate_limit_stores = compile_stores(&raw.rate_limit_stores, &mut problems);
+    let store_names: Vec<&str> = raw
+        .rate_limit_stores
+        .keys()
+        .map(String::as_str)
+        .filter(|name| *name != crate::config::LOCAL_STORE)
+        .collect();
+    let policies = compile_policies(&raw.policies, &store_names, &mut problems);
     let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
     let routes = compile_routes(
         &raw.routes,
@@ -133,6 +141,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
 
     check_top_level(&raw, &listeners, &mut problems);
     durations::check_duration_bounds(&raw, &mut problems);
+    check_route_params(&routes, &policies, &mut problems);
 
     let router = build_router(&raw.routes, &routes, &mut problems);
     if router.is_some() {

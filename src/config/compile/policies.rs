@@ -1,17 +1,23 @@
-//! `policies` (named checks that routes apply) and the address ranges they and a
-//! listener's `client_ip.trusted_proxies` are written in.
+//! `policies` (named checks that routes apply): their IP lists (and the address ranges
+//! they and a listener's `client_ip.trusted_proxies` are written in) and their rate
+//! limits (rates, keys, stores).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ipnet::IpNet;
 
 use super::{check_name, Problems};
-use crate::config::raw::{RawClientIp, RawIpList, RawPolicy};
-use crate::config::{ClientIpConfig, IpListConfig, PolicyConfig};
+use crate::config::raw::{RawClientIp, RawIpList, RawPolicy, RawRateLimit, RawRateLimitKey};
+use crate::config::{
+    defaults, ClientIpConfig, IpListConfig, PolicyConfig, RateLimitConfig, RateLimitKeyPart,
+    RateLimitStoreRef, LOCAL_STORE,
+};
 
 /// The named policies, sorted by name (as the map is).
 pub(super) fn compile_policies(
     raw: &BTreeMap<String, RawPolicy>,
+    stores: &[&str],
     problems: &mut Problems,
 ) -> Vec<PolicyConfig> {
     raw.iter()
@@ -33,10 +39,16 @@ pub(super) fn compile_policies(
                     problems,
                 )
             });
-            if ip.is_none() && cors.is_none() && headers.is_none() {
+            let rate_limits = policy
+                .rate_limit
+                .as_deref()
+                .map_or_else(Vec::new, |limits| {
+                    compile_rate_limits(name, &key("rate_limit"), limits, stores, problems)
+                });
+            if ip.is_none() && cors.is_none() && headers.is_none() && policy.rate_limit.is_none() {
                 problems.warn(
                     format!("policies.{name}"),
-                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`)",
+                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`, `rate_limit`)",
                 );
             }
             PolicyConfig {
@@ -44,9 +56,238 @@ pub(super) fn compile_policies(
                 ip,
                 cors,
                 headers,
+                rate_limits,
             }
         })
         .collect()
+}
+
+/// A policy's `rate_limit` list.
+fn compile_rate_limits(
+    policy: &str,
+    key: &str,
+    raw: &[RawRateLimit],
+    stores: &[&str],
+    problems: &mut Problems,
+) -> Vec<RateLimitConfig> {
+    if raw.is_empty() {
+        problems.add(key, "list at least one limit, or leave `rate_limit` out");
+    }
+    let mut names: Vec<&str> = Vec::new();
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, limit)| {
+            let at = format!("{key}[{i}]");
+            if let Some(name) = &limit.name {
+                check_name("rate limit", name, format!("{at}.name"), problems);
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+                    problems.add(
+                        format!("{at}.name"),
+                        "must not be a number: unnamed limits are labelled by their index",
+                    );
+                }
+                if names.contains(&name.as_str()) {
+                    problems.add(
+                        format!("{at}.name"),
+                        format!("another limit of this policy is called {name:?}"),
+                    );
+                }
+                names.push(name);
+            }
+            compile_rate_limit(policy, &at, i, raw.len(), limit, stores, problems)
+        })
+        .collect()
+}
+
+fn compile_rate_limit(
+    policy: &str,
+    at: &str,
+    index: usize,
+    of: usize,
+    raw: &RawRateLimit,
+    stores: &[&str],
+    problems: &mut Problems,
+) -> Option<RateLimitConfig> {
+    let rate = parse_rate(&raw.rate.0)
+        .map_err(|message| problems.add(format!("{at}.rate"), message))
+        .ok();
+    if raw.burst == Some(0) {
+        problems.add(
+            format!("{at}.burst"),
+            "must be at least 1 (the requests admitted at once)",
+        );
+    }
+    let key = compile_key(&format!("{at}.key"), &raw.key, problems);
+    let store = match raw.store.as_deref() {
+        None | Some(LOCAL_STORE) => RateLimitStoreRef::Local,
+        Some(name) if stores.contains(&name) => {
+            if raw.max_keys.is_some() {
+                problems.add(
+                    format!("{at}.max_keys"),
+                    format!("bounds the local store only; shared store {name:?} keeps its keys in Redis"),
+                );
+            }
+            RateLimitStoreRef::Named(name.to_owned())
+        }
+        Some(name) => {
+            problems.add(format!("{at}.store"), unknown_store(name, stores));
+            RateLimitStoreRef::Named(name.to_owned())
+        }
+    };
+    if raw.max_keys == Some(0) {
+        problems.add(format!("{at}.max_keys"), "must be at least 1");
+    }
+    let (count, period) = rate?;
+    let label = raw.name.clone().unwrap_or_else(|| index.to_string());
+    let field_name = match &raw.name {
+        Some(name) => name.clone(),
+        None if of == 1 => policy.to_owned(),
+        None => format!("{policy}.{index}"),
+    };
+    Some(RateLimitConfig {
+        label,
+        field_name,
+        key: key?,
+        count,
+        period,
+        burst: raw.burst.unwrap_or(count).max(1),
+        store,
+        shadow: raw.shadow,
+        max_keys: raw.max_keys.unwrap_or(defaults::RATE_LIMIT_MAX_KEYS).max(1),
+    })
+}
+
+/// What a `store` naming neither `local` nor a `rate_limit_stores` entry is told.
+fn unknown_store(name: &str, stores: &[&str]) -> String {
+    let mut known = vec![LOCAL_STORE];
+    known.extend_from_slice(stores);
+    let message = super::unknown_name("rate-limit store", name, &known);
+    if stores.is_empty() {
+        format!("{message} (shared stores are defined under `rate_limit_stores`)")
+    } else {
+        message
+    }
+}
+
+/// `100/s`, `1000/min`: a count of at least 1 per second (`s`, `sec`, `second`), minute
+/// (`m`, `min`, `minute`), hour (`h`, `hour`) or day (`d`, `day`).
+pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+    const EXAMPLE: &str = "write e.g. 100/s, 1000/min, 50000/h or 1000000/d";
+    let Some((count, unit)) = text.trim().split_once('/') else {
+        return Err(format!("invalid rate {text:?}: {EXAMPLE}"));
+    };
+    let count: u32 = count.trim().parse().map_err(|_| {
+        format!("invalid rate {text:?}: the count must be a whole number; {EXAMPLE}")
+    })?;
+    if count == 0 {
+        return Err(format!(
+            "rate {text:?} admits nothing: the count must be at least 1 (to refuse every \
+             request, use an `ip` list)"
+        ));
+    }
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3_600,
+        "d" | "day" => 86_400,
+        other => {
+            return Err(format!(
+                "unknown rate unit {other:?} in {text:?}: use s, m (or min), h or d"
+            ))
+        }
+    };
+    Ok((count, Duration::from_secs(seconds)))
+}
+
+/// The kinds of key part, as written (`header.`, `query.`, `param.` take a name).
+const KEY_KINDS: &[&str] = &["client_ip", "route", "header.", "query.", "param."];
+
+fn compile_key(
+    key: &str,
+    raw: &RawRateLimitKey,
+    problems: &mut Problems,
+) -> Option<Vec<RateLimitKeyPart>> {
+    let parts: Vec<(String, &String)> = match raw {
+        RawRateLimitKey::One(part) => vec![(key.to_owned(), part)],
+        RawRateLimitKey::Many(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| (format!("{key}[{i}]"), part))
+            .collect(),
+    };
+    if parts.is_empty() {
+        problems.add(
+            key,
+            "list at least one key part (client_ip, route, header.NAME, query.NAME, param.NAME)",
+        );
+        return None;
+    }
+    let mut compiled = Vec::with_capacity(parts.len());
+    let mut ok = true;
+    for (at, part) in parts {
+        match parse_key_part(part) {
+            Ok(part) if compiled.contains(&part) => {
+                problems.add(at, "this part is already in the key");
+                ok = false;
+            }
+            Ok(part) => compiled.push(part),
+            Err(message) => {
+                problems.add(at, message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(compiled)
+}
+
+/// `client_ip`, `route`, `header.x-api-key`, `query.api_key`, `param.id`.
+pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
+    match text {
+        "client_ip" => return Ok(RateLimitKeyPart::ClientIp),
+        "route" => return Ok(RateLimitKeyPart::Route),
+        _ => {}
+    }
+    // The authenticated consumer and JWT claims (`consumer`, `jwt.CLAIM`) join here
+    // once authentication runs before rate limits.
+    if let Some((kind, name)) = text.split_once('.') {
+        let named = |what: &str| {
+            if name.is_empty() {
+                Err(format!("{text:?} needs a {what} name after `{kind}.`"))
+            } else {
+                Ok(name)
+            }
+        };
+        match kind {
+            "header" => {
+                let name = named("header")?;
+                return http::HeaderName::from_bytes(name.as_bytes())
+                    .map(RateLimitKeyPart::Header)
+                    .map_err(|_| format!("{name:?} is not a valid header name"));
+            }
+            "query" => return named("query parameter").map(|n| RateLimitKeyPart::Query(n.into())),
+            "param" => return named("path parameter").map(|n| RateLimitKeyPart::Param(n.into())),
+            _ => {}
+        }
+    }
+    let written = text.split_once('.').map_or(text, |(kind, _)| kind);
+    let suggestion = KEY_KINDS
+        .iter()
+        .map(|k| {
+            (
+                strsim::damerau_levenshtein(written, k.trim_end_matches('.')),
+                *k,
+            )
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .min();
+    let kinds = "client_ip, route, header.NAME, query.NAME or param.NAME";
+    Err(match suggestion {
+        Some((_, k)) if k.ends_with('.') => {
+            format!("unknown key part {text:?} (did you mean \"{k}NAME\"?); use {kinds}")
+        }
+        Some((_, k)) => format!("unknown key part {text:?} (did you mean {k:?}?); use {kinds}"),
+        None => format!("unknown key part {text:?}; use {kinds}"),
+    })
 }
 
 fn compile_ip_list(key: &str, raw: &RawIpList, problems: &mut Problems) -> IpListConfig {
@@ -128,9 +369,92 @@ pub(super) fn resolve_route_policies(
         .collect()
 }
 
+/// Warns where a route lists a policy whose rate limit is keyed by a path parameter
+/// the route's path does not bind: every request of that route would share one bucket.
+pub(super) fn check_route_params(
+    routes: &[crate::config::RouteConfig],
+    policies: &[PolicyConfig],
+    problems: &mut Problems,
+) {
+    for (r, route) in routes.iter().enumerate() {
+        let params = route.spec.path.params();
+        for (p, &index) in route.policies.iter().enumerate() {
+            let Some(policy) = policies.get(index) else {
+                continue;
+            };
+            let missing =
+                policy
+                    .rate_limits
+                    .iter()
+                    .flat_map(|l| &l.key)
+                    .find_map(|part| match part {
+                        RateLimitKeyPart::Param(name) if !params.contains(name) => Some(name),
+                        _ => None,
+                    });
+            if let Some(name) = missing {
+                problems.warn(
+                    format!("routes[{r}].policies[{p}]"),
+                    format!(
+                        "policy {:?} limits by path parameter {name:?}, which this route's \
+                         path does not bind: all its requests share one bucket",
+                        policy.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_parse_with_their_units() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(parse_rate("100/s"), Ok((100, Duration::from_secs(1))));
+        assert_eq!(parse_rate("1000/min"), Ok((1000, minute)));
+        assert_eq!(parse_rate("1000/m"), Ok((1000, minute)));
+        assert_eq!(parse_rate(" 5 / h "), Ok((5, Duration::from_secs(3600))));
+        assert_eq!(parse_rate("7/d"), Ok((7, Duration::from_secs(86_400))));
+        let fortnight = parse_rate("100/fortnight").expect_err("no such unit");
+        assert!(
+            fortnight.contains("unknown rate unit \"fortnight\""),
+            "{fortnight}"
+        );
+        assert!(parse_rate("0/s").expect_err("zero").contains("at least 1"));
+        assert!(parse_rate("100").is_err());
+        assert!(parse_rate("-1/s").is_err());
+        assert!(parse_rate("1.5/s").is_err());
+        assert!(parse_rate("99999999999/s").is_err());
+    }
+
+    #[test]
+    fn key_parts_parse_and_unknown_ones_get_a_suggestion() {
+        assert_eq!(parse_key_part("client_ip"), Ok(RateLimitKeyPart::ClientIp));
+        assert_eq!(parse_key_part("route"), Ok(RateLimitKeyPart::Route));
+        assert_eq!(
+            parse_key_part("header.X-Api-Key"),
+            Ok(RateLimitKeyPart::Header(http::HeaderName::from_static(
+                "x-api-key"
+            )))
+        );
+        assert_eq!(
+            parse_key_part("query.api_key"),
+            Ok(RateLimitKeyPart::Query("api_key".into()))
+        );
+        assert_eq!(
+            parse_key_part("param.id"),
+            Ok(RateLimitKeyPart::Param("id".into()))
+        );
+        let typo = parse_key_part("client-ip").expect_err("a typo");
+        assert!(typo.contains("did you mean \"client_ip\""), "{typo}");
+        let typo = parse_key_part("headers.x-api-key").expect_err("a typo");
+        assert!(typo.contains("did you mean \"header.NAME\""), "{typo}");
+        assert!(parse_key_part("header.").is_err());
+        assert!(parse_key_part("header.bad name").is_err());
+        assert!(parse_key_part("consumer").is_err());
+    }
 
     #[test]
     fn ranges_and_single_addresses_parse() {
