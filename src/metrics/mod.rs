@@ -31,7 +31,10 @@ pub use listeners::{
     TLS_VERSIONS,
 };
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
-pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
+pub use upstreams::{
+    EndpointHealthMetrics, EndpointMetrics, PoolMetrics, Redispatch, UpstreamMetrics,
+    UpstreamOutcome,
+};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;

@@ -11,8 +11,10 @@
 //! is kept ([`Http1Pool::salvage`]). A request that met a pooled connection
 //! closed under it before any response arrived is sent again once, on a new
 //! connection, when that is safe: an idempotent method and a body the gateway still
-//! holds. Idle connections older than the pool's idle timeout are closed by a periodic
-//! sweep.
+//! holds (`portcullis_upstream_redispatches_total{reason="reset_before_response"}`).
+//! A request for which no connection could be opened comes back unsent, its body
+//! unread ([`SendError::Connect`]), so that it can go to another endpoint. Idle
+//! connections older than the pool's idle timeout are closed by a periodic sweep.
 //!
 //! With per-core workers the idle connections are kept apart by worker: a connection
 //! is registered with the runtime of the worker that opened it, and is lent only to
@@ -107,11 +109,21 @@ pub struct Http1Pool {
 }
 
 /// Why no response came back.
-#[derive(Debug)]
 pub enum SendError {
-    ConnectTimeout,
-    Connect(BoxError),
+    /// No connection could be had, so nothing of the request was sent: it comes back
+    /// whole (its body unread), for another endpoint.
+    Connect(ConnectError, Box<Request<UpstreamBody>>),
     Exchange(ExchangeFailure),
+}
+
+/// Why a connection to the endpoint could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP (or the TLS handshake) did not finish within the connect timeout.
+    Timeout,
+    /// The endpoint's certificate failed verification; the cause, in words.
+    TlsVerify(String),
+    Failed(BoxError),
 }
 
 impl Http1Pool {
@@ -144,47 +156,72 @@ impl Http1Pool {
         request: Request<UpstreamBody>,
         endpoint_host: &HeaderValue,
     ) -> Result<Response<PooledBody>, SendError> {
-        let (parts, mut body) = request.into_parts();
-        let mut replay = if parts.method.is_idempotent() {
+        let (connection, reused) = match self.checkout() {
+            Some(connection) => (connection, true),
+            None => match self.connect_boxed().await {
+                Ok(connection) => (connection, false),
+                Err(error) => return Err(SendError::Connect(error, Box::new(request))),
+            },
+        };
+        let (parts, body) = request.into_parts();
+        let replay = if reused && parts.method.is_idempotent() {
             body.replayable()
         } else {
             None
         };
-        let (connection, mut reused) = match self.checkout() {
-            Some(connection) => (connection, true),
-            None => (self.connect_boxed().await?, false),
+        let failure = match self.exchange(connection, &parts, body, endpoint_host).await {
+            Ok(response) => return Ok(response),
+            Err(failure) => failure,
         };
-        // Dropped with the request (the client went away) while the response is
-        // awaited, the guard salvages the connection.
+        match replay {
+            Some(body) if failure.before_response() => {
+                // The endpoint closed the pooled connection as the request went out:
+                // nothing of a response arrived, the method may be repeated and the
+                // gateway still holds the body. Once, on a new connection.
+                tracing::debug!(
+                    endpoint = %self.host,
+                    "pooled connection closed before a response: {failure}; resending on a new one"
+                );
+                self.metrics.resent.inc();
+                let connection = match self.connect_boxed().await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        let request = Request::from_parts(parts, body);
+                        return Err(SendError::Connect(error, Box::new(request)));
+                    }
+                };
+                self.exchange(connection, &parts, body, endpoint_host)
+                    .await
+                    .map_err(SendError::Exchange)
+            }
+            _ => Err(SendError::Exchange(failure)),
+        }
+    }
+
+    /// One exchange over `connection`. Dropped with the request (the client went away)
+    /// while the response is awaited, its guard salvages the connection.
+    async fn exchange(
+        self: &Arc<Self>,
+        connection: Connection,
+        parts: &http::request::Parts,
+        body: UpstreamBody,
+        endpoint_host: &HeaderValue,
+    ) -> Result<Response<PooledBody>, ExchangeFailure> {
         let mut guard = Abandoned {
             connection: Some(connection),
             method: &parts.method,
             pool: self,
         };
-        loop {
-            let Some(connection) = guard.connection.as_mut() else {
-                return Err(SendError::Connect("the connection was lost".into()));
-            };
-            match connection.exchange(&parts, body, endpoint_host).await {
-                Ok(exchanged) => {
-                    let Some(connection) = guard.connection.take() else {
-                        return Err(SendError::Connect("the connection was lost".into()));
-                    };
-                    return Ok(exchanged.into_response(connection, Arc::downgrade(self)));
-                }
-                Err(failure) if reused && failure.before_response() && replay.is_some() => {
-                    // The endpoint closed the pooled connection as the request went out.
-                    tracing::debug!(
-                        endpoint = %self.host,
-                        "pooled connection closed before a response: {failure}; resending on a new one"
-                    );
-                    body = replay.take().unwrap_or(UpstreamBody::Empty);
-                    reused = false;
-                    guard.connection = None;
-                    guard.connection = Some(self.connect_boxed().await?);
-                }
-                Err(failure) => return Err(SendError::Exchange(failure)),
-            }
+        let lost = || ExchangeFailure::Closed {
+            response_started: false,
+        };
+        let exchanged = match guard.connection.as_mut() {
+            Some(connection) => connection.exchange(parts, body, endpoint_host).await?,
+            None => return Err(lost()),
+        };
+        match guard.connection.take() {
+            Some(connection) => Ok(exchanged.into_response(connection, Arc::downgrade(self))),
+            None => Err(lost()),
         }
     }
 
@@ -272,30 +309,33 @@ impl Http1Pool {
     /// [`Http1Pool::connect`] on the heap: its future (name resolution, the TLS
     /// handshake) is several times the size of the rest of an exchange, and would
     /// otherwise enlarge every request's future for the rare request that connects.
-    async fn connect_boxed(&self) -> Result<Connection, SendError> {
+    async fn connect_boxed(&self) -> Result<Connection, ConnectError> {
         Box::pin(self.connect()).await
     }
 
     /// Opens a connection: TCP (every address of the host in turn) within the connect
     /// timeout, then TLS for `https://`.
-    async fn connect(&self) -> Result<Connection, SendError> {
+    async fn connect(&self) -> Result<Connection, ConnectError> {
         let tcp = tokio::time::timeout(self.settings.connect_timeout, self.connect_tcp())
             .await
-            .map_err(|_| SendError::ConnectTimeout)?
-            .map_err(|error| SendError::Connect(error.into()))?;
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|error| ConnectError::Failed(error.into()))?;
         let io = match &self.settings.tls {
             None => Stream::Plain(tcp),
             Some((connector, name)) => {
                 let Some(name) = name else {
-                    return Err(SendError::Connect(
+                    return Err(ConnectError::Failed(
                         format!("{} is not a valid TLS server name", self.host).into(),
                     ));
                 };
                 let handshake = connector.connect(name.clone(), tcp);
                 let tls = tokio::time::timeout(self.settings.connect_timeout, handshake)
                     .await
-                    .map_err(|_| SendError::ConnectTimeout)?
-                    .map_err(|error| SendError::Connect(error.into()))?;
+                    .map_err(|_| ConnectError::Timeout)?
+                    .map_err(|error| match crate::tls::verify_failure(&error) {
+                        Some(cause) => ConnectError::TlsVerify(cause),
+                        None => ConnectError::Failed(error.into()),
+                    })?;
                 Stream::Tls(Box::new(tls))
             }
         };

@@ -1,6 +1,7 @@
 mod aggregate;
 mod cli;
 mod connections;
+mod dead_endpoint;
 mod deploy;
 mod desync;
 mod downstream_h2;
