@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use portcullis::RunningGateway;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Barrier;
@@ -23,7 +24,8 @@ use crate::support::backend::drain_body;
 use crate::support::pki::Pki;
 use crate::support::{
     closed_port, eventually, metric, metric_reaches, metrics_text, port_to_listen_on_later, url,
-    Backend, Client, Endpoint, Gateway, HealthCheck, Protocol, Reply, Retry, Upstream, UpstreamTls,
+    Aggregate, Backend, Call, Client, Endpoint, Gateway, HealthCheck, Protocol, Reply, Retry,
+    Route, Upstream, UpstreamTls,
 };
 
 /// `count` requests for `path`, all sent at once (a barrier releases them together);
@@ -549,5 +551,64 @@ async fn a_certificate_that_fails_verification_is_its_own_outcome_and_not_retrie
             &[("reason", "connect_failure")]
         ),
         0.0
+    );
+}
+
+#[tokio::test]
+async fn aggregate_calls_move_past_a_refusing_endpoint_and_follow_the_retry_policy() {
+    let good = Backend::start(|_, _| async move { Reply::ok(json!({"n": 1}).to_string()) }).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let flaky = {
+        let calls = calls.clone();
+        Backend::start(move |_, _| {
+            let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Reply::text(StatusCode::SERVICE_UNAVAILABLE, "busy")
+                } else {
+                    Reply::ok(json!({"n": 2}).to_string())
+                }
+            }
+        })
+        .await
+    };
+    let dead = closed_port();
+    let gw = Gateway::new()
+        .admin()
+        .upstream("u", Upstream::endpoints([dead.endpoint(), good.endpoint()]))
+        .upstream(
+            "f",
+            Upstream::new(&flaky).retry(Retry::attempts(2).on(&["503"]).backoff("1ms..2ms")),
+        )
+        .route_with(
+            Route::path("/both").named("both").aggregate(
+                Aggregate::new()
+                    .call("one", Call::new("u", "/one"))
+                    .call("two", Call::new("f", "/two")),
+            ),
+        )
+        .start()
+        .await;
+    let client = Client::new();
+    for _ in 0..2 {
+        let reply = client.get(&url(&gw, "/both")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let reply = client.get(&url(&gw, "/both")).await;
+    assert_eq!(reply.json()["one"], json!({"n": 1}));
+    assert_eq!(reply.json()["two"], json!({"n": 2}));
+    assert_eq!(good.state.arrived(), 3);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the first call to f was retried"
+    );
+    let text = metrics_text(&gw).await;
+    assert!(
+        value(
+            &text,
+            "portcullis_upstream_redispatches_total",
+            &[("reason", "connect_failure")]
+        ) >= 1.0
     );
 }
