@@ -116,6 +116,12 @@ pub enum SendError {
     Exchange(ExchangeFailure),
 }
 
+/// A request that went nowhere, given back whole.
+#[cold]
+fn unsent(error: ConnectError, parts: http::request::Parts, body: UpstreamBody) -> SendError {
+    SendError::Connect(error, Box::new(Request::from_parts(parts, body)))
+}
+
 /// Why a connection to the endpoint could not be opened.
 #[derive(Debug)]
 pub enum ConnectError {
@@ -156,72 +162,63 @@ impl Http1Pool {
         request: Request<UpstreamBody>,
         endpoint_host: &HeaderValue,
     ) -> Result<Response<PooledBody>, SendError> {
-        let (connection, reused) = match self.checkout() {
+        let (parts, mut body) = request.into_parts();
+        let (connection, mut reused) = match self.checkout() {
             Some(connection) => (connection, true),
             None => match self.connect_boxed().await {
                 Ok(connection) => (connection, false),
-                Err(error) => return Err(SendError::Connect(error, Box::new(request))),
+                Err(error) => return Err(unsent(error, parts, body)),
             },
         };
-        let (parts, body) = request.into_parts();
-        let replay = if reused && parts.method.is_idempotent() {
+        // Only a reused connection is resent on (below).
+        let mut replay = if reused && parts.method.is_idempotent() {
             body.replayable()
         } else {
             None
         };
-        let failure = match self.exchange(connection, &parts, body, endpoint_host).await {
-            Ok(response) => return Ok(response),
-            Err(failure) => failure,
-        };
-        match replay {
-            Some(body) if failure.before_response() => {
-                // The endpoint closed the pooled connection as the request went out:
-                // nothing of a response arrived, the method may be repeated and the
-                // gateway still holds the body. Once, on a new connection.
-                tracing::debug!(
-                    endpoint = %self.host,
-                    "pooled connection closed before a response: {failure}; resending on a new one"
-                );
-                self.metrics.resent.inc();
-                let connection = match self.connect_boxed().await {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        let request = Request::from_parts(parts, body);
-                        return Err(SendError::Connect(error, Box::new(request)));
-                    }
-                };
-                self.exchange(connection, &parts, body, endpoint_host)
-                    .await
-                    .map_err(SendError::Exchange)
-            }
-            _ => Err(SendError::Exchange(failure)),
-        }
-    }
-
-    /// One exchange over `connection`. Dropped with the request (the client went away)
-    /// while the response is awaited, its guard salvages the connection.
-    async fn exchange(
-        self: &Arc<Self>,
-        connection: Connection,
-        parts: &http::request::Parts,
-        body: UpstreamBody,
-        endpoint_host: &HeaderValue,
-    ) -> Result<Response<PooledBody>, ExchangeFailure> {
+        // Dropped with the request (the client went away) while the response is
+        // awaited, the guard salvages the connection.
         let mut guard = Abandoned {
             connection: Some(connection),
             method: &parts.method,
             pool: self,
         };
-        let lost = || ExchangeFailure::Closed {
-            response_started: false,
-        };
-        let exchanged = match guard.connection.as_mut() {
-            Some(connection) => connection.exchange(parts, body, endpoint_host).await?,
-            None => return Err(lost()),
-        };
-        match guard.connection.take() {
-            Some(connection) => Ok(exchanged.into_response(connection, Arc::downgrade(self))),
-            None => Err(lost()),
+        loop {
+            let Some(connection) = guard.connection.as_mut() else {
+                let lost = "the connection was lost".into();
+                drop(guard);
+                return Err(unsent(ConnectError::Failed(lost), parts, body));
+            };
+            match connection.exchange(&parts, body, endpoint_host).await {
+                Ok(exchanged) => {
+                    let Some(connection) = guard.connection.take() else {
+                        let lost = ExchangeFailure::Closed {
+                            response_started: false,
+                        };
+                        return Err(SendError::Exchange(lost));
+                    };
+                    return Ok(exchanged.into_response(connection, Arc::downgrade(self)));
+                }
+                Err(failure) if reused && failure.before_response() && replay.is_some() => {
+                    // The endpoint closed the pooled connection as the request went out.
+                    tracing::debug!(
+                        endpoint = %self.host,
+                        "pooled connection closed before a response: {failure}; resending on a new one"
+                    );
+                    self.metrics.resent.inc();
+                    body = replay.take().unwrap_or(UpstreamBody::Empty);
+                    reused = false;
+                    guard.connection = None;
+                    match self.connect_boxed().await {
+                        Ok(connection) => guard.connection = Some(connection),
+                        Err(error) => {
+                            drop(guard);
+                            return Err(unsent(error, parts, body));
+                        }
+                    }
+                }
+                Err(failure) => return Err(SendError::Exchange(failure)),
+            }
         }
     }
 

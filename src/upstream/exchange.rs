@@ -150,33 +150,61 @@ pub enum ExchangeError<E> {
     Upstream(UpstreamError),
 }
 
-/// What an exchange sends: the caller's request for an endpoint, built once for the
-/// first endpoint, and again for another endpoint a request is redispatched to, when
-/// the caller can build it again (`None`: it cannot, its body is gone).
-pub(super) trait Requests<E> {
-    fn build(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>>;
+/// Where a redispatch starts: the endpoint that failed, the request's guard, and when
+/// its first send went with its timeout.
+struct Redispatching {
+    index: usize,
+    guard: Exchange,
+    deadline: (Instant, Duration),
 }
 
-impl<E, R: Requests<E>> Requests<E> for &mut R {
-    fn build(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
-        (**self).build(endpoint)
+/// What an exchange sends: the caller's request for the first endpoint, and what can
+/// build it again for another endpoint a request is redispatched to ([`Again`]).
+pub(super) trait Requests<E> {
+    type Again: Again<E>;
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Self::Again);
+}
+
+/// Builds a request again for another endpoint, when the caller can (`None`: it
+/// cannot, its body is gone).
+pub(super) trait Again<E> {
+    fn again(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>>;
+}
+
+/// A request built once ([`Upstream::exchange`]). Nothing of the caller's builder is
+/// kept for a redispatch (nor makes the exchange's future larger): [`Never`].
+pub(super) struct Once<F>(pub F);
+
+impl<E, F: FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Once<F> {
+    type Again = Never;
+
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Never) {
+        ((self.0)(endpoint), Never)
     }
 }
 
-/// A request built once ([`Upstream::exchange`]).
-pub(super) struct Once<F>(pub Option<F>);
+/// The request cannot be built again.
+pub(super) struct Never;
 
-impl<E, F: FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Once<F> {
-    fn build(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
-        self.0.take().map(|build| build(endpoint))
+impl<E> Again<E> for Never {
+    fn again(&mut self, _endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
+        None
     }
 }
 
 /// A request built for each try ([`Upstream::exchange_retrying`]).
-pub(super) struct Each<F>(pub F);
+pub(super) struct Each<'a, F>(pub &'a mut F);
 
-impl<E, F: FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Each<F> {
-    fn build(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
+impl<'a, E, F: FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Each<'a, F> {
+    type Again = Each<'a, F>;
+
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Self) {
+        ((self.0)(endpoint), self)
+    }
+}
+
+impl<E, F: FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>> Again<E> for Each<'_, F> {
+    fn again(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
         Some((self.0)(endpoint))
     }
 }
@@ -190,9 +218,7 @@ impl Upstream {
         timeout: Duration,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
-        self.attempt(timeout, &mut Vec::new(), Once(Some(build)))
-            .await
-            .0
+        self.attempt(timeout, &mut Vec::new(), Once(build)).await.0
     }
 
     /// One try: like [`Upstream::exchange`], preferring endpoints not in `tried`, and
@@ -202,7 +228,7 @@ impl Upstream {
         self: &Arc<Self>,
         timeout: Duration,
         tried: &mut Vec<usize>,
-        mut requests: impl Requests<E>,
+        requests: impl Requests<E>,
     ) -> (
         Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
         Option<usize>,
@@ -211,80 +237,138 @@ impl Upstream {
             Ok(permit) => permit,
             Err(reason) => return (Err(ExchangeError::Overloaded(reason)), None),
         };
-        let Some(mut index) = self.pick(tried).or_else(|| self.pick(&[])) else {
+        let Some(index) = self.pick(tried).or_else(|| self.pick(&[])) else {
             return (
                 Err(ExchangeError::Upstream(UpstreamError::NoHealthyEndpoint)),
                 None,
             );
         };
-        let mut guard = Exchange::begin(self.clone(), index, permit);
-        let mut request = match requests.build(&self.endpoints()[index]) {
-            Some(Ok(request)) => request,
-            Some(Err(error)) => return (Err(ExchangeError::Build(error)), Some(index)),
-            None => {
-                let source = "the exchange's request was built already".into();
-                let endpoint = self.endpoints()[index].address.label.clone();
-                let error = UpstreamError::Connect { endpoint, source };
-                return (Err(ExchangeError::Upstream(error)), Some(index));
-            }
+        let guard = Exchange::begin(self.clone(), index, permit);
+        let (request, again) = match requests.first(&self.endpoints()[index]) {
+            (Ok(request), again) => (request, again),
+            (Err(error), _) => return (Err(ExchangeError::Build(error)), Some(index)),
         };
-        let mut first_sent = None;
-        let mut remaining = timeout;
-        loop {
-            let endpoint = &self.endpoints()[index];
-            let sent = Instant::now();
-            let first_sent = *first_sent.get_or_insert(sent);
-            let result = self.pool.send(index, request, remaining).await;
-            let latency = sent.elapsed();
-            self.metrics.duration.observe(latency.as_secs_f64());
-            self.limiter.sample(match &result {
-                Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
-                Ok(_) => Sample::Latency(latency),
-                Err(SendFailure {
-                    error: UpstreamError::Timeout { .. },
-                    ..
-                }) => Sample::Dropped,
-                Err(_) => Sample::Latency(latency),
-            });
-            let SendFailure { error, unsent } = match result {
-                Ok(response) => {
-                    endpoint.record(UpstreamOutcome::of_status(response.status()));
-                    self.observe(index, response.status().is_server_error());
-                    self.pool.mark_up(index, &self.name);
-                    return (Ok((response, guard)), Some(index));
-                }
-                Err(failure) => failure,
-            };
-            if let Some(outcome) = error.outcome() {
-                endpoint.record(outcome);
-                self.observe(index, true);
+        let sent = Instant::now();
+        let result = self.pool.send(index, request, timeout).await;
+        self.record_send(index, &result, sent);
+        // Nothing but what a redispatch needs outlives this match, so that no more of
+        // it than a box is kept in every request's future.
+        let (failure, reason) = match result {
+            Ok(response) => return (Ok((response, guard)), Some(index)),
+            Err(failure) => match failure.error.redispatch() {
+                None => return (Err(ExchangeError::Upstream(failure.error)), Some(index)),
+                Some(reason) => (failure, reason),
+            },
+        };
+        let state = Redispatching {
+            index,
+            guard,
+            deadline: (sent, timeout),
+        };
+        // Off the success path, and its future on the heap: a redispatch is rare.
+        Box::pin(self.redispatch(state, tried, failure, reason, again)).await
+    }
+
+    /// Records a send to endpoint `index` that went at `sent`: the endpoint's outcome,
+    /// the upstream's latency, the limiter's sample, outlier ejection, and a mark-down
+    /// ending with a response.
+    #[inline]
+    fn record_send(
+        &self,
+        index: usize,
+        result: &Result<Response<ReceivedBody>, SendFailure>,
+        sent: Instant,
+    ) {
+        let endpoint = &self.endpoints()[index];
+        let latency = sent.elapsed();
+        self.metrics.duration.observe(latency.as_secs_f64());
+        self.limiter.sample(match result {
+            Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
+            Ok(_) => Sample::Latency(latency),
+            Err(SendFailure {
+                error: UpstreamError::Timeout { .. },
+                ..
+            }) => Sample::Dropped,
+            Err(_) => Sample::Latency(latency),
+        });
+        match result {
+            Ok(response) => {
+                endpoint.record(UpstreamOutcome::of_status(response.status()));
+                self.observe(index, response.status().is_server_error());
+                self.pool.mark_up(index, &self.name);
             }
-            let Some(reason) = error.redispatch() else {
-                return (Err(ExchangeError::Upstream(error)), Some(index));
-            };
+            Err(failure) => {
+                if let Some(outcome) = failure.error.outcome() {
+                    endpoint.record(outcome);
+                    self.observe(index, true);
+                }
+            }
+        }
+    }
+
+    /// After a send to `state.index` that never reached it (`failure`): marks that
+    /// endpoint down and sends the request to endpoints this request has not tried,
+    /// until one answers, a failure is not of this kind, no endpoint or time is left,
+    /// or the request cannot be had again.
+    async fn redispatch<E>(
+        self: &Arc<Self>,
+        state: Redispatching,
+        tried: &mut Vec<usize>,
+        mut failure: SendFailure,
+        mut reason: Redispatch,
+        mut again: impl Again<E>,
+    ) -> (
+        Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
+        Option<usize>,
+    ) {
+        let Redispatching {
+            mut index,
+            mut guard,
+            deadline: (first_sent, timeout),
+        } = state;
+        loop {
+            let SendFailure { error, unsent } = failure;
+            let from = &self.endpoints()[index];
             if let UpstreamError::TlsVerify { cause, .. } = &error {
-                tracing::debug!(upstream = %self.name, endpoint = %endpoint.address.label, "certificate failed verification: {cause}");
+                tracing::debug!(upstream = %self.name, endpoint = %from.address.label, "certificate failed verification: {cause}");
             }
             self.pool.mark_down(index, &self.name, &error);
             tried.push(index);
-            remaining = timeout.saturating_sub(first_sent.elapsed());
+            let remaining = timeout.saturating_sub(first_sent.elapsed());
             // Another endpoint, never one this request has tried, while the timeout
             // leaves time.
-            let next = self.pick(tried).filter(|_| !remaining.is_zero());
-            let Some(next) = next else {
+            let Some(next) = self.pick(tried).filter(|_| !remaining.is_zero()) else {
                 return (Err(ExchangeError::Upstream(error)), Some(index));
             };
             let to = &self.endpoints()[next];
-            request = match (requests.build(to), unsent) {
+            let request = match (again.again(to), unsent) {
                 (Some(Ok(request)), _) => request,
-                (Some(Err(error)), _) => return (Err(ExchangeError::Build(error)), Some(next)),
-                (None, Some(unsent)) => self.readdressed(*unsent, endpoint, to),
+                (Some(Err(error)), _) => return (Err(ExchangeError::Build(error)), Some(index)),
+                (None, Some(unsent)) => self.readdressed(*unsent, from, to),
                 (None, None) => return (Err(ExchangeError::Upstream(error)), Some(index)),
             };
             self.metrics.redispatches[reason as usize].inc();
-            tracing::debug!(upstream = %self.name, from = %endpoint.address.label, to = %to.address.label, "redispatched: {error}");
+            tracing::debug!(upstream = %self.name, from = %from.address.label, to = %to.address.label, "redispatched: {error}");
             guard.move_to(next);
             index = next;
+            let sent = Instant::now();
+            let result = self.pool.send(index, request, remaining).await;
+            self.record_send(index, &result, sent);
+            match result {
+                Ok(response) => return (Ok((response, guard)), Some(index)),
+                Err(next_failure) => match next_failure.error.redispatch() {
+                    Some(next_reason) => {
+                        failure = next_failure;
+                        reason = next_reason;
+                    }
+                    None => {
+                        return (
+                            Err(ExchangeError::Upstream(next_failure.error)),
+                            Some(index),
+                        )
+                    }
+                },
+            }
         }
     }
 

@@ -100,21 +100,27 @@ impl EndpointHealth {
     }
 
     /// The active check's and outlier ejection's verdicts, without being marked down.
+    #[inline]
     fn allowed_by_checks(&self, now: u64) -> bool {
         self.checked_healthy.load(Ordering::Acquire) && !self.ejected(now)
     }
 
     /// Whether the endpoint is marked down (a refused or timed-out connect).
+    #[inline]
     pub fn marked_down(&self) -> bool {
         self.down_since_ms.load(Ordering::Acquire) != 0
     }
 
     /// Not marked down; or marked down without active checks and its probe is due, in
     /// which case the probe is claimed (one caller gets it) and the next one put off.
+    #[inline]
     fn reachable_or_probe(&self, now: u64) -> bool {
-        if !self.marked_down() {
-            return true;
-        }
+        !self.marked_down() || self.probe(now)
+    }
+
+    /// For an endpoint marked down: whether this caller gets its probe now.
+    #[cold]
+    fn probe(&self, now: u64) -> bool {
         if self.actively_checked {
             return false;
         }
@@ -156,10 +162,13 @@ impl EndpointHealth {
 
     /// Ends a mark-down: the endpoint answered. `true` when it was marked down. One
     /// load when it was not (the case on every response).
+    #[inline]
     fn mark_up(&self) -> bool {
-        if !self.marked_down() {
-            return false;
-        }
+        self.marked_down() && self.end_mark_down()
+    }
+
+    #[cold]
+    fn end_mark_down(&self) -> bool {
         let was = self.down_since_ms.swap(0, Ordering::AcqRel) != 0;
         if was {
             self.refresh_gauge();

@@ -122,9 +122,8 @@ impl Upstream {
         self: &Arc<Self>,
         policy: &RetryConfig,
         timeout: Duration,
-        build: impl FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>,
+        mut build: impl FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
-        let mut build = Each(build);
         self.budget.deposit();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tried = Vec::with_capacity(policy.attempts as usize);
@@ -134,7 +133,7 @@ impl Upstream {
             let per_try = policy
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let (result, endpoint) = self.attempt(per_try, &mut tried, &mut build).await;
+            let (result, endpoint) = self.attempt(per_try, &mut tried, Each(&mut build)).await;
             let Some(reason) = reason(policy, &result) else {
                 return result;
             };
