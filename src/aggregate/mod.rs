@@ -4,7 +4,8 @@
 //! Calls without dependencies start at once and run concurrently; a call whose path
 //! uses another call's result starts the moment that call finishes ([`Execution`]).
 //! Every call goes through its upstream's limiter, balancer and pool exactly like a
-//! proxied request. A required call that fails ends the route at once and cancels
+//! proxied request: it moves to another endpoint when one refuses its connection, and
+//! is retried under the upstream's retry policy. A required call that fails ends the route at once and cancels
 //! the calls still running; so does the route's timeout, and so does the client going
 //! away (dropping the response drops the calls).
 //!
@@ -29,7 +30,7 @@ use serde_json::{json, Value};
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::template::MissingValue;
-use crate::upstream::{ExchangeError, Rejection, Upstream, UpstreamError};
+use crate::upstream::{Endpoint, ExchangeError, Rejection, Upstream, UpstreamError};
 use crate::upstream::{ResponseBody, UpstreamBody};
 
 pub use merge::ERRORS_KEY;
@@ -327,29 +328,43 @@ async fn fetch(
             "(the call path is not a valid URI: {e})"
         )))
     })?;
-    let (response, exchange) = upstream
-        .exchange(upstream.timeout, |endpoint| {
-            let uri = endpoint
-                .uri(path)
-                .map_err(|e| CallError::Body(e.to_string()))?;
-            if upstream.host_header == HostHeader::Endpoint || !headers.contains_key(HOST) {
-                headers.insert(HOST, endpoint.host_value.clone());
-            }
-            let mut request = Request::new(UpstreamBody::Empty);
-            *request.method_mut() = config.method.clone();
-            *request.uri_mut() = uri;
-            *request.headers_mut() = headers;
-            Ok(request)
-        })
-        .await
-        .map_err(|error| match error {
-            ExchangeError::Overloaded(reason) => CallError::Overloaded {
-                upstream: upstream.name.clone(),
-                reason,
-            },
-            ExchangeError::Build(error) => error,
-            ExchangeError::Upstream(error) => CallError::Upstream(error),
-        })?;
+    let build = |endpoint: &Endpoint, path: PathAndQuery, mut headers: HeaderMap| {
+        let uri = endpoint
+            .uri(path)
+            .map_err(|e| CallError::Body(e.to_string()))?;
+        if upstream.host_header == HostHeader::Endpoint || !headers.contains_key(HOST) {
+            headers.insert(HOST, endpoint.host_value.clone());
+        }
+        let mut request = Request::new(UpstreamBody::Empty);
+        *request.method_mut() = config.method.clone();
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    };
+    // Retried like a proxied request under the upstream's retry policy (its methods,
+    // conditions and budget); a call has no body to keep.
+    let exchanged = match upstream.retry.as_deref() {
+        Some(policy) if policy.methods.contains(&config.method) => {
+            upstream
+                .exchange_retrying(policy, upstream.timeout, |endpoint| {
+                    build(endpoint, path.clone(), headers.clone())
+                })
+                .await
+        }
+        _ => {
+            upstream
+                .exchange(upstream.timeout, |endpoint| build(endpoint, path, headers))
+                .await
+        }
+    };
+    let (response, exchange) = exchanged.map_err(|error| match error {
+        ExchangeError::Overloaded(reason) => CallError::Overloaded {
+            upstream: upstream.name.clone(),
+            reason,
+        },
+        ExchangeError::Build(error) => error,
+        ExchangeError::Upstream(error) => CallError::Upstream(error),
+    })?;
     if !response.status().is_success() {
         return Err(CallError::Status(response.status()));
     }

@@ -41,7 +41,10 @@ pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
 pub use stores::{StoreErrorKind, StoreMetrics};
-pub use upstreams::{EndpointMetrics, PoolMetrics, UpstreamMetrics, UpstreamOutcome};
+pub use upstreams::{
+    EndpointHealthMetrics, EndpointMetrics, PoolMetrics, Redispatch, UpstreamMetrics,
+    UpstreamOutcome,
+};
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;

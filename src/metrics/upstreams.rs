@@ -1,6 +1,7 @@
 //! The upstream families: requests sent to endpoints and their outcomes, response time,
-//! the concurrency limit and its queue, retries and their budget, endpoint health and
-//! ejections, and each endpoint's pool of HTTP/1.1 connections.
+//! the concurrency limit and its queue, retries and their budget, redispatches (requests
+//! that never reached an endpoint, sent elsewhere), endpoint health and ejections, and
+//! each endpoint's pool of HTTP/1.1 connections.
 
 use http::StatusCode;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
@@ -16,18 +17,21 @@ pub enum UpstreamOutcome {
     Status4xx,
     Status5xx,
     ConnectFailure,
+    /// The endpoint's TLS certificate failed verification.
+    TlsVerifyFailed,
     Timeout,
     Error,
 }
 
 impl UpstreamOutcome {
-    const ALL: [UpstreamOutcome; 8] = [
+    const ALL: [UpstreamOutcome; 9] = [
         UpstreamOutcome::Status1xx,
         UpstreamOutcome::Status2xx,
         UpstreamOutcome::Status3xx,
         UpstreamOutcome::Status4xx,
         UpstreamOutcome::Status5xx,
         UpstreamOutcome::ConnectFailure,
+        UpstreamOutcome::TlsVerifyFailed,
         UpstreamOutcome::Timeout,
         UpstreamOutcome::Error,
     ];
@@ -40,6 +44,7 @@ impl UpstreamOutcome {
             UpstreamOutcome::Status4xx => "4xx",
             UpstreamOutcome::Status5xx => "5xx",
             UpstreamOutcome::ConnectFailure => "connect_failure",
+            UpstreamOutcome::TlsVerifyFailed => "tls_verify_failed",
             UpstreamOutcome::Timeout => "timeout",
             UpstreamOutcome::Error => "error",
         }
@@ -71,6 +76,7 @@ pub(super) struct UpstreamFamilies {
     connections_idle: IntGaugeVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
+    redispatches: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
     concurrency_limit: IntGaugeVec,
 }
@@ -131,12 +137,20 @@ impl UpstreamFamilies {
             ),
             ejections: r.counter(
                 "portcullis_upstream_ejections_total",
-                "Endpoints taken out of rotation, by reason (consecutive_failures or health_check).",
+                "Endpoints taken out of rotation, by reason (consecutive_failures, health_check, \
+                 or connect_failure: marked down at once after a refused or timed-out connect).",
                 &["upstream", "endpoint", "reason"],
             ),
             retries: r.counter(
                 "portcullis_upstream_retries_total",
                 "Requests tried again, by what failed (connect_failure, reset, timeout, status).",
+                &["upstream", "reason"],
+            ),
+            redispatches: r.counter(
+                "portcullis_upstream_redispatches_total",
+                "Requests that never reached an endpoint, moved to another endpoint (or a new \
+                 connection) without drawing on the retry budget, by what failed \
+                 (connect_failure, reset_before_response, tls_verify_failed).",
                 &["upstream", "reason"],
             ),
             retry_budget_exhausted: r.counter(
@@ -173,6 +187,11 @@ impl Metrics {
                     .retries
                     .with_label_values(&[upstream, reason])
             }),
+            redispatches: Redispatch::ALL.map(|reason| {
+                self.upstreams
+                    .redispatches
+                    .with_label_values(&[upstream, reason.label()])
+            }),
             retry_budget_exhausted: self
                 .upstreams
                 .retry_budget_exhausted
@@ -184,25 +203,22 @@ impl Metrics {
         }
     }
 
-    /// The healthy gauge and the two ejection counters of an endpoint.
-    pub fn endpoint_health(
-        &self,
-        upstream: &str,
-        endpoint: &str,
-    ) -> (IntGauge, IntCounter, IntCounter) {
-        (
-            self.upstreams
-                .endpoint_healthy
-                .with_label_values(&[upstream, endpoint]),
-            self.upstreams.ejections.with_label_values(&[
-                upstream,
-                endpoint,
-                "consecutive_failures",
-            ]),
+    /// The healthy gauge and the ejection counters of an endpoint.
+    pub fn endpoint_health(&self, upstream: &str, endpoint: &str) -> EndpointHealthMetrics {
+        let ejections = |reason| {
             self.upstreams
                 .ejections
-                .with_label_values(&[upstream, endpoint, "health_check"]),
-        )
+                .with_label_values(&[upstream, endpoint, reason])
+        };
+        EndpointHealthMetrics {
+            healthy: self
+                .upstreams
+                .endpoint_healthy
+                .with_label_values(&[upstream, endpoint]),
+            ejected_for_failures: ejections("consecutive_failures"),
+            failed_health_checks: ejections("health_check"),
+            marked_down: ejections("connect_failure"),
+        }
     }
 
     /// Handles for an endpoint's pool of HTTP/1.1 connections.
@@ -220,6 +236,10 @@ impl Metrics {
                 .upstreams
                 .connections_salvaged
                 .with_label_values(&[upstream, endpoint]),
+            resent: self
+                .upstreams
+                .redispatches
+                .with_label_values(&[upstream, Redispatch::ResetBeforeResponse.label()]),
         }
     }
 
@@ -245,12 +265,53 @@ pub struct UpstreamMetrics {
     pub rejected_queue_timeout: IntCounter,
     /// By reason: connect_failure, reset, timeout, status.
     pub retries: [IntCounter; 4],
+    /// By [`Redispatch`].
+    pub redispatches: [IntCounter; 3],
     pub retry_budget_exhausted: IntCounter,
     pub concurrency_limit: IntGauge,
 }
+
+/// Why a request that never reached an endpoint was sent again: the `reason` label of
+/// `portcullis_upstream_redispatches_total`, and the index into
+/// [`UpstreamMetrics::redispatches`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redispatch {
+    /// The connection was refused or did not open in time.
+    ConnectFailure = 0,
+    /// A pooled connection closed before any response byte (resent on a new one).
+    ResetBeforeResponse = 1,
+    /// The endpoint's certificate failed verification (another endpoint tried).
+    TlsVerifyFailed = 2,
+}
+
+impl Redispatch {
+    const ALL: [Redispatch; 3] = [
+        Redispatch::ConnectFailure,
+        Redispatch::ResetBeforeResponse,
+        Redispatch::TlsVerifyFailed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Redispatch::ConnectFailure => "connect_failure",
+            Redispatch::ResetBeforeResponse => "reset_before_response",
+            Redispatch::TlsVerifyFailed => "tls_verify_failed",
+        }
+    }
+}
+
+/// The health handles of one endpoint.
+pub struct EndpointHealthMetrics {
+    /// `portcullis_upstream_endpoint_healthy`.
+    pub healthy: IntGauge,
+    pub ejected_for_failures: IntCounter,
+    pub failed_health_checks: IntCounter,
+    /// Marked down at once by a refused or timed-out connect (passive health).
+    pub marked_down: IntCounter,
+}
 /// Handles for one endpoint of an upstream.
 pub struct EndpointMetrics {
-    outcomes: [IntCounter; 8],
+    outcomes: [IntCounter; 9],
 }
 
 impl EndpointMetrics {
@@ -269,4 +330,7 @@ pub struct PoolMetrics {
     pub idle: IntGauge,
     /// Connections kept after their request was abandoned.
     pub salvaged: IntCounter,
+    /// The upstream's redispatches for `reset_before_response`: requests resent on a
+    /// new connection after a pooled one closed before any response byte.
+    pub resent: IntCounter,
 }

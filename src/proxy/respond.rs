@@ -280,6 +280,7 @@ fn public_upstream_message(error: &UpstreamError) -> Cow<'static, str> {
     match error {
         UpstreamError::Connect { .. } => "could not connect".into(),
         UpstreamError::ConnectTimeout { .. } => "connecting timed out".into(),
+        UpstreamError::TlsVerify { .. } => "its TLS certificate failed verification".into(),
         UpstreamError::Timeout { timeout, .. } => {
             format!("no response headers within {timeout:?}").into()
         }
@@ -318,7 +319,9 @@ fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
 
 fn upstream_status(error: &UpstreamError) -> (StatusCode, &'static str) {
     match error {
-        UpstreamError::Connect { .. } => (StatusCode::BAD_GATEWAY, "upstream_connect_failed"),
+        UpstreamError::Connect { .. } | UpstreamError::TlsVerify { .. } => {
+            (StatusCode::BAD_GATEWAY, "upstream_connect_failed")
+        }
         UpstreamError::Protocol { .. } => (StatusCode::BAD_GATEWAY, "upstream_bad_response"),
         UpstreamError::ConnectTimeout { .. } => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_connect_timeout")

@@ -17,7 +17,9 @@ pub use certificates::{
     client_verifier, covers, host_pattern_text, CertificateConfig, CertificateFile,
     CertificateFiles, ClientAuth, ClientAuthMode, ListenerTls,
 };
-pub use upstream::{AcceptAnyCertificate, UpstreamTls, UpstreamTlsFiles};
+pub use upstream::{
+    describe_certificate_error, verify_failure, AcceptAnyCertificate, UpstreamTls, UpstreamTlsFiles,
+};
 
 /// The crypto provider of every TLS configuration in Portcullis: *ring*. It is passed to
 /// each rustls builder explicitly, so no process-wide default is needed or assumed.

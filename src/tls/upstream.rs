@@ -250,44 +250,34 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// A failed handshake with an upstream endpoint, in words: what is wrong with the
-/// endpoint's certificate and what to do, for the failures a new setup meets first.
-/// Other errors keep their own text.
-pub fn explain_handshake_error(error: std::io::Error) -> Box<dyn std::error::Error + Send + Sync> {
-    match explain_certificate_failure(&error) {
-        Some(words) => words.into(),
-        None => error.into(),
-    }
-}
-
-/// What is wrong with the endpoint's certificate, in words followed by rustls' own
-/// text, when `error` or one of its sources is a certificate error a setup meets
-/// first (a CA served as the endpoint's own, an unknown CA, a name mismatch, expiry).
-pub fn explain_certificate_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// Why an upstream's certificate failed verification, in words, when `error` (from a
+/// TLS client handshake, anywhere in its source chain, or wrapped in an
+/// [`std::io::Error`] as tokio-rustls and hyper-rustls wrap it) says it did; `None` for
+/// any other handshake failure.
+pub fn verify_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut current = Some(error);
-    while let Some(e) = current {
-        if let Some(rustls_error) = e.downcast_ref::<rustls::Error>() {
-            return describe_certificate_error(rustls_error)
-                .map(|words| format!("{words} ({rustls_error})"));
-        }
-        // An io::Error's `source()` skips the error it wraps: step into it instead
-        // (hyper-rustls wraps rustls' error in two of them).
-        current = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
+    while let Some(error) = current {
+        if let Some(rustls::Error::InvalidCertificate(certificate)) =
+            error.downcast_ref::<rustls::Error>()
         {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
+            return Some(explain(certificate));
+        }
+        // An `io::Error`'s `source` skips the error it wraps: look inside it instead
+        // (hyper-util's client wraps one `io::Error` in another).
+        current = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
         };
     }
     None
 }
 
-fn describe_certificate_error(error: &rustls::Error) -> Option<&'static str> {
+/// What to do about the certificate failures a new setup meets first (a CA served as
+/// the endpoint's own, an unknown CA, a name mismatch, expiry); `None` for the others.
+fn advice(certificate: &rustls::CertificateError) -> Option<&'static str> {
     use rustls::CertificateError;
-    let rustls::Error::InvalidCertificate(certificate) = error else {
-        return None;
-    };
     Some(match certificate {
         // webpki's CaUsedAsEndEntity reaches rustls as an `Other` error.
         CertificateError::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
@@ -312,4 +302,94 @@ fn describe_certificate_error(error: &rustls::Error) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+/// A certificate failure in words: the advice for it when there is one, then what
+/// rustls calls it.
+fn explain(certificate: &rustls::CertificateError) -> String {
+    let words = describe_certificate_error(certificate);
+    match advice(certificate) {
+        Some(advice) => format!("{advice} ({words})"),
+        None => words,
+    }
+}
+
+/// A certificate error in words, with rustls's name for it in parentheses.
+pub fn describe_certificate_error(error: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    let words = match error {
+        E::UnknownIssuer => "certificate is not issued by a trusted CA",
+        E::BadSignature => "certificate is not correctly signed by its issuer",
+        E::BadEncoding => "certificate is not correctly encoded",
+        E::Expired | E::ExpiredContext { .. } => "certificate has expired",
+        E::NotValidYet | E::NotValidYetContext { .. } => "certificate is not valid yet",
+        E::Revoked => "certificate has been revoked",
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "certificate is not valid for the server name"
+        }
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
+            "certificate may not be used for a TLS server"
+        }
+        E::UnhandledCriticalExtension => "certificate has an unknown critical extension",
+        E::Other(other) => {
+            let name = other.to_string();
+            let words = match name.as_str() {
+                "CaUsedAsEndEntity" => {
+                    "certificate is a CA certificate used as a server certificate"
+                }
+                "EndEntityUsedAsCa" => "a server certificate is used as a CA certificate",
+                "PathLenConstraintViolated" => "certificate chain is longer than a CA allows",
+                _ => "certificate failed verification",
+            };
+            return format!("{words} ({name})");
+        }
+        _ => "certificate failed verification",
+    };
+    format!("{words} ({error})")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// webpki's error, as rustls passes it on: its name is its `Display`.
+    #[derive(Debug)]
+    struct Named(&'static str);
+
+    impl std::fmt::Display for Named {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Named {}
+
+    #[test]
+    fn a_failed_verification_is_found_inside_nested_io_errors_and_said_in_words() {
+        let rustls_error =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error);
+        let outer = std::io::Error::other(inner);
+        let words = verify_failure(&outer).expect("a verification failure");
+        assert!(
+            words.contains("does not chain to a trusted CA")
+                && words.contains("certificate is not issued by a trusted CA (UnknownIssuer)"),
+            "{words}"
+        );
+        let other = rustls::Error::General("handshake failed".into());
+        assert_eq!(verify_failure(&std::io::Error::other(other)), None);
+    }
+
+    #[test]
+    fn webpki_s_own_errors_are_said_in_words_too() {
+        let error = rustls::CertificateError::Other(rustls::OtherError(Arc::new(Named(
+            "CaUsedAsEndEntity",
+        ))));
+        assert_eq!(
+            describe_certificate_error(&error),
+            "certificate is a CA certificate used as a server certificate (CaUsedAsEndEntity)"
+        );
+    }
 }

@@ -11,8 +11,10 @@
 //! is kept ([`Http1Pool::salvage`]). A request that met a pooled connection
 //! closed under it before any response arrived is sent again once, on a new
 //! connection, when that is safe: an idempotent method and a body the gateway still
-//! holds. Idle connections older than the pool's idle timeout are closed by a periodic
-//! sweep.
+//! holds (`portcullis_upstream_redispatches_total{reason="reset_before_response"}`).
+//! A request for which no connection could be opened comes back unsent, its body
+//! unread ([`SendError::Connect`]), so that it can go to another endpoint. Idle
+//! connections older than the pool's idle timeout are closed by a periodic sweep.
 //!
 //! With per-core workers the idle connections are kept apart by worker: a connection
 //! is registered with the runtime of the worker that opened it, and is lent only to
@@ -107,11 +109,27 @@ pub struct Http1Pool {
 }
 
 /// Why no response came back.
-#[derive(Debug)]
 pub enum SendError {
-    ConnectTimeout,
-    Connect(BoxError),
+    /// No connection could be had, so nothing of the request was sent: it comes back
+    /// whole (its body unread), for another endpoint.
+    Connect(ConnectError, Box<Request<UpstreamBody>>),
     Exchange(ExchangeFailure),
+}
+
+/// A request that went nowhere, given back whole.
+#[cold]
+fn unsent(error: ConnectError, parts: http::request::Parts, body: UpstreamBody) -> SendError {
+    SendError::Connect(error, Box::new(Request::from_parts(parts, body)))
+}
+
+/// Why a connection to the endpoint could not be opened.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP (or the TLS handshake) did not finish within the connect timeout.
+    Timeout,
+    /// The endpoint's certificate failed verification; the cause, in words.
+    TlsVerify(String),
+    Failed(BoxError),
 }
 
 impl Http1Pool {
@@ -145,14 +163,18 @@ impl Http1Pool {
         endpoint_host: &HeaderValue,
     ) -> Result<Response<PooledBody>, SendError> {
         let (parts, mut body) = request.into_parts();
-        let mut replay = if parts.method.is_idempotent() {
+        let (connection, mut reused) = match self.checkout() {
+            Some(connection) => (connection, true),
+            None => match self.connect_boxed().await {
+                Ok(connection) => (connection, false),
+                Err(error) => return Err(unsent(error, parts, body)),
+            },
+        };
+        // Only a reused connection is resent on (below).
+        let mut replay = if reused && parts.method.is_idempotent() {
             body.replayable()
         } else {
             None
-        };
-        let (connection, mut reused) = match self.checkout() {
-            Some(connection) => (connection, true),
-            None => (self.connect_boxed().await?, false),
         };
         // Dropped with the request (the client went away) while the response is
         // awaited, the guard salvages the connection.
@@ -163,12 +185,17 @@ impl Http1Pool {
         };
         loop {
             let Some(connection) = guard.connection.as_mut() else {
-                return Err(SendError::Connect("the connection was lost".into()));
+                let lost = "the connection was lost".into();
+                drop(guard);
+                return Err(unsent(ConnectError::Failed(lost), parts, body));
             };
             match connection.exchange(&parts, body, endpoint_host).await {
                 Ok(exchanged) => {
                     let Some(connection) = guard.connection.take() else {
-                        return Err(SendError::Connect("the connection was lost".into()));
+                        let lost = ExchangeFailure::Closed {
+                            response_started: false,
+                        };
+                        return Err(SendError::Exchange(lost));
                     };
                     return Ok(exchanged.into_response(connection, Arc::downgrade(self)));
                 }
@@ -178,10 +205,17 @@ impl Http1Pool {
                         endpoint = %self.host,
                         "pooled connection closed before a response: {failure}; resending on a new one"
                     );
+                    self.metrics.resent.inc();
                     body = replay.take().unwrap_or(UpstreamBody::Empty);
                     reused = false;
                     guard.connection = None;
-                    guard.connection = Some(self.connect_boxed().await?);
+                    match self.connect_boxed().await {
+                        Ok(connection) => guard.connection = Some(connection),
+                        Err(error) => {
+                            drop(guard);
+                            return Err(unsent(error, parts, body));
+                        }
+                    }
                 }
                 Err(failure) => return Err(SendError::Exchange(failure)),
             }
@@ -272,31 +306,32 @@ impl Http1Pool {
     /// [`Http1Pool::connect`] on the heap: its future (name resolution, the TLS
     /// handshake) is several times the size of the rest of an exchange, and would
     /// otherwise enlarge every request's future for the rare request that connects.
-    async fn connect_boxed(&self) -> Result<Connection, SendError> {
+    async fn connect_boxed(&self) -> Result<Connection, ConnectError> {
         Box::pin(self.connect()).await
     }
 
     /// Opens a connection: TCP (every address of the host in turn) within the connect
     /// timeout, then TLS for `https://`.
-    async fn connect(&self) -> Result<Connection, SendError> {
+    async fn connect(&self) -> Result<Connection, ConnectError> {
         let tcp = tokio::time::timeout(self.settings.connect_timeout, self.connect_tcp())
             .await
-            .map_err(|_| SendError::ConnectTimeout)?
-            .map_err(|error| SendError::Connect(error.into()))?;
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|error| ConnectError::Failed(error.into()))?;
         let io = match &self.settings.tls {
             None => Stream::Plain(tcp),
             Some((connector, name)) => {
                 let Some(name) = name else {
-                    return Err(SendError::Connect(
+                    return Err(ConnectError::Failed(
                         format!("{} is not a valid TLS server name", self.host).into(),
                     ));
                 };
                 let handshake = connector.connect(name.clone(), tcp);
                 let tls = tokio::time::timeout(self.settings.connect_timeout, handshake)
                     .await
-                    .map_err(|_| SendError::ConnectTimeout)?
-                    .map_err(|error| {
-                        SendError::Connect(crate::tls::upstream::explain_handshake_error(error))
+                    .map_err(|_| ConnectError::Timeout)?
+                    .map_err(|error| match crate::tls::verify_failure(&error) {
+                        Some(cause) => ConnectError::TlsVerify(cause),
+                        None => ConnectError::Failed(error.into()),
                     })?;
                 Stream::Tls(Box::new(tls))
             }

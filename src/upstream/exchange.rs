@@ -2,21 +2,34 @@
 //! take a permit, pick an endpoint, send, wait for the response headers, and record the
 //! outcome. The returned [`Exchange`] guard holds the permit and the endpoint's load
 //! until the response body has been consumed or dropped.
+//!
+//! A request that never reached its endpoint (the connection was refused, did not open
+//! within the connect timeout, or the endpoint's certificate failed verification) is
+//! **redispatched**: the endpoint is marked down ([`super::health`]) and the request
+//! goes to another endpoint, each endpoint at most once, within the same timeout,
+//! without drawing on the retry budget and whether or not the upstream has a retry
+//! policy: nothing was sent, so sending it elsewhere is always safe (nginx's default
+//! `proxy_next_upstream error`, HAProxy's `option redispatch`). The request goes as
+//! it was (its body unread) when the transport gives it back, as the gateway's own
+//! HTTP/1.1 pool does, or is built again when the caller can ([`Requests`]: a retry
+//! policy's tries keep the body); otherwise the failure is the answer.
 
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::header::HOST;
 use http::{Request, Response};
 use prometheus::Histogram;
 
 use super::adaptive::Sample;
-use super::connections::SendError;
+use super::connections::{ConnectError, SendError};
 use super::http1::ExchangeFailure;
 use super::UpstreamBody;
 use super::{Endpoint, EndpointPool, Permit, ReceivedBody, Rejection, Upstream};
 use crate::body::{BodyError, BoxError};
-use crate::metrics::UpstreamOutcome;
+use crate::config::HostHeader;
+use crate::metrics::{Redispatch, UpstreamOutcome};
 
 /// A failed upstream exchange, with what the status mapping needs to know.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +42,8 @@ pub enum UpstreamError {
     },
     #[error("connecting to {endpoint} timed out")]
     ConnectTimeout { endpoint: String },
+    #[error("the TLS certificate of {endpoint} failed verification: {cause}")]
+    TlsVerify { endpoint: String, cause: String },
     #[error("{endpoint} sent no response headers within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
     #[error("request body exceeds the limit of {limit} bytes")]
@@ -52,9 +67,9 @@ impl UpstreamError {
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
-            UpstreamError::Connect { .. } | UpstreamError::Protocol { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            UpstreamError::Connect { .. }
+            | UpstreamError::TlsVerify { .. }
+            | UpstreamError::Protocol { .. } => StatusCode::BAD_GATEWAY,
             UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -64,10 +79,13 @@ impl UpstreamError {
         }
     }
 
-    /// A stable, machine-readable name for error bodies.
+    /// A stable, machine-readable name for error bodies. A certificate that failed
+    /// verification is a failed connect to the client; the metrics tell them apart.
     pub fn code(&self) -> &'static str {
         match self {
-            UpstreamError::Connect { .. } => "upstream_connect_failed",
+            UpstreamError::Connect { .. } | UpstreamError::TlsVerify { .. } => {
+                "upstream_connect_failed"
+            }
             UpstreamError::ConnectTimeout { .. } => "upstream_connect_timeout",
             UpstreamError::Timeout { .. } => "upstream_timeout",
             UpstreamError::Protocol { .. } => "upstream_bad_response",
@@ -82,6 +100,7 @@ impl UpstreamError {
     pub fn outcome(&self) -> Option<UpstreamOutcome> {
         match self {
             UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
+            UpstreamError::TlsVerify { .. } => Some(UpstreamOutcome::TlsVerifyFailed),
             UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
                 Some(UpstreamOutcome::Timeout)
             }
@@ -89,6 +108,34 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge { .. }
             | UpstreamError::ClientBody(_)
             | UpstreamError::NoHealthyEndpoint => None,
+        }
+    }
+
+    /// Why a request that failed so may go to another endpoint: it never reached this
+    /// one. A connect that timed out sent nothing either.
+    fn redispatch(&self) -> Option<Redispatch> {
+        match self {
+            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout { .. } => {
+                Some(Redispatch::ConnectFailure)
+            }
+            UpstreamError::TlsVerify { .. } => Some(Redispatch::TlsVerifyFailed),
+            _ => None,
+        }
+    }
+}
+
+/// A send that produced no response, with the request when it comes back unsent.
+pub(super) struct SendFailure {
+    pub error: UpstreamError,
+    /// Nothing of it was sent (no connection could be had); its body is unread.
+    pub unsent: Option<Box<Request<UpstreamBody>>>,
+}
+
+impl From<UpstreamError> for SendFailure {
+    fn from(error: UpstreamError) -> Self {
+        SendFailure {
+            error,
+            unsent: None,
         }
     }
 }
@@ -103,6 +150,65 @@ pub enum ExchangeError<E> {
     Upstream(UpstreamError),
 }
 
+/// Where a redispatch starts: the endpoint that failed, the request's guard, and when
+/// its first send went with its timeout.
+struct Redispatching {
+    index: usize,
+    guard: Exchange,
+    deadline: (Instant, Duration),
+}
+
+/// What an exchange sends: the caller's request for the first endpoint, and what can
+/// build it again for another endpoint a request is redispatched to ([`Again`]).
+pub(super) trait Requests<E> {
+    type Again: Again<E>;
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Self::Again);
+}
+
+/// Builds a request again for another endpoint, when the caller can (`None`: it
+/// cannot, its body is gone).
+pub(super) trait Again<E> {
+    fn again(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>>;
+}
+
+/// A request built once ([`Upstream::exchange`]). Nothing of the caller's builder is
+/// kept for a redispatch (nor makes the exchange's future larger): [`Never`].
+pub(super) struct Once<F>(pub F);
+
+impl<E, F: FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Once<F> {
+    type Again = Never;
+
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Never) {
+        ((self.0)(endpoint), Never)
+    }
+}
+
+/// The request cannot be built again.
+pub(super) struct Never;
+
+impl<E> Again<E> for Never {
+    fn again(&mut self, _endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
+        None
+    }
+}
+
+/// A request built for each try ([`Upstream::exchange_retrying`]).
+pub(super) struct Each<'a, F>(pub &'a mut F);
+
+impl<'a, E, F: FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>> Requests<E> for Each<'a, F> {
+    type Again = Each<'a, F>;
+
+    fn first(self, endpoint: &Endpoint) -> (Result<Request<UpstreamBody>, E>, Self) {
+        ((self.0)(endpoint), self)
+    }
+}
+
+impl<E, F: FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>> Again<E> for Each<'_, F> {
+    fn again(&mut self, endpoint: &Endpoint) -> Option<Result<Request<UpstreamBody>, E>> {
+        Some((self.0)(endpoint))
+    }
+}
+
 impl Upstream {
     /// Takes a permit, picks an endpoint, sends the request `build` makes for it, and
     /// waits at most `timeout` for the response headers. Dropping the future cancels
@@ -112,16 +218,17 @@ impl Upstream {
         timeout: Duration,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
-        self.attempt(timeout, &[], build).await.0
+        self.attempt(timeout, &mut Vec::new(), Once(build)).await.0
     }
 
-    /// One try: like [`Upstream::exchange`], preferring endpoints not in `skip`.
-    /// Also returns the endpoint used, if one was.
+    /// One try: like [`Upstream::exchange`], preferring endpoints not in `tried`, and
+    /// redispatched (see the module) to endpoints not in `tried`, each of which it
+    /// adds there. Also returns the endpoint last used, if one was.
     pub(super) async fn attempt<E>(
         self: &Arc<Self>,
         timeout: Duration,
-        skip: &[usize],
-        build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
+        tried: &mut Vec<usize>,
+        requests: impl Requests<E>,
     ) -> (
         Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
         Option<usize>,
@@ -130,43 +237,160 @@ impl Upstream {
             Ok(permit) => permit,
             Err(reason) => return (Err(ExchangeError::Overloaded(reason)), None),
         };
-        let Some(index) = self.pick(skip).or_else(|| self.pick(&[])) else {
+        let Some(index) = self.pick(tried).or_else(|| self.pick(&[])) else {
             return (
                 Err(ExchangeError::Upstream(UpstreamError::NoHealthyEndpoint)),
                 None,
             );
         };
-        let endpoint = &self.endpoints()[index];
         let guard = Exchange::begin(self.clone(), index, permit);
-        let request = match build(endpoint) {
-            Ok(request) => request,
-            Err(error) => return (Err(ExchangeError::Build(error)), Some(index)),
+        let (request, again) = match requests.first(&self.endpoints()[index]) {
+            (Ok(request), again) => (request, again),
+            (Err(error), _) => return (Err(ExchangeError::Build(error)), Some(index)),
         };
         let sent = Instant::now();
         let result = self.pool.send(index, request, timeout).await;
+        self.record_send(index, &result, sent);
+        // Nothing but what a redispatch needs outlives this match, so that no more of
+        // it than a box is kept in every request's future.
+        let (failure, reason) = match result {
+            Ok(response) => return (Ok((response, guard)), Some(index)),
+            Err(failure) => match failure.error.redispatch() {
+                None => return (Err(ExchangeError::Upstream(failure.error)), Some(index)),
+                Some(reason) => (failure, reason),
+            },
+        };
+        let state = Redispatching {
+            index,
+            guard,
+            deadline: (sent, timeout),
+        };
+        // Off the success path, and its future on the heap: a redispatch is rare.
+        Box::pin(self.redispatch(state, tried, failure, reason, again)).await
+    }
+
+    /// Records a send to endpoint `index` that went at `sent`: the endpoint's outcome,
+    /// the upstream's latency, the limiter's sample, outlier ejection, and a mark-down
+    /// ending with a response.
+    #[inline]
+    fn record_send(
+        &self,
+        index: usize,
+        result: &Result<Response<ReceivedBody>, SendFailure>,
+        sent: Instant,
+    ) {
+        let endpoint = &self.endpoints()[index];
         let latency = sent.elapsed();
         self.metrics.duration.observe(latency.as_secs_f64());
-        self.limiter.sample(match &result {
+        self.limiter.sample(match result {
             Ok(response) if matches!(response.status().as_u16(), 429 | 503) => Sample::Dropped,
             Ok(_) => Sample::Latency(latency),
-            Err(UpstreamError::Timeout { .. }) => Sample::Dropped,
+            Err(SendFailure {
+                error: UpstreamError::Timeout { .. },
+                ..
+            }) => Sample::Dropped,
             Err(_) => Sample::Latency(latency),
         });
-        let result = match result {
+        match result {
             Ok(response) => {
                 endpoint.record(UpstreamOutcome::of_status(response.status()));
                 self.observe(index, response.status().is_server_error());
-                Ok((response, guard))
+                self.pool.mark_up(index, &self.name);
             }
-            Err(error) => {
-                if let Some(outcome) = error.outcome() {
+            Err(failure) => {
+                if let Some(outcome) = failure.error.outcome() {
                     endpoint.record(outcome);
                     self.observe(index, true);
                 }
-                Err(ExchangeError::Upstream(error))
             }
-        };
-        (result, Some(index))
+        }
+    }
+
+    /// After a send to `state.index` that never reached it (`failure`): marks that
+    /// endpoint down and sends the request to endpoints this request has not tried,
+    /// until one answers, a failure is not of this kind, no endpoint or time is left,
+    /// or the request cannot be had again.
+    async fn redispatch<E>(
+        self: &Arc<Self>,
+        state: Redispatching,
+        tried: &mut Vec<usize>,
+        mut failure: SendFailure,
+        mut reason: Redispatch,
+        mut again: impl Again<E>,
+    ) -> (
+        Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>>,
+        Option<usize>,
+    ) {
+        let Redispatching {
+            mut index,
+            mut guard,
+            deadline: (first_sent, timeout),
+        } = state;
+        loop {
+            let SendFailure { error, unsent } = failure;
+            let from = &self.endpoints()[index];
+            if let UpstreamError::TlsVerify { cause, .. } = &error {
+                tracing::debug!(upstream = %self.name, endpoint = %from.address.label, "certificate failed verification: {cause}");
+            }
+            self.pool.mark_down(index, &self.name, &error);
+            tried.push(index);
+            let remaining = timeout.saturating_sub(first_sent.elapsed());
+            // Another endpoint, never one this request has tried, while the timeout
+            // leaves time.
+            let Some(next) = self.pick(tried).filter(|_| !remaining.is_zero()) else {
+                return (Err(ExchangeError::Upstream(error)), Some(index));
+            };
+            let to = &self.endpoints()[next];
+            let request = match (again.again(to), unsent) {
+                (Some(Ok(request)), _) => request,
+                (Some(Err(error)), _) => return (Err(ExchangeError::Build(error)), Some(index)),
+                (None, Some(unsent)) => self.readdressed(*unsent, from, to),
+                (None, None) => return (Err(ExchangeError::Upstream(error)), Some(index)),
+            };
+            self.metrics.redispatches[reason as usize].inc();
+            tracing::debug!(upstream = %self.name, from = %from.address.label, to = %to.address.label, "redispatched: {error}");
+            guard.move_to(next);
+            index = next;
+            let sent = Instant::now();
+            let result = self.pool.send(index, request, remaining).await;
+            self.record_send(index, &result, sent);
+            match result {
+                Ok(response) => return (Ok((response, guard)), Some(index)),
+                Err(next_failure) => match next_failure.error.redispatch() {
+                    Some(next_reason) => {
+                        failure = next_failure;
+                        reason = next_reason;
+                    }
+                    None => {
+                        return (
+                            Err(ExchangeError::Upstream(next_failure.error)),
+                            Some(index),
+                        )
+                    }
+                },
+            }
+        }
+    }
+
+    /// An unsent request for endpoint `from`, addressed to `to` instead: its URI, and
+    /// its `Host` where that named `from` (the upstream sends each endpoint's own, or
+    /// the caller used it for want of one).
+    fn readdressed(
+        &self,
+        mut request: Request<UpstreamBody>,
+        from: &Endpoint,
+        to: &Endpoint,
+    ) -> Request<UpstreamBody> {
+        if let Some(path) = request.uri().path_and_query().cloned() {
+            if let Ok(uri) = to.uri(path) {
+                *request.uri_mut() = uri;
+            }
+        }
+        let headers = request.headers_mut();
+        if self.host_header == HostHeader::Endpoint || headers.get(HOST) == Some(&from.host_value) {
+            headers.insert(HOST, to.host_value.clone());
+        }
+        request
     }
 }
 
@@ -179,7 +403,7 @@ impl EndpointPool {
         index: usize,
         request: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<ReceivedBody>, UpstreamError> {
+    ) -> Result<Response<ReceivedBody>, SendFailure> {
         let endpoint = &self.endpoints[index];
         let label = || endpoint.address.label.clone();
         let timed_out = || UpstreamError::Timeout {
@@ -189,43 +413,58 @@ impl EndpointPool {
         if let Some(connections) = &endpoint.connections {
             let sent = connections.send(request, &endpoint.host_value);
             return match tokio::time::timeout(timeout, sent).await {
-                Err(_elapsed) => Err(timed_out()),
+                Err(_elapsed) => Err(timed_out().into()),
                 Ok(Ok(response)) => Ok(response.map(ReceivedBody::Pooled)),
-                Ok(Err(SendError::ConnectTimeout)) => {
-                    Err(UpstreamError::ConnectTimeout { endpoint: label() })
-                }
-                Ok(Err(SendError::Connect(source))) => Err(UpstreamError::Connect {
-                    endpoint: label(),
-                    source,
+                Ok(Err(SendError::Connect(error, request))) => Err(SendFailure {
+                    error: match error {
+                        ConnectError::Timeout => {
+                            UpstreamError::ConnectTimeout { endpoint: label() }
+                        }
+                        ConnectError::TlsVerify(cause) => UpstreamError::TlsVerify {
+                            endpoint: label(),
+                            cause,
+                        },
+                        ConnectError::Failed(source) => UpstreamError::Connect {
+                            endpoint: label(),
+                            source,
+                        },
+                    },
+                    unsent: Some(request),
                 }),
-                Ok(Err(SendError::Exchange(failure))) => Err(http1_failed(failure, label())),
+                Ok(Err(SendError::Exchange(failure))) => Err(http1_failed(failure, label()).into()),
             };
         }
         let Some(client) = &self.client else {
             return Err(UpstreamError::Connect {
                 endpoint: label(),
                 source: "the upstream has no client for its protocol".into(),
-            });
+            }
+            .into());
         };
+        // hyper-util's client keeps the request it could not send: a redispatch needs
+        // the caller to build it again.
         match tokio::time::timeout(timeout, client.request(request)).await {
-            Err(_elapsed) => Err(timed_out()),
+            Err(_elapsed) => Err(timed_out().into()),
             Ok(Ok(response)) => Ok(response.map(ReceivedBody::Hyper)),
             Ok(Err(error)) if error.is_connect() && find_source::<BodyError>(&error).is_none() => {
                 let timed_out = find_source::<std::io::Error>(&error)
                     .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
                 Err(if timed_out {
                     UpstreamError::ConnectTimeout { endpoint: label() }
+                } else if let Some(cause) = crate::tls::verify_failure(&error) {
+                    UpstreamError::TlsVerify {
+                        endpoint: label(),
+                        cause,
+                    }
                 } else {
                     UpstreamError::Connect {
                         endpoint: label(),
-                        source: match crate::tls::upstream::explain_certificate_failure(&error) {
-                            Some(words) => words.into(),
-                            None => error.into(),
-                        },
+                        source: error.into(),
                     }
-                })
+                }
+                .into())
             }
-            Ok(Err(error)) => Err(exchange_failed(error, label())),
+            Ok(Err(error)) => Err(exchange_failed(error, label()).into()),
         }
     }
 }
@@ -309,6 +548,14 @@ impl Exchange {
             timer: None,
             _permit: permit,
         }
+    }
+
+    /// The request moved to endpoint `endpoint` (a redispatch): the load moves with it.
+    fn move_to(&mut self, endpoint: usize) {
+        let endpoints = self.upstream.endpoints();
+        endpoints[self.endpoint].end();
+        endpoints[endpoint].begin();
+        self.endpoint = endpoint;
     }
 
     /// Observes `started.elapsed()` into `histogram` when the exchange ends.

@@ -1,13 +1,21 @@
 //! Endpoint health: whether an endpoint may receive requests.
 //!
-//! Two independent verdicts, both required: the **active** check (a periodic request
+//! Three independent verdicts, all required: the **active** check (a periodic request
 //! to `health_check.path`; `unhealthy_threshold` failures in a row take the endpoint
-//! out, `healthy_threshold` passes bring it back), and **passive** outlier ejection
+//! out, `healthy_threshold` passes bring it back), **passive** outlier ejection
 //! (`consecutive_failures` connect failures, timeouts or 5xx answers on real traffic
 //! eject it for `base_ejection_time`, doubling on each repeat up to
 //! `max_ejection_time`, never more than `max_ejection_percent` of the endpoints at
-//! once). The state lives with the endpoint pool, so it survives reloads that keep the
-//! endpoints.
+//! once), and **marked down**: an endpoint that refused a connection (or did not open
+//! one within `connect_timeout`, or presented a certificate that failed verification)
+//! is out at once, always, without configuration. It comes back when a passing active
+//! check or any response from it says it is reachable; without active checks, one real
+//! request is let through as a probe after [`PROBE_BACKOFF_BASE`], then after twice as
+//! long for each probe that finds it still down, up to [`PROBE_BACKOFF_MAX`]. Being
+//! marked down never leaves an upstream without endpoints: when every endpoint that
+//! the other verdicts allow is marked down, they are tried anyway (see
+//! [`EndpointPool::available_from`]). The state lives with the endpoint pool, so it
+//! survives reloads that keep the endpoints.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{OnceLock, Weak};
@@ -21,6 +29,12 @@ use prometheus::{IntCounter, IntGauge};
 use super::UpstreamBody;
 use super::{Endpoint, EndpointPool};
 use crate::config::{HealthCheckConfig, OutlierConfig};
+use crate::metrics::EndpointHealthMetrics;
+
+/// How long an endpoint marked down (without active checks) waits for its first probe.
+pub const PROBE_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The longest wait between two probes of an endpoint marked down.
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Milliseconds on tokio's clock (so paused-time tests see ejections expire). The
 /// epoch lies an hour back, so that every runtime's clock (a paused one starts at its
@@ -41,26 +55,36 @@ pub struct EndpointHealth {
     ejected_until_ms: AtomicU64,
     /// Ejections in a row; each doubles the next ejection's length.
     ejections: AtomicU32,
+    /// When the endpoint was marked down (`now_ms`, at least 1); 0 while it is not.
+    down_since_ms: AtomicU64,
+    /// While marked down without active checks: when the next probe may go.
+    probe_at_ms: AtomicU64,
+    /// Probes let through since it was marked down; each doubles the wait for the next.
+    probes: AtomicU32,
+    /// Whether active checks run: they, not probes, end a mark-down.
+    actively_checked: bool,
     gauge: IntGauge,
     ejected_for_failures: IntCounter,
     failed_health_checks: IntCounter,
+    marked_down: IntCounter,
 }
 
 impl EndpointHealth {
-    pub fn new(
-        gauge: IntGauge,
-        ejected_for_failures: IntCounter,
-        failed_health_checks: IntCounter,
-    ) -> Self {
-        gauge.set(1);
+    pub fn new(metrics: EndpointHealthMetrics, actively_checked: bool) -> Self {
+        metrics.healthy.set(1);
         EndpointHealth {
             checked_healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
-            gauge,
-            ejected_for_failures,
-            failed_health_checks,
+            down_since_ms: AtomicU64::new(0),
+            probe_at_ms: AtomicU64::new(0),
+            probes: AtomicU32::new(0),
+            actively_checked,
+            gauge: metrics.healthy,
+            ejected_for_failures: metrics.ejected_for_failures,
+            failed_health_checks: metrics.failed_health_checks,
+            marked_down: metrics.marked_down,
         }
     }
 
@@ -68,14 +92,108 @@ impl EndpointHealth {
         self.ejected_until_ms.load(Ordering::Acquire) > now
     }
 
-    /// Whether the endpoint may receive requests now.
+    /// Whether the endpoint may receive requests now. For an endpoint marked down
+    /// whose probe is due, this lets one request through as the probe: the caller is
+    /// expected to send it one.
     pub fn available(&self, now: u64) -> bool {
+        self.allowed_by_checks(now) && self.reachable_or_probe(now)
+    }
+
+    /// The active check's and outlier ejection's verdicts, without being marked down.
+    #[inline]
+    fn allowed_by_checks(&self, now: u64) -> bool {
         self.checked_healthy.load(Ordering::Acquire) && !self.ejected(now)
     }
 
-    fn refresh_gauge(&self) {
-        self.gauge.set(i64::from(self.available(now_ms())));
+    /// Whether the endpoint is marked down (a refused or timed-out connect).
+    #[inline]
+    pub fn marked_down(&self) -> bool {
+        self.down_since_ms.load(Ordering::Acquire) != 0
     }
+
+    /// Not marked down; or marked down without active checks and its probe is due, in
+    /// which case the probe is claimed (one caller gets it) and the next one put off.
+    #[inline]
+    fn reachable_or_probe(&self, now: u64) -> bool {
+        !self.marked_down() || self.probe(now)
+    }
+
+    /// For an endpoint marked down: whether this caller gets its probe now.
+    #[cold]
+    fn probe(&self, now: u64) -> bool {
+        if self.actively_checked {
+            return false;
+        }
+        let due = self.probe_at_ms.load(Ordering::Acquire);
+        if now < due {
+            return false;
+        }
+        let probes = self.probes.load(Ordering::Acquire).saturating_add(1);
+        let claimed = self
+            .probe_at_ms
+            .compare_exchange(
+                due,
+                now + millis(probe_backoff(probes)),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if claimed {
+            self.probes.store(probes, Ordering::Release);
+        }
+        claimed
+    }
+
+    /// Marks the endpoint down at once; `true` when it was not already.
+    fn mark_down(&self, now: u64) -> bool {
+        let marked = self
+            .down_since_ms
+            .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if marked {
+            self.probes.store(0, Ordering::Release);
+            self.probe_at_ms
+                .store(now + millis(PROBE_BACKOFF_BASE), Ordering::Release);
+            self.marked_down.inc();
+            self.refresh_gauge();
+        }
+        marked
+    }
+
+    /// Ends a mark-down: the endpoint answered. `true` when it was marked down. One
+    /// load when it was not (the case on every response).
+    #[inline]
+    fn mark_up(&self) -> bool {
+        self.marked_down() && self.end_mark_down()
+    }
+
+    #[cold]
+    fn end_mark_down(&self) -> bool {
+        let was = self.down_since_ms.swap(0, Ordering::AcqRel) != 0;
+        if was {
+            self.refresh_gauge();
+        }
+        was
+    }
+
+    /// Whether the endpoint is in rotation (for the gauge): allowed by every verdict,
+    /// probes aside.
+    fn in_rotation(&self, now: u64) -> bool {
+        self.allowed_by_checks(now) && !self.marked_down()
+    }
+
+    fn refresh_gauge(&self) {
+        self.gauge.set(i64::from(self.in_rotation(now_ms())));
+    }
+}
+
+/// The wait after the `probes`-th probe of an endpoint marked down: the base, doubled
+/// for each probe, capped.
+fn probe_backoff(probes: u32) -> Duration {
+    let factor = 1u32.checked_shl(probes.min(16)).unwrap_or(u32::MAX);
+    PROBE_BACKOFF_BASE
+        .saturating_mul(factor)
+        .min(PROBE_BACKOFF_MAX)
 }
 
 impl EndpointPool {
@@ -153,13 +271,52 @@ impl EndpointPool {
         });
     }
 
-    /// The index of an available endpoint, scanning from `start`.
+    /// Marks endpoint `index` down at once: it refused a connection, did not open one
+    /// in time, or failed TLS verification (`cause`). Logged once, when it goes down.
+    pub(super) fn mark_down(&self, index: usize, upstream: &str, cause: &dyn std::fmt::Display) {
+        let endpoint = &self.endpoints[index];
+        if endpoint.health.mark_down(now_ms()) {
+            let until = if endpoint.health.actively_checked {
+                "a health check passes"
+            } else {
+                "a probe request gets a response"
+            };
+            tracing::warn!(
+                %upstream,
+                endpoint = %endpoint.address.label,
+                "endpoint marked down until {until}: {cause}"
+            );
+        }
+    }
+
+    /// Endpoint `index` answered: a mark-down ends (logged once, when it comes back).
+    #[inline]
+    pub(super) fn mark_up(&self, index: usize, upstream: &str) {
+        let endpoint = &self.endpoints[index];
+        if endpoint.health.mark_up() {
+            tracing::info!(
+                %upstream,
+                endpoint = %endpoint.address.label,
+                "endpoint reachable again; back in rotation"
+            );
+        }
+    }
+
+    /// The index of an available endpoint not in `skip`, scanning from `start`. When
+    /// every endpoint the active checks and outlier ejection allow is marked down (or
+    /// in `skip`), one of those marked down: being marked down alone never makes an
+    /// upstream unavailable, the request is tried as it would have been before.
     pub(super) fn available_from(&self, start: usize, skip: &[usize]) -> Option<usize> {
         let now = now_ms();
         let count = self.endpoints.len();
-        (0..count)
-            .map(|offset| (start + offset) % count)
-            .find(|&i| !skip.contains(&i) && self.endpoints[i].health.available(now))
+        let candidates = || {
+            (0..count)
+                .map(move |offset| (start + offset) % count)
+                .filter(|i| !skip.contains(i))
+        };
+        candidates()
+            .find(|&i| self.endpoints[i].health.available(now))
+            .or_else(|| candidates().find(|&i| self.endpoints[i].health.allowed_by_checks(now)))
     }
 }
 
@@ -204,6 +361,9 @@ pub(super) fn spawn_checker(pool: Weak<EndpointPool>, config: HealthCheckConfig,
                     *passes = 0;
                 }
                 let health = &endpoint.health;
+                if passed && health.mark_up() {
+                    tracing::info!(%upstream, endpoint = %endpoint.address.label, "endpoint marked down passed a health check; back in rotation");
+                }
                 let healthy = health.checked_healthy.load(Ordering::Acquire);
                 if healthy && *failures >= config.unhealthy_threshold {
                     health.checked_healthy.store(false, Ordering::Release);
@@ -262,8 +422,13 @@ mod tests {
     use crate::upstream::Upstream;
 
     fn upstream(outlier: &str) -> Upstream {
+        upstream_with(&format!("outlier: {outlier}"))
+    }
+
+    /// Two endpoints nothing listens on, with `extra` (one line of YAML) on the upstream.
+    fn upstream_with(extra: &str) -> Upstream {
         let text = format!(
-            "listeners: [{{ name: p, address: \"127.0.0.1:0\" }}]\nupstreams:\n  u:\n    endpoints: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n    outlier: {outlier}\n"
+            "listeners: [{{ name: p, address: \"127.0.0.1:0\" }}]\nupstreams:\n  u:\n    endpoints: [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n    {extra}\n"
         );
         let config = Config::from_yaml(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
         Upstream::new(&config.upstreams[0], &Metrics::new())
@@ -330,5 +495,87 @@ mod tests {
             vec![1; 6],
             "only half of the endpoints may be ejected"
         );
+    }
+
+    fn probes_in(upstream: &Upstream, picks_made: usize) -> usize {
+        (0..picks_made)
+            .filter(|_| upstream.pick(&[]) == Some(1))
+            .count()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_marked_down_endpoint_gets_one_probe_after_each_backoff() {
+        let upstream = upstream_with("max_in_flight: 10");
+        upstream.pool.mark_down(1, "u", &"refused");
+        assert_eq!(picks(&upstream), vec![0; 6], "skipped at once");
+
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(probes_in(&upstream, 6), 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            probes_in(&upstream, 6),
+            1,
+            "one request is the probe, after 1s"
+        );
+        assert_eq!(probes_in(&upstream, 6), 0);
+
+        // The probe found it down still (no response marked it up): 2s, then 4s.
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert_eq!(probes_in(&upstream, 6), 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(probes_in(&upstream, 6), 1, "the second probe after 2s more");
+        tokio::time::advance(Duration::from_millis(3999)).await;
+        assert_eq!(probes_in(&upstream, 6), 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(probes_in(&upstream, 6), 1, "the third after 4s more");
+
+        // Marked down again while down: no new backoff, no new count.
+        upstream.pool.mark_down(1, "u", &"refused");
+        tokio::time::advance(Duration::from_millis(7999)).await;
+        assert_eq!(probes_in(&upstream, 6), 0);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(probes_in(&upstream, 6), 1, "the fourth after 8s more");
+
+        // A response ends it.
+        upstream.pool.mark_up(1, "u");
+        assert_eq!(probes_in(&upstream, 6), 3, "back in rotation");
+        assert!(!upstream.endpoints()[1].health.marked_down());
+    }
+
+    #[test]
+    fn the_probe_backoff_doubles_up_to_its_cap() {
+        let waits: Vec<u64> = (0..8).map(|n| probe_backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_active_checks_only_a_check_or_a_response_ends_a_mark_down() {
+        let upstream =
+            upstream_with("health_check: { path: /, interval: 1h, unhealthy_threshold: 100 }");
+        upstream.pool.mark_down(0, "u", &"refused");
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert_eq!(picks(&upstream), vec![1; 6], "no probe: the checks decide");
+        upstream.pool.mark_up(0, "u");
+        assert!(picks(&upstream).contains(&0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_all_marked_down_are_tried_anyway() {
+        let upstream = upstream_with("max_in_flight: 10");
+        upstream.pool.mark_down(0, "u", &"refused");
+        upstream.pool.mark_down(1, "u", &"refused");
+        let picked = picks(&upstream);
+        assert_eq!(
+            picked.len(),
+            6,
+            "marked down alone never leaves no endpoint"
+        );
+        assert!(picked.contains(&0) && picked.contains(&1));
+        assert_eq!(
+            upstream.pick(&[0, 1]),
+            None,
+            "but never one the request tried"
+        );
+        assert_eq!(upstream.pick(&[0]), Some(1));
     }
 }

@@ -11,7 +11,8 @@
 //! with the previous configuration's upstream of the same name. Proxied requests and
 //! aggregate calls both go through [`Upstream::exchange`]: a permit from its limiter,
 //! an endpoint from its balancer, and its client, whose keep-alive pool reuses
-//! connections per endpoint.
+//! connections per endpoint. A request that could not connect to its endpoint goes to
+//! another one ([`exchange`]), and the endpoint is marked down ([`health`]).
 
 pub mod adaptive;
 mod body;
@@ -216,11 +217,10 @@ impl EndpointPool {
                             metrics.connection_pool(upstream, &address.label),
                         ))
                     }),
-                    health: {
-                        let (healthy, ejected, failed_checks) =
-                            metrics.endpoint_health(upstream, &address.label);
-                        health::EndpointHealth::new(healthy, ejected, failed_checks)
-                    },
+                    health: health::EndpointHealth::new(
+                        metrics.endpoint_health(upstream, &address.label),
+                        identity.health_check.is_some(),
+                    ),
                     host_value: HeaderValue::from_str(address.authority.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
                     metrics: metrics.endpoint(upstream, &address.label),

@@ -2,6 +2,11 @@
 //! failure is one the policy names, the method may be repeated, tries remain, and the
 //! upstream's retry budget allows. The budget caps retries at a share of the
 //! upstream's recent requests, so a failing upstream never gets a retry storm.
+//!
+//! A try that could not connect has first been redispatched to every other endpoint
+//! within [`Upstream::attempt`], which is no retry: it draws nothing from the budget
+//! and counts in no `attempts`. Only what is left (every endpoint refused, or there is
+//! one) comes here as a `connect_failure`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use super::exchange::{Exchange, ExchangeError, UpstreamError};
+use super::exchange::{Each, Exchange, ExchangeError, UpstreamError};
 use super::health::now_ms;
 use super::UpstreamBody;
 use super::{Endpoint, ReceivedBody, Upstream};
@@ -128,7 +133,7 @@ impl Upstream {
             let per_try = policy
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let (result, endpoint) = self.attempt(per_try, &tried, &mut build).await;
+            let (result, endpoint) = self.attempt(per_try, &mut tried, Each(&mut build)).await;
             let Some(reason) = reason(policy, &result) else {
                 return result;
             };
