@@ -8,8 +8,9 @@
 #                           [--workers N] [--proxy-cpus LIST] [--load-cpus LIST]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
-#   --scenarios    comma-separated subset of: small-c50 iplist-c50 small-c1000 64k-c50 newconn-c50
-#                  h2c-c50x10 rate-half delay-c1000 idle-10k (default: all)
+#   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 redislimit-c50
+#                  small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k
+#                  (default: all)
 #   --no-build     use target/release/portcullis as it is
 #   --raw FILE     also write every run as CSV to FILE
 #   --report FILE  print the tables from such a CSV again, without measuring
@@ -33,7 +34,7 @@
 # one CPU is marked load-side-limited: its req/s says more about wrk and the backend
 # than about the proxy.
 #
-# Everything started here is stopped on exit, by PID. Ports: 18081-18092 on 127.0.0.1.
+# Everything started here is stopped on exit, by PID. Ports: 18081-18095 on 127.0.0.1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,7 +49,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 iplist-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 redislimit-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -99,10 +100,12 @@ rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
 proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "iplist-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "redislimit-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
     "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
+    "ratelimit-c50": "small GET under a per-client rate limit that never triggers, 50 conns",
+    "redislimit-c50": "small GET under a Redis-backed rate limit (nginx, HAProxy: no limit), 50 conns",
     "small-c1000": "small GET, keep-alive, 1,000 conns",
     "64k-c50": "64 KiB response, 50 conns",
     "newconn-c50": "new connection per request, 50 conns",
@@ -252,6 +255,7 @@ declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws
 declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086 [portcullis-ws]=18087 [portcullis-b]=18088)
 declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093 [portcullis-b]=18094)
 IDLE_CONNS=${IDLE_CONNS:-10000}
+REDIS_PORT=18095
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -280,7 +284,7 @@ if [ ${#need_install[@]} -gt 0 ]; then
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
-for port in "$BACKEND_PORT" "${PORT[@]}" "${H2_PORT[@]}" "${ADMIN[@]}"; do
+for port in "$BACKEND_PORT" "${PORT[@]}" "${H2_PORT[@]}" "${ADMIN[@]}" "$REDIS_PORT"; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         die "port $port is already in use; stop whatever listens there"
     fi
@@ -361,6 +365,8 @@ $(nginx_temp_paths "$dir")
         listen 127.0.0.1:$BACKEND_PORT backlog=4096;
         location = /small { default_type text/plain; return 200 "hello, world\n"; }
         location = /acl/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /rl/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /rls/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
     }
@@ -373,6 +379,48 @@ EOF
 
 # ---------------------------------------------------------------- contestants (CPU 0)
 declare -A PID
+
+# The rate-limit scenarios' parts of gateway.yaml, only when they run (an --ab base
+# binary may predate rate limits). The limits are far above any rate reached here: the
+# figure is the cost of deciding, not of refusing.
+RL_RATE="100000000/s, burst: 100000000"
+rate_limit_stores_yaml() {
+    runs redislimit-c50 || return 0
+    printf 'rate_limit_stores:\n  bench: { redis: { url: "redis://127.0.0.1:%s", timeout: 100ms, pool: 4 }, on_error: deny }\n' "$REDIS_PORT"
+}
+rate_limit_policies_yaml() {
+    if runs ratelimit-c50; then
+        printf '  limited:\n    rate_limit:\n      - { key: client_ip, rate: %s, store: local }\n' "$RL_RATE"
+    fi
+    if runs redislimit-c50; then
+        printf '  limited-shared:\n    rate_limit:\n      - { key: client_ip, rate: %s, store: bench }\n' "$RL_RATE"
+    fi
+}
+rate_limit_routes_yaml() {
+    if runs ratelimit-c50; then
+        printf '  - name: limited\n    match: { path_prefix: /rl }\n    upstream: backend\n    policies: [limited]\n'
+    fi
+    if runs redislimit-c50; then
+        printf '  - name: limited-shared\n    match: { path_prefix: /rls }\n    upstream: backend\n    policies: [limited-shared]\n'
+    fi
+}
+runs() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# A Redis for redislimit-c50, on the load CPUs, no persistence.
+start_redis() {
+    runs redislimit-c50 || return 0
+    command -v redis-server >/dev/null || die "redislimit-c50 needs redis-server (apt-get install redis-server)"
+    mkdir -p "$WORK/redis"
+    taskset -c "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" \
+        --appendonly no --dir "$WORK/redis" >"$WORK/redis/redis.log" 2>&1 &
+    STARTED+=($!)
+    local i
+    for i in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    die "redis-server did not listen on $REDIS_PORT within 10 s"
+}
 
 start_portcullis() { # [WORKER_MODEL [CONTESTANT BINARY]]
     local model=${1:-per_core} who=${2:-portcullis} bin=${3:-$BIN}
@@ -401,14 +449,17 @@ upstreams:
     connect_timeout: 2s
     timeout: 30s
     pool: { max_idle_per_endpoint: 1024, idle_timeout: 75s }
+$(rate_limit_stores_yaml)
 policies:
   acl:
     ip: { allow: [127.0.0.0/8], deny: [203.0.113.0/24] }
+$(rate_limit_policies_yaml)
 routes:
   - name: acl
     match: { path_prefix: /acl }
     upstream: backend
     policies: [acl]
+$(rate_limit_routes_yaml)
   - name: all
     match: { path_prefix: / }
     upstream: backend
@@ -448,6 +499,7 @@ http {
     access_log off;
     keepalive_timeout 75s;
     keepalive_requests 1000000;
+    limit_req_zone \$binary_remote_addr zone=perip:10m rate=100000000r/s;
 $(nginx_temp_paths "$dir")
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
@@ -474,6 +526,17 @@ $(nginx_temp_paths "$dir")
             deny 203.0.113.0/24;
             allow 127.0.0.0/8;
             deny all;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+            proxy_max_temp_file_size 0;
+        }
+        # ratelimit-c50: the same, under limit_req per client address.
+        location /rl/ {
+            limit_req zone=perip burst=100000000 nodelay;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -524,7 +587,13 @@ frontend bench
     # iplist-c50: the same allow/deny list as Portcullis's policy.
     http-request deny if { path_beg /acl/ } { src 203.0.113.0/24 }
     http-request deny if { path_beg /acl/ } !{ src 127.0.0.0/8 }
+    # ratelimit-c50: a per-client request rate in a stick table, as HAProxy limits.
+    http-request track-sc0 src table rate_per_client if { path_beg /rl/ }
+    http-request deny deny_status 429 if { path_beg /rl/ } { sc_http_req_rate(0) gt 100000000 }
     default_backend backend
+
+backend rate_per_client
+    stick-table type ip size 100k expire 10s store http_req_rate(1s)
 
 backend backend
     server s1 127.0.0.1:$BACKEND_PORT
@@ -797,6 +866,8 @@ run_one() { # SCENARIO WHO ROUND
     case "$1" in
         small-c50) run_wrk "$2" 50 /small ;;
         iplist-c50) run_wrk "$2" 50 /acl/small ;;
+        ratelimit-c50) run_wrk "$2" 50 /rl/small ;;
+        redislimit-c50) run_wrk "$2" 50 /rls/small ;;
         small-c1000) run_wrk "$2" 1000 /small ;;
         64k-c50) run_wrk "$2" 50 /64k ;;
         newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;
@@ -811,6 +882,7 @@ run_one() { # SCENARIO WHO ROUND
 
 log "work dir $WORK; $ROUNDS rounds of ${DURATION}s; proxies on CPU $PROXY_CPU, wrk and backend on CPU $LOAD_CPU"
 start_backend
+start_redis
 for who in $CONTESTANTS; do
     "start_$who"
 done
