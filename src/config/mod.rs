@@ -163,6 +163,19 @@ pub enum RateLimitKeyPart {
     Param(String),
 }
 
+/// The part as the file writes it (`client_ip`, `header.x-api-key`, ...).
+impl std::fmt::Display for RateLimitKeyPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimitKeyPart::ClientIp => f.write_str("client_ip"),
+            RateLimitKeyPart::Route => f.write_str("route"),
+            RateLimitKeyPart::Header(name) => write!(f, "header.{name}"),
+            RateLimitKeyPart::Query(name) => write!(f, "query.{name}"),
+            RateLimitKeyPart::Param(name) => write!(f, "param.{name}"),
+        }
+    }
+}
+
 /// Which store decides a limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateLimitStoreRef {
