@@ -470,7 +470,11 @@ fn policy_details(policy: &portcullis::config::PolicyConfig) -> Vec<String> {
             human(limit.period),
             limit.burst,
             key.join("+"),
-            if limit.shadow { ", shadow" } else { "" }
+            match (limit.shadow, limit.advertise) {
+                (true, _) => ", shadow",
+                (false, false) => ", not advertised",
+                (false, true) => "",
+            }
         ));
     }
     if let Some(headers) = &policy.headers {

@@ -144,6 +144,9 @@ pub struct RateLimitConfig {
     pub store: RateLimitStoreRef,
     /// Counted and logged, never refused.
     pub shadow: bool,
+    /// Shown in the route's `RateLimit-Policy` and `RateLimit` fields (`advertise`,
+    /// default true; never for a shadow limit).
+    pub advertise: bool,
     /// Keys the local store holds at most.
     pub max_keys: usize,
 }

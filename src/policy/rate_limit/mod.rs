@@ -116,13 +116,19 @@ pub struct Limit {
 }
 
 impl Limit {
-    /// Whether `config` may keep this limit's buckets: everything but `shadow` (which
-    /// changes what is done with a decision, not the decision) is the same.
+    /// Whether `config` may keep this limit's buckets: everything but `shadow` and
+    /// `advertise` (which change what is done with a decision, not the decision) is the
+    /// same.
     fn keeps_buckets(&self, config: &RateLimitConfig) -> bool {
         let (mut old, mut new) = (self.config.clone(), config.clone());
-        old.shadow = false;
-        new.shadow = false;
+        (old.shadow, new.shadow) = (false, false);
+        (old.advertise, new.advertise) = (true, true);
         old == new
+    }
+
+    /// Whether the limit has an item in the response fields.
+    fn advertised(&self) -> bool {
+        self.config.advertise && !self.config.shadow
     }
 }
 
@@ -266,7 +272,7 @@ impl RouteLimits {
             limits
                 .iter()
                 .zip(&names)
-                .filter(|(l, _)| !l.limit.config.shadow)
+                .filter(|(l, _)| l.limit.advertised())
         };
         let mut policy_field = Vec::new();
         for (limit, name) in shown() {
@@ -348,7 +354,7 @@ impl RouteLimits {
                     refused = Some((route_limit, decision.retry_after));
                 }
             }
-            if !shadow {
+            if limit.advertised() {
                 push_item(&mut field, &route_limit.item_prefix, &decision);
             }
         }
@@ -531,6 +537,7 @@ mod tests {
             burst,
             store: RateLimitStoreRef::Local,
             shadow,
+            advertise: true,
             max_keys: 100,
         }
     }
@@ -664,6 +671,25 @@ mod tests {
             field(&answer, &RATELIMIT_POLICY),
             r#""per-client";q=10;w=60"#
         );
+    }
+
+    #[tokio::test]
+    async fn a_limit_not_advertised_refuses_without_showing_in_the_fields() {
+        let metrics = Metrics::new();
+        let mut quiet = config("quiet", 1, 1, false);
+        quiet.advertise = false;
+        let limits = RateLimits::build(&[policy(vec![quiet])], &[], &metrics, None);
+        let route = RouteLimits::for_route("r", limits.of_policy(0), &metrics).expect("limits");
+        let (first, answer) = admit(&route).await;
+        assert!(first.is_ok());
+        assert_eq!(field(&answer, &RATELIMIT_POLICY), "");
+        assert_eq!(field(&answer, &RATELIMIT), "");
+        let (second, answer) = admit(&route).await;
+        assert!(
+            matches!(second, Err(PolicyError::RateLimited { .. })),
+            "{second:?}"
+        );
+        assert_eq!(field(&answer, &RATELIMIT), "");
     }
 
     #[tokio::test]
