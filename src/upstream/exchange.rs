@@ -3,6 +3,10 @@
 //! outcome. The returned [`Exchange`] guard holds the permit and the endpoint's load
 //! until the response body has been consumed or dropped.
 //!
+//! Every send counts once in the upstream families when it ends, however it ends: with
+//! response headers, a failure, its timeout (an aggregate call's own timeout included,
+//! through [`Wait::deadline`]), or `cancelled` when the caller drops it first.
+//!
 //! A request that never reached its endpoint (the connection was refused, did not open
 //! within the connect timeout, or the endpoint's certificate failed verification) is
 //! **redispatched**: the endpoint is marked down ([`super::health`]) and the request
@@ -95,20 +99,32 @@ impl UpstreamError {
         }
     }
 
-    /// The outcome label this error counts under, or `None` when the client, not the
-    /// upstream, was at fault.
-    pub fn outcome(&self) -> Option<UpstreamOutcome> {
+    /// The outcome label an exchange that failed so counts under. `NoHealthyEndpoint`
+    /// never reaches an exchange; it counts as `error` should it ever be recorded.
+    pub fn outcome(&self) -> UpstreamOutcome {
         match self {
-            UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
-            UpstreamError::TlsVerify { .. } => Some(UpstreamOutcome::TlsVerifyFailed),
+            UpstreamError::Connect { .. } => UpstreamOutcome::ConnectFailure,
+            UpstreamError::TlsVerify { .. } => UpstreamOutcome::TlsVerifyFailed,
             UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
-                Some(UpstreamOutcome::Timeout)
+                UpstreamOutcome::Timeout
             }
-            UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
-            UpstreamError::BodyTooLarge { .. }
-            | UpstreamError::ClientBody(_)
-            | UpstreamError::NoHealthyEndpoint => None,
+            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => {
+                UpstreamOutcome::ClientBody
+            }
+            UpstreamError::Protocol { .. } | UpstreamError::NoHealthyEndpoint => {
+                UpstreamOutcome::Error
+            }
         }
+    }
+
+    /// Whether the endpoint, not the client, failed (counts toward outlier ejection).
+    fn endpoint_failed(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::BodyTooLarge { .. }
+                | UpstreamError::ClientBody(_)
+                | UpstreamError::NoHealthyEndpoint
+        )
     }
 
     /// Why a request that failed so may go to another endpoint: it never reached this
@@ -120,6 +136,26 @@ impl UpstreamError {
             }
             UpstreamError::TlsVerify { .. } => Some(Redispatch::TlsVerifyFailed),
             _ => None,
+        }
+    }
+}
+
+/// How long an exchange waits for its response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// From each send.
+    pub timeout: Duration,
+    /// When the caller gives up, if it does (an aggregate call's own timeout): no send
+    /// outlives it, so one that reaches it ends as a `timeout` rather than being
+    /// dropped unrecorded.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl From<Duration> for Wait {
+    fn from(timeout: Duration) -> Self {
+        Wait {
+            timeout,
+            deadline: None,
         }
     }
 }
@@ -215,10 +251,12 @@ impl Upstream {
     /// the exchange and frees the permit.
     pub async fn exchange<E>(
         self: &Arc<Self>,
-        timeout: Duration,
+        wait: impl Into<Wait>,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
-        self.attempt(timeout, &mut Vec::new(), Once(build)).await.0
+        self.attempt(wait.into(), &mut Vec::new(), Once(build))
+            .await
+            .0
     }
 
     /// One try: like [`Upstream::exchange`], preferring endpoints not in `tried`, and
@@ -226,7 +264,7 @@ impl Upstream {
     /// adds there. Also returns the endpoint last used, if one was.
     pub(super) async fn attempt<E>(
         self: &Arc<Self>,
-        timeout: Duration,
+        Wait { timeout, deadline }: Wait,
         tried: &mut Vec<usize>,
         requests: impl Requests<E>,
     ) -> (
@@ -249,8 +287,8 @@ impl Upstream {
             (Err(error), _) => return (Err(ExchangeError::Build(error)), Some(index)),
         };
         let sent = Instant::now();
-        let result = self.pool.send(index, request, timeout).await;
-        self.record_send(index, &result, sent);
+        let timeout = within(timeout, deadline);
+        let result = self.send_recorded(index, request, timeout).await;
         // Nothing but what a redispatch needs outlives this match, so that no more of
         // it than a box is kept in every request's future.
         let (failure, reason) = match result {
@@ -298,12 +336,34 @@ impl Upstream {
                 self.pool.mark_up(index, &self.name);
             }
             Err(failure) => {
-                if let Some(outcome) = failure.error.outcome() {
-                    endpoint.record(outcome);
+                endpoint.record(failure.error.outcome());
+                if failure.error.endpoint_failed() {
                     self.observe(index, true);
                 }
             }
         }
+    }
+
+    /// Sends `request` to endpoint `index` within `timeout` and records the send
+    /// ([`Upstream::record_send`]). Dropped before the send ends (the caller gave up:
+    /// the client went away, an aggregate route's timeout or failed required call),
+    /// the send still counts once, as `cancelled`, without blaming the endpoint.
+    async fn send_recorded(
+        &self,
+        index: usize,
+        request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<ReceivedBody>, SendFailure> {
+        let sent = Instant::now();
+        let mut pending = PendingSend {
+            upstream: self,
+            index,
+            sent,
+        };
+        let result = self.pool.send(index, request, timeout).await;
+        pending.index = usize::MAX;
+        self.record_send(index, &result, sent);
+        result
     }
 
     /// After a send to `state.index` that never reached it (`failure`): marks that
@@ -351,9 +411,7 @@ impl Upstream {
             tracing::debug!(upstream = %self.name, from = %from.address.label, to = %to.address.label, "redispatched: {error}");
             guard.move_to(next);
             index = next;
-            let sent = Instant::now();
-            let result = self.pool.send(index, request, remaining).await;
-            self.record_send(index, &result, sent);
+            let result = self.send_recorded(index, request, remaining).await;
             match result {
                 Ok(response) => return (Ok((response, guard)), Some(index)),
                 Err(next_failure) => match next_failure.error.redispatch() {
@@ -392,6 +450,32 @@ impl Upstream {
         }
         request
     }
+}
+
+/// A send under way; dropped while `index` still names its endpoint (the send was
+/// abandoned), it counts the exchange as `cancelled` and observes its duration.
+struct PendingSend<'a> {
+    upstream: &'a Upstream,
+    index: usize,
+    sent: Instant,
+}
+
+impl Drop for PendingSend<'_> {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.upstream.endpoints().get(self.index) {
+            endpoint.record(UpstreamOutcome::Cancelled);
+            let elapsed = self.sent.elapsed().as_secs_f64();
+            self.upstream.metrics.duration.observe(elapsed);
+        }
+    }
+}
+
+/// `timeout`, shortened to end at the caller's `deadline` if it has one: an aggregate
+/// call's own timeout then ends the send itself, which counts it as a `timeout`.
+fn within(timeout: Duration, deadline: Option<tokio::time::Instant>) -> Duration {
+    deadline.map_or(timeout, |deadline| {
+        timeout.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+    })
 }
 
 impl EndpointPool {
@@ -567,7 +651,7 @@ impl Exchange {
     /// The upstream's body broke off mid-stream.
     pub fn body_failed(&mut self, error: &dyn std::fmt::Display) {
         let endpoint = &self.upstream.endpoints()[self.endpoint];
-        endpoint.record(UpstreamOutcome::Error);
+        endpoint.body_failed();
         tracing::warn!(
             upstream = %self.upstream.name,
             endpoint = %endpoint.address.label,

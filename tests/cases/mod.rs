@@ -20,6 +20,7 @@ mod health;
 mod layers;
 mod limits;
 mod metrics;
+mod metrics_add_up;
 mod policies;
 mod proxy_protocol;
 mod rate_limit;
