@@ -3,6 +3,7 @@ mod check;
 mod cli;
 mod connections;
 mod cors;
+mod dashboards;
 mod dead_endpoint;
 mod demo_tour;
 mod deploy;
