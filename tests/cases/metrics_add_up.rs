@@ -1,5 +1,6 @@
 //! The upstream families add up: after a known mix of proxied, retried, redispatched,
-//! timed-out, cancelled and aggregate requests, `portcullis_upstream_requests_total`
+//! timed-out, cancelled and aggregate requests (hedged requests do not exist yet),
+//! `portcullis_upstream_requests_total`
 //! counts every exchange once whoever made it, its sum equals the duration histogram's
 //! count and what the backends saw, and retries, redispatches and aggregate calls
 //! match the mix. Counted at the backends and in `/metrics`, never timed.
@@ -90,6 +91,13 @@ async fn every_upstream_exchange_counts_once_whoever_made_it() {
                 ),
             ),
         )
+        .route_with(
+            Route::path("/cut").named("cut").aggregate(
+                Aggregate::new()
+                    .timeout(Duration::from_millis(100))
+                    .call("held", Call::new("svc", "/hold")),
+            ),
+        )
         .route_with(Route::prefix("/svc").strip_prefix("/svc").to("svc"))
         .route_with(
             Route::prefix("/retried")
@@ -118,6 +126,8 @@ async fn every_upstream_exchange_counts_once_whoever_made_it() {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         assert_eq!(reply.header("portcullis-partial"), Some("slow"));
     }
+    // 1 aggregate cut off by the route's timeout, its call still running: cancelled.
+    assert_eq!(get("/cut").await.status, StatusCode::GATEWAY_TIMEOUT);
     // 3 retried: each a 503 then a 200 at `retried`.
     for _ in 0..3 {
         assert_eq!(get("/retried/flaky").await.status, StatusCode::OK);
@@ -148,7 +158,7 @@ async fn every_upstream_exchange_counts_once_whoever_made_it() {
             &metrics_text(&gw).await,
             requests,
             &[("outcome", "cancelled")],
-        ) == 1.0
+        ) == 2.0
     })
     .await;
     let text = metrics_text(&gw).await;
@@ -161,12 +171,13 @@ async fn every_upstream_exchange_counts_once_whoever_made_it() {
     };
 
     // svc: 5 + 2 proxied answers, 1 + 2 timeouts (the proxied one and both aggregate
-    // calls), 1 cancelled; 11 exchanges, every one of which svc saw.
+    // calls), 2 cancelled (the route's timeout, the client gone); 12 exchanges, every
+    // one of which svc saw.
     assert_eq!(count("svc", "2xx"), 7.0, "{text}");
     assert_eq!(count("svc", "timeout"), 3.0, "{text}");
-    assert_eq!(count("svc", "cancelled"), 1.0, "{text}");
-    assert_eq!(sum(&text, requests, &on("svc")), 11.0, "{text}");
-    assert_eq!(svc.state.arrived(), 11);
+    assert_eq!(count("svc", "cancelled"), 2.0, "{text}");
+    assert_eq!(sum(&text, requests, &on("svc")), 12.0, "{text}");
+    assert_eq!(svc.state.arrived(), 12);
     // retried: 3 × 503 and 3 × 200, 3 retries.
     assert_eq!(count("retried", "5xx"), 3.0, "{text}");
     assert_eq!(count("retried", "2xx"), 3.0, "{text}");
@@ -203,5 +214,10 @@ async fn every_upstream_exchange_counts_once_whoever_made_it() {
         2.0
     );
     assert_eq!(sum(&text, calls, &[("route", "both")]), 4.0);
+    assert_eq!(
+        sum(&text, calls, &[("route", "cut"), ("outcome", "cancelled")]),
+        1.0,
+        "a call cut off by the route's timeout is cancelled in both families"
+    );
     svc.state.release(100);
 }
