@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Snapshot;
 use crate::reload::Reloader;
 use crate::server;
+use crate::upgrade::{Inherited, Offered};
 use crate::workers::Workers;
 
 /// Why the gateway could not start.
@@ -39,6 +40,8 @@ pub enum StartError {
 pub struct RunningGateway {
     listeners: Arc<ListenerSet>,
     admin: Option<SocketAddr>,
+    /// A duplicate of the admin listener's socket, to hand over in a binary upgrade.
+    admin_socket: Option<Arc<std::net::TcpListener>>,
     reloader: Option<Arc<Reloader>>,
     drain: watch::Sender<bool>,
     stopped: JoinHandle<()>,
@@ -63,6 +66,23 @@ impl RunningGateway {
         self.admin
     }
 
+    /// What lists the gateway's listening sockets (duplicates, with their addresses) for
+    /// the process that replaces it in a binary upgrade ([`crate::upgrade::serve`]).
+    pub fn offerer(&self) -> impl Fn() -> std::io::Result<Vec<Offered>> + Send + 'static {
+        let listeners = self.listeners.clone();
+        let admin = self.admin.zip(self.admin_socket.clone());
+        move || {
+            let mut offered = listeners.offer()?;
+            if let Some((address, socket)) = &admin {
+                offered.push(Offered {
+                    address: *address,
+                    socket: socket.try_clone()?,
+                });
+            }
+            Ok(offered)
+        }
+    }
+
     /// The reloader, when the gateway was started from a file.
     pub fn reloader(&self) -> Option<&Arc<Reloader>> {
         self.reloader.as_ref()
@@ -78,7 +98,7 @@ impl RunningGateway {
 
 /// Binds and starts serving `config`.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
-    launch(config, Metrics::new(), None).await
+    launch(config, Metrics::new(), None, Inherited::none()).await
 }
 
 /// Binds and starts serving `config`, which was loaded from `path` (whose content
@@ -89,14 +109,29 @@ pub async fn start_reloadable(
     path: PathBuf,
     text_hash: String,
 ) -> Result<RunningGateway, StartError> {
-    launch(config, Metrics::new(), Some((path, text_hash))).await
+    start_replacing(config, path, text_hash, Inherited::none()).await
+}
+
+/// As [`start_reloadable`], serving on the listening sockets `inherited` from the
+/// process this one replaces (a binary upgrade, [`crate::upgrade`]) where their
+/// addresses are those of the configuration; inherited sockets it does not listen on
+/// are closed.
+pub async fn start_replacing(
+    config: Config,
+    path: PathBuf,
+    text_hash: String,
+    inherited: Inherited,
+) -> Result<RunningGateway, StartError> {
+    launch(config, Metrics::new(), Some((path, text_hash)), inherited).await
 }
 
 async fn launch(
     config: Config,
     metrics: Metrics,
     source: Option<(PathBuf, String)>,
+    inherited: Inherited,
 ) -> Result<RunningGateway, StartError> {
+    let inherited = Arc::new(inherited);
     let shutdown_timeout = config.shutdown_timeout;
     let reload_config = config.reload;
     let listener_configs = config.listeners.clone();
@@ -116,15 +151,33 @@ async fn launch(
         metrics.clone(),
         workers.handles().to_vec(),
         close_rx.clone(),
+        inherited.clone(),
     ));
     let changes = listeners.prepare(&listener_configs)?;
+    let admin_error = |address, source| StartError::Admin { address, source };
     let admin_tcp = match &admin_config {
-        Some(admin) => Some(
-            server::bind(admin.address).map_err(|source| StartError::Admin {
-                address: admin.address,
-                source,
-            })?,
-        ),
+        Some(admin) => Some(match inherited.take(admin.address).into_iter().next() {
+            Some(socket) => socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(socket))
+                .map_err(|source| admin_error(admin.address, source))?,
+            None => {
+                server::bind(admin.address).map_err(|source| admin_error(admin.address, source))?
+            }
+        }),
+        None => None,
+    };
+    for address in inherited.close_leftovers() {
+        tracing::warn!(%address, "closing a listening socket of the replaced process: this configuration does not listen there");
+    }
+    let admin_socket = match &admin_tcp {
+        Some(tcp) => {
+            use std::os::fd::AsFd;
+            let duplicate = tcp.as_fd().try_clone_to_owned().map_err(|source| {
+                admin_error(tcp.local_addr().unwrap_or(([0, 0, 0, 0], 0).into()), source)
+            })?;
+            Some(Arc::new(std::net::TcpListener::from(duplicate)))
+        }
         None => None,
     };
     let ready = Arc::new(AtomicBool::new(true));
@@ -188,6 +241,7 @@ async fn launch(
     Ok(RunningGateway {
         listeners,
         admin: admin_address,
+        admin_socket,
         reloader,
         drain: drain_tx,
         stopped,

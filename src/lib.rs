@@ -12,7 +12,8 @@
 //!   client settings), [`metrics`], [`interim`] (`103 Early Hints` passed from the
 //!   upstream client to the client's connection), [`request_id`], [`template`] (the
 //!   placeholder tokenizer), [`routing`] (the route table and path rewrites), [`workers`]
-//!   (one single-threaded runtime per core);
+//!   (one single-threaded runtime per core), [`upgrade`] (listening sockets handed to a new
+//!   process in a binary upgrade);
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
 //!   runtime module;
 //! - down the request path: [`server`] (listeners' connections, their PROXY protocol
@@ -46,6 +47,7 @@ pub mod server;
 pub mod shutdown;
 pub mod template;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod workers;
 

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::proxy::Snapshot;
 use crate::server::{self, Listener, ListenerContext, ProxyProtocol, Shutdown, WorkerSocket};
 use crate::tls::{CertificateWatcher, TlsListener};
+use crate::upgrade::{Inherited, Offered};
 
 /// Why a listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +54,11 @@ type Sockets = Arc<Vec<std::net::TcpListener>>;
 pub struct Ready {
     config: ListenerConfig,
     sockets: Sockets,
-    /// Duplicates of `sockets` for the new accept loops, one per worker (made here, so
-    /// that running out of file descriptors fails the change, not one worker's loop).
-    for_workers: Vec<std::net::TcpListener>,
+    /// Duplicates of `sockets` for the new accept loops, with the worker that runs
+    /// each (made here, so that running out of file descriptors fails the change, not
+    /// one worker's loop). One per worker, unless the sockets were inherited from a
+    /// process with another number of workers ([`worker_sockets`]).
+    for_workers: Vec<(usize, std::net::TcpListener)>,
     tls: Option<(Arc<TlsListener>, CertificateWatcher)>,
 }
 
@@ -94,6 +97,9 @@ pub struct ListenerSet {
     /// each of them.
     workers: Vec<Handle>,
     close: watch::Receiver<bool>,
+    /// Sockets handed over by the process this one replaces (a binary upgrade), used
+    /// instead of binding their addresses.
+    inherited: Arc<Inherited>,
     inner: Mutex<Inner>,
 }
 
@@ -105,12 +111,14 @@ impl ListenerSet {
         metrics: Metrics,
         workers: Vec<Handle>,
         close: watch::Receiver<bool>,
+        inherited: Arc<Inherited>,
     ) -> Self {
         ListenerSet {
             state,
             metrics,
             workers,
             close,
+            inherited,
             inner: Mutex::new(Inner {
                 running: Vec::new(),
                 retired: Vec::new(),
@@ -150,15 +158,23 @@ impl ListenerSet {
                     changes.stop.push(running.config.name.clone());
                     running.sockets.clone()
                 }
-                None => Arc::new(
-                    server::bind_group(config.address, self.workers.len()).map_err(|source| {
-                        ListenerError::Bind {
-                            what: format!("listener {:?}", config.name),
-                            address: config.address,
-                            source,
-                        }
-                    })?,
-                ),
+                None => {
+                    let inherited = self.inherited.take(config.address);
+                    if inherited.is_empty() {
+                        Arc::new(
+                            server::bind_group(config.address, self.workers.len()).map_err(
+                                |source| ListenerError::Bind {
+                                    what: format!("listener {:?}", config.name),
+                                    address: config.address,
+                                    source,
+                                },
+                            )?,
+                        )
+                    } else {
+                        tracing::info!(listener = %config.name, address = %config.address, sockets = inherited.len(), "listening on the sockets of the process this one replaces");
+                        Arc::new(inherited)
+                    }
+                }
             };
             let tls = match &config.tls {
                 Some(tls) => Some(TlsListener::new(&config.name, tls, &self.metrics).map_err(
@@ -172,18 +188,16 @@ impl ListenerSet {
             if let Some(current) = current {
                 changes.stop.push(current.config.name.clone());
             }
-            let for_workers = sockets
-                .iter()
-                .map(std::net::TcpListener::try_clone)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| ListenerError::Bind {
+            let for_workers = worker_sockets(&sockets, self.workers.len()).map_err(|source| {
+                ListenerError::Bind {
                     what: format!(
                         "listener {:?} (sharing its sockets with the workers)",
                         config.name
                     ),
                     address: config.address,
                     source,
-                })?;
+                }
+            })?;
             changes.start.push(Ready {
                 config: config.clone(),
                 sockets,
@@ -260,13 +274,11 @@ impl ListenerSet {
                     ProxyProtocol::new(proxy, self.metrics.proxy_protocol(&config.name))
                 }),
             });
-            let workers = self
-                .workers
-                .iter()
-                .zip(ready.for_workers)
-                .enumerate()
-                .map(|(index, (runtime, socket))| WorkerSocket {
-                    runtime: runtime.clone(),
+            let workers = ready
+                .for_workers
+                .into_iter()
+                .map(|(index, socket)| WorkerSocket {
+                    runtime: self.workers[index].clone(),
                     socket,
                     metrics: self.metrics.listener(&config.name),
                     connections: self.metrics.worker(index),
@@ -294,6 +306,22 @@ impl ListenerSet {
         }
     }
 
+    /// Duplicates of every running listener's sockets, with their addresses, for the
+    /// process that replaces this one (a binary upgrade).
+    pub fn offer(&self) -> std::io::Result<Vec<Offered>> {
+        let inner = self.lock();
+        let mut offered = Vec::new();
+        for running in &inner.running {
+            for socket in running.sockets.iter() {
+                offered.push(Offered {
+                    address: running.address,
+                    socket: socket.try_clone()?,
+                });
+            }
+        }
+        Ok(offered)
+    }
+
     /// Every running listener's name and bound address.
     pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
         self.lock()
@@ -318,4 +346,19 @@ impl ListenerSet {
         }
         std::mem::take(&mut inner.tasks)
     }
+}
+
+/// The accept loops of a listener's `sockets` on `workers` workers: each socket with
+/// the worker that accepts on it. Sockets this process bound are one per worker; ones
+/// inherited from a process with another number of workers are spread: every socket
+/// gets a loop (connections already wait in each one's queue) and every worker at
+/// least one.
+fn worker_sockets(
+    sockets: &[std::net::TcpListener],
+    workers: usize,
+) -> std::io::Result<Vec<(usize, std::net::TcpListener)>> {
+    let loops = sockets.len().max(workers);
+    (0..loops)
+        .map(|i| Ok((i % workers, sockets[i % sockets.len()].try_clone()?)))
+        .collect()
 }

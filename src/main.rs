@@ -30,6 +30,15 @@ struct Cli {
     /// Log line format. Filter with RUST_LOG (e.g. `RUST_LOG=portcullis=debug`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
+    /// A Unix socket path on which the running gateway hands its listening sockets to
+    /// the binary that replaces it (`--upgrade`); also stops a second gateway started
+    /// by mistake with the same path.
+    #[arg(long, global = true, env = "PORTCULLIS_UPGRADE_SOCKET")]
+    upgrade_socket: Option<PathBuf>,
+    /// Take over from the gateway serving `--upgrade-socket`: serve on its listening
+    /// sockets, then let it drain. Without one there, start afresh.
+    #[arg(long, global = true)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,11 +89,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let hash = portcullis::reload::content_hash(&text);
+    let upgrade = Upgrade {
+        socket: cli.upgrade_socket.clone(),
+        take_over: cli.upgrade,
+    };
     match serve(
         config,
         cli.config.clone(),
         hash,
         matches!(command, Command::Demo),
+        upgrade,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         // Printed once, as `error:`, not also as a log line: whatever reads stderr
@@ -113,7 +127,55 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Result<()> {
+/// The binary-upgrade options of `run`.
+struct Upgrade {
+    socket: Option<PathBuf>,
+    take_over: bool,
+}
+
+/// The sockets of the gateway this one replaces, and the handover to finish once this
+/// one serves (none when it starts afresh).
+fn take_over(
+    upgrade: &Upgrade,
+) -> anyhow::Result<(
+    portcullis::upgrade::Inherited,
+    Option<portcullis::upgrade::Handover>,
+)> {
+    use portcullis::upgrade::{probe, receive, Inherited, Probe};
+    let Some(path) = &upgrade.socket else {
+        anyhow::ensure!(
+            !upgrade.take_over,
+            "--upgrade needs --upgrade-socket: the socket of the gateway to replace"
+        );
+        return Ok((Inherited::none(), None));
+    };
+    match (probe(path), upgrade.take_over) {
+        (Probe::Nobody, take_over) => {
+            if take_over {
+                tracing::info!(socket = %path.display(), "no gateway serves the upgrade socket: starting afresh");
+            }
+            Ok((Inherited::none(), None))
+        }
+        (Probe::Serving { pid }, false) => anyhow::bail!(
+            "another gateway (pid {pid}) serves upgrade socket {}; to replace it, start this one with --upgrade",
+            path.display()
+        ),
+        (Probe::Serving { .. }, true) => {
+            let (inherited, handover) = receive(path)?;
+            tracing::info!(old_pid = handover.old_pid, sockets = inherited.len(), "binary upgrade: received the listening sockets");
+            Ok((inherited, Some(handover)))
+        }
+    }
+}
+
+fn serve(
+    config: Config,
+    path: PathBuf,
+    hash: String,
+    demo: bool,
+    upgrade: Upgrade,
+) -> anyhow::Result<()> {
+    let (inherited, handover) = take_over(&upgrade)?;
     match portcullis::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(error) => tracing::warn!("cannot raise the open-files limit: {error}"),
@@ -146,14 +208,28 @@ fn serve(config: Config, path: PathBuf, hash: String, demo: bool) -> anyhow::Res
         // Take over SIGHUP before the listeners are up (and logged): a SIGHUP that came
         // before the handler would meet the default action, which ends the process.
         let hangup = hangup_signal();
-        let gateway = portcullis::gateway::start_reloadable(config, path, hash).await?;
+        let gateway = portcullis::gateway::start_replacing(config, path, hash, inherited).await?;
         if let (Some(reloader), Some(hangup)) = (gateway.reloader(), hangup) {
             reload_on_sighup(reloader.clone(), hangup);
         }
         if demo {
             print_demo_tour(&gateway);
         }
-        shutdown_signal().await;
+        if let Some(handover) = handover {
+            let old_pid = handover.old_pid;
+            tokio::task::spawn_blocking(move || handover.complete()).await??;
+            tracing::info!(old_pid, "binary upgrade: serving; the old process drains");
+        }
+        let (handed_over_tx, handed_over) = tokio::sync::oneshot::channel();
+        if let Some(socket) = &upgrade.socket {
+            portcullis::upgrade::serve(socket, gateway.offerer(), move || {
+                let _ = handed_over_tx.send(());
+            })?;
+        }
+        tokio::select! {
+            () = shutdown_signal() => {}
+            Ok(()) = handed_over => {}
+        }
         gateway.shutdown().await;
         services.shutdown().await;
         Ok(())

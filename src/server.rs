@@ -551,23 +551,35 @@ const FIRST_READ: usize = 8 * 1024;
 /// Waits, for at most the idle timeout, until `read` (a peek or a buffered read) says the
 /// client has sent something, and returns how many bytes are there. hyper's header
 /// timeout starts only once the connection is handed to it: a client that connects (or
-/// completes a TLS handshake) and then sends nothing must be timed out here. `None`:
-/// close the connection (timed out, closed by the client, or draining).
+/// completes a TLS handshake) and then sends nothing must be timed out here. Once the
+/// gateway drains, a client that connected just before gets
+/// [`http1::IDLE_DRAIN_GRACE`] more for its request, which is on its way (closing now
+/// would fail it), and is answered with `Connection: close`. `None`: close the
+/// connection (timed out, closed by the client, or nothing came within the drain's
+/// grace).
 async fn first_bytes_arrive(
     read: impl std::future::Future<Output = io::Result<usize>>,
     idle_timeout: Duration,
     drain: &mut watch::Receiver<bool>,
 ) -> Option<usize> {
-    tokio::select! {
-        read = tokio::time::timeout(idle_timeout, read) => match read {
-            Ok(Ok(n)) => (n > 0).then_some(n),
-            Ok(Err(_)) => None,
-            Err(_elapsed) => {
-                tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
-                None
+    let read = tokio::time::timeout(idle_timeout, read);
+    let mut read = std::pin::pin!(read);
+    let outcome = tokio::select! {
+        read = &mut read => read,
+        _ = signalled(drain) => {
+            match tokio::time::timeout(http1::IDLE_DRAIN_GRACE, &mut read).await {
+                Ok(read) => read,
+                Err(_grace_over) => return None,
             }
-        },
-        _ = signalled(drain) => None,
+        }
+    };
+    match outcome {
+        Ok(Ok(n)) => (n > 0).then_some(n),
+        Ok(Err(_)) => None,
+        Err(_elapsed) => {
+            tracing::debug!("closing a connection that sent nothing within {idle_timeout:?}");
+            None
+        }
     }
 }
 

@@ -145,9 +145,15 @@ struct RunningBinary {
 
 impl RunningBinary {
     async fn start(config: &std::path::Path) -> RunningBinary {
+        RunningBinary::start_with(config, &[]).await
+    }
+
+    /// Started with `arguments` after `run -c CONFIG`.
+    async fn start_with(config: &std::path::Path, arguments: &[&std::ffi::OsStr]) -> RunningBinary {
         let mut child = Command::new(BINARY)
             .args(["--log-format", "json", "run", "-c"])
             .arg(config)
+            .args(arguments)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -391,6 +397,141 @@ async fn a_second_gateway_on_the_same_address_refuses_to_start() {
     }
     first.signal("-TERM");
     assert_eq!(first.exit_code().await, Some(0));
+}
+
+/// Requests in a loop until `stop`, the way a client meets the gateway: `fresh` opens a
+/// connection per request, else one pooled keep-alive connection is reused (hyper's
+/// client resends a request whose reused connection closed before it was written).
+/// Returns (answered with 200, failed).
+async fn request_loop(
+    address: String,
+    fresh: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64) {
+    use http_body_util::{BodyExt, Empty};
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    if fresh {
+        builder.pool_max_idle_per_host(0);
+    }
+    let client = builder.build_http::<Empty<bytes::Bytes>>();
+    let (mut answered, mut failed) = (0, 0);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let uri: http::Uri = format!("http://{address}/x").parse().expect("uri");
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let response = client.get(uri).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(status)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(StatusCode::OK)) => answered += 1,
+            other => {
+                eprintln!(
+                    "a request failed ({}): {other:?}",
+                    if fresh { "fresh" } else { "keep-alive" }
+                );
+                failed += 1;
+            }
+        }
+    }
+    (answered, failed)
+}
+
+#[tokio::test]
+async fn a_binary_upgrade_under_load_fails_no_request() {
+    let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("upgrade.sock");
+    let path = write_config(
+        &dir,
+        &Gateway::new()
+            .listener(Listener::public().port(port))
+            .workers(2)
+            .worker_model(WorkerModel::PerCore)
+            .upstream("u", &backend)
+            .route("/", "u")
+            .yaml(),
+    );
+    let upgrade_socket = [std::ffi::OsStr::new("--upgrade-socket"), socket.as_os_str()];
+    let old = RunningBinary::start_with(&path, &upgrade_socket).await;
+
+    // A second gateway without --upgrade is told who serves, and exits.
+    let refused = Command::new(BINARY)
+        .args(["run", "-c"])
+        .arg(&path)
+        .args(upgrade_socket)
+        .output()
+        .expect("runs");
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "another gateway (pid {}) serves upgrade socket",
+            old.child.id()
+        )),
+        "{stderr}"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = [true, false, true, false]
+        .into_iter()
+        .map(|fresh| tokio::spawn(request_loop(old.address.clone(), fresh, stop.clone())))
+        .collect();
+    eventually("requests flow", async || backend.state.arrived() >= 50).await;
+
+    let mut arguments = upgrade_socket.to_vec();
+    arguments.push(std::ffi::OsStr::new("--upgrade"));
+    let mut new = RunningBinary::start_with(&path, &arguments).await;
+    assert_eq!(
+        new.address, old.address,
+        "the new process serves the same address"
+    );
+    new.wait_for_log("binary upgrade: serving").await;
+    let old_pid = old.child.id();
+    assert_eq!(
+        old.exit_code().await,
+        Some(0),
+        "the old process drains and exits"
+    );
+    let served_before = backend.state.arrived();
+    eventually("the new process serves", async || {
+        backend.state.arrived() >= served_before + 50
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = 0;
+    for handle in loops {
+        let (ok, failed) = handle.await.expect("joins");
+        assert_eq!(failed, 0, "requests failed during the upgrade");
+        answered += ok;
+    }
+    assert!(answered >= 100, "{answered} requests answered");
+
+    // The new process took over the upgrade socket: it is the one a third one finds.
+    let who = Command::new(BINARY)
+        .args(["run", "-c"])
+        .arg(&path)
+        .args(upgrade_socket)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&who.stderr);
+    assert!(
+        stderr.contains(&format!("another gateway (pid {}) serves", new.child.id())),
+        "{stderr}"
+    );
+    assert_ne!(new.child.id(), old_pid);
+    new.signal("-TERM");
+    assert_eq!(new.exit_code().await, Some(0));
 }
 
 #[test]

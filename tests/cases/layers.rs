@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("http1", &[]),
     ("metrics", &[]),
     ("workers", &[]),
+    ("upgrade", &[]),
     ("body", &["http1"]),
     ("routing", &["template"]),
     ("tls", &["metrics", "routing", "shutdown"]),
@@ -105,7 +106,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "listeners",
         &[
-            "config", "metrics", "proxy", "server", "shutdown", "tls", "workers",
+            "config", "metrics", "proxy", "server", "shutdown", "tls", "upgrade", "workers",
         ],
     ),
     (
@@ -127,6 +128,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "reload",
             "server",
             "shutdown",
+            "upgrade",
             "workers",
         ],
     ),

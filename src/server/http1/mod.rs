@@ -93,13 +93,20 @@ fn into_request(
 struct Phase {
     /// The gateway drains: answer what was asked, then close.
     draining: AtomicBool,
-    /// Waiting for a request with nothing buffered: can be closed at once.
+    /// Waiting for a request with nothing buffered.
     idle: AtomicBool,
 }
 
+/// How long a drain waits for the next request of an idle connection before closing
+/// it. Closing at once would fail the requests already on their way: a client that has
+/// just connected, or one that sent on its keep-alive connection as the close crossed
+/// it, cannot tell whether the request was processed, and only the idempotent ones may
+/// be resent. A request that arrives within this is answered with `Connection: close`.
+pub(super) const IDLE_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves HTTP/1.1 on `io` until the client closes it, it idles out, or the gateway
-/// drains (idle connections close at once; a request being answered is finished, with
-/// `Connection: close`) or closes.
+/// drains (a request being answered is finished, with `Connection: close`; an idle
+/// connection gets [`IDLE_DRAIN_GRACE`] to send one more) or closes.
 ///
 /// `first` holds bytes already read from the client; `close_notify`: closing needs an
 /// orderly end of stream (TLS's close notification), which plain TCP's close gives.
@@ -139,7 +146,16 @@ pub async fn serve<S>(
     }
     phase.draining.store(true, Ordering::Relaxed);
     if phase.idle.load(Ordering::Relaxed) {
-        return;
+        tokio::select! {
+            biased;
+            () = &mut run => return,
+            () = signalled(&mut close) => return,
+            () = tokio::time::sleep(IDLE_DRAIN_GRACE) => {
+                if phase.idle.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        }
     }
     tokio::select! {
         biased;
