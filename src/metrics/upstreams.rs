@@ -64,7 +64,7 @@ impl UpstreamOutcome {
 /// The upstream and endpoint families, registered once per process.
 #[derive(Clone)]
 pub(super) struct UpstreamFamilies {
-    requests: IntCounterVec,
+    pub(super) requests: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
     queue_depth: IntGaugeVec,
