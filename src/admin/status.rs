@@ -515,6 +515,136 @@ fn without_userinfo(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+
+    const CONFIG: &str = r#"
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+upstreams:
+  users: { endpoints: ["http://127.0.0.1:9"], max_in_flight: { adaptive: { min: 2, max: 50 } } }
+  teams: { endpoints: ["http://127.0.0.1:10", "http://127.0.0.1:11"], max_in_flight: 9 }
+rate_limit_stores:
+  shared: { redis: { url: "redis://gw:hunter2@cache.internal:6380/1" } }
+policies:
+  limited: { rate_limit: [ { key: client_ip, rate: 10/s, store: shared } ] }
+routes:
+  - name: everything
+    match: { path_prefix: / }
+    upstream: teams
+  - name: dashboard
+    match: { path: "/dashboard/{id}", methods: [GET], headers: { x-tag: "<b>&" } }
+    policies: [limited]
+    aggregate:
+      calls:
+        user: { upstream: users, path: "/users/{id}" }
+        team: { upstream: teams, path: "/teams/{user.team_id}", optional: true }
+"#;
+
+    #[tokio::test]
+    async fn the_document_has_the_documented_shape() {
+        let config = Config::from_yaml(CONFIG, "test.yaml").expect("valid");
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(config, &metrics, None);
+        snapshot.routes[0].metrics.requests[0].inc(&http::Method::GET, http::StatusCode::OK);
+        let status = Status::take(Sources {
+            snapshot: &snapshot,
+            bound: &[("public".to_owned(), "127.0.0.1:4321".parse().expect("addr"))],
+            reload: None,
+            totals: metrics.totals(),
+        });
+        let json = serde_json::to_value(&status).expect("serializes");
+        let keys = |value: &serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = value
+                .as_object()
+                .expect("an object")
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(
+            keys(&json),
+            [
+                "config",
+                "generated_at",
+                "listeners",
+                "rate_limit_stores",
+                "reloads",
+                "routes",
+                "upstreams",
+                "version"
+            ]
+        );
+        assert_eq!(json["config"]["reloadable"], false);
+        assert_eq!(json["config"]["file"], serde_json::Value::Null);
+        assert_eq!(json["listeners"][0]["address"], "127.0.0.1:4321");
+        assert_eq!(json["listeners"][0]["tls"], serde_json::Value::Null);
+
+        // The exact-path template comes before the prefix, whatever the file order.
+        let dashboard = &json["routes"][0];
+        assert_eq!(dashboard["name"], "dashboard");
+        assert_eq!(
+            dashboard["match"],
+            serde_json::json!({
+                "host": null, "path": "/dashboard/{id}", "path_kind": "template",
+                "methods": ["GET"], "headers": [{"name": "x-tag", "value": "<b>&"}],
+            })
+        );
+        assert_eq!(dashboard["target"]["kind"], "aggregate");
+        let calls = dashboard["target"]["calls"].as_array().expect("calls");
+        let team = calls.iter().find(|c| c["name"] == "team").expect("team");
+        assert_eq!(
+            *team,
+            serde_json::json!({"name": "team", "upstream": "teams", "depends_on": ["user"], "optional": true})
+        );
+        assert_eq!(
+            dashboard["policies"],
+            serde_json::json!([{"name": "limited", "kinds": ["rate_limit"]}])
+        );
+        let everything = &json["routes"][1];
+        assert_eq!(everything["match"]["path"], "/");
+        assert_eq!(
+            everything["target"],
+            serde_json::json!({"kind": "proxy", "upstream": "teams"})
+        );
+        assert_eq!(everything["requests_total"], 1);
+        assert_eq!(everything["errors_total"], 0);
+
+        let teams = &json["upstreams"][0];
+        assert_eq!(teams["name"], "teams");
+        assert_eq!(
+            teams["limit"],
+            serde_json::json!({"kind": "fixed", "current": 9, "min": null, "max": null})
+        );
+        assert_eq!(
+            teams["endpoints"][1],
+            serde_json::json!({
+                "address": "http://127.0.0.1:11", "state": "up", "reason": null,
+                "in_flight": 0, "requests_total": 0, "errors_total": 0,
+            })
+        );
+        let users = &json["upstreams"][1];
+        assert_eq!(users["limit"]["kind"], "adaptive");
+        assert_eq!(
+            (
+                users["limit"]["min"].as_u64(),
+                users["limit"]["max"].as_u64()
+            ),
+            (Some(2), Some(50))
+        );
+
+        assert_eq!(
+            json["rate_limit_stores"],
+            serde_json::json!([{"name": "shared", "url": "redis://cache.internal:6380/1", "on_error": "allow"}])
+        );
+        let text = json.to_string();
+        assert!(!text.contains("hunter2") && !text.contains("gw:"), "{text}");
+
+        // Embedded in the page, the header value is JSON-escaped, never markup.
+        let page = super::super::page::render(&status);
+        assert!(page.contains(r#""value":"\u003cb\u003e\u0026""#), "{page}");
+        assert!(!page.contains("<b>&") && !page.contains("hunter2"));
+    }
 
     #[test]
     fn userinfo_is_taken_out_of_urls() {
