@@ -11,7 +11,7 @@ use crate::support::chromium::Chromium;
 use crate::support::pki::Pki;
 use crate::support::{
     closed_port, eventually, reloadable_from_file, replace_file, url, Backend, Client, Gateway,
-    HealthCheck, Listener, Reply, Route, Tls, Upstream,
+    HealthCheck, Listener, Outlier, Reply, Route, Tls, Upstream,
 };
 use portcullis::RunningGateway;
 
@@ -312,4 +312,46 @@ async fn the_json_lists_routes_in_match_order_limits_and_recent_reloads() {
     assert!(status["listeners"][0]["address"]
         .as_str()
         .is_some_and(|a| a.starts_with("127.0.0.1:") && !a.ends_with(":0")));
+}
+
+#[tokio::test]
+async fn an_endpoint_ejected_by_outlier_detection_is_shown_ejected_with_its_errors() {
+    let good = Backend::start(|_, _| async { Reply::ok("good") }).await;
+    let bad = Backend::start(|_, _| async {
+        Reply::text(http::StatusCode::INTERNAL_SERVER_ERROR, "bad")
+    })
+    .await;
+    let gw = Gateway::new()
+        .admin()
+        .upstream(
+            "app",
+            Upstream::endpoints([&good, &bad]).outlier(
+                Outlier::consecutive_failures(2).base_ejection_time(Duration::from_secs(60)),
+            ),
+        )
+        .route("/", "app")
+        .start()
+        .await;
+    let client = Client::new();
+    eventually("the failing endpoint is ejected", async || {
+        let _ = client.get(&url(&gw, "/")).await;
+        endpoint_state(&status(&gw).await, "app", &bad.url()).as_deref() == Some("ejected")
+    })
+    .await;
+    let status = status(&gw).await;
+    let endpoints = status["upstreams"][0]["endpoints"]
+        .as_array()
+        .expect("endpoints");
+    let bad_row = endpoints
+        .iter()
+        .find(|e| e["address"] == bad.url())
+        .expect("the bad endpoint");
+    assert_eq!(bad_row["reason"], "consecutive_failures");
+    assert!(bad_row["errors_total"].as_u64() >= Some(2), "{bad_row}");
+    assert_eq!(bad_row["errors_total"], bad_row["requests_total"]);
+    assert_eq!(status["upstreams"][0]["outlier_detection"], true);
+    assert!(
+        status["routes"][0]["errors_total"].as_u64() >= Some(2),
+        "{status}"
+    );
 }
