@@ -2,7 +2,9 @@
 //! run once per page load with `--dump-dom` (the DOM after the page's script ran for a
 //! budget of virtual time) or `--screenshot`. Each run gets a fresh profile directory,
 //! runs in a process group of its own with a deadline, and is killed by that group's
-//! id when it is done; the run checks that none of its processes is left.
+//! id when it is done; then any process still naming that profile (a helper that left
+//! the group, such as crashpad's, which starts a session of its own) is killed by its
+//! PID, and the run checks that none of its processes is left.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -28,6 +30,8 @@ const FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
     "--hide-scrollbars",
 ];
 
@@ -111,7 +115,7 @@ impl Chromium {
         let finished = tokio::time::timeout(RUN_DEADLINE, child.wait_with_output()).await;
         // The browser's helpers (zygote, renderer, utility processes) share its group.
         kill_group(group);
-        wait_until_gone(group).await;
+        wait_until_gone(group, profile.path()).await;
         let output = finished.unwrap_or_else(|_| {
             panic!("chromium did not finish within {RUN_DEADLINE:?}: {args:?}")
         });
@@ -131,11 +135,19 @@ fn kill_group(group: u32) {
         .status();
 }
 
-/// Waits (at most 10 s) until no live process is in group `group`.
-async fn wait_until_gone(group: u32) {
+/// Waits (at most 10 s) until no live process is in group `group` or names
+/// `profile` on its command line, killing the latter by PID.
+async fn wait_until_gone(group: u32, profile: &Path) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let left = processes_in_group(group);
+        let mut left = processes_in_group(group);
+        for pid in processes_naming(profile) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+            left.push(pid);
+        }
         if left.is_empty() {
             return;
         }
@@ -147,8 +159,30 @@ async fn wait_until_gone(group: u32) {
     }
 }
 
-/// The live (not zombie) processes whose process group is `group`, from `/proc`.
+/// Live processes whose command line contains `profile` (this run's own directory).
+fn processes_naming(profile: &Path) -> Vec<u32> {
+    let needle = profile.as_os_str().as_encoded_bytes();
+    live_processes()
+        .into_iter()
+        .filter(|(pid, _)| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The live processes whose process group is `group`.
 fn processes_in_group(group: u32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|&(_, pgrp)| pgrp == group)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every live (not zombie) process and its process group, from `/proc`.
+fn live_processes() -> Vec<(u32, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -161,7 +195,7 @@ fn processes_in_group(group: u32) -> Vec<u32> {
             let state = fields.next()?;
             let _ppid = fields.next()?;
             let pgrp: u32 = fields.next()?.parse().ok()?;
-            (pgrp == group && state != "Z").then_some(pid)
+            (state != "Z").then_some((pid, pgrp))
         })
         .collect()
 }
