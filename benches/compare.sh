@@ -8,7 +8,7 @@
 #                           [--workers N] [--proxy-cpus LIST] [--load-cpus LIST]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
-#   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 redislimit-c50
+#   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50
 #                  small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k
 #                  (default: all)
 #   --no-build     use target/release/portcullis as it is
@@ -49,7 +49,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 redislimit-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -100,11 +100,12 @@ rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
 proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "redislimit-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
     "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
     "ratelimit-c50": "small GET under a per-client rate limit that never triggers, 50 conns",
+    "ratelimit-quiet-c50": "the same, the limit with advertise: false (no RateLimit fields; nginx, HAProxy: as ratelimit-c50), 50 conns",
     "redislimit-c50": "small GET under a Redis-backed rate limit (nginx, HAProxy: no limit), 50 conns",
     "small-c1000": "small GET, keep-alive, 1,000 conns",
     "64k-c50": "64 KiB response, 50 conns",
@@ -367,6 +368,7 @@ $(nginx_temp_paths "$dir")
         location = /acl/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /rl/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /rls/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /rlq/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
     }
@@ -392,6 +394,9 @@ rate_limit_policies_yaml() {
     if runs ratelimit-c50; then
         printf '  limited:\n    rate_limit:\n      - { key: client_ip, rate: %s, store: local }\n' "$RL_RATE"
     fi
+    if runs ratelimit-quiet-c50; then
+        printf '  limited-quiet:\n    rate_limit:\n      - { key: client_ip, rate: %s, store: local, advertise: false }\n' "$RL_RATE"
+    fi
     if runs redislimit-c50; then
         printf '  limited-shared:\n    rate_limit:\n      - { key: client_ip, rate: %s, store: bench }\n' "$RL_RATE"
     fi
@@ -399,6 +404,9 @@ rate_limit_policies_yaml() {
 rate_limit_routes_yaml() {
     if runs ratelimit-c50; then
         printf '  - name: limited\n    match: { path_prefix: /rl }\n    upstream: backend\n    policies: [limited]\n'
+    fi
+    if runs ratelimit-quiet-c50; then
+        printf '  - name: limited-quiet\n    match: { path_prefix: /rlq }\n    upstream: backend\n    policies: [limited-quiet]\n'
     fi
     if runs redislimit-c50; then
         printf '  - name: limited-shared\n    match: { path_prefix: /rls }\n    upstream: backend\n    policies: [limited-shared]\n'
@@ -867,6 +875,11 @@ run_one() { # SCENARIO WHO ROUND
         small-c50) run_wrk "$2" 50 /small ;;
         iplist-c50) run_wrk "$2" 50 /acl/small ;;
         ratelimit-c50) run_wrk "$2" 50 /rl/small ;;
+        # nginx and HAProxy send no such fields: their limit is ratelimit-c50's.
+        ratelimit-quiet-c50) case "$2" in
+            portcullis*) run_wrk "$2" 50 /rlq/small ;;
+            *) run_wrk "$2" 50 /rl/small ;;
+            esac ;;
         redislimit-c50) run_wrk "$2" 50 /rls/small ;;
         small-c1000) run_wrk "$2" 1000 /small ;;
         64k-c50) run_wrk "$2" 50 /64k ;;

@@ -12,6 +12,9 @@
 # so that start-up and shutdown cancel out. Needs valgrind, nginx, h2load
 # (nghttp2-client). Everything started here is stopped on exit, by PID. Ports:
 # 18181-18183 on 127.0.0.1.
+#
+# POLICY='{ rate_limit: [ { key: client_ip, rate: 100000/s } ] }' gives the route one
+# policy (named `bench`) with that YAML, to count what a policy adds.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -85,9 +88,13 @@ upstreams:
     max_in_flight: 20000
     max_queue: 20000
     pool: { max_idle_per_endpoint: 1024 }
-routes:
-  - { name: all, match: { path_prefix: / }, upstream: backend }
 EOF
+if [ -n "${POLICY:-}" ]; then
+    printf 'policies:\n  bench: %s\nroutes:\n  - { name: all, match: { path_prefix: / }, upstream: backend, policies: [bench] }\n' \
+        "$POLICY" >>"$WORK/gateway.yaml"
+else
+    printf 'routes:\n  - { name: all, match: { path_prefix: / }, upstream: backend }\n' >>"$WORK/gateway.yaml"
+fi
 head -c 1024 /dev/zero | tr '\0' a >"$WORK/body"
 
 # Total instructions of one gateway run that served `requests` of `kind`.

@@ -215,6 +215,7 @@ fn print_demo_tour(gateway: &portcullis::RunningGateway) {
          \n  curl -s -X POST http://{public}/api/users -d '{{\"name\":\"Alan\"}}'\
          \n  curl -s -i http://{public}/api/slow              # upstream too slow: 504 after 1s\
          \n  curl -s -i http://{public}/api/fail              # upstream error passed through\
+         \n  curl -s -i http://{public}/api/quota             # rate limited: the 4th in a minute gets 429\
          \n  curl -s http://{public}/api/dashboard/3         # aggregation: three calls, one answer\
          \n  curl -sN http://{public}/api/dashboard/2/stream # ... streamed as NDJSON\
          \n  curl -s -i http://{public}/nowhere               # no route: 404\
@@ -355,6 +356,28 @@ fn print_summary(path: &Path, config: &Config) {
             );
         }
     }
+    if !config.policies.is_empty() {
+        let policy_width = config
+            .policies
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
+        println!("\npolicies:");
+        for policy in &config.policies {
+            let details = policy_details(policy);
+            let mut lines = details.iter();
+            println!(
+                "  {:<policy_width$} {}",
+                policy.name,
+                lines.next().map_or("(does nothing)", String::as_str)
+            );
+            for line in lines {
+                println!("  {:<policy_width$} {line}", "");
+            }
+        }
+    }
     let route_width = config
         .routes
         .iter()
@@ -369,10 +392,18 @@ fn print_summary(path: &Path, config: &Config) {
             .enumerate()
     {
         let route = &config.routes[index];
-        let details: String = route_details(route)
+        let mut details: String = route_details(route)
             .iter()
             .map(|d| format!("; {d}"))
             .collect();
+        if !route.policies.is_empty() {
+            let names: Vec<&str> = route
+                .policies
+                .iter()
+                .map(|&i| config.policies[i].name.as_str())
+                .collect();
+            details.push_str(&format!("; policies {}", names.join(", ")));
+        }
         println!(
             "  {:>3}. {:<route_width$} {} -> {}{details}",
             position + 1,
@@ -388,6 +419,76 @@ fn print_summary(path: &Path, config: &Config) {
             }
         );
     }
+}
+
+/// What a policy does, a line per part.
+fn policy_details(policy: &portcullis::config::PolicyConfig) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(ip) = &policy.ip {
+        let list = |nets: &[ipnet::IpNet]| {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut parts = Vec::new();
+        if !ip.allow.is_empty() {
+            parts.push(format!("allow {}", list(&ip.allow)));
+        }
+        if !ip.deny.is_empty() {
+            parts.push(format!("deny {}", list(&ip.deny)));
+        }
+        lines.push(format!("ip: {}", parts.join(", ")));
+    }
+    if let Some(cors) = &policy.cors {
+        let origins = match &cors.origins {
+            portcullis::config::cors::Origins::Any => "any origin".to_owned(),
+            portcullis::config::cors::Origins::List(list) => {
+                format!("{} origin(s)", list.len())
+            }
+        };
+        lines.push(format!(
+            "cors: {origins}, methods {}{}",
+            cors.allow_methods.to_str().unwrap_or("?"),
+            if cors.credentials {
+                ", with credentials"
+            } else {
+                ""
+            }
+        ));
+    }
+    for limit in &policy.rate_limits {
+        let key: Vec<String> = limit.key.iter().map(ToString::to_string).collect();
+        let store = match &limit.store {
+            portcullis::config::RateLimitStoreRef::Local => "local",
+            portcullis::config::RateLimitStoreRef::Named(name) => name.as_str(),
+        };
+        lines.push(format!(
+            "rate_limit {}: {} per {}, burst {}, by {}, store {store}{}",
+            limit.label,
+            limit.count,
+            human(limit.period),
+            limit.burst,
+            key.join("+"),
+            match (limit.shadow, limit.advertise) {
+                (true, _) => ", shadow",
+                (false, false) => ", not advertised",
+                (false, true) => "",
+            }
+        ));
+    }
+    if let Some(headers) = &policy.headers {
+        for (side, edits) in [
+            ("request", &headers.request),
+            ("response", &headers.response),
+        ] {
+            let count = edits.remove.len() + edits.set.len() + edits.add.len();
+            if count > 0 {
+                lines.push(format!("headers: {count} edit(s) on the {side}"));
+            }
+        }
+    }
+    lines
 }
 
 /// The lines under an upstream's summary: what is set beyond its limits.

@@ -203,6 +203,7 @@ impl Reloader {
                 // restored): a failure recorded since no longer describes it.
                 if last_failed.take().is_some() {
                     tracing::info!(file = %self.path.display(), %hash, "configuration file is back to the one in use");
+                    self.metrics.reload_failure_cleared();
                     self.update(|status| {
                         status.record(Attempt {
                             at: SystemTime::now(),

@@ -48,8 +48,16 @@ pub fn bind(address: SocketAddr) -> io::Result<TcpListener> {
 /// each has `SO_REUSEPORT`, so the kernel spreads new connections across them; the
 /// first resolves port 0 and the others join it. The sockets are not yet registered
 /// with any runtime: each worker's accept loop registers its own.
+///
+/// `SO_REUSEPORT` would also let a second process join the group unnoticed (another
+/// Portcullis started by mistake, taking a share of the connections): before binding a
+/// group, the address is bound once without it, which fails with "address in use"
+/// while any process listens there, as a plain bind does for nginx and HAProxy.
 pub fn bind_group(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let shared = count > 1;
+    if shared && address.port() != 0 {
+        drop(listen_socket(address, false)?.listen(1)?);
+    }
     let first = listen_socket(address, shared)?
         .listen(ACCEPT_BACKLOG)?
         .into_std()?;

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::template::MissingValue;
-use crate::upstream::{Endpoint, ExchangeError, Rejection, Upstream, UpstreamError};
+use crate::upstream::{Endpoint, ExchangeError, Rejection, Upstream, UpstreamError, Wait};
 use crate::upstream::{ResponseBody, UpstreamBody};
 
 pub use merge::ERRORS_KEY;
@@ -294,9 +294,21 @@ async fn run_call(
     };
     let started = Instant::now();
     let timeout = config.timeout.unwrap_or(call_runtime.upstream.timeout);
-    let result = tokio::time::timeout(timeout, fetch(&runtime, &inputs, call, path))
+    let deadline = tokio::time::Instant::now() + timeout;
+    // The exchange ends at the deadline itself (a `timeout` in the upstream families);
+    // this bounds the queue wait and the body's reading.
+    let fetched = fetch(&runtime, &inputs, call, path, deadline);
+    let result = tokio::time::timeout_at(deadline, fetched)
         .await
-        .unwrap_or(Err(CallError::Timeout(timeout)));
+        .unwrap_or(Err(CallError::Timeout(timeout)))
+        .map_err(|error| match error {
+            CallError::Upstream(UpstreamError::Timeout { .. })
+                if tokio::time::Instant::now() >= deadline =>
+            {
+                CallError::Timeout(timeout)
+            }
+            error => error,
+        });
     call_runtime
         .metrics
         .duration
@@ -314,9 +326,14 @@ async fn fetch(
     inputs: &Inputs,
     call: usize,
     path: String,
+    deadline: tokio::time::Instant,
 ) -> Result<Value, CallError> {
     let config = &runtime.config.calls[call];
     let upstream = &runtime.calls[call].upstream;
+    let wait = Wait {
+        timeout: upstream.timeout,
+        deadline: Some(deadline),
+    };
     let mut headers = inputs.base_headers.clone();
     for name in &config.headers {
         for value in inputs.client_headers.get_all(name) {
@@ -346,14 +363,14 @@ async fn fetch(
     let exchanged = match upstream.retry.as_deref() {
         Some(policy) if policy.methods.contains(&config.method) => {
             upstream
-                .exchange_retrying(policy, upstream.timeout, |endpoint| {
+                .exchange_retrying(policy, wait, |endpoint| {
                     build(endpoint, path.clone(), headers.clone())
                 })
                 .await
         }
         _ => {
             upstream
-                .exchange(upstream.timeout, |endpoint| build(endpoint, path, headers))
+                .exchange(wait, |endpoint| build(endpoint, path, headers))
                 .await
         }
     };

@@ -144,6 +144,9 @@ pub struct RateLimitConfig {
     pub store: RateLimitStoreRef,
     /// Counted and logged, never refused.
     pub shadow: bool,
+    /// Shown in the route's `RateLimit-Policy` and `RateLimit` fields (`advertise`,
+    /// default true; never for a shadow limit).
+    pub advertise: bool,
     /// Keys the local store holds at most.
     pub max_keys: usize,
 }
@@ -161,6 +164,19 @@ pub enum RateLimitKeyPart {
     Query(String),
     /// A path parameter of the route, percent-decoded.
     Param(String),
+}
+
+/// The part as the file writes it (`client_ip`, `header.x-api-key`, ...).
+impl std::fmt::Display for RateLimitKeyPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimitKeyPart::ClientIp => f.write_str("client_ip"),
+            RateLimitKeyPart::Route => f.write_str("route"),
+            RateLimitKeyPart::Header(name) => write!(f, "header.{name}"),
+            RateLimitKeyPart::Query(name) => write!(f, "query.{name}"),
+            RateLimitKeyPart::Param(name) => write!(f, "param.{name}"),
+        }
+    }
 }
 
 /// Which store decides a limit.

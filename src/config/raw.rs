@@ -141,6 +141,8 @@ pub struct RawRateLimit {
     pub store: Option<String>,
     #[serde(default)]
     pub shadow: bool,
+    /// Shown in the `RateLimit-Policy` and `RateLimit` response fields (default true).
+    pub advertise: Option<bool>,
     /// Keys the local store holds at most.
     pub max_keys: Option<usize>,
 }

@@ -1,5 +1,5 @@
-//! `portcullis_config_*` and `portcullis_build_info`: reload attempts, the configuration
-//! in use (its hash, when it was loaded) and the build that runs.
+//! `portcullis_config_*` and `portcullis_build_info`: reload attempts and whether the
+//! last one succeeded, the configuration in use (its hash, when it was loaded) and the build that runs.
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 
@@ -9,6 +9,7 @@ use super::{Metrics, Registrar};
 #[derive(Clone)]
 pub(super) struct ConfigFamilies {
     reloads: IntCounterVec,
+    last_reload_successful: prometheus::IntGauge,
     last_success: prometheus::Gauge,
     info: IntGaugeVec,
 }
@@ -20,6 +21,14 @@ impl ConfigFamilies {
                 "portcullis_config_reloads_total",
                 "Configuration reloads attempted, by result (success or failure).",
                 &["result"],
+            ),
+            last_reload_successful: r.register(
+                prometheus::IntGauge::new(
+                    "portcullis_config_last_reload_successful",
+                    "1 when the last reload attempt succeeded (or none was made yet), 0 while the \
+                     configuration file in use fails to load.",
+                )
+                .expect("valid gauge"),
             ),
             last_success: r.register(
                 prometheus::Gauge::new(
@@ -37,6 +46,7 @@ impl ConfigFamilies {
         for result in ["success", "failure"] {
             families.reloads.with_label_values(&[result]);
         }
+        families.last_reload_successful.set(1);
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "portcullis_build_info",
@@ -58,6 +68,13 @@ impl Metrics {
     pub fn record_reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.config.reloads.with_label_values(&[result]).inc();
+        self.config.last_reload_successful.set(i64::from(success));
+    }
+
+    /// The configuration file is back to the one in use: the last failure no longer
+    /// describes it.
+    pub fn reload_failure_cleared(&self) {
+        self.config.last_reload_successful.set(1);
     }
 
     /// Marks the configuration with `hash` as the one in use, loaded now.

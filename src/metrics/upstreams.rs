@@ -21,10 +21,16 @@ pub enum UpstreamOutcome {
     TlsVerifyFailed,
     Timeout,
     Error,
+    /// The client's request body failed, or exceeded its limit, while being sent: the
+    /// exchange ended for the client's sake, not the endpoint's.
+    ClientBody,
+    /// The caller gave the exchange up before its response headers arrived: the client
+    /// went away, or an aggregate route's timeout or failed required call cut it off.
+    Cancelled,
 }
 
 impl UpstreamOutcome {
-    const ALL: [UpstreamOutcome; 9] = [
+    const ALL: [UpstreamOutcome; 11] = [
         UpstreamOutcome::Status1xx,
         UpstreamOutcome::Status2xx,
         UpstreamOutcome::Status3xx,
@@ -34,6 +40,8 @@ impl UpstreamOutcome {
         UpstreamOutcome::TlsVerifyFailed,
         UpstreamOutcome::Timeout,
         UpstreamOutcome::Error,
+        UpstreamOutcome::ClientBody,
+        UpstreamOutcome::Cancelled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -47,6 +55,8 @@ impl UpstreamOutcome {
             UpstreamOutcome::TlsVerifyFailed => "tls_verify_failed",
             UpstreamOutcome::Timeout => "timeout",
             UpstreamOutcome::Error => "error",
+            UpstreamOutcome::ClientBody => "client_body",
+            UpstreamOutcome::Cancelled => "cancelled",
         }
     }
 
@@ -65,6 +75,7 @@ impl UpstreamOutcome {
 #[derive(Clone)]
 pub(super) struct UpstreamFamilies {
     pub(super) requests: IntCounterVec,
+    body_failures: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,
     queue_depth: IntGaugeVec,
@@ -86,12 +97,19 @@ impl UpstreamFamilies {
         UpstreamFamilies {
             requests: r.counter(
                 "portcullis_upstream_requests_total",
-                "Requests sent to upstream endpoints, by outcome (status class or failure).",
+                "Exchanges with upstream endpoints, each counted once when it ends, by outcome \
+                 (status class, failure, client_body or cancelled); health checks not included.",
                 &["upstream", "endpoint", "outcome"],
+            ),
+            body_failures: r.counter(
+                "portcullis_upstream_response_body_failures_total",
+                "Responses whose body broke off mid-stream after their headers were counted.",
+                &["upstream", "endpoint"],
             ),
             duration: r.histogram(
                 "portcullis_upstream_request_duration_seconds",
-                "Time from sending a request upstream until its response headers arrived.",
+                "Time from sending a request upstream until its response headers arrived or the \
+                 exchange ended without them; one observation per exchange.",
                 &["upstream"],
             ),
             in_flight: r.gauge(
@@ -250,6 +268,10 @@ impl Metrics {
                     .requests
                     .with_label_values(&[upstream, endpoint, o.label()])
             }),
+            body_failures: self
+                .upstreams
+                .body_failures
+                .with_label_values(&[upstream, endpoint]),
         }
     }
 }
@@ -311,7 +333,9 @@ pub struct EndpointHealthMetrics {
 }
 /// Handles for one endpoint of an upstream.
 pub struct EndpointMetrics {
-    outcomes: [IntCounter; 9],
+    outcomes: [IntCounter; 11],
+    /// `portcullis_upstream_response_body_failures_total`.
+    pub body_failures: IntCounter,
 }
 
 impl EndpointMetrics {

@@ -3,6 +3,10 @@
 //! outcome. The returned [`Exchange`] guard holds the permit and the endpoint's load
 //! until the response body has been consumed or dropped.
 //!
+//! Every send counts once in the upstream families when it ends, however it ends: with
+//! response headers, a failure, its timeout (an aggregate call's own timeout included,
+//! through [`Wait::deadline`]), or `cancelled` when the caller drops it first.
+//!
 //! A request that never reached its endpoint (the connection was refused, did not open
 //! within the connect timeout, or the endpoint's certificate failed verification) is
 //! **redispatched**: the endpoint is marked down ([`super::health`]) and the request
@@ -95,20 +99,32 @@ impl UpstreamError {
         }
     }
 
-    /// The outcome label this error counts under, or `None` when the client, not the
-    /// upstream, was at fault.
-    pub fn outcome(&self) -> Option<UpstreamOutcome> {
+    /// The outcome label an exchange that failed so counts under. `NoHealthyEndpoint`
+    /// never reaches an exchange; it counts as `error` should it ever be recorded.
+    pub fn outcome(&self) -> UpstreamOutcome {
         match self {
-            UpstreamError::Connect { .. } => Some(UpstreamOutcome::ConnectFailure),
-            UpstreamError::TlsVerify { .. } => Some(UpstreamOutcome::TlsVerifyFailed),
+            UpstreamError::Connect { .. } => UpstreamOutcome::ConnectFailure,
+            UpstreamError::TlsVerify { .. } => UpstreamOutcome::TlsVerifyFailed,
             UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
-                Some(UpstreamOutcome::Timeout)
+                UpstreamOutcome::Timeout
             }
-            UpstreamError::Protocol { .. } => Some(UpstreamOutcome::Error),
-            UpstreamError::BodyTooLarge { .. }
-            | UpstreamError::ClientBody(_)
-            | UpstreamError::NoHealthyEndpoint => None,
+            UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => {
+                UpstreamOutcome::ClientBody
+            }
+            UpstreamError::Protocol { .. } | UpstreamError::NoHealthyEndpoint => {
+                UpstreamOutcome::Error
+            }
         }
+    }
+
+    /// Whether the endpoint, not the client, failed (counts toward outlier ejection).
+    fn endpoint_failed(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::BodyTooLarge { .. }
+                | UpstreamError::ClientBody(_)
+                | UpstreamError::NoHealthyEndpoint
+        )
     }
 
     /// Why a request that failed so may go to another endpoint: it never reached this
@@ -120,6 +136,26 @@ impl UpstreamError {
             }
             UpstreamError::TlsVerify { .. } => Some(Redispatch::TlsVerifyFailed),
             _ => None,
+        }
+    }
+}
+
+/// How long an exchange waits for its response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// From each send.
+    pub timeout: Duration,
+    /// When the caller gives up, if it does (an aggregate call's own timeout): no send
+    /// outlives it, so one that reaches it ends as a `timeout` rather than being
+    /// dropped unrecorded.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+impl From<Duration> for Wait {
+    fn from(timeout: Duration) -> Self {
+        Wait {
+            timeout,
+            deadline: None,
         }
     }
 }
@@ -151,11 +187,13 @@ pub enum ExchangeError<E> {
 }
 
 /// Where a redispatch starts: the endpoint that failed, the request's guard, and when
-/// its first send went with its timeout.
+/// its first send's time runs out (a redispatch has what is left of it).
 struct Redispatching {
     index: usize,
     guard: Exchange,
-    deadline: (Instant, Duration),
+    until: tokio::time::Instant,
+    /// The first send's timeout, for the error that says it ran out.
+    timeout: Duration,
 }
 
 /// What an exchange sends: the caller's request for the first endpoint, and what can
@@ -215,10 +253,12 @@ impl Upstream {
     /// the exchange and frees the permit.
     pub async fn exchange<E>(
         self: &Arc<Self>,
-        timeout: Duration,
+        wait: impl Into<Wait>,
         build: impl FnOnce(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
-        self.attempt(timeout, &mut Vec::new(), Once(build)).await.0
+        self.attempt(wait.into(), &mut Vec::new(), Once(build))
+            .await
+            .0
     }
 
     /// One try: like [`Upstream::exchange`], preferring endpoints not in `tried`, and
@@ -226,7 +266,7 @@ impl Upstream {
     /// adds there. Also returns the endpoint last used, if one was.
     pub(super) async fn attempt<E>(
         self: &Arc<Self>,
-        timeout: Duration,
+        Wait { timeout, deadline }: Wait,
         tried: &mut Vec<usize>,
         requests: impl Requests<E>,
     ) -> (
@@ -248,9 +288,8 @@ impl Upstream {
             (Ok(request), again) => (request, again),
             (Err(error), _) => return (Err(ExchangeError::Build(error)), Some(index)),
         };
-        let sent = Instant::now();
-        let result = self.pool.send(index, request, timeout).await;
-        self.record_send(index, &result, sent);
+        let (until, timeout) = Wait { timeout, deadline }.until();
+        let result = self.send_recorded(index, request, until, timeout).await;
         // Nothing but what a redispatch needs outlives this match, so that no more of
         // it than a box is kept in every request's future.
         let (failure, reason) = match result {
@@ -263,7 +302,8 @@ impl Upstream {
         let state = Redispatching {
             index,
             guard,
-            deadline: (sent, timeout),
+            until,
+            timeout,
         };
         // Off the success path, and its future on the heap: a redispatch is rare.
         Box::pin(self.redispatch(state, tried, failure, reason, again)).await
@@ -298,12 +338,36 @@ impl Upstream {
                 self.pool.mark_up(index, &self.name);
             }
             Err(failure) => {
-                if let Some(outcome) = failure.error.outcome() {
-                    endpoint.record(outcome);
+                endpoint.record(failure.error.outcome());
+                if failure.error.endpoint_failed() {
                     self.observe(index, true);
                 }
             }
         }
+    }
+
+    /// Sends `request` to endpoint `index`, waiting `until` then, and records the send
+    /// ([`Upstream::record_send`]). Dropped before the send ends (the caller gave up:
+    /// the client went away, an aggregate route's timeout or failed required call),
+    /// the send still counts once, as `cancelled`, without blaming the endpoint.
+    async fn send_recorded(
+        &self,
+        index: usize,
+        request: Request<UpstreamBody>,
+        until: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Response<ReceivedBody>, SendFailure> {
+        let sent = Instant::now();
+        let mut pending = PendingSend {
+            upstream: self,
+            index,
+            sent,
+            ended: false,
+        };
+        let result = self.pool.send_until(index, request, until, timeout).await;
+        pending.ended = true;
+        self.record_send(index, &result, sent);
+        result
     }
 
     /// After a send to `state.index` that never reached it (`failure`): marks that
@@ -324,7 +388,8 @@ impl Upstream {
         let Redispatching {
             mut index,
             mut guard,
-            deadline: (first_sent, timeout),
+            until,
+            timeout,
         } = state;
         loop {
             let SendFailure { error, unsent } = failure;
@@ -334,10 +399,10 @@ impl Upstream {
             }
             self.pool.mark_down(index, &self.name, &error);
             tried.push(index);
-            let remaining = timeout.saturating_sub(first_sent.elapsed());
             // Another endpoint, never one this request has tried, while the timeout
             // leaves time.
-            let Some(next) = self.pick(tried).filter(|_| !remaining.is_zero()) else {
+            let time_left = until > tokio::time::Instant::now();
+            let Some(next) = self.pick(tried).filter(|_| time_left) else {
                 return (Err(ExchangeError::Upstream(error)), Some(index));
             };
             let to = &self.endpoints()[next];
@@ -351,9 +416,7 @@ impl Upstream {
             tracing::debug!(upstream = %self.name, from = %from.address.label, to = %to.address.label, "redispatched: {error}");
             guard.move_to(next);
             index = next;
-            let sent = Instant::now();
-            let result = self.pool.send(index, request, remaining).await;
-            self.record_send(index, &result, sent);
+            let result = self.send_recorded(index, request, until, timeout).await;
             match result {
                 Ok(response) => return (Ok((response, guard)), Some(index)),
                 Err(next_failure) => match next_failure.error.redispatch() {
@@ -394,14 +457,67 @@ impl Upstream {
     }
 }
 
+/// A send under way to endpoint `index`; dropped before it `ended` (the caller
+/// abandoned it), it counts the exchange as `cancelled` and observes its duration.
+struct PendingSend<'a> {
+    upstream: &'a Upstream,
+    index: usize,
+    sent: Instant,
+    ended: bool,
+}
+
+impl Drop for PendingSend<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Some(endpoint) = self.upstream.endpoints().get(self.index) {
+            endpoint.record(UpstreamOutcome::Cancelled);
+            let elapsed = self.sent.elapsed().as_secs_f64();
+            self.upstream.metrics.duration.observe(elapsed);
+        }
+    }
+}
+
+impl Wait {
+    /// When a send starting now must have its response headers: after `timeout`, or at
+    /// the caller's `deadline` if that comes first. The caller's own timer for the
+    /// same deadline fires in the same tick and is polled after the send's, so an
+    /// aggregate call's timeout ends the send itself, which counts it as a `timeout`.
+    /// Also the time that leaves, for the error that says it ran out.
+    fn until(self) -> (tokio::time::Instant, Duration) {
+        let now = tokio::time::Instant::now();
+        let until = now + self.timeout;
+        match self.deadline {
+            Some(deadline) if deadline < until => {
+                (deadline, deadline.saturating_duration_since(now))
+            }
+            _ => (until, self.timeout),
+        }
+    }
+}
+
 impl EndpointPool {
     /// Sends `request` to endpoint `index` and waits at most `timeout` for the response
-    /// headers. Over the gateway's own HTTP/1.1 pool, the connection returns to the
-    /// endpoint's pool when the body has been read to its end.
+    /// headers ([`EndpointPool::send_until`]).
     pub(super) async fn send(
         &self,
         index: usize,
         request: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<ReceivedBody>, SendFailure> {
+        let until = tokio::time::Instant::now() + timeout;
+        self.send_until(index, request, until, timeout).await
+    }
+
+    /// Sends `request` to endpoint `index` and waits `until` then for the response
+    /// headers; `timeout` is what a timeout's error says it waited. Over the gateway's own HTTP/1.1 pool, the connection returns to the
+    /// endpoint's pool when the body has been read to its end.
+    pub(super) async fn send_until(
+        &self,
+        index: usize,
+        request: Request<UpstreamBody>,
+        until: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<Response<ReceivedBody>, SendFailure> {
         let endpoint = &self.endpoints[index];
@@ -412,7 +528,7 @@ impl EndpointPool {
         };
         if let Some(connections) = &endpoint.connections {
             let sent = connections.send(request, &endpoint.host_value);
-            return match tokio::time::timeout(timeout, sent).await {
+            return match tokio::time::timeout_at(until, sent).await {
                 Err(_elapsed) => Err(timed_out().into()),
                 Ok(Ok(response)) => Ok(response.map(ReceivedBody::Pooled)),
                 Ok(Err(SendError::Connect(error, request))) => Err(SendFailure {
@@ -443,7 +559,7 @@ impl EndpointPool {
         };
         // hyper-util's client keeps the request it could not send: a redispatch needs
         // the caller to build it again.
-        match tokio::time::timeout(timeout, client.request(request)).await {
+        match tokio::time::timeout_at(until, client.request(request)).await {
             Err(_elapsed) => Err(timed_out().into()),
             Ok(Ok(response)) => Ok(response.map(ReceivedBody::Hyper)),
             Ok(Err(error)) if error.is_connect() && find_source::<BodyError>(&error).is_none() => {
@@ -567,7 +683,7 @@ impl Exchange {
     /// The upstream's body broke off mid-stream.
     pub fn body_failed(&mut self, error: &dyn std::fmt::Display) {
         let endpoint = &self.upstream.endpoints()[self.endpoint];
-        endpoint.record(UpstreamOutcome::Error);
+        endpoint.body_failed();
         tracing::warn!(
             upstream = %self.upstream.name,
             endpoint = %endpoint.address.label,
@@ -582,5 +698,31 @@ impl Drop for Exchange {
         if let Some((histogram, started)) = &self.timer {
             histogram.observe(started.elapsed().as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_waits_its_timeout_or_until_the_caller_s_deadline_if_sooner() {
+        let now = tokio::time::Instant::now();
+        let timeout = Duration::from_secs(5);
+        assert_eq!(Wait::from(timeout).until(), (now + timeout, timeout));
+        let later = Wait {
+            timeout,
+            deadline: Some(now + Duration::from_secs(9)),
+        };
+        assert_eq!(later.until(), (now + timeout, timeout));
+        let sooner = Wait {
+            timeout,
+            deadline: Some(now + Duration::from_millis(300)),
+        };
+        assert_eq!(
+            sooner.until(),
+            (now + Duration::from_millis(300), Duration::from_millis(300)),
+            "exactly the caller's deadline, so that the send's timer fires with the caller's"
+        );
     }
 }

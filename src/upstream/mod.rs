@@ -43,7 +43,7 @@ use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome}
 
 pub use body::{ResponseBody, UpstreamBody};
 use connections::{Http1Pool, PoolSettings};
-pub use exchange::{Exchange, ExchangeError, UpstreamError};
+pub use exchange::{Exchange, ExchangeError, UpstreamError, Wait};
 pub use limiter::{Limiter, Permit, Rejection};
 pub use received::{ReceivedBody, UpstreamUpgrade};
 
@@ -76,6 +76,11 @@ impl Endpoint {
 
     pub fn record(&self, outcome: UpstreamOutcome) {
         self.metrics.record(outcome);
+    }
+
+    /// A response from this endpoint whose body broke off mid-stream.
+    pub(crate) fn body_failed(&self) {
+        self.metrics.body_failures.inc();
     }
 
     /// The URI of a request for `path` on this endpoint, in the form its transport

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 
-use super::exchange::{Each, Exchange, ExchangeError, UpstreamError};
+use super::exchange::{Each, Exchange, ExchangeError, UpstreamError, Wait};
 use super::health::now_ms;
 use super::UpstreamBody;
 use super::{Endpoint, ReceivedBody, Upstream};
@@ -121,11 +121,15 @@ impl Upstream {
     pub async fn exchange_retrying<E>(
         self: &Arc<Self>,
         policy: &RetryConfig,
-        timeout: Duration,
+        wait: impl Into<Wait>,
         mut build: impl FnMut(&Endpoint) -> Result<Request<UpstreamBody>, E>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ExchangeError<E>> {
         self.budget.deposit();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let wait = wait.into();
+        let mut deadline = tokio::time::Instant::now() + wait.timeout;
+        if let Some(callers) = wait.deadline {
+            deadline = deadline.min(callers);
+        }
         let mut tried = Vec::with_capacity(policy.attempts as usize);
         let mut tries = 1;
         loop {
@@ -133,7 +137,11 @@ impl Upstream {
             let per_try = policy
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let (result, endpoint) = self.attempt(per_try, &mut tried, Each(&mut build)).await;
+            let this_try = Wait {
+                timeout: per_try,
+                deadline: wait.deadline,
+            };
+            let (result, endpoint) = self.attempt(this_try, &mut tried, Each(&mut build)).await;
             let Some(reason) = reason(policy, &result) else {
                 return result;
             };

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use http::StatusCode;
 
 use crate::support::{
-    eventually, metric, within, Backend, Client, Gateway, Reply, Route, WorkerModel,
+    eventually, metric, within, Backend, Client, Gateway, Listener, Reply, Route, WorkerModel,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -324,6 +324,73 @@ async fn the_binary_serves_and_stops_with_either_worker_model() {
         gateway.signal("-TERM");
         assert_eq!(gateway.exit_code().await, Some(0), "{model}");
     }
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_address_refuses_to_start() {
+    let backend = Backend::start(|_, _| async move { Reply::ok("first") }).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Per-core workers bind their sockets with SO_REUSEPORT, which alone would let the
+    // second process join the first one's group and take a share of its clients.
+    let path = write_config(
+        &dir,
+        &Gateway::new()
+            .listener(Listener::public().port(port))
+            .workers(2)
+            .worker_model(WorkerModel::PerCore)
+            .upstream("u", &backend)
+            .route("/", "u")
+            .yaml(),
+    );
+    let first = RunningBinary::start(&path).await;
+    let mut second = Command::new(BINARY)
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // It must exit at once; one still running after 10 s is killed (and fails the test).
+    let mut exited = None;
+    for _ in 0..200 {
+        exited = second.try_wait().expect("waits");
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if exited.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("the second gateway started on an address the first one serves");
+    }
+    let output = second.wait_with_output().expect("its output");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} for listener \"public\": Address already in use"
+        )),
+        "{stderr}"
+    );
+    // Every connection still reaches the first gateway.
+    for _ in 0..20 {
+        let reply = Client::new()
+            .send(
+                http::Method::GET,
+                &format!("http://{}/x", first.address),
+                &[("connection", "close")],
+                "",
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    first.signal("-TERM");
+    assert_eq!(first.exit_code().await, Some(0));
 }
 
 #[test]

@@ -209,6 +209,29 @@ async fn a_shadow_limit_counts_but_never_refuses() {
 }
 
 #[tokio::test]
+async fn a_limit_not_advertised_refuses_with_retry_after_but_no_ratelimit_fields() {
+    let backend = Backend::echo().await;
+    let gw = limited(
+        &backend,
+        "{ limited: { rate_limit: [ { key: client_ip, rate: 60/h, burst: 2, advertise: false } ] } }",
+    )
+    .start()
+    .await;
+    for _ in 0..2 {
+        let reply = get(&gw, "/x", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("ratelimit"), None);
+        assert_eq!(reply.header("ratelimit-policy"), None);
+    }
+    let refused = get(&gw, "/x", &[]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.header("retry-after"), Some("60"));
+    assert_eq!(refused.header("ratelimit"), None);
+    assert_eq!(refused.header("ratelimit-policy"), None);
+    assert_eq!(backend.state.arrived(), 2);
+}
+
+#[tokio::test]
 async fn keys_by_header_have_independent_buckets_and_keyless_requests_share_one() {
     let backend = Backend::echo().await;
     let gw = limited(

@@ -139,6 +139,10 @@ routes:
         metric(&text, "portcullis_config_reloads_total{result=\"failure\"}"),
         Some(1.0)
     );
+    assert_eq!(
+        metric(&text, "portcullis_config_last_reload_successful"),
+        Some(0.0)
+    );
 
     let reply = post_reload(&client, &gw).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -170,6 +174,12 @@ async fn restoring_the_file_clears_a_stale_failure() {
     assert_eq!(status["hash"], serving, "{status}");
     assert_eq!(status["last_reload"]["errors"], serde_json::json!([]));
     assert_eq!(status["last_reload"]["trigger"], "filechange");
+    let text = client.get(&admin(&gw, "/metrics")).await.text();
+    assert_eq!(
+        metric(&text, "portcullis_config_last_reload_successful"),
+        Some(1.0),
+        "the file in use loads again"
+    );
 
     // The same broken content again is a new failure, reported again.
     write_config(&path, &broken);

@@ -1,5 +1,5 @@
 //! The test harness: backends that record and hold requests, clients (plain, TLS,
-//! HTTP/2 frame by frame), a test CA, a real `redis-server`, and the gateway described by a builder
+//! HTTP/2 frame by frame), a test CA, a real `redis-server`, a real Prometheus, and the gateway described by a builder
 //! ([`Gateway`]) and started on ephemeral ports.
 
 #![allow(dead_code)]
@@ -11,6 +11,7 @@ pub mod client;
 pub mod gateway;
 pub mod h2;
 pub mod pki;
+pub mod prometheus;
 pub mod redis;
 pub mod tls;
 

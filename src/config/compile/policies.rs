@@ -153,6 +153,7 @@ fn compile_rate_limit(
         burst: raw.burst.unwrap_or(count).max(1),
         store,
         shadow: raw.shadow,
+        advertise: raw.advertise.unwrap_or(true),
         max_keys: raw.max_keys.unwrap_or(defaults::RATE_LIMIT_MAX_KEYS).max(1),
     })
 }

@@ -116,13 +116,19 @@ pub struct Limit {
 }
 
 impl Limit {
-    /// Whether `config` may keep this limit's buckets: everything but `shadow` (which
-    /// changes what is done with a decision, not the decision) is the same.
+    /// Whether `config` may keep this limit's buckets: everything but `shadow` and
+    /// `advertise` (which change what is done with a decision, not the decision) is the
+    /// same.
     fn keeps_buckets(&self, config: &RateLimitConfig) -> bool {
         let (mut old, mut new) = (self.config.clone(), config.clone());
-        old.shadow = false;
-        new.shadow = false;
+        (old.shadow, new.shadow) = (false, false);
+        (old.advertise, new.advertise) = (true, true);
         old == new
+    }
+
+    /// Whether the limit has an item in the response fields.
+    fn advertised(&self) -> bool {
+        self.config.advertise && !self.config.shadow
     }
 }
 
@@ -246,12 +252,13 @@ impl RouteLimits {
         limits: impl IntoIterator<Item = &'a Arc<Limit>>,
         metrics: &Metrics,
     ) -> Option<RouteLimits> {
+        let limits: Vec<&Arc<Limit>> = limits.into_iter().collect();
+        let names = field_names(&limits);
         let limits: Box<[RouteLimit]> = limits
             .into_iter()
-            .map(|limit| RouteLimit {
-                item_prefix: format!("\"{}\";r=", limit.config.field_name)
-                    .into_bytes()
-                    .into_boxed_slice(),
+            .zip(&names)
+            .map(|(limit, name)| RouteLimit {
+                item_prefix: format!("\"{name}\";r=").into_bytes().into_boxed_slice(),
                 key: KeySpec::new(&limit.config.key, route),
                 counters: metrics.rate_limit_decisions(route, &limit.policy, &limit.config.label),
                 rejected: metrics.policy_rejections(route, &limit.policy, "rate_limited"),
@@ -261,21 +268,26 @@ impl RouteLimits {
         if limits.is_empty() {
             return None;
         }
-        let shown = || limits.iter().filter(|l| !l.limit.config.shadow);
+        let shown = || {
+            limits
+                .iter()
+                .zip(&names)
+                .filter(|(l, _)| l.limit.advertised())
+        };
         let mut policy_field = Vec::new();
-        for limit in shown() {
+        for (limit, name) in shown() {
             let config = &limit.limit.config;
             if !policy_field.is_empty() {
                 Out::extend_from_slice(&mut policy_field, b", ");
             }
-            push_name(&mut policy_field, &config.field_name);
+            push_name(&mut policy_field, name);
             Out::extend_from_slice(&mut policy_field, b";q=");
             push_u64(&mut policy_field, u64::from(config.count));
             Out::extend_from_slice(&mut policy_field, b";w=");
             push_u64(&mut policy_field, config.period.as_secs());
         }
         // `, "name";r=4294967295;t=18446744073709551615` at most per limit.
-        let field_capacity = shown().map(|l| l.limit.config.field_name.len() + 48).sum();
+        let field_capacity = shown().map(|(_, name)| name.len() + 48).sum();
         Some(RouteLimits {
             policy_field: HeaderValue::from_maybe_shared(Bytes::from(policy_field))
                 .ok()
@@ -342,7 +354,7 @@ impl RouteLimits {
                     refused = Some((route_limit, decision.retry_after));
                 }
             }
-            if !shadow {
+            if limit.advertised() {
                 push_item(&mut field, &route_limit.item_prefix, &decision);
             }
         }
@@ -366,6 +378,28 @@ impl RouteLimits {
             }
         }
     }
+}
+
+/// The names the route's limits have in its `RateLimit-Policy` and `RateLimit` fields:
+/// each limit's `field_name`, qualified by its policy's name (`policy.name`) where two
+/// policies of the route name limits alike, so that a client can tell their items apart.
+fn field_names(limits: &[&Arc<Limit>]) -> Vec<String> {
+    limits
+        .iter()
+        .map(|limit| {
+            let name = &limit.config.field_name;
+            let shared = limits
+                .iter()
+                .filter(|other| &other.config.field_name == name)
+                .count()
+                > 1;
+            if shared {
+                format!("{}.{name}", limit.policy)
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
 }
 
 /// Where a field's value is written.
@@ -503,6 +537,7 @@ mod tests {
             burst,
             store: RateLimitStoreRef::Local,
             shadow,
+            advertise: true,
             max_keys: 100,
         }
     }
@@ -599,6 +634,62 @@ mod tests {
             field(&admission, &RATELIMIT),
             r#""p.wide";r=2;t=2, "p.narrow";r=0;t=120"#
         );
+    }
+
+    #[tokio::test]
+    async fn limits_of_two_policies_named_alike_are_told_apart_in_the_fields() {
+        let metrics = Metrics::new();
+        let named = |policy_name: &str, count| {
+            let mut limit = config("per-client", count, count, false);
+            limit.field_name = "per-client".into();
+            PolicyConfig {
+                name: policy_name.into(),
+                ..policy(vec![limit])
+            }
+        };
+        let limits = RateLimits::build(&[named("a", 10), named("b", 5)], &[], &metrics, None);
+        let route = RouteLimits::for_route(
+            "r",
+            limits.of_policy(0).iter().chain(limits.of_policy(1)),
+            &metrics,
+        )
+        .expect("limits");
+        let (result, answer) = admit(&route).await;
+        assert!(result.is_ok());
+        assert_eq!(
+            field(&answer, &RATELIMIT_POLICY),
+            r#""a.per-client";q=10;w=60, "b.per-client";q=5;w=60"#
+        );
+        assert_eq!(
+            field(&answer, &RATELIMIT),
+            r#""a.per-client";r=9;t=6, "b.per-client";r=4;t=12"#
+        );
+        // Alone on a route, a limit keeps its own name.
+        let alone = RouteLimits::for_route("r", limits.of_policy(0), &metrics).expect("limits");
+        let (_, answer) = admit(&alone).await;
+        assert_eq!(
+            field(&answer, &RATELIMIT_POLICY),
+            r#""per-client";q=10;w=60"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_limit_not_advertised_refuses_without_showing_in_the_fields() {
+        let metrics = Metrics::new();
+        let mut quiet = config("quiet", 1, 1, false);
+        quiet.advertise = false;
+        let limits = RateLimits::build(&[policy(vec![quiet])], &[], &metrics, None);
+        let route = RouteLimits::for_route("r", limits.of_policy(0), &metrics).expect("limits");
+        let (first, answer) = admit(&route).await;
+        assert!(first.is_ok());
+        assert_eq!(field(&answer, &RATELIMIT_POLICY), "");
+        assert_eq!(field(&answer, &RATELIMIT), "");
+        let (second, answer) = admit(&route).await;
+        assert!(
+            matches!(second, Err(PolicyError::RateLimited { .. })),
+            "{second:?}"
+        );
+        assert_eq!(field(&answer, &RATELIMIT), "");
     }
 
     #[tokio::test]
