@@ -1,14 +1,19 @@
-//! The admin listener, apart from client traffic: `GET /metrics` (Prometheus text),
-//! `GET /healthz` (the process is alive), `GET /ready` (configuration loaded and
-//! listeners bound; 503 once shutdown has begun, so load balancers stop sending),
+//! The admin listener, apart from client traffic: `GET /` (the status page,
+//! [`page`]), `GET /status` (the same as JSON, [`status`]), `GET /metrics` (Prometheus
+//! text), `GET /healthz` (the process is alive), `GET /ready` (configuration loaded
+//! and listeners bound; 503 once shutdown has begun, so load balancers stop sending),
 //! `GET /config` (the configuration in use and the last reload attempt) and
 //! `POST /reload` (reload the configuration file now).
+
+mod page;
+pub mod status;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -17,8 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::LoadError;
+use crate::listeners::ListenerSet;
 use crate::metrics::Metrics;
-use crate::proxy::ResponseBody;
+use crate::proxy::{ResponseBody, Snapshot};
 use crate::reload::{Outcome, ReloadError, Reloader, Trigger};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,7 +35,17 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when the gateway was started from a file.
     pub reloader: Option<Arc<Reloader>>,
+    /// The configuration serving now, for the status page.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The running listeners, for their bound addresses.
+    pub listeners: Arc<ListenerSet>,
 }
+
+/// The page may run its own inline script and style and fetch from this listener;
+/// nothing else (no other origin, no frames, no forms).
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+     style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
 
 /// Serves the admin endpoints until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
@@ -78,6 +94,32 @@ async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<Res
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     match request.uri().path() {
+        "/" => {
+            let mut response = Response::new(ResponseBody::full(page::render(&take_status(state))));
+            let headers = response.headers_mut();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                HeaderName::from_static("content-security-policy"),
+                HeaderValue::from_static(PAGE_POLICY),
+            );
+            headers.insert(
+                HeaderName::from_static("x-content-type-options"),
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        "/status" => {
+            let body = serde_json::to_vec(&take_status(state)).unwrap_or_default();
+            let mut response = Response::new(ResponseBody::full(body));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
         "/config" => config_status(state.reloader.as_deref()),
         "/metrics" => {
             let mut response = Response::new(ResponseBody::full(metrics.encode()));
@@ -91,9 +133,21 @@ async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<Res
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: /metrics /healthz /ready /config, POST /reload\n",
+            "admin endpoints: / /status /metrics /healthz /ready /config, POST /reload\n",
         ),
     }
+}
+
+/// The status document now: read from the snapshot, the listeners, the reloader and
+/// the counters, each briefly, no lock held across an `.await`.
+fn take_status(state: &AdminState) -> status::Status {
+    let snapshot = state.snapshot.load();
+    status::Status::take(status::Sources {
+        snapshot: &snapshot,
+        bound: &state.listeners.addresses(),
+        reload: state.reloader.as_ref().map(|reloader| reloader.status()),
+        totals: state.metrics.totals(),
+    })
 }
 
 async fn reload(reloader: Option<&Reloader>) -> Response<ResponseBody> {

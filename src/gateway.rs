@@ -197,7 +197,7 @@ async fn launch(
     let admin_address = admin_tcp.as_ref().and_then(|tcp| tcp.local_addr().ok());
     let admin_task = admin_tcp.map(|tcp| {
         if let Some(address) = admin_address {
-            tracing::info!(%address, "admin listening: /metrics /healthz /ready /config /reload");
+            tracing::info!(%address, "admin listening: / /status /metrics /healthz /ready /config /reload");
         }
         tokio::spawn(crate::admin::serve(
             tcp,
@@ -205,6 +205,8 @@ async fn launch(
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 reloader: reloader.clone(),
+                snapshot: state.clone(),
+                listeners: listeners.clone(),
             },
             close_rx.clone(),
         ))

@@ -393,7 +393,7 @@ fn print_summary(path: &Path, config: &Config) {
     }
     if let Some(admin) = &config.admin {
         println!(
-            "  {:<width$} {:<address_width$} /metrics /healthz /ready /config /reload",
+            "  {:<width$} {:<address_width$} / /status /metrics /healthz /ready /config /reload",
             "(admin)",
             admin.address.to_string()
         );

@@ -8,6 +8,7 @@
 //! bind mounts that notifications miss), SIGHUP, and `POST /reload` on the admin
 //! listener. One reload runs at a time.
 
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,17 @@ pub enum Trigger {
     Admin,
 }
 
+impl Trigger {
+    /// `file_change`, `signal` or `admin`, as the status page shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::FileChange => "file_change",
+            Trigger::Signal => "signal",
+            Trigger::Admin => "admin",
+        }
+    }
+}
+
 /// A reload that did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -52,7 +64,10 @@ pub enum ReloadError {
     Internal(String),
 }
 
-/// The last reload attempt, for `GET /config`.
+/// How many reload attempts [`Status::recent`] keeps.
+pub const RECENT_ATTEMPTS: usize = 10;
+
+/// A reload attempt, for `GET /config` and the status page.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub at: SystemTime,
@@ -82,6 +97,20 @@ pub struct Status {
     pub hash: String,
     pub loaded_at: SystemTime,
     pub last_attempt: Option<Attempt>,
+    /// The last [`RECENT_ATTEMPTS`] attempts, oldest first (the last is `last_attempt`).
+    pub recent: VecDeque<Attempt>,
+}
+
+impl Status {
+    /// Records `attempt` as the last one, forgetting the oldest beyond
+    /// [`RECENT_ATTEMPTS`].
+    fn record(&mut self, attempt: Attempt) {
+        if self.recent.len() == RECENT_ATTEMPTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(attempt.clone());
+        self.last_attempt = Some(attempt);
+    }
 }
 
 /// Reloads one configuration file into the gateway's snapshot.
@@ -121,6 +150,7 @@ impl Reloader {
                 hash,
                 loaded_at: SystemTime::now(),
                 last_attempt: None,
+                recent: VecDeque::with_capacity(RECENT_ATTEMPTS),
             }),
             path,
             state,
@@ -175,7 +205,7 @@ impl Reloader {
                     tracing::info!(file = %self.path.display(), %hash, "configuration file is back to the one in use");
                     self.metrics.reload_failure_cleared();
                     self.update(|status| {
-                        status.last_attempt = Some(Attempt {
+                        status.record(Attempt {
                             at: SystemTime::now(),
                             trigger,
                             errors: Vec::new(),
@@ -233,7 +263,7 @@ impl Reloader {
         self.update(|status| {
             status.hash = hash.clone();
             status.loaded_at = SystemTime::now();
-            status.last_attempt = Some(Attempt {
+            status.record(Attempt {
                 at: SystemTime::now(),
                 trigger,
                 errors: Vec::new(),
@@ -256,7 +286,7 @@ impl Reloader {
         }
         self.metrics.record_reload(false);
         self.update(|status| {
-            status.last_attempt = Some(Attempt {
+            status.record(Attempt {
                 at: SystemTime::now(),
                 trigger,
                 errors,

@@ -13,7 +13,8 @@
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
 //! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
-//! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! use, the build); [`totals`] reads request counts back for the status page.
+//! Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
@@ -24,6 +25,7 @@ mod proxy_protocol;
 mod rate_limit;
 mod requests;
 mod stores;
+mod totals;
 mod upstreams;
 mod websocket;
 
@@ -41,6 +43,7 @@ pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
 pub use stores::{StoreErrorKind, StoreMetrics};
+pub use totals::{Count, Totals};
 pub use upstreams::{
     EndpointHealthMetrics, EndpointMetrics, PoolMetrics, Redispatch, UpstreamMetrics,
     UpstreamOutcome,

@@ -40,7 +40,7 @@ pub const UNMATCHED_ROUTE: &str = "_unmatched";
 /// The request families, registered once per process.
 #[derive(Clone)]
 pub(super) struct RequestFamilies {
-    http_requests: IntCounterVec,
+    pub(super) http_requests: IntCounterVec,
     http_duration: HistogramVec,
 }
 

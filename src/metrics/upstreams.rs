@@ -74,7 +74,7 @@ impl UpstreamOutcome {
 /// The upstream and endpoint families, registered once per process.
 #[derive(Clone)]
 pub(super) struct UpstreamFamilies {
-    requests: IntCounterVec,
+    pub(super) requests: IntCounterVec,
     body_failures: IntCounterVec,
     duration: HistogramVec,
     in_flight: IntGaugeVec,

@@ -557,6 +557,37 @@ mod tests {
     }
 
     #[test]
+    fn match_order_lists_routes_as_lookups_try_them() {
+        let routes = [
+            spec(None, PathPattern::prefix("/api").expect("ok"), None),
+            spec(None, PathPattern::prefix("/api/users").expect("ok"), None),
+            spec(
+                None,
+                PathPattern::path("/api/users/{id}").expect("ok"),
+                None,
+            ),
+            spec(None, PathPattern::path("/api/users/me").expect("ok"), None),
+            spec(
+                Some("*.example.com"),
+                PathPattern::prefix("/").expect("ok"),
+                None,
+            ),
+            spec(
+                Some("api.example.com"),
+                PathPattern::prefix("/").expect("ok"),
+                None,
+            ),
+            spec(
+                Some("*.b.example.com"),
+                PathPattern::prefix("/").expect("ok"),
+                None,
+            ),
+        ];
+        let routes: Vec<&RouteSpec> = routes.iter().collect();
+        assert_eq!(match_order(&routes), vec![5, 6, 4, 3, 2, 1, 0]);
+    }
+
+    #[test]
     fn most_specific_path_wins() {
         let table = RouteTable::build(&[
             spec(None, PathPattern::prefix("/api").expect("ok"), None),

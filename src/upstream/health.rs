@@ -48,6 +48,20 @@ pub fn now_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Why an endpoint is out of rotation, as the admin status page shows it: the first
+/// verdict that keeps it out, marked down first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// In rotation.
+    Up,
+    /// A connect was refused or timed out (or its certificate failed verification).
+    MarkedDown,
+    /// Failing its active health checks.
+    FailingChecks,
+    /// Ejected by outlier detection, until its ejection time has passed.
+    Ejected,
+}
+
 /// One endpoint's health state.
 pub struct EndpointHealth {
     checked_healthy: AtomicBool,
@@ -85,6 +99,19 @@ impl EndpointHealth {
             ejected_for_failures: metrics.ejected_for_failures,
             failed_health_checks: metrics.failed_health_checks,
             marked_down: metrics.marked_down,
+        }
+    }
+
+    /// The endpoint's health now, read from its atomics (no probe is claimed).
+    pub fn state(&self, now: u64) -> HealthState {
+        if self.marked_down() {
+            HealthState::MarkedDown
+        } else if !self.checked_healthy.load(Ordering::Acquire) {
+            HealthState::FailingChecks
+        } else if self.ejected(now) {
+            HealthState::Ejected
+        } else {
+            HealthState::Up
         }
     }
 

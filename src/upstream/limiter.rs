@@ -244,6 +244,16 @@ impl Limiter {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
+
+    /// Requests waiting for a permit now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Requests allowed to wait at once.
+    pub fn max_queue(&self) -> usize {
+        self.max_queue.load(Ordering::Acquire)
+    }
 }
 
 fn nanos(duration: Duration) -> u64 {

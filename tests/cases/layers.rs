@@ -115,7 +115,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "admin",
-        &["config", "metrics", "proxy", "reload", "shutdown"],
+        &[
+            "config",
+            "listeners",
+            "metrics",
+            "proxy",
+            "reload",
+            "routing",
+            "shutdown",
+            "tls",
+            "upstream",
+        ],
     ),
     (
         "gateway",

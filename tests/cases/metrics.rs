@@ -116,7 +116,7 @@ async fn metrics_count_known_traffic() {
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(
         other.text(),
-        "admin endpoints: /metrics /healthz /ready /config, POST /reload\n"
+        "admin endpoints: / /status /metrics /healthz /ready /config, POST /reload\n"
     );
 
     promtool_accepts(&text);

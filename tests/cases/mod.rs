@@ -29,6 +29,7 @@ mod redis_store;
 mod reload;
 mod retries;
 mod routing;
+mod status_page;
 mod streaming;
 mod tls;
 mod upstream_h2;

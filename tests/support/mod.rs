@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod browser;
+pub mod chromium;
 pub mod client;
 pub mod gateway;
 pub mod h2;
