@@ -132,6 +132,7 @@ async fn launch(
     inherited: Inherited,
 ) -> Result<RunningGateway, StartError> {
     let inherited = Arc::new(inherited);
+    crate::reload::note_descriptor_budget(&config, &metrics);
     let shutdown_timeout = config.shutdown_timeout;
     let reload_config = config.reload;
     let listener_configs = config.listeners.clone();

@@ -85,6 +85,12 @@ fn main() -> ExitCode {
         eprintln!("warning: {warning}");
     }
     if let Command::Check = command {
+        // `run` raises its soft limit to the hard one: that is the limit that applies.
+        let limit = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |(_, hard)| hard);
+        let budget = portcullis::config::descriptors::DescriptorBudget::of(&config);
+        if let Some(warning) = budget.exceeds(limit) {
+            eprintln!("warning: {}: {warning}", cli.config.display());
+        }
         print_summary(&cli.config, &config);
         return ExitCode::SUCCESS;
     }

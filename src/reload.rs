@@ -250,6 +250,7 @@ impl Reloader {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        note_descriptor_budget(&config, &self.metrics);
         *last_failed = None;
         let routes = config.routes.len();
         let snapshot = Snapshot::build(config, &self.metrics, Some(&current));
@@ -376,4 +377,22 @@ fn notify_watcher(path: &Path, changed: mpsc::Sender<()>) -> Option<notify::Reco
         return None;
     }
     Some(watcher)
+}
+
+/// Compares `config`'s descriptor budget with the process's open-files limit: both
+/// exported as metrics, and a warning logged when the budget does not fit.
+pub fn note_descriptor_budget(config: &Config, metrics: &Metrics) {
+    let budget = crate::config::descriptors::DescriptorBudget::of(config);
+    let limit = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .map(|(soft, _hard)| soft)
+        .unwrap_or(u64::MAX);
+    metrics.record_descriptor_budget(
+        budget.client_connections,
+        budget.upstream_connections,
+        budget.reserve,
+        limit,
+    );
+    if let Some(warning) = budget.exceeds(limit) {
+        tracing::warn!("{warning}");
+    }
 }

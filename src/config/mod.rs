@@ -8,6 +8,7 @@
 mod aggregate;
 mod compile;
 pub mod cors;
+pub mod descriptors;
 mod error;
 pub mod header_transforms;
 mod locate;

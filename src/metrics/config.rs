@@ -12,6 +12,8 @@ pub(super) struct ConfigFamilies {
     last_reload_successful: prometheus::IntGauge,
     last_success: prometheus::Gauge,
     info: IntGaugeVec,
+    open_files_limit: prometheus::IntGauge,
+    descriptors_budgeted: IntGaugeVec,
 }
 
 impl ConfigFamilies {
@@ -36,6 +38,23 @@ impl ConfigFamilies {
                     "When the configuration in use was loaded (Unix time).",
                 )
                 .expect("valid gauge"),
+            ),
+            open_files_limit: r.register(
+                prometheus::IntGauge::new(
+                    "portcullis_open_files_limit",
+                    "The process's open-files (file descriptor) soft limit, after raising it to \
+                     the hard limit at start.",
+                )
+                .expect("valid gauge"),
+            ),
+            descriptors_budgeted: r.gauge(
+                "portcullis_descriptors_budgeted",
+                "File descriptors the configuration in use may hold open at once, by part: \
+                 client_connections (listeners' max_connections), upstream_connections \
+                 (max_in_flight and idle pools), reserve (listening sockets, Redis, health \
+                 checks, files). Above portcullis_open_files_limit, connects may have to wait \
+                 for a descriptor.",
+                &["part"],
             ),
             info: r.gauge(
                 "portcullis_config_info",
@@ -69,6 +88,28 @@ impl Metrics {
         let result = if success { "success" } else { "failure" };
         self.config.reloads.with_label_values(&[result]).inc();
         self.config.last_reload_successful.set(i64::from(success));
+    }
+
+    /// The descriptor budget of the configuration in use, and the open-files limit.
+    pub fn record_descriptor_budget(
+        &self,
+        client_connections: usize,
+        upstream_connections: usize,
+        reserve: usize,
+        limit: u64,
+    ) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let budget = &self.config.descriptors_budgeted;
+        budget
+            .with_label_values(&["client_connections"])
+            .set(gauge(client_connections));
+        budget
+            .with_label_values(&["upstream_connections"])
+            .set(gauge(upstream_connections));
+        budget.with_label_values(&["reserve"]).set(gauge(reserve));
+        self.config
+            .open_files_limit
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
     }
 
     /// The configuration file is back to the one in use: the last failure no longer

@@ -84,6 +84,7 @@ pub(super) struct UpstreamFamilies {
     endpoint_healthy: IntGaugeVec,
     connections_opened: IntCounterVec,
     connections_salvaged: IntCounterVec,
+    descriptor_waits: IntCounterVec,
     connections_idle: IntGaugeVec,
     ejections: IntCounterVec,
     retries: IntCounterVec,
@@ -146,6 +147,14 @@ impl UpstreamFamilies {
                 "portcullis_upstream_connections_salvaged_total",
                 "Connections kept for reuse after the client abandoned its request: the \
                  rest of the response was read and dropped (protocol: http1).",
+                &["upstream", "endpoint"],
+            ),
+            descriptor_waits: r.counter(
+                "portcullis_upstream_descriptor_waits_total",
+                "Sends that found the process out of file descriptors (EMFILE, ENFILE) and \
+                 waited for a pooled connection or a free descriptor instead of failing \
+                 (protocol: http1). Any rise means the open-files limit is too low for \
+                 the listeners' max_connections plus the upstream connections.",
                 &["upstream", "endpoint"],
             ),
             connections_idle: r.gauge(
@@ -254,6 +263,10 @@ impl Metrics {
                 .upstreams
                 .connections_salvaged
                 .with_label_values(&[upstream, endpoint]),
+            descriptor_waits: self
+                .upstreams
+                .descriptor_waits
+                .with_label_values(&[upstream, endpoint]),
             resent: self
                 .upstreams
                 .redispatches
@@ -357,4 +370,6 @@ pub struct PoolMetrics {
     /// The upstream's redispatches for `reset_before_response`: requests resent on a
     /// new connection after a pooled one closed before any response byte.
     pub resent: IntCounter,
+    /// Sends that waited for a file descriptor.
+    pub descriptor_waits: IntCounter,
 }

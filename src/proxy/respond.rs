@@ -231,6 +231,7 @@ fn grpc_status(rescued: &Rescued) -> u8 {
         "upstream_overloaded"
         | "websocket_limit"
         | "upstream_unavailable"
+        | "gateway_out_of_descriptors"
         | "upstream_connect_failed"
         | "upstream_bad_response"
         | "rate_limit_store_unavailable" => UNAVAILABLE,
@@ -291,6 +292,9 @@ fn public_upstream_message(error: &UpstreamError) -> Cow<'static, str> {
             "the response was malformed or cut short".into()
         }
         UpstreamError::ClientBody(_) => "the client's request body could not be read".into(),
+        UpstreamError::OutOfDescriptors { .. } => {
+            "the gateway has no file descriptor free for a connection".into()
+        }
         UpstreamError::BodyTooLarge { .. } | UpstreamError::NoHealthyEndpoint => {
             error.to_string().into()
         }
@@ -330,6 +334,10 @@ fn upstream_status(error: &UpstreamError) -> (StatusCode, &'static str) {
         UpstreamError::NoHealthyEndpoint => {
             (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable")
         }
+        UpstreamError::OutOfDescriptors { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_out_of_descriptors",
+        ),
         UpstreamError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         UpstreamError::ClientBody(_) => (StatusCode::BAD_REQUEST, "client_body_error"),
     }

@@ -129,8 +129,23 @@ pub enum ConnectError {
     Timeout,
     /// The endpoint's certificate failed verification; the cause, in words.
     TlsVerify(String),
+    /// The gateway had no file descriptor for a socket (`EMFILE`, `ENFILE`) for the
+    /// whole connect timeout, and no pooled connection came free meanwhile: the
+    /// gateway's own shortage, not the endpoint's.
+    OutOfDescriptors,
     Failed(BoxError),
 }
+
+/// Whether `error` says the process (or system) has no file descriptor left.
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    let code = error.raw_os_error();
+    code == Some(rustix::io::Errno::MFILE.raw_os_error())
+        || code == Some(rustix::io::Errno::NFILE.raw_os_error())
+}
+
+/// The first pause of a send waiting for a descriptor; it doubles up to the most.
+const DESCRIPTOR_WAIT_FIRST: Duration = Duration::from_millis(1);
+const DESCRIPTOR_WAIT_MOST: Duration = Duration::from_millis(50);
 
 impl Http1Pool {
     pub fn new(address: &EndpointAddress, settings: PoolSettings, metrics: PoolMetrics) -> Self {
@@ -165,8 +180,8 @@ impl Http1Pool {
         let (parts, mut body) = request.into_parts();
         let (connection, mut reused) = match self.checkout() {
             Some(connection) => (connection, true),
-            None => match self.connect_boxed().await {
-                Ok(connection) => (connection, false),
+            None => match self.connect_or_wait().await {
+                Ok(found) => found,
                 Err(error) => return Err(unsent(error, parts, body)),
             },
         };
@@ -303,6 +318,37 @@ impl Http1Pool {
         }
     }
 
+    /// A new connection; while the process is out of file descriptors, waits (up to
+    /// the connect timeout, with pauses from 1 ms doubling to 50 ms) for a pooled
+    /// connection to come free or a connect to succeed, instead of failing the request:
+    /// descriptors free up as other exchanges end. True when the connection is a pooled
+    /// one.
+    async fn connect_or_wait(&self) -> Result<(Connection, bool), ConnectError> {
+        let give_up = tokio::time::Instant::now() + self.settings.connect_timeout;
+        let mut pause = DESCRIPTOR_WAIT_FIRST;
+        let mut waited = false;
+        loop {
+            match self.connect_boxed().await {
+                Ok(connection) => return Ok((connection, false)),
+                Err(ConnectError::OutOfDescriptors) => {}
+                Err(error) => return Err(error),
+            }
+            if !waited {
+                waited = true;
+                self.metrics.descriptor_waits.inc();
+                tracing::warn!(endpoint = %self.host, "out of file descriptors: waiting for a connection to come free (raise the open-files limit, or lower max_connections or max_in_flight)");
+            }
+            if tokio::time::Instant::now() + pause > give_up {
+                return Err(ConnectError::OutOfDescriptors);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(DESCRIPTOR_WAIT_MOST);
+            if let Some(connection) = self.checkout() {
+                return Ok((connection, true));
+            }
+        }
+    }
+
     /// [`Http1Pool::connect`] on the heap: its future (name resolution, the TLS
     /// handshake) is several times the size of the rest of an exchange, and would
     /// otherwise enlarge every request's future for the rare request that connects.
@@ -316,7 +362,13 @@ impl Http1Pool {
         let tcp = tokio::time::timeout(self.settings.connect_timeout, self.connect_tcp())
             .await
             .map_err(|_| ConnectError::Timeout)?
-            .map_err(|error| ConnectError::Failed(error.into()))?;
+            .map_err(|error| {
+                if out_of_descriptors(&error) {
+                    ConnectError::OutOfDescriptors
+                } else {
+                    ConnectError::Failed(error.into())
+                }
+            })?;
         let io = match &self.settings.tls {
             None => Stream::Plain(tcp),
             Some((connector, name)) => {

@@ -56,6 +56,8 @@ pub enum UpstreamError {
     ClientBody(String),
     #[error("no endpoint is available (all are failing health checks or ejected)")]
     NoHealthyEndpoint,
+    #[error("no file descriptor free for a connection to {endpoint} within the connect timeout")]
+    OutOfDescriptors { endpoint: String },
     #[error("exchange with {endpoint} failed: {source}")]
     Protocol {
         endpoint: String,
@@ -77,7 +79,9 @@ impl UpstreamError {
             UpstreamError::ConnectTimeout { .. } | UpstreamError::Timeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            UpstreamError::NoHealthyEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::NoHealthyEndpoint | UpstreamError::OutOfDescriptors { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
@@ -94,6 +98,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => "upstream_timeout",
             UpstreamError::Protocol { .. } => "upstream_bad_response",
             UpstreamError::NoHealthyEndpoint => "upstream_unavailable",
+            UpstreamError::OutOfDescriptors { .. } => "gateway_out_of_descriptors",
             UpstreamError::BodyTooLarge { .. } => "body_too_large",
             UpstreamError::ClientBody(_) => "client_body_error",
         }
@@ -111,9 +116,9 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge { .. } | UpstreamError::ClientBody(_) => {
                 UpstreamOutcome::ClientBody
             }
-            UpstreamError::Protocol { .. } | UpstreamError::NoHealthyEndpoint => {
-                UpstreamOutcome::Error
-            }
+            UpstreamError::Protocol { .. }
+            | UpstreamError::NoHealthyEndpoint
+            | UpstreamError::OutOfDescriptors { .. } => UpstreamOutcome::Error,
         }
     }
 
@@ -124,6 +129,7 @@ impl UpstreamError {
             UpstreamError::BodyTooLarge { .. }
                 | UpstreamError::ClientBody(_)
                 | UpstreamError::NoHealthyEndpoint
+                | UpstreamError::OutOfDescriptors { .. }
         )
     }
 
@@ -540,6 +546,9 @@ impl EndpointPool {
                             endpoint: label(),
                             cause,
                         },
+                        ConnectError::OutOfDescriptors => {
+                            UpstreamError::OutOfDescriptors { endpoint: label() }
+                        }
                         ConnectError::Failed(source) => UpstreamError::Connect {
                             endpoint: label(),
                             source,

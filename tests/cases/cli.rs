@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use http::StatusCode;
 
 use crate::support::{
-    eventually, metric, within, Backend, Client, Gateway, Listener, Reply, Route, WorkerModel,
+    eventually, metric, within, Backend, Client, Gateway, Listener, Reply, Route, Upstream,
+    WorkerModel,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -150,10 +151,29 @@ impl RunningBinary {
 
     /// Started with `arguments` after `run -c CONFIG`.
     async fn start_with(config: &std::path::Path, arguments: &[&std::ffi::OsStr]) -> RunningBinary {
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .args(["--log-format", "json", "run", "-c"])
             .arg(config)
-            .args(arguments)
+            .args(arguments);
+        RunningBinary::spawn(command).await
+    }
+
+    /// Started with an open-files limit (soft and hard) of `limit`.
+    async fn start_with_open_files(config: &std::path::Path, limit: u32) -> RunningBinary {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n {limit} && exec \"$0\" --log-format json run -c \"$1\""
+            ))
+            .arg(BINARY)
+            .arg(config);
+        RunningBinary::spawn(command).await
+    }
+
+    async fn spawn(mut command: Command) -> RunningBinary {
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -532,6 +552,102 @@ async fn a_binary_upgrade_under_load_fails_no_request() {
     assert_ne!(new.child.id(), old_pid);
     new.signal("-TERM");
     assert_eq!(new.exit_code().await, Some(0));
+}
+
+/// One request on an open keep-alive connection; the status code, or 0 when no
+/// response came.
+async fn one_request(stream: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return 0;
+    }
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+        let text = String::from_utf8_lossy(&received);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return text[9..12].parse().unwrap_or(0);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_connections_do_not_starve_upstream_connects_of_descriptors() {
+    // 150 idle keep-alive clients under an open-files limit of 200, then every one sends
+    // a request at once: the upstream connects need more descriptors than are left.
+    const CLIENTS: usize = 150;
+    let backend = Backend::start(|_, _| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        Reply::ok("pong")
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write_config(
+        &dir,
+        &Gateway::new()
+            .workers(1)
+            .listener(Listener::public().max_connections(170))
+            .upstream("u", Upstream::new(&backend).max_in_flight(150))
+            .route("/", "u")
+            .yaml(),
+    );
+    // `check` tells that this cannot fit.
+    let checked = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 200 && exec \"$0\" check -c \"$1\"")
+        .arg(BINARY)
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("file descriptors open at once")
+            && stderr.contains("open-files limit is 200"),
+        "{stderr}"
+    );
+    let gateway = RunningBinary::start_with_open_files(&path, 200).await;
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut stream = tokio::net::TcpStream::connect(&gateway.address)
+            .await
+            .expect("connects");
+        assert_eq!(one_request(&mut stream).await, 200, "served while idle");
+        clients.push(stream);
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let requests: Vec<_> = clients
+        .into_iter()
+        .map(|mut stream| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                one_request(&mut stream).await
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for request in requests {
+        let status = within("an answer", request).await.expect("joins");
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(200, CLIENTS)].into_iter().collect(), "statuses");
+    gateway.signal("-TERM");
+    assert_eq!(gateway.exit_code().await, Some(0));
 }
 
 #[test]
