@@ -273,6 +273,7 @@ fn spawn_connection(
         peer_ip: peer_ip_value(peer.ip()),
         peer: peer.ip(),
         close: shutdown.close.clone(),
+        drain: shutdown.drain.clone(),
     };
     let builders = shared.builders.clone();
     let shutdown = shutdown.clone();

@@ -74,7 +74,7 @@ impl Client<'_> {
                 drop(exchange);
                 let duration = &target.route.metrics.duration;
                 duration.observe(started.elapsed().as_secs_f64());
-                Ok(upgrade.tunnel(response, request_id, self.close.clone()))
+                Ok(upgrade.tunnel(response, request_id, self.close.clone(), self.drain.clone()))
             }
             upgrade => {
                 if let Some(upgrade) = upgrade {
@@ -191,6 +191,7 @@ impl Upgrade {
         mut response: Response<ReceivedBody>,
         request_id: &HeaderValue,
         close: watch::Receiver<bool>,
+        drain: watch::Receiver<bool>,
     ) -> Response<ResponseBody> {
         let upstream_io = UpstreamUpgrade::of(&mut response);
         let (mut parts, _) = response.into_parts();
@@ -200,7 +201,7 @@ impl Upgrade {
             websocket::keep_upgrade_headers(&mut parts.headers, protocol);
         }
         parts.headers.insert(X_REQUEST_ID, request_id.clone());
-        self.upgrading.join(self.client, upstream_io, close);
+        self.upgrading.join(self.client, upstream_io, close, drain);
         Response::from_parts(parts, ResponseBody::empty())
     }
 }

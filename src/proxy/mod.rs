@@ -82,6 +82,9 @@ pub struct Client<'a> {
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
     pub close: &'a watch::Receiver<bool>,
+    /// Turns true when the gateway starts draining: upgraded (WebSocket) tunnels then
+    /// say Going Away.
+    pub drain: &'a watch::Receiver<bool>,
 }
 
 /// Answers one request with `snapshot`, the configuration it started with; never fails

@@ -3,7 +3,8 @@
 //! and stripped from every other request). Only when the upstream answers
 //! `101 Switching Protocols` are the two connections joined, and bytes copied both ways
 //! until either side closes, the connection has been idle for the route's
-//! `idle_timeout`, or the gateway closes what is left after its shutdown drain.
+//! `idle_timeout`, or the gateway drains: both sides then get a Close frame with status
+//! 1001 (Going Away) at a frame boundary (see [`pump`]).
 //!
 //! Any other answer is an ordinary response: the client's connection stays HTTP, and
 //! whatever it sent after the request is parsed as the next request (hyper's server
@@ -13,17 +14,14 @@
 //! the upstream's request permits: the exchange (permit, endpoint load) is released as
 //! soon as the 101 arrives.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -155,9 +153,10 @@ impl Upgrading {
         client: ClientSwitch,
         upstream: UpstreamUpgrade,
         close: watch::Receiver<bool>,
+        drain: watch::Receiver<bool>,
     ) {
         self.websockets.metrics.upgrade(UpgradeOutcome::Upgraded);
-        tokio::spawn(self.tunnel(client, upstream, close));
+        tokio::spawn(self.tunnel(client, upstream, close, drain));
     }
 
     async fn tunnel(
@@ -165,6 +164,7 @@ impl Upgrading {
         client: ClientSwitch,
         upstream: UpstreamUpgrade,
         mut close: watch::Receiver<bool>,
+        mut drain: watch::Receiver<bool>,
     ) {
         let websockets = &self.websockets;
         let metrics = &websockets.metrics;
@@ -189,7 +189,14 @@ impl Upgrading {
             }
         };
         metrics.active.inc();
-        let reason = pump(client, upstream, websockets.config.idle_timeout, &mut close).await;
+        let reason = pump(
+            client,
+            upstream,
+            websockets.config.idle_timeout,
+            &mut close,
+            &mut drain,
+        )
+        .await;
         metrics.active.dec();
         metrics.closed(reason);
         tracing::debug!(route = %websockets.route, reason = reason.label(), "WebSocket connection closed");
@@ -200,44 +207,86 @@ impl Upgrading {
 /// Copies bytes both ways until either side closes (its end of file is passed on to the
 /// other side, and the tunnel ends), an error, `idle_timeout` without a byte either way,
 /// or `close`.
+///
+/// When the gateway starts draining (`drain`), the tunnel says goodbye the way a
+/// WebSocket endpoint going down does: each side gets a Close frame with status 1001
+/// (Going Away) at the next frame boundary of the bytes flowing to it (a frame being
+/// copied is finished first, so no frame is ever cut), masked towards the upstream as a
+/// client's frames must be. What either side sends after that (its own Close in answer)
+/// is read and dropped; the tunnel ends once both have answered, or after
+/// [`GOING_AWAY_GRACE`].
 async fn pump<A, B>(
     client: A,
     upstream: B,
     idle_timeout: Duration,
     close: &mut watch::Receiver<bool>,
+    drain: &mut watch::Receiver<bool>,
 ) -> CloseReason
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let clock = Arc::new(Activity::new());
-    let (mut client_read, mut client_write) = tokio::io::split(Watched {
-        io: client,
-        clock: clock.clone(),
-    });
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(Watched {
-        io: upstream,
-        clock: clock.clone(),
-    });
-    let to_upstream = async {
-        let copied = tokio::io::copy(&mut client_read, &mut upstream_write).await;
-        let _ = upstream_write.shutdown().await;
-        copied
-    };
-    let to_client = async {
-        let copied = tokio::io::copy(&mut upstream_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
-        copied
-    };
-    tokio::pin!(to_upstream, to_client);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let mut to_upstream = Direction::new(CLOSE_GOING_AWAY_MASKED);
+    let mut to_client = Direction::new(CLOSE_GOING_AWAY);
+    let mut from_client = vec![0u8; TUNNEL_BUFFER];
+    let mut from_upstream = vec![0u8; TUNNEL_BUFFER];
+    let mut last_activity = Instant::now();
+    let mut going_away: Option<Instant> = None;
     loop {
-        let deadline = clock.last() + idle_timeout;
+        if let Some(since) = going_away {
+            if to_upstream.answered && to_client.answered {
+                return CloseReason::Shutdown;
+            }
+            if since.elapsed() >= GOING_AWAY_GRACE {
+                return CloseReason::Shutdown;
+            }
+        }
+        let idle_deadline = last_activity + idle_timeout;
+        let grace_deadline = going_away.map_or(idle_deadline, |since| since + GOING_AWAY_GRACE);
         tokio::select! {
-            copied = &mut to_upstream => return ended(copied),
-            copied = &mut to_client => return ended(copied),
-            () = tokio::time::sleep_until(deadline) => {
-                if clock.last() + idle_timeout <= Instant::now() {
+            read = client_read.read(&mut from_client) => {
+                let n = match read {
+                    Ok(0) => {
+                        let _ = upstream_write.shutdown().await;
+                        return CloseReason::Closed;
+                    }
+                    Ok(n) => n,
+                    Err(_) => return CloseReason::Error,
+                };
+                last_activity = Instant::now();
+                if to_upstream.relay(&from_client[..n], going_away.is_some(), &mut upstream_write).await.is_err() {
+                    return CloseReason::Error;
+                }
+            }
+            read = upstream_read.read(&mut from_upstream) => {
+                let n = match read {
+                    Ok(0) => {
+                        let _ = client_write.shutdown().await;
+                        return CloseReason::Closed;
+                    }
+                    Ok(n) => n,
+                    Err(_) => return CloseReason::Error,
+                };
+                last_activity = Instant::now();
+                if to_client.relay(&from_upstream[..n], going_away.is_some(), &mut client_write).await.is_err() {
+                    return CloseReason::Error;
+                }
+            }
+            () = tokio::time::sleep_until(idle_deadline.min(grace_deadline)) => {
+                if going_away.is_none() && last_activity + idle_timeout <= Instant::now() {
                     return CloseReason::IdleTimeout;
+                }
+            }
+            () = signalled(drain), if going_away.is_none() => {
+                going_away = Some(Instant::now());
+                // Each side between frames gets its goodbye now; a side inside one, once
+                // the frame has passed.
+                if to_upstream.relay(&[], true, &mut upstream_write).await.is_err()
+                    || to_client.relay(&[], true, &mut client_write).await.is_err()
+                {
+                    return CloseReason::Error;
                 }
             }
             () = signalled(close) => return CloseReason::Shutdown,
@@ -245,75 +294,164 @@ where
     }
 }
 
-fn ended(copied: std::io::Result<u64>) -> CloseReason {
-    match copied {
-        Ok(_) => CloseReason::Closed,
-        Err(_) => CloseReason::Error,
-    }
+/// Bytes read at once from either side of a tunnel.
+const TUNNEL_BUFFER: usize = 16 * 1024;
+
+/// How long a tunnel waits, once it has said Going Away, for both sides to answer.
+pub const GOING_AWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// A Close frame with status 1001 (Going Away), as a server sends it (unmasked).
+const CLOSE_GOING_AWAY: &[u8] = &[0x88, 0x02, 0x03, 0xE9];
+/// The same as a client sends it: masked (RFC 6455 § 5.3; any key will do, the mask
+/// protects intermediaries of a browser's connection, not this one).
+const CLOSE_GOING_AWAY_MASKED: &[u8] =
+    &[0x88, 0x82, 0x5A, 0x5A, 0x5A, 0x5A, 0x03 ^ 0x5A, 0xE9 ^ 0x5A];
+
+/// One direction of a tunnel: where its byte stream is in WebSocket framing, and
+/// whether the gateway has closed it.
+struct Direction {
+    frames: Frames,
+    /// The Close frame this direction's receiver gets when the gateway goes away.
+    goodbye: &'static [u8],
+    /// The goodbye was sent: what follows from the sender is dropped.
+    said_goodbye: bool,
+    /// The sender's own Close frame came after the goodbye.
+    answered: bool,
 }
 
-/// When bytes last moved through a tunnel.
-struct Activity {
-    start: Instant,
-    /// Milliseconds after `start`.
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
+impl Direction {
+    fn new(goodbye: &'static [u8]) -> Self {
+        Direction {
+            frames: Frames::default(),
+            goodbye,
+            said_goodbye: false,
+            answered: false,
         }
     }
 
-    fn touch(&self) {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(elapsed, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
-    }
-}
-
-/// One side of a tunnel, noting every read that brings bytes (every byte written was
-/// read from the other side first).
-struct Watched<T> {
-    io: T,
-    clock: Arc<Activity>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.io).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            self.clock.touch();
+    /// Passes `bytes` on to `write`; when `going_away`, only up to the next frame
+    /// boundary, then the goodbye, and nothing after it.
+    async fn relay<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        going_away: bool,
+        write: &mut W,
+    ) -> std::io::Result<()> {
+        if self.said_goodbye {
+            if self.frames.feed(bytes).closes > 0 {
+                self.answered = true;
+            }
+            return Ok(());
         }
-        Poll::Ready(Ok(()))
+        if !going_away {
+            self.frames.feed(bytes);
+            return write.write_all(bytes).await;
+        }
+        let passed = match self.frames.until_boundary(bytes) {
+            Some(at) => at,
+            None => {
+                // Still inside a frame: pass it on, say goodbye once it has ended.
+                return write.write_all(bytes).await;
+            }
+        };
+        write.write_all(&bytes[..passed]).await?;
+        write.write_all(self.goodbye).await?;
+        write.flush().await?;
+        self.said_goodbye = true;
+        if self.frames.feed(&bytes[passed..]).closes > 0 {
+            self.answered = true;
+        }
+        Ok(())
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+/// Where a WebSocket byte stream is: inside a frame's header, its payload, or between
+/// frames. Reads only the headers (opcode, lengths, mask bit), never the payloads.
+#[derive(Debug, Default)]
+struct Frames {
+    /// The header bytes of the frame being read, while it is incomplete.
+    header: [u8; 14],
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    /// The current frame's opcode.
+    opcode: u8,
+}
+
+/// What [`Frames::feed`] saw.
+struct Fed {
+    /// Close frames (opcode 8) that ended within the bytes.
+    closes: usize,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.have == 0 && self.payload_left == 0
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+    /// Follows `bytes` through the framing.
+    fn feed(&mut self, mut bytes: &[u8]) -> Fed {
+        let mut closes = 0;
+        while !bytes.is_empty() {
+            let used = self.step(bytes);
+            bytes = &bytes[used..];
+            if self.at_boundary() && self.opcode == 0x8 {
+                closes += 1;
+                self.opcode = 0;
+            }
+        }
+        Fed { closes }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    /// Follows `bytes` until the stream is between frames, and returns how many that
+    /// took (0 when it already is); `None` when it is still inside a frame after all of
+    /// them.
+    fn until_boundary(&mut self, mut bytes: &[u8]) -> Option<usize> {
+        let mut used = 0;
+        while !self.at_boundary() {
+            if bytes.is_empty() {
+                return None;
+            }
+            let step = self.step(bytes);
+            used += step;
+            bytes = &bytes[step..];
+        }
+        self.opcode = 0;
+        Some(used)
+    }
+
+    /// Consumes the start of `bytes` (at least one byte) within the current frame.
+    fn step(&mut self, bytes: &[u8]) -> usize {
+        if self.payload_left > 0 {
+            let take = usize::try_from(self.payload_left)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            self.payload_left -= take as u64;
+            return take;
+        }
+        self.header[self.have] = bytes[0];
+        self.have += 1;
+        if self.have >= 2 {
+            let masked = self.header[1] & 0x80 != 0;
+            let length_bytes = match self.header[1] & 0x7F {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let needed = 2 + length_bytes + if masked { 4 } else { 0 };
+            if self.have == needed {
+                self.payload_left = match length_bytes {
+                    0 => u64::from(self.header[1] & 0x7F),
+                    2 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                    _ => self.header[2..10]
+                        .iter()
+                        .fold(0u64, |n, &b| (n << 8) | u64::from(b)),
+                };
+                self.opcode = self.header[0] & 0x0F;
+                self.have = 0;
+            }
+        }
+        1
     }
 }
 
@@ -344,14 +482,109 @@ mod tests {
         assert!(requested(&request(Version::HTTP_11, &no_connection)).is_none());
     }
 
+    /// A frame: `opcode`, masked or not, with `len` payload bytes (of value 7).
+    fn frame(opcode: u8, masked: bool, len: usize) -> Vec<u8> {
+        let mask = if masked { 0x80 } else { 0 };
+        let mut out = vec![0x80 | opcode];
+        match len {
+            0..=125 => out.push(mask | len as u8),
+            126..=65535 => {
+                out.push(mask | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(mask | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            out.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        out.extend(std::iter::repeat_n(7u8, len));
+        out
+    }
+
+    #[test]
+    fn frame_boundaries_are_found_whatever_the_split() {
+        let mut stream = frame(0x1, true, 5);
+        stream.extend(frame(0x2, false, 300));
+        stream.extend(frame(0x2, true, 70_000));
+        stream.extend(frame(0x8, true, 2));
+        let ends = [11, 11 + 304, 11 + 304 + 70_014, stream.len()];
+        for chunk in [1, 2, 3, 7, 100, 4096, stream.len()] {
+            let mut frames = Frames::default();
+            let mut at = 0;
+            let mut boundaries = Vec::new();
+            let mut closes = 0;
+            for piece in stream.chunks(chunk) {
+                for (i, &byte) in piece.iter().enumerate() {
+                    closes += frames.feed(&[byte]).closes;
+                    if frames.at_boundary() {
+                        boundaries.push(at + i + 1);
+                    }
+                }
+                at += piece.len();
+            }
+            assert_eq!(boundaries, ends, "chunks of {chunk}");
+            assert_eq!(closes, 1);
+            // until_boundary stops exactly at the end of the frame under way.
+            let mut frames = Frames::default();
+            frames.feed(&stream[..20]);
+            assert_eq!(frames.until_boundary(&stream[20..]), Some(ends[1] - 20));
+            assert_eq!(frames.until_boundary(&[]), Some(0));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_finishes_the_frame_under_way_then_says_going_away() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut client_peer) = tokio::io::duplex(1 << 20);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(1 << 20);
+        let (_close_tx, mut close) = watch::channel(false);
+        let (drain_tx, mut drain) = watch::channel(false);
+        let pumping = tokio::spawn(async move {
+            pump(client, upstream, Duration::from_secs(60), &mut close, &mut drain).await
+        });
+        // Half of a server frame has passed when the drain starts.
+        let big = frame(0x2, false, 1000);
+        upstream_peer.write_all(&big[..500]).await.expect("writes");
+        let mut received = vec![0u8; 500];
+        client_peer.read_exact(&mut received).await.expect("reads");
+        drain_tx.send(true).expect("drains");
+        // The client gets a Close only after the rest of the frame.
+        upstream_peer.write_all(&big[500..]).await.expect("writes");
+        let mut rest = vec![0u8; big.len() - 500 + CLOSE_GOING_AWAY.len()];
+        client_peer.read_exact(&mut rest).await.expect("reads");
+        assert_eq!(&rest[..big.len() - 500], &big[500..]);
+        assert_eq!(&rest[big.len() - 500..], CLOSE_GOING_AWAY);
+        // The upstream, between frames, got its (masked) Close at once.
+        let mut goodbye = vec![0u8; CLOSE_GOING_AWAY_MASKED.len()];
+        upstream_peer.read_exact(&mut goodbye).await.expect("reads");
+        assert_eq!(goodbye, CLOSE_GOING_AWAY_MASKED);
+        // Data after the goodbye is dropped; each side's Close answers, and the tunnel
+        // ends.
+        upstream_peer.write_all(&frame(0x1, false, 3)).await.expect("writes");
+        upstream_peer.write_all(&frame(0x8, false, 2)).await.expect("writes");
+        client_peer.write_all(&frame(0x8, true, 2)).await.expect("writes");
+        assert_eq!(pumping.await.expect("pump task"), CloseReason::Shutdown);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_tunnel_is_closed_after_the_idle_timeout() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (_close_tx, mut close) = watch::channel(false);
+        let (_drain_tx, mut drain) = watch::channel(false);
         let pumping = tokio::spawn(async move {
-            pump(client, upstream, Duration::from_secs(60), &mut close).await
+            pump(
+                client,
+                upstream,
+                Duration::from_secs(60),
+                &mut close,
+                &mut drain,
+            )
+            .await
         });
         // Traffic keeps it open past the first minute.
         tokio::time::sleep(Duration::from_secs(50)).await;

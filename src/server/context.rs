@@ -54,6 +54,9 @@ pub struct ConnectionContext {
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
     pub close: watch::Receiver<bool>,
+    /// Turns true when the gateway starts draining: this connection's tunnels send
+    /// WebSocket Close frames (1001 Going Away).
+    pub drain: watch::Receiver<bool>,
 }
 
 impl ConnectionContext {
@@ -89,6 +92,7 @@ impl ConnectionContext {
             peer: self.peer,
             trusted_proxies: &listener.trusted_proxies,
             close: &self.close,
+            drain: &self.drain,
         }
     }
 }

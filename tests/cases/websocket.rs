@@ -27,34 +27,50 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Echoes WebSocket messages on any path but `/refuse` (403) and requests without
 /// `Upgrade` (200 `plain`).
 async fn websocket_backend() -> Backend {
-    Backend::start(|mut request: Request<Incoming>, _| async move {
-        let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
-            return Reply::ok("plain");
-        };
-        if request.uri().path() == "/refuse" {
-            return Reply::text(StatusCode::FORBIDDEN, "no WebSocket here");
-        }
-        let upgrade = hyper::upgrade::on(&mut request);
-        tokio::spawn(async move {
-            let Ok(upgraded) = upgrade.await else { return };
-            let mut socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            while let Some(Ok(message)) = socket.next().await {
-                if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err()
-                {
-                    break;
-                }
+    websocket_backend_noting_closes(None).await
+}
+
+/// As [`websocket_backend`]; the close code of every Close frame a connection receives
+/// goes to `closes`.
+async fn websocket_backend_noting_closes(
+    closes: Option<tokio::sync::mpsc::UnboundedSender<u16>>,
+) -> Backend {
+    Backend::start(move |mut request: Request<Incoming>, _| {
+        let closes = closes.clone();
+        async move {
+            let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+                return Reply::ok("plain");
+            };
+            if request.uri().path() == "/refuse" {
+                return Reply::text(StatusCode::FORBIDDEN, "no WebSocket here");
             }
-        });
-        let mut response = Reply::text(StatusCode::SWITCHING_PROTOCOLS, "");
-        let headers = response.headers_mut();
-        headers.insert("connection", "upgrade".parse().expect("value"));
-        headers.insert("upgrade", "websocket".parse().expect("value"));
-        headers.insert(
-            "sec-websocket-accept",
-            derive_accept_key(key.as_bytes()).parse().expect("value"),
-        );
-        response
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                let Ok(upgraded) = upgrade.await else { return };
+                let mut socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                while let Some(Ok(message)) = socket.next().await {
+                    if let (Message::Close(frame), Some(closes)) = (&message, &closes) {
+                        let _ = closes.send(frame.as_ref().map_or(0, |f| u16::from(f.code)));
+                    }
+                    if (message.is_text() || message.is_binary())
+                        && socket.send(message).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let mut response = Reply::text(StatusCode::SWITCHING_PROTOCOLS, "");
+            let headers = response.headers_mut();
+            headers.insert("connection", "upgrade".parse().expect("value"));
+            headers.insert("upgrade", "websocket".parse().expect("value"));
+            headers.insert(
+                "sec-websocket-accept",
+                derive_accept_key(key.as_bytes()).parse().expect("value"),
+            );
+            response
+        }
     })
     .await
 }
@@ -218,6 +234,39 @@ async fn idle_upgraded_connections_are_closed() {
     closed_by_gateway(&mut socket).await;
     metric_reaches(&gw, &closed("idle_timeout"), 1.0).await;
     metric_reaches(&gw, ACTIVE, 0.0).await;
+}
+
+#[tokio::test]
+async fn a_drain_says_going_away_to_both_sides_of_a_tunnel() {
+    let (closes_tx, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    let backend = websocket_backend_noting_closes(Some(closes_tx)).await;
+    let gw = websocket_gateway(&backend, None).await;
+    let mut socket = connect(&gw, "/chat").await.expect("upgraded");
+    echo(&mut socket, "before the drain").await;
+
+    let shutdown = tokio::spawn(gw.shutdown());
+    let frame = within("the client's Close frame", async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("the connection ended without a Close frame: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1001), "Going Away");
+    // The client answers (tungstenite does as it reads the Close) and the upstream got
+    // its own Close, 1001 as well, as a client's masked frame.
+    let _ = socket.close(None).await;
+    assert_eq!(
+        within("the upstream's Close frame", closes.recv()).await,
+        Some(1001)
+    );
+    // Both answered: the tunnel ends without waiting for the end of the drain.
+    within("the gateway shuts down", shutdown)
+        .await
+        .expect("joins");
 }
 
 #[tokio::test]
