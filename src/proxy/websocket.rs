@@ -543,7 +543,14 @@ mod tests {
         let (_close_tx, mut close) = watch::channel(false);
         let (drain_tx, mut drain) = watch::channel(false);
         let pumping = tokio::spawn(async move {
-            pump(client, upstream, Duration::from_secs(60), &mut close, &mut drain).await
+            pump(
+                client,
+                upstream,
+                Duration::from_secs(60),
+                &mut close,
+                &mut drain,
+            )
+            .await
         });
         // Half of a server frame has passed when the drain starts.
         let big = frame(0x2, false, 1000);
@@ -563,9 +570,18 @@ mod tests {
         assert_eq!(goodbye, CLOSE_GOING_AWAY_MASKED);
         // Data after the goodbye is dropped; each side's Close answers, and the tunnel
         // ends.
-        upstream_peer.write_all(&frame(0x1, false, 3)).await.expect("writes");
-        upstream_peer.write_all(&frame(0x8, false, 2)).await.expect("writes");
-        client_peer.write_all(&frame(0x8, true, 2)).await.expect("writes");
+        upstream_peer
+            .write_all(&frame(0x1, false, 3))
+            .await
+            .expect("writes");
+        upstream_peer
+            .write_all(&frame(0x8, false, 2))
+            .await
+            .expect("writes");
+        client_peer
+            .write_all(&frame(0x8, true, 2))
+            .await
+            .expect("writes");
         assert_eq!(pumping.await.expect("pump task"), CloseReason::Shutdown);
     }
 

@@ -352,26 +352,37 @@ async fn the_binary_serves_and_stops_with_either_worker_model() {
     }
 }
 
-#[tokio::test]
-async fn a_second_gateway_on_the_same_address_refuses_to_start() {
-    let backend = Backend::start(|_, _| async move { Reply::ok("first") }).await;
+/// A config file in `dir`: two per-core workers whose listener is on a fixed free port
+/// (as deployments have; port 0 would give every process a port of its own), in front
+/// of `backend`. Returns the file and the port.
+fn two_workers_on_a_fixed_port(
+    dir: &tempfile::TempDir,
+    backend: &Backend,
+) -> (std::path::PathBuf, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let dir = tempfile::tempdir().expect("temp dir");
-    // Per-core workers bind their sockets with SO_REUSEPORT, which alone would let the
-    // second process join the first one's group and take a share of its clients.
     let path = write_config(
-        &dir,
+        dir,
         &Gateway::new()
             .listener(Listener::public().port(port))
             .workers(2)
             .worker_model(WorkerModel::PerCore)
-            .upstream("u", &backend)
+            .upstream("u", backend)
             .route("/", "u")
             .yaml(),
     );
+    (path, port)
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_address_refuses_to_start() {
+    let backend = Backend::start(|_, _| async move { Reply::ok("first") }).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Per-core workers bind their sockets with SO_REUSEPORT, which alone would let the
+    // second process join the first one's group and take a share of its clients.
+    let (path, port) = two_workers_on_a_fixed_port(&dir, &backend);
     let first = RunningBinary::start(&path).await;
     let mut second = Command::new(BINARY)
         .args(["run", "-c"])
@@ -466,22 +477,9 @@ async fn request_loop(
 #[tokio::test]
 async fn a_binary_upgrade_under_load_fails_no_request() {
     let backend = Backend::start(|_, _| async move { Reply::ok("pong") }).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("upgrade.sock");
-    let path = write_config(
-        &dir,
-        &Gateway::new()
-            .listener(Listener::public().port(port))
-            .workers(2)
-            .worker_model(WorkerModel::PerCore)
-            .upstream("u", &backend)
-            .route("/", "u")
-            .yaml(),
-    );
+    let (path, _) = two_workers_on_a_fixed_port(&dir, &backend);
     let upgrade_socket = [std::ffi::OsStr::new("--upgrade-socket"), socket.as_os_str()];
     let old = RunningBinary::start_with(&path, &upgrade_socket).await;
 
