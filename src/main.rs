@@ -664,10 +664,18 @@ fn route_details(route: &portcullis::config::RouteConfig) -> Vec<String> {
             timeout,
             retry,
             websocket,
+            hedge,
             ..
         } => {
             if let Some(timeout) = timeout {
                 details.push(format!("timeout {}", human(*timeout)));
+            }
+            if let Some(hedge) = hedge {
+                let after = match hedge.after {
+                    portcullis::config::HedgeDelay::Fixed(delay) => human(delay),
+                    portcullis::config::HedgeDelay::Percentile(p) => format!("p{}", p * 100.0),
+                };
+                details.push(format!("hedge after {after}, at most {}", hedge.max));
             }
             if let Some(retry) = retry {
                 details.push(format!("retry {}", describe_retry(retry)));

@@ -361,9 +361,32 @@ pub enum RouteTarget {
         retry: Option<RetryConfig>,
         /// WebSocket upgrades; `None` when the upstream speaks HTTP/2 only.
         websocket: Option<WebSocketConfig>,
+        /// Hedged requests: a second try to another endpoint when the first is slow.
+        hedge: Option<Box<HedgeConfig>>,
     },
     /// Several upstream calls, their JSON merged.
     Aggregate(AggregateConfig),
+}
+
+/// A route's hedged requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgeConfig {
+    /// When a try that has not answered gets a hedge.
+    pub after: HedgeDelay,
+    /// Hedges per request, at most (1 to 3).
+    pub max: u32,
+    /// Each hedge draws on the upstream's retry budget: at most this share of requests.
+    pub budget_percent: u32,
+    /// Methods that are hedged (default: the idempotent ones).
+    pub methods: Vec<http::Method>,
+}
+
+/// The delay before a hedge.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeDelay {
+    Fixed(Duration),
+    /// This percentile (e.g. 0.95) of the route's observed latency.
+    Percentile(f64),
 }
 
 /// Limits of a route's WebSocket connections (HTTP/1.1 upgrades, tunnelled once the

@@ -402,6 +402,17 @@ pub struct RawRetry {
     pub max_body_size: Option<ByteSize>,
 }
 
+/// A route's hedged requests: `{ after: 50ms | p95, max: 1, methods: [GET] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHedge {
+    /// A duration, or `pNN`: the route's observed latency percentile.
+    pub after: ScalarString,
+    pub max: Option<u32>,
+    pub budget: Option<ScalarString>,
+    pub methods: Option<Vec<HttpMethod>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
@@ -517,6 +528,7 @@ pub struct RawRoute {
     pub rewrite: Option<RawRewrite>,
     pub timeout: Option<HumanDuration>,
     pub retry: Option<RawRetry>,
+    pub hedge: Option<RawHedge>,
     pub aggregate: Option<RawAggregate>,
     pub websocket: Option<RawWebSocket>,
     /// Names of `policies`, applied in this order.

@@ -89,6 +89,7 @@ pub(super) struct UpstreamFamilies {
     ejections: IntCounterVec,
     retries: IntCounterVec,
     redispatches: IntCounterVec,
+    hedges: IntCounterVec,
     retry_budget_exhausted: IntCounterVec,
     concurrency_limit: IntGaugeVec,
 }
@@ -180,6 +181,14 @@ impl UpstreamFamilies {
                  (connect_failure, reset_before_response, tls_verify_failed).",
                 &["upstream", "reason"],
             ),
+            hedges: r.counter(
+                "portcullis_upstream_hedges_total",
+                "Hedged tries of routes with `hedge`, by outcome: won (its response was \
+                 used, the slower try cancelled), lost (an earlier try answered first; the \
+                 hedge was cancelled), budget_exhausted (not sent: the retry budget was \
+                 spent).",
+                &["upstream", "outcome"],
+            ),
             retry_budget_exhausted: r.counter(
                 "portcullis_upstream_retry_budget_exhausted_total",
                 "Retries not made because the upstream's retry budget was spent.",
@@ -218,6 +227,11 @@ impl Metrics {
                 self.upstreams
                     .redispatches
                     .with_label_values(&[upstream, reason.label()])
+            }),
+            hedges: ["won", "lost", "budget_exhausted"].map(|outcome| {
+                self.upstreams
+                    .hedges
+                    .with_label_values(&[upstream, outcome])
             }),
             retry_budget_exhausted: self
                 .upstreams
@@ -302,6 +316,8 @@ pub struct UpstreamMetrics {
     pub retries: [IntCounter; 4],
     /// By [`Redispatch`].
     pub redispatches: [IntCounter; 3],
+    /// By outcome: won, lost, budget_exhausted.
+    pub hedges: [IntCounter; 3],
     pub retry_budget_exhausted: IntCounter,
     pub concurrency_limit: IntGauge,
 }

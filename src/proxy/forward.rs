@@ -19,7 +19,8 @@ use crate::config::{HostHeader, RetryConfig};
 use crate::policy::Admission;
 use crate::request_id::X_REQUEST_ID;
 use crate::upstream::{
-    Exchange, ExchangeError, ReceivedBody, ResponseBody, Upstream, UpstreamBody, UpstreamUpgrade,
+    Exchange, ExchangeError, Hedge, ReceivedBody, ResponseBody, Upstream, UpstreamBody,
+    UpstreamUpgrade,
 };
 
 impl Client<'_> {
@@ -36,9 +37,18 @@ impl Client<'_> {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
         let upgrade = target.admit_upgrade(&mut request)?;
+        // Hedged: no body to send twice, a method the route hedges, and a delay known.
+        let hedged = target
+            .hedge
+            .filter(|hedge| {
+                upgrade.is_none()
+                    && request.body().is_end_stream()
+                    && hedge.config.methods.contains(request.method())
+            })
+            .and_then(|hedge| Some((hedge, hedge.delay()?)));
         let replayable = target
             .retry
-            .filter(|policy| upgrade.is_none() && may_replay(policy, &request));
+            .filter(|policy| hedged.is_none() && upgrade.is_none() && may_replay(policy, &request));
         let (parts, body) = request.into_parts();
         let prepared = self
             .prepare(parts, routed, request_id, &target.route.policies, admission)
@@ -50,23 +60,44 @@ impl Client<'_> {
         if let Some(upgrade) = &upgrade {
             websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
         }
-        let (response, exchange) = match replayable {
-            // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
-            // this future, not one of its own: the request is not moved once more.
-            None => {
-                let body = UpstreamBody::client(body, self.limits.max_request_body);
+        let (response, exchange) = match (hedged, replayable) {
+            // Hedged tries, each a request built again (there is no body).
+            (Some((hedge, delay)), _) => {
                 let (host_header, version) = target.addressing();
-                target
-                    .upstream
-                    .exchange(target.timeout, |endpoint| {
-                        prepared.addressed(endpoint, host_header, version, body)
-                    })
-                    .await
-                    .map_err(|error| target.failed(error))?
+                Box::pin(target.upstream.exchange_hedged(
+                    &hedge.config,
+                    delay,
+                    target.timeout,
+                    |endpoint| {
+                        prepared.clone().addressed(
+                            endpoint,
+                            host_header,
+                            version,
+                            UpstreamBody::Empty,
+                        )
+                    },
+                ))
+                .await
+                .map_err(|error| target.failed(error))?
             }
-            // Boxed: keeping the body and retrying takes more state than one exchange,
-            // and every request's future would otherwise be sized for it.
-            Some(policy) => Box::pin(target.send_retrying(policy, prepared, body)).await?,
+            (None, replayable) => match replayable {
+                // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
+                // this future, not one of its own: the request is not moved once more.
+                None => {
+                    let body = UpstreamBody::client(body, self.limits.max_request_body);
+                    let (host_header, version) = target.addressing();
+                    target
+                        .upstream
+                        .exchange(target.timeout, |endpoint| {
+                            prepared.addressed(endpoint, host_header, version, body)
+                        })
+                        .await
+                        .map_err(|error| target.failed(error))?
+                }
+                // Boxed: keeping the body and retrying takes more state than one exchange,
+                // and every request's future would otherwise be sized for it.
+                Some(policy) => Box::pin(target.send_retrying(policy, prepared, body)).await?,
+            },
         };
         match upgrade {
             Some(upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -94,6 +125,7 @@ pub(super) struct Forward<'a> {
     pub timeout: Duration,
     pub retry: Option<&'a RetryConfig>,
     pub websocket: Option<&'a Arc<WebSockets>>,
+    pub hedge: Option<&'a Hedge>,
 }
 
 /// A WebSocket upgrade holding a slot of its route's cap until the upstream answers.

@@ -190,6 +190,7 @@ impl Client<'_> {
                     timeout,
                     retry,
                     websocket,
+                    hedge,
                 } => {
                     let target = Forward {
                         route: &snapshot.routes[routed.route],
@@ -197,6 +198,7 @@ impl Client<'_> {
                         timeout: *timeout,
                         retry: retry.as_deref(),
                         websocket: websocket.as_ref(),
+                        hedge: hedge.as_deref(),
                     };
                     self.forward(
                         target,

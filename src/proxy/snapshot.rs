@@ -11,7 +11,7 @@ use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
-use crate::upstream::Upstream;
+use crate::upstream::{Hedge, Upstream};
 
 /// A route as the proxy uses it.
 pub struct RouteRuntime {
@@ -31,6 +31,8 @@ pub enum RouteHandler {
         retry: Option<Arc<RetryConfig>>,
         /// WebSocket upgrades; `None` when the upstream speaks HTTP/2 only.
         websocket: Option<Arc<WebSockets>>,
+        /// The route's hedged requests.
+        hedge: Option<Arc<Hedge>>,
     },
     Aggregate(Arc<AggregateRuntime>),
 }
@@ -103,41 +105,49 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|route| RouteRuntime {
-                metrics: metrics.route(&route.name, &listener_names),
-                policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
-                handler: match &route.target {
-                    RouteTarget::Proxy {
-                        upstream,
-                        timeout,
-                        retry,
-                        websocket,
-                        ..
-                    } => {
-                        let upstream = upstreams[*upstream].clone();
-                        let previous_websockets =
-                            previous.and_then(|p| p.websockets_of(&route.name));
-                        RouteHandler::Proxy {
-                            websocket: websocket.map(|config| {
-                                WebSockets::carry_over(
-                                    &route.name,
-                                    config,
-                                    previous_websockets,
-                                    metrics.websocket(&route.name),
-                                )
-                            }),
-                            timeout: timeout.unwrap_or(upstream.timeout),
-                            retry: retry
-                                .clone()
-                                .map(Arc::new)
-                                .or_else(|| upstream.retry.clone()),
+            .map(|route| {
+                let route_metrics = metrics.route(&route.name, &listener_names);
+                let latency = route_metrics.duration.clone();
+                RouteRuntime {
+                    metrics: route_metrics,
+                    policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
+                    handler: match &route.target {
+                        RouteTarget::Proxy {
                             upstream,
+                            timeout,
+                            retry,
+                            websocket,
+                            hedge,
+                            ..
+                        } => {
+                            let upstream = upstreams[*upstream].clone();
+                            let previous_websockets =
+                                previous.and_then(|p| p.websockets_of(&route.name));
+                            RouteHandler::Proxy {
+                                websocket: websocket.map(|config| {
+                                    WebSockets::carry_over(
+                                        &route.name,
+                                        config,
+                                        previous_websockets,
+                                        metrics.websocket(&route.name),
+                                    )
+                                }),
+                                timeout: timeout.unwrap_or(upstream.timeout),
+                                hedge: hedge
+                                    .clone()
+                                    .map(|hedge| Arc::new(Hedge::new(*hedge, latency))),
+                                retry: retry
+                                    .clone()
+                                    .map(Arc::new)
+                                    .or_else(|| upstream.retry.clone()),
+                                upstream,
+                            }
                         }
-                    }
-                    RouteTarget::Aggregate(aggregate) => RouteHandler::Aggregate(Arc::new(
-                        AggregateRuntime::new(&route.name, aggregate, &upstreams, metrics),
-                    )),
-                },
+                        RouteTarget::Aggregate(aggregate) => RouteHandler::Aggregate(Arc::new(
+                            AggregateRuntime::new(&route.name, aggregate, &upstreams, metrics),
+                        )),
+                    },
+                }
             })
             .collect();
         Snapshot {

@@ -19,6 +19,7 @@ mod body;
 mod connections;
 mod exchange;
 pub mod health;
+mod hedge;
 pub(crate) mod http1;
 pub mod limiter;
 mod received;
@@ -44,6 +45,7 @@ use crate::metrics::{EndpointMetrics, Metrics, UpstreamMetrics, UpstreamOutcome}
 pub use body::{ResponseBody, UpstreamBody};
 use connections::{Http1Pool, PoolSettings};
 pub use exchange::{Exchange, ExchangeError, UpstreamError, Wait};
+pub use hedge::Hedge;
 pub use limiter::{Limiter, Permit, Rejection};
 pub use received::{ReceivedBody, UpstreamUpgrade};
 

@@ -48,12 +48,12 @@ impl RetryBudget {
         }
     }
 
-    fn deposit(&self) {
+    pub(super) fn deposit(&self) {
         self.roll(now_ms());
         self.requests.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn withdraw(&self, percent: u32) -> bool {
+    pub(super) fn withdraw(&self, percent: u32) -> bool {
         self.roll(now_ms());
         let allowed = (self.requests.load(Ordering::Acquire) * u64::from(percent) / 100)
             .max(BUDGET_MIN_RETRIES);

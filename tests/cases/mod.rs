@@ -18,6 +18,7 @@ mod h2c;
 mod header_transforms;
 mod headers;
 mod health;
+mod hedging;
 mod layers;
 mod limits;
 mod metrics;

@@ -1,12 +1,16 @@
 //! `retry`, the same mapping under an upstream (its default) and under a route (an
-//! override): attempts, what to retry on, backoff, budget, per-try timeout, methods.
+//! override): attempts, what to retry on, backoff, budget, per-try timeout, methods; and
+//! a route's `hedge`, which draws on the same budget.
 
 use std::time::Duration;
 
 use super::Problems;
-use crate::config::raw::{RawConfig, RawRetry};
+use crate::config::raw::{RawConfig, RawHedge, RawRetry};
 use crate::config::units::{HumanDuration, ScalarString};
-use crate::config::{defaults, RetryConfig, RetryOn, RouteConfig, RouteTarget, UpstreamConfig};
+use crate::config::{
+    defaults, HedgeConfig, HedgeDelay, RetryConfig, RetryOn, RouteConfig, RouteTarget,
+    UpstreamConfig,
+};
 
 /// The `retry` mapping at `key`; `None` when any of its values is invalid (every
 /// problem is recorded).
@@ -229,4 +233,62 @@ pub(super) fn warn_per_try_timeouts(
             );
         }
     }
+}
+
+/// A route's `hedge`.
+pub(super) fn compile_hedge(
+    key: &str,
+    raw: &RawHedge,
+    problems: &mut Problems,
+) -> Option<HedgeConfig> {
+    let text = raw.after.0.trim();
+    let after = match text.strip_prefix('p') {
+        Some(digits) => match digits.parse::<f64>() {
+            Ok(percentile) if (50.0..100.0).contains(&percentile) => {
+                Some(HedgeDelay::Percentile(percentile / 100.0))
+            }
+            _ => {
+                problems.add(
+                    format!("{key}.after"),
+                    format!("{text:?} is not a percentile from p50 to p99.9"),
+                );
+                None
+            }
+        },
+        None => match HumanDuration::parse(text) {
+            Ok(HumanDuration(delay)) if !delay.is_zero() => Some(HedgeDelay::Fixed(delay)),
+            Ok(_) => {
+                problems.add(format!("{key}.after"), "must be longer than 0s");
+                None
+            }
+            Err(message) => {
+                problems.add(
+                    format!("{key}.after"),
+                    format!("{message}, or a percentile of the route's latency such as p95"),
+                );
+                None
+            }
+        },
+    };
+    let max = raw.max.unwrap_or(1);
+    if !(1..=3).contains(&max) {
+        problems.add(format!("{key}.max"), "must be 1, 2 or 3");
+    }
+    let budget_percent = compile_budget(key, raw.budget.as_ref(), problems);
+    let methods = match &raw.methods {
+        Some(methods) => methods.iter().map(|m| m.to_method()).collect(),
+        None => vec![
+            http::Method::GET,
+            http::Method::HEAD,
+            http::Method::OPTIONS,
+            http::Method::PUT,
+            http::Method::DELETE,
+        ],
+    };
+    Some(HedgeConfig {
+        after: after?,
+        max: max.clamp(1, 3),
+        budget_percent: budget_percent?,
+        methods,
+    })
 }

@@ -214,6 +214,12 @@ fn compile_proxy_target(
     let http2_only =
         upstream.is_some_and(|u| upstream_protocols.get(u) == Some(&UpstreamProtocol::Http2));
     let websocket = compile_websocket(i, route, http2_only, problems);
+    let hedge = match &route.hedge {
+        None => Some(None),
+        Some(hedge) => super::retry::compile_hedge(&key("hedge"), hedge, problems)
+            .map(|hedge| Some(Box::new(hedge))),
+    };
+    let hedge = hedge?;
     match (upstream, rewrite, retry) {
         (Some(upstream), Some(rewrite), None) => Some(RouteTarget::Proxy {
             upstream,
@@ -221,6 +227,7 @@ fn compile_proxy_target(
             timeout,
             retry: None,
             websocket,
+            hedge,
         }),
         (Some(upstream), Some(rewrite), Some(Some(retry))) => Some(RouteTarget::Proxy {
             upstream,
@@ -228,6 +235,7 @@ fn compile_proxy_target(
             timeout,
             retry: Some(retry),
             websocket,
+            hedge,
         }),
         _ => None,
     }
@@ -267,6 +275,12 @@ fn compile_aggregate_target(
             key("retry"),
             "has no effect: aggregate calls are not retried (each call is tried once, within \
              `aggregate.timeout`)",
+        );
+    }
+    if route.hedge.is_some() {
+        problems.add(
+            key("hedge"),
+            "an aggregate route's calls are not hedged (`hedge` is for proxied routes)",
         );
     }
     if aggregate.stream.is_some() && aggregate.merge == MergeMode::Flat {
