@@ -40,6 +40,7 @@ pub struct RunningGateway {
     listeners: Arc<ListenerSet>,
     admin: Option<SocketAddr>,
     reloader: Option<Arc<Reloader>>,
+    state: Arc<ArcSwap<Snapshot>>,
     drain: watch::Sender<bool>,
     stopped: JoinHandle<()>,
 }
@@ -68,11 +69,35 @@ impl RunningGateway {
         self.reloader.as_ref()
     }
 
+    /// Reopens every access-log file of the configuration in use before its next line
+    /// (the binary does this on `SIGUSR1`, logrotate's convention).
+    pub fn reopen_access_logs(&self) {
+        self.access_log_reopener().reopen();
+    }
+
+    /// A handle that reopens the access logs, for a signal handler's task.
+    pub fn access_log_reopener(&self) -> AccessLogReopener {
+        AccessLogReopener(self.state.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests (at most `shutdown_timeout`), and
     /// returns when everything is closed.
     pub async fn shutdown(self) {
         let _ = self.drain.send(true);
         let _ = self.stopped.await;
+    }
+}
+
+/// Reopens the access-log files of the configuration in use (see
+/// [`RunningGateway::reopen_access_logs`]).
+#[derive(Clone)]
+pub struct AccessLogReopener(Arc<ArcSwap<Snapshot>>);
+
+impl AccessLogReopener {
+    pub fn reopen(&self) {
+        for log in self.0.load().access_logs.iter().flatten() {
+            log.reopen();
+        }
     }
 }
 
@@ -157,6 +182,7 @@ async fn launch(
         ))
     });
 
+    let running_state = state.clone();
     let mut drain_signal = drain_rx;
     let listeners_for_shutdown = listeners.clone();
     let stopped = tokio::spawn(async move {
@@ -189,6 +215,7 @@ async fn launch(
         listeners,
         admin: admin_address,
         reloader,
+        state: running_state,
         drain: drain_tx,
         stopped,
     })

@@ -26,6 +26,7 @@
 //! - running it: [`listeners`], [`reload`] (hot reload), [`admin`], [`gateway`] (start,
 //!   serve, shut down); [`demo`]: sample services for `portcullis demo`.
 
+pub mod access_log;
 pub mod admin;
 pub mod aggregate;
 pub mod body;

@@ -12,9 +12,10 @@
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
-//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
-//! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) [`config`] (reloads, the configuration in
+//! use, the build) and [`access_log`] (lines written, dropped, write errors). Everything is re-exported here: `crate::metrics::X` is the path.
 
+mod access_log;
 mod aggregate;
 mod config;
 mod edge;
@@ -31,6 +32,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use access_log::AccessLogMetrics;
 pub use aggregate::{CallMetrics, CallOutcome};
 pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
@@ -47,6 +49,7 @@ pub use upstreams::{
 };
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
+use access_log::AccessLogFamilies;
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
@@ -80,6 +83,7 @@ pub struct Metrics {
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
+    access_log: AccessLogFamilies,
 }
 
 impl Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
+            access_log: AccessLogFamilies::register(&r),
             registry,
         }
     }

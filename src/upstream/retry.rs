@@ -133,7 +133,10 @@ impl Upstream {
             let per_try = policy
                 .per_try_timeout
                 .map_or(remaining, |t| t.min(remaining));
-            let (result, endpoint) = self.attempt(per_try, &mut tried, Each(&mut build)).await;
+            let (mut result, endpoint) = self.attempt(per_try, &mut tried, Each(&mut build)).await;
+            if let Ok((_, exchange)) = &mut result {
+                exchange.retries = tries - 1;
+            }
             let Some(reason) = reason(policy, &result) else {
                 return result;
             };

@@ -27,10 +27,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls", &["metrics", "routing", "shutdown"]),
     // Configuration: data, checked and compiled; no runtime module.
     ("config", &["http1", "routing", "template", "tls"]),
+    // The access log: lines formatted per request, written by a thread per destination.
+    ("access_log", &["config", "metrics"]),
     // The request path, top to bottom.
     (
         "upstream",
         &[
+            "access_log",
             "body",
             "config",
             "http1",
@@ -46,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "aggregate",
         &[
+            "access_log",
             "body",
             "config",
             "interim",
@@ -71,6 +75,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "proxy",
         &[
+            "access_log",
             "aggregate",
             "body",
             "config",
@@ -88,6 +93,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
+            "access_log",
             "body",
             "config",
             "http1",
