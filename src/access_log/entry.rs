@@ -90,12 +90,11 @@ impl AccessLog {
     pub fn begin(self: &Arc<Self>, request: RequestFacts<'_>) -> Box<Entry> {
         let mut line = self.sink.buffer();
         let mut fields = Fields::continuing(&mut line);
-        let time = humantime::format_rfc3339_millis(SystemTime::now());
-        fields.str("time", &time.to_string());
+        fields.display("time", humantime::format_rfc3339_millis(SystemTime::now()));
         fields.bytes("request_id", request.request_id.as_bytes());
         fields.opt_str("trace_id", trace_id(request.headers));
-        fields.str("client_ip", &request.client_ip.to_string());
-        fields.str("peer_ip", &request.peer.to_string());
+        fields.display("client_ip", request.client_ip);
+        fields.display("peer_ip", request.peer);
         fields.uint("peer_port", u64::from(request.peer_port));
         fields.str("listener", request.listener);
         fields.str("protocol", protocol(request.version));
@@ -168,13 +167,12 @@ impl AccessLog {
     pub fn refused(&self, refused: RefusedFacts<'_>) {
         let mut line = self.sink.buffer();
         let mut fields = Fields::continuing(&mut line);
-        let time = humantime::format_rfc3339_millis(SystemTime::now());
-        fields.str("time", &time.to_string());
+        fields.display("time", humantime::format_rfc3339_millis(SystemTime::now()));
         fields.bytes("request_id", refused.request_id.as_bytes());
         fields.null("trace_id");
         // Behind trusted proxies the client is not known without the headers.
-        fields.str("client_ip", &refused.peer.to_string());
-        fields.str("peer_ip", &refused.peer.to_string());
+        fields.display("client_ip", refused.peer);
+        fields.display("peer_ip", refused.peer);
         fields.uint("peer_port", u64::from(refused.peer_port));
         fields.str("listener", refused.listener);
         fields.null("protocol");

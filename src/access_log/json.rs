@@ -32,6 +32,13 @@ impl<'a> Fields<'a> {
         string(self.buf, value);
     }
 
+    /// A value whose text needs no escaping (an address, a timestamp), written
+    /// without an intermediate string.
+    pub fn display(&mut self, key: &str, value: impl std::fmt::Display) {
+        self.key(key);
+        let _ = write!(self.buf, "\"{value}\"");
+    }
+
     /// A value that may not be UTF-8 (a header field's).
     pub fn bytes(&mut self, key: &str, value: &[u8]) {
         self.key(key);
