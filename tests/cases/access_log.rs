@@ -552,3 +552,37 @@ async fn sigusr1_reopens_the_file_after_a_rename() {
     assert_eq!(before.len(), 1);
     assert_eq!(before[0]["path"], "/before");
 }
+
+#[tokio::test]
+async fn a_websocket_upgrade_is_logged_when_it_switches() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let backend = super::websocket::websocket_backend().await;
+    let log = LogDir::new();
+    let gw = Gateway::new()
+        .listener(log.listener(""))
+        .upstream("app", &backend)
+        .route_with(Route::prefix("/").named("chat").to("app"))
+        .start()
+        .await;
+    let address = listener_addr(&gw);
+    let (mut socket, response) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(format!("ws://{address}/chat")),
+    )
+    .await
+    .expect("the upgrade succeeds");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let line = lines(&log.path, 1).await.remove(0);
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["route"], "chat");
+    assert_eq!(line["endpoint"], backend.url());
+    // The tunnel works with its line written.
+    socket.send(Message::text("ping")).await.expect("sends");
+    let echoed = within("the echo", socket.next()).await;
+    assert_eq!(
+        echoed.expect("a message").expect("no error"),
+        Message::text("ping")
+    );
+}

@@ -26,7 +26,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Echoes WebSocket messages on any path but `/refuse` (403) and requests without
 /// `Upgrade` (200 `plain`).
-async fn websocket_backend() -> Backend {
+/// Also the access log's WebSocket test's upstream.
+pub(super) async fn websocket_backend() -> Backend {
     Backend::start(|mut request: Request<Incoming>, _| async move {
         let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
             return Reply::ok("plain");
