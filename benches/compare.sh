@@ -8,7 +8,8 @@
 #                           [--workers N] [--proxy-cpus LIST] [--load-cpus LIST]
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
-#   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50
+#   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50
+#                  redislimit-c50 accesslog-c50
 #                  small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k
 #                  (default: all)
 #   --no-build     use target/release/portcullis as it is
@@ -49,7 +50,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 accesslog-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -100,13 +101,14 @@ rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
 proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "accesslog-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
     "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
     "ratelimit-c50": "small GET under a per-client rate limit that never triggers, 50 conns",
     "ratelimit-quiet-c50": "the same, the limit with advertise: false (no RateLimit fields; nginx, HAProxy: as ratelimit-c50), 50 conns",
     "redislimit-c50": "small GET under a Redis-backed rate limit (nginx, HAProxy: no limit), 50 conns",
+    "accesslog-c50": "small GET with the access log to a file (HAProxy: no log), 50 conns",
     "small-c1000": "small GET, keep-alive, 1,000 conns",
     "64k-c50": "64 KiB response, 50 conns",
     "newconn-c50": "new connection per request, 50 conns",
@@ -369,6 +371,7 @@ $(nginx_temp_paths "$dir")
         location = /rl/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /rls/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /rlq/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /log/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
     }
@@ -404,12 +407,42 @@ rate_limit_policies_yaml() {
 rate_limit_routes_yaml() {
     if runs ratelimit-c50; then
         printf '  - name: limited\n    match: { path_prefix: /rl }\n    upstream: backend\n    policies: [limited]\n'
+        route_access_log_yaml "$bin"
     fi
     if runs ratelimit-quiet-c50; then
         printf '  - name: limited-quiet\n    match: { path_prefix: /rlq }\n    upstream: backend\n    policies: [limited-quiet]\n'
+        route_access_log_yaml "$bin"
     fi
     if runs redislimit-c50; then
         printf '  - name: limited-shared\n    match: { path_prefix: /rls }\n    upstream: backend\n    policies: [limited-shared]\n'
+        route_access_log_yaml "$bin"
+    fi
+}
+# The access log: off everywhere (the other scenarios' figures are without a log, the
+# gateway's default being on, to stdout), except for accesslog-c50's route, whose
+# lines go to a file (JSON lines, the default fields) when that scenario runs. An --ab
+# base binary that predates the access log gets none of it.
+knows_access_log() { # BINARY
+    local probe=$WORK/access-log-probe.yaml
+    printf 'listeners:\n  - { name: p, address: 127.0.0.1:0, access_log: off }\n' >"$probe"
+    "$1" check -c "$probe" >/dev/null 2>&1
+}
+listener_access_log_yaml() { # BINARY DIR
+    knows_access_log "$1" || return 0
+    if runs accesslog-c50; then
+        printf '    access_log: { path: "%s/access.log" }\n' "$2"
+    else
+        printf '    access_log: off\n'
+    fi
+}
+# (`bin` is start_portcullis's, which these run within.)
+route_access_log_yaml() { # BINARY
+    knows_access_log "$1" && runs accesslog-c50 && printf '    access_log: off\n'
+    return 0
+}
+access_log_routes_yaml() { # BINARY
+    if knows_access_log "$1" && runs accesslog-c50; then
+        printf '  - name: logged\n    match: { path_prefix: /log }\n    upstream: backend\n'
     fi
 }
 runs() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -443,6 +476,7 @@ listeners:
     address: 127.0.0.1:${PORT[$who]}
     max_connections: 19000
     idle_timeout: 75s
+$(listener_access_log_yaml "$bin" "$dir")
 admin:
   address: 127.0.0.1:${ADMIN[$who]}
 shutdown_timeout: 2s
@@ -467,10 +501,13 @@ routes:
     match: { path_prefix: /acl }
     upstream: backend
     policies: [acl]
+$(route_access_log_yaml "$bin")
 $(rate_limit_routes_yaml)
+$(access_log_routes_yaml "$bin")
   - name: all
     match: { path_prefix: / }
     upstream: backend
+$(route_access_log_yaml "$bin")
 EOF
     "$bin" check -c "$dir/gateway.yaml" >"$dir/check.log" 2>&1 ||
         { cat "$dir/check.log" >&2; die "the generated gateway.yaml is invalid"; }
@@ -534,6 +571,18 @@ $(nginx_temp_paths "$dir")
             deny 203.0.113.0/24;
             allow 127.0.0.0/8;
             deny all;
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Request-Id \$request_id;
+            add_header X-Request-Id \$request_id always;
+            proxy_max_temp_file_size 0;
+        }
+        # accesslog-c50: the same, with the access log (combined format) to a file,
+        # buffered as it is usually run.
+        location /log/ {
+            access_log $dir/access.log combined buffer=64k flush=1s;
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -881,6 +930,7 @@ run_one() { # SCENARIO WHO ROUND
             *) run_wrk "$2" 50 /rl/small ;;
             esac ;;
         redislimit-c50) run_wrk "$2" 50 /rls/small ;;
+        accesslog-c50) run_wrk "$2" 50 /log/small ;;
         small-c1000) run_wrk "$2" 1000 /small ;;
         64k-c50) run_wrk "$2" 50 /64k ;;
         newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;

@@ -43,6 +43,7 @@ pub struct RunningGateway {
     /// A duplicate of the admin listener's socket, to hand over in a binary upgrade.
     admin_socket: Option<Arc<std::net::TcpListener>>,
     reloader: Option<Arc<Reloader>>,
+    state: Arc<ArcSwap<Snapshot>>,
     drain: watch::Sender<bool>,
     stopped: JoinHandle<()>,
 }
@@ -88,11 +89,35 @@ impl RunningGateway {
         self.reloader.as_ref()
     }
 
+    /// Reopens every access-log file of the configuration in use before its next line
+    /// (the binary does this on `SIGUSR1`, logrotate's convention).
+    pub fn reopen_access_logs(&self) {
+        self.access_log_reopener().reopen();
+    }
+
+    /// A handle that reopens the access logs, for a signal handler's task.
+    pub fn access_log_reopener(&self) -> AccessLogReopener {
+        AccessLogReopener(self.state.clone())
+    }
+
     /// Stops accepting, waits for in-flight requests (at most `shutdown_timeout`), and
     /// returns when everything is closed.
     pub async fn shutdown(self) {
         let _ = self.drain.send(true);
         let _ = self.stopped.await;
+    }
+}
+
+/// Reopens the access-log files of the configuration in use (see
+/// [`RunningGateway::reopen_access_logs`]).
+#[derive(Clone)]
+pub struct AccessLogReopener(Arc<ArcSwap<Snapshot>>);
+
+impl AccessLogReopener {
+    pub fn reopen(&self) {
+        for log in self.0.load().access_logs.iter().flatten() {
+            log.reopen();
+        }
     }
 }
 
@@ -213,6 +238,7 @@ async fn launch(
         ))
     });
 
+    let running_state = state.clone();
     let mut drain_signal = drain_rx;
     let listeners_for_shutdown = listeners.clone();
     let stopped = tokio::spawn(async move {
@@ -246,6 +272,7 @@ async fn launch(
         admin: admin_address,
         admin_socket,
         reloader,
+        state: running_state,
         drain: drain_tx,
         stopped,
     })

@@ -16,6 +16,9 @@
 //!   process in a binary upgrade);
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
 //!   runtime module;
+//! - [`access_log`]: one JSON line per request, formatted as the request goes and
+//!   written by a thread per destination behind a bounded queue; imports `config` and
+//!   `metrics`, used down the request path;
 //! - down the request path: [`server`] (listeners' connections, their PROXY protocol
 //!   headers, the gateway's own HTTP/1.1 server, hyper's for HTTP/2, graceful drain) → [`proxy`] (the phases: admit,
 //!   route, the policy step, limit, send, stream back; the one error-to-response mapping
@@ -27,6 +30,7 @@
 //! - running it: [`listeners`], [`reload`] (hot reload), [`admin`], [`gateway`] (start,
 //!   serve, shut down); [`demo`]: sample services for `portcullis demo`.
 
+pub mod access_log;
 pub mod admin;
 pub mod aggregate;
 pub mod body;

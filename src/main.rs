@@ -214,7 +214,11 @@ fn serve(
         // Take over SIGHUP before the listeners are up (and logged): a SIGHUP that came
         // before the handler would meet the default action, which ends the process.
         let hangup = hangup_signal();
+        let user1 = user1_signal();
         let gateway = portcullis::gateway::start_replacing(config, path, hash, inherited).await?;
+        if let Some(user1) = user1 {
+            reopen_on_sigusr1(gateway.access_log_reopener(), user1);
+        }
         if let (Some(reloader), Some(hangup)) = (gateway.reloader(), hangup) {
             reload_on_sighup(reloader.clone(), hangup);
         }
@@ -248,6 +252,27 @@ fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     signal(SignalKind::hangup())
         .map_err(|error| tracing::warn!("cannot listen for SIGHUP: {error}"))
         .ok()
+}
+
+/// The stream of SIGUSR1s; from now on SIGUSR1 no longer ends the process.
+fn user1_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::user_defined1())
+        .map_err(|error| tracing::warn!("cannot listen for SIGUSR1: {error}"))
+        .ok()
+}
+
+/// SIGUSR1 reopens the access-log files (logrotate's convention).
+fn reopen_on_sigusr1(
+    reopener: portcullis::gateway::AccessLogReopener,
+    mut user1: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        while user1.recv().await.is_some() {
+            tracing::info!("SIGUSR1 received: reopening the access logs");
+            reopener.reopen();
+        }
+    });
 }
 
 /// SIGHUP reloads the configuration file.

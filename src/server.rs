@@ -272,6 +272,8 @@ fn spawn_connection(
         listener: shared.context.clone(),
         peer_ip: peer_ip_value(peer.ip()),
         peer: peer.ip(),
+        peer_port: peer.port(),
+        tls_version: None,
         close: shutdown.close.clone(),
         drain: shutdown.drain.clone(),
     };
@@ -478,6 +480,7 @@ async fn serve_tls(
         // TLS streams cannot peek: a small buffer holds the first bytes instead;
         // hyper's larger reads then bypass it.
         let alpn = Protocol::from_alpn(tls.stream.get_ref().1.alpn_protocol());
+        connection.tls_version = tls_version_name(tls.stream.get_ref().1.protocol_version());
         let mut stream = BufReader::with_capacity(FIRST_READ_BUFFER, tls.stream);
         let fill = async { stream.fill_buf().await.map(<[u8]>::len) };
         if first_bytes_arrive(fill, idle_timeout, &mut drain)
@@ -537,11 +540,21 @@ async fn proxy_header(
         received = read => received?,
         _ = signalled(drain) => return None,
     };
+    connection.peer_port = received.client.port();
     if received.client.ip() != connection.peer {
         connection.peer = received.client.ip();
         connection.peer_ip = peer_ip_value(connection.peer);
     }
     Some(received)
+}
+
+/// A TLS version as the access log names it.
+fn tls_version_name(version: Option<rustls::ProtocolVersion>) -> Option<&'static str> {
+    match version? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => Some("TLS"),
+    }
 }
 
 /// Bytes buffered while waiting for a TLS client's first request bytes.

@@ -27,6 +27,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 
+use crate::access_log::CallStatuses;
 use crate::config::{AggregateConfig, HostHeader};
 use crate::metrics::{CallMetrics, CallOutcome};
 use crate::template::MissingValue;
@@ -109,6 +110,8 @@ pub struct AggregateRuntime {
     pub route: String,
     pub config: AggregateConfig,
     pub names: Vec<String>,
+    /// `names`, shared with the access log's lines.
+    pub call_names: Arc<[String]>,
     calls: Vec<CallRuntime>,
     /// For each call, the calls that wait for it.
     dependents: Vec<Vec<usize>>,
@@ -136,6 +139,7 @@ impl AggregateRuntime {
         AggregateRuntime {
             route: route.to_owned(),
             names: config.calls.iter().map(|c| c.name.clone()).collect(),
+            call_names: config.calls.iter().map(|c| c.name.clone()).collect(),
             calls: config
                 .calls
                 .iter()
@@ -152,6 +156,8 @@ impl AggregateRuntime {
 
 /// What every call of one request shares.
 pub struct Inputs {
+    /// Where the calls' outcomes go for the access log, when the request is logged.
+    pub calls: Option<Arc<CallStatuses>>,
     /// The route's path parameters.
     pub params: Vec<(String, String)>,
     pub query: Option<String>,
@@ -225,6 +231,14 @@ impl Execution {
         }
     }
 
+    /// Call `call` ended with `outcome` before it could start.
+    fn record(&self, call: usize, outcome: CallOutcome) {
+        self.runtime.calls[call].metrics.record(outcome);
+        if let Some(calls) = &self.inputs.calls {
+            calls.record(call, outcome.label());
+        }
+    }
+
     fn launch(&mut self, call: usize) {
         let config = &self.runtime.config.calls[call];
         let failed_dependency = config
@@ -233,7 +247,7 @@ impl Execution {
             .find(|&&d| matches!(self.results[d], Some(Err(_))));
         if let Some(&dependency) = failed_dependency {
             let error = CallError::DependencyFailed(self.runtime.names[dependency].clone());
-            self.runtime.calls[call].metrics.record(error.outcome());
+            self.record(call, error.outcome());
             self.running
                 .push(Box::pin(async move { (call, Err(error)) }));
             return;
@@ -258,7 +272,7 @@ impl Execution {
             )),
             Err(missing) => {
                 let error = CallError::Missing(missing);
-                self.runtime.calls[call].metrics.record(error.outcome());
+                self.record(call, error.outcome());
                 Box::pin(async move { (call, Err(error)) })
             }
         };
@@ -313,10 +327,14 @@ async fn run_call(
         .metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
-    call_runtime.metrics.record(match &result {
+    let outcome = match &result {
         Ok(_) => CallOutcome::Success,
         Err(error) => error.outcome(),
-    });
+    };
+    call_runtime.metrics.record(outcome);
+    if let Some(calls) = &inputs.calls {
+        calls.record(call, outcome.label());
+    }
     tally.recorded = true;
     (call, result)
 }

@@ -62,6 +62,43 @@ pub struct Config {
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
     pub reload: ReloadConfig,
+    /// Each listener's access log (`None`: off), indexed like `listeners`. Kept apart
+    /// from [`ListenerConfig`] so that a reload changing only the log does not restart
+    /// the listener.
+    pub access_logs: Vec<Option<AccessLogConfig>>,
+}
+
+/// A listener's access log, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub destination: AccessLogDestination,
+    /// The share of successful requests logged (errors, gateway answers and slow
+    /// requests always are).
+    pub sample: f64,
+    /// Requests that take at least this long are always logged.
+    pub slow_over: Duration,
+    /// The query string is logged.
+    pub query: bool,
+    /// Request header fields whose values are logged, in order.
+    pub headers: Vec<LoggedHeader>,
+    /// Lines waiting for the writer at most.
+    pub queue: usize,
+}
+
+/// Where an access log's lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccessLogDestination {
+    Stdout,
+    /// Appended to, reopened on `SIGUSR1`.
+    File(std::path::PathBuf),
+}
+
+/// A request header field an access log names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedHeader {
+    pub name: http::HeaderName,
+    /// A credential: logged as `[redacted]` unless the log's `unredacted` lists it.
+    pub redacted: bool,
 }
 
 /// How the gateway notices that its configuration file changed.
@@ -345,6 +382,8 @@ pub struct RouteConfig {
     pub target: RouteTarget,
     /// Indexes into [`Config::policies`], in the order the route applies them.
     pub policies: Vec<usize>,
+    /// The route's requests go to the listener's access log (`access_log: off`: not).
+    pub access_log: bool,
 }
 
 /// What answers a route's requests.
@@ -488,6 +527,8 @@ pub mod defaults {
     use std::time::Duration;
 
     pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const ACCESS_LOG_QUEUE: usize = 4096;
+    pub const ACCESS_LOG_SLOW_OVER: Duration = Duration::from_secs(1);
     pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_IN_FLIGHT: usize = 512;
     pub const MAX_QUEUE: usize = 512;

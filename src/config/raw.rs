@@ -228,6 +228,88 @@ pub struct RawListener {
     pub client_ip: Option<RawClientIp>,
     pub tls: Option<RawTls>,
     pub redirect_to_https: Option<RawRedirect>,
+    /// On (JSON lines to stdout) unless `off`; a mapping for a file and its settings.
+    pub access_log: Option<RawAccessLog>,
+}
+
+/// A listener's `access_log`: `on`, `off`, or its settings (which turn it on).
+#[derive(Debug)]
+pub enum RawAccessLog {
+    Switch(bool),
+    Settings(RawAccessLogSettings),
+}
+
+/// The settings of a listener's access log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLogSettings {
+    /// A file the lines are appended to; stdout when left out.
+    pub path: Option<PathBuf>,
+    /// The share of successful requests logged, from 0 to 1.
+    pub sample: Option<f64>,
+    /// Requests that take longer are logged whatever `sample` says.
+    pub slow_over: Option<HumanDuration>,
+    /// Log the query string with the path.
+    pub query: Option<bool>,
+    /// Request header fields whose values are logged.
+    pub headers: Option<Vec<String>>,
+    /// Credential fields of `headers` logged in clear instead of redacted.
+    pub unredacted: Option<Vec<String>>,
+    /// Lines waiting for the writer; beyond, lines are dropped and counted.
+    pub queue: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for RawAccessLog {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SwitchOrMap::<true>)
+    }
+}
+
+/// `on`/`off` (or `true`/`false`); for [`RawAccessLog`], also a mapping of settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawSwitch(pub bool);
+
+impl<'de> Deserialize<'de> for RawSwitch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match deserializer.deserialize_any(SwitchOrMap::<false>)? {
+            RawAccessLog::Switch(on) => Ok(RawSwitch(on)),
+            RawAccessLog::Settings(_) => Err(serde::de::Error::custom("expected `on` or `off`")),
+        }
+    }
+}
+
+/// Reads `on`, `off`, `true`, `false`, and (when `MAP`) a mapping of access-log settings.
+struct SwitchOrMap<const MAP: bool>;
+
+impl<'de, const MAP: bool> serde::de::Visitor<'de> for SwitchOrMap<MAP> {
+    type Value = RawAccessLog;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if MAP {
+            f.write_str("`on`, `off` or a mapping such as { path: /var/log/portcullis/access.log }")
+        } else {
+            f.write_str("`on` or `off`")
+        }
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(RawAccessLog::Switch(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        match v {
+            "on" => Ok(RawAccessLog::Switch(true)),
+            "off" => Ok(RawAccessLog::Switch(false)),
+            other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        if !MAP {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Map,
+                &self,
+            ));
+        }
+        RawAccessLogSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(RawAccessLog::Settings)
+    }
 }
 
 /// How much of a gateway error a listener's clients are told.
@@ -534,6 +616,8 @@ pub struct RawRoute {
     /// Names of `policies`, applied in this order.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// `off`: this route's requests are not in the access log.
+    pub access_log: Option<RawSwitch>,
 }
 
 /// Limits of a route's WebSocket (HTTP/1.1 `Upgrade: websocket`) connections.

@@ -12,10 +12,12 @@
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
-//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
-//! use, the build); [`totals`] reads request counts back for the status page.
-//! Everything is re-exported here: `crate::metrics::X` is the path.
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections),
+//! [`access_log`] (lines written, dropped, write errors) and [`config`] (reloads, the
+//! configuration in use, the build); [`totals`] reads request counts back for the status
+//! page. Everything is re-exported here: `crate::metrics::X` is the path.
 
+mod access_log;
 mod aggregate;
 mod config;
 mod edge;
@@ -33,6 +35,7 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use access_log::AccessLogMetrics;
 pub use aggregate::{CallMetrics, CallOutcome};
 pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
@@ -50,6 +53,7 @@ pub use upstreams::{
 };
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
+use access_log::AccessLogFamilies;
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
@@ -83,6 +87,7 @@ pub struct Metrics {
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
+    access_log: AccessLogFamilies,
 }
 
 impl Metrics {
@@ -103,6 +108,7 @@ impl Metrics {
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
+            access_log: AccessLogFamilies::register(&r),
             registry,
         }
     }

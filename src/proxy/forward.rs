@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use super::headers;
 use super::websocket::{self, WebSockets};
 use super::{content_length, Client, Prepared, ProxyError, RouteRuntime, Routed};
+use crate::access_log::Entry;
 use crate::body::ClientBody;
 use crate::config::{HostHeader, RetryConfig};
 use crate::policy::Admission;
@@ -26,6 +27,8 @@ use crate::upstream::{
 impl Client<'_> {
     /// Phases 3 to 6 for a proxied route: the policy step, then the upstream's permit,
     /// the exchange, and the response streamed back (or a WebSocket tunnel).
+    // The request's parts as the proxy holds them, each borrowed for its own phase.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         target: Forward<'_>,
@@ -34,6 +37,7 @@ impl Client<'_> {
         request_id: &HeaderValue,
         started: Instant,
         admission: &mut Admission,
+        mut entry: Option<&mut Entry>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         // A WebSocket upgrade takes a slot of the route's cap before anything is sent.
         let upgrade = target.admit_upgrade(&mut request)?;
@@ -55,7 +59,12 @@ impl Client<'_> {
             .await?;
         let mut prepared = match prepared {
             Ok(prepared) => prepared,
-            Err(status) => return Ok(super::policy_answer(status, request_id)),
+            Err(status) => {
+                if let Some(entry) = entry {
+                    entry.decision(super::POLICY_ANSWER);
+                }
+                return Ok(super::policy_answer(status, request_id));
+            }
         };
         if let Some(upgrade) = &upgrade {
             websocket::keep_upgrade_headers(&mut prepared.headers, upgrade.protocol.clone());
@@ -80,25 +89,37 @@ impl Client<'_> {
                 .await
                 .map_err(|error| target.failed(error))?
             }
-            (None, replayable) => match replayable {
-                // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
-                // this future, not one of its own: the request is not moved once more.
-                None => {
-                    let body = UpstreamBody::client(body, self.limits.max_request_body);
-                    let (host_header, version) = target.addressing();
-                    target
-                        .upstream
-                        .exchange(target.timeout, |endpoint| {
-                            prepared.addressed(endpoint, host_header, version, body)
-                        })
-                        .await
-                        .map_err(|error| target.failed(error))?
-                }
-                // Boxed: keeping the body and retrying takes more state than one exchange,
-                // and every request's future would otherwise be sized for it.
-                Some(policy) => Box::pin(target.send_retrying(policy, prepared, body)).await?,
-            },
+            // Phase 4: a permit of the upstream (phase *limit*), then one exchange. In
+            // this future, not one of its own: the request is not moved once more.
+            (None, None) => {
+                let counted = entry
+                    .as_deref_mut()
+                    .filter(|_| !body.is_end_stream())
+                    .map(Entry::count_bytes_in);
+                let body = UpstreamBody::counted(body, self.limits.max_request_body, counted);
+                let (host_header, version) = target.addressing();
+                target
+                    .upstream
+                    .exchange(target.timeout, |endpoint| {
+                        prepared.addressed(endpoint, host_header, version, body)
+                    })
+                    .await
+                    .map_err(|error| target.failed(error))?
+            }
+            // Boxed: keeping the body and retrying takes more state than one exchange,
+            // and every request's future would otherwise be sized for it.
+            (None, Some(policy)) => {
+                Box::pin(target.send_retrying(policy, prepared, body, entry.as_deref_mut())).await?
+            }
         };
+        if let Some(entry) = entry {
+            entry.upstream_answered(
+                exchange.endpoint_label(),
+                exchange.queue_wait(),
+                exchange.retries(),
+                exchange.redispatches(),
+            );
+        }
         match upgrade {
             Some(upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 // The tunnel holds the route's slot, not the upstream's permit.
@@ -174,6 +195,7 @@ impl Forward<'_> {
         policy: &RetryConfig,
         prepared: Prepared,
         body: ClientBody,
+        entry: Option<&mut Entry>,
     ) -> Result<(Response<ReceivedBody>, Exchange), ProxyError> {
         let kept = if body.is_end_stream() {
             None
@@ -185,6 +207,9 @@ impl Forward<'_> {
                 .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
             Some(collected.to_bytes())
         };
+        if let Some(entry) = entry {
+            entry.bytes_in(kept.as_ref().map_or(0, |kept| kept.len() as u64));
+        }
         let (host_header, version) = self.addressing();
         let exchanged = self
             .upstream

@@ -43,6 +43,7 @@ pub use error::ProxyError;
 pub use respond::{CloseConnection, Dialect, Rescued};
 pub use snapshot::{RouteHandler, RouteRuntime, Snapshot};
 
+use crate::access_log::{AccessLog, Entry, RequestFacts};
 use crate::aggregate::{AggregateRuntime, Inputs};
 use crate::body::ClientBody;
 use crate::config::{ClientLimits, ErrorDetail, HostHeader, RouteTarget, UnderscoreHeaders};
@@ -77,6 +78,10 @@ pub struct Client<'a> {
     pub peer_ip: &'a HeaderValue,
     /// The TCP peer's address.
     pub peer: IpAddr,
+    /// The TCP peer's port (for the access log).
+    pub peer_port: u16,
+    /// The connection's TLS version, when it is a TLS one (for the access log).
+    pub tls_version: Option<&'static str>,
     /// Peers whose `X-Forwarded-For` names the client (`client_ip.trusted_proxies`).
     pub trusted_proxies: &'a [IpNet],
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
@@ -114,6 +119,18 @@ pub fn count_refused(
             Some(method) => counters.inc(method, status),
             None => counters.inc_unknown_method(status),
         }
+    }
+}
+
+/// Writes the access-log line of a request the connection refused before it could be
+/// routed, on a listener that has a log.
+pub fn log_refused(snapshot: &Snapshot, refused: crate::access_log::RefusedFacts<'_>) {
+    let log = snapshot
+        .listener_index(refused.listener)
+        .and_then(|listener| snapshot.access_logs.get(listener))
+        .and_then(Option::as_ref);
+    if let Some(log) = log {
+        log.refused(refused);
     }
 }
 
@@ -156,19 +173,35 @@ impl Client<'_> {
         };
         let listener = snapshot.listener_index(self.listener);
         if let Some(port) = self.redirect_to_https {
+            let mut entry =
+                self.log_entry(snapshot, listener, None, &request, &request_id, started);
             let (status, response) =
                 match admitted.and_then(|()| redirect_to_https(&request, port, &request_id)) {
-                    Ok(response) => (response.status(), response),
-                    Err(error) => self.fail(&error, &request_id, dialect),
+                    Ok(response) => {
+                        if let Some(entry) = entry.as_deref_mut() {
+                            entry.decision("redirect_to_https");
+                        }
+                        (response.status(), response)
+                    }
+                    Err(error) => self.fail(&error, &request_id, dialect, entry.as_deref_mut()),
                 };
             let unmatched = &snapshot.unmatched;
             if let Some(counters) = unmatched.for_listener(listener) {
                 counters.inc(request.method(), status);
             }
             unmatched.duration.observe(started.elapsed().as_secs_f64());
-            return response;
+            return logged(response, entry);
         }
         let routed = admitted.and_then(|()| admit_and_route(snapshot, self.limits, &request));
+        let routed_index = routed.as_ref().ok().map(|routed| routed.route);
+        let mut entry = self.log_entry(
+            snapshot,
+            listener,
+            routed_index,
+            &request,
+            &request_id,
+            started,
+        );
         let route_metrics = match &routed {
             Ok(routed) => &snapshot.routes[routed.route].metrics,
             Err(_) => &snapshot.unmatched,
@@ -207,6 +240,7 @@ impl Client<'_> {
                         &request_id,
                         started,
                         &mut admission,
+                        entry.as_deref_mut(),
                     )
                     .await
                 }
@@ -219,6 +253,7 @@ impl Client<'_> {
                         request,
                         &request_id,
                         &mut admission,
+                        entry.as_deref_mut(),
                     )
                     .await
                 }
@@ -231,14 +266,65 @@ impl Client<'_> {
                 route_metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
-                self.fail(&error, &request_id, dialect)
+                self.fail(&error, &request_id, dialect, entry.as_deref_mut())
             }
         };
         if let Some(route) = route {
             route.policies.finish(admission, response.headers_mut());
         }
         tally.answered(status);
-        response
+        logged(response, entry)
+    }
+
+    /// The request's access-log line, when its listener has a log and its route (none
+    /// when unmatched) is logged. Off, this is one branch.
+    #[inline]
+    fn log_entry(
+        &self,
+        snapshot: &Snapshot,
+        listener: Option<usize>,
+        route: Option<usize>,
+        request: &Request<ClientBody>,
+        request_id: &HeaderValue,
+        started: Instant,
+    ) -> Option<Box<Entry>> {
+        let log = snapshot.access_logs.get(listener?)?.as_ref()?;
+        if route.is_some_and(|route| !snapshot.routes[route].access_log) {
+            return None;
+        }
+        Some(self.begin_entry(log, snapshot, route, request, request_id, started))
+    }
+
+    /// Starts the line with what the request's head says.
+    #[inline(never)]
+    fn begin_entry(
+        &self,
+        log: &std::sync::Arc<AccessLog>,
+        snapshot: &Snapshot,
+        route: Option<usize>,
+        request: &Request<ClientBody>,
+        request_id: &HeaderValue,
+        started: Instant,
+    ) -> Box<Entry> {
+        let upstream = route.and_then(|route| match &snapshot.routes[route].handler {
+            RouteHandler::Proxy { upstream, .. } => Some(upstream.name.as_str()),
+            RouteHandler::Aggregate(_) => None,
+        });
+        log.begin(RequestFacts {
+            started,
+            request_id,
+            listener: self.listener,
+            client_ip: client_ip::client_ip(self.peer, self.trusted_proxies, request.headers()),
+            peer: self.peer,
+            peer_port: self.peer_port,
+            tls: self.tls_version,
+            version: request.version(),
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            route: route.map(|route| snapshot.config.routes[route].name.as_str()),
+            upstream,
+        })
     }
 
     /// The answer to a failed request, logged, as [`respond`] decides it; and the
@@ -249,14 +335,23 @@ impl Client<'_> {
         error: &ProxyError,
         request_id: &HeaderValue,
         dialect: Dialect,
+        entry: Option<&mut Entry>,
     ) -> (StatusCode, Response<ResponseBody>) {
         let rescued = respond::rescue(error);
         log_failure(&rescued, request_id);
+        if let Some(entry) = entry {
+            entry.gateway_error(rescued.code);
+            if matches!(error, ProxyError::Policy(_)) {
+                entry.decision(rescued.code);
+            }
+        }
         let response = respond::response(error, &rescued, request_id, self.error_detail, dialect);
         (rescued.status, response)
     }
 
     /// Fans out to the route's calls and answers with their merged (or streamed) JSON.
+    // The request's parts as the proxy holds them, each borrowed for its own phase.
+    #[allow(clippy::too_many_arguments)]
     async fn aggregate(
         &self,
         aggregate: &Arc<AggregateRuntime>,
@@ -265,6 +360,7 @@ impl Client<'_> {
         request: Request<ClientBody>,
         request_id: &HeaderValue,
         admission: &mut Admission,
+        entry: Option<&mut Entry>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (parts, _body) = request.into_parts();
         let client_host = client_host(parts.version, parts.uri.authority(), &parts.headers);
@@ -282,9 +378,14 @@ impl Client<'_> {
         };
         if let Verdict::Answer(status) = policies.admit(&mut base_headers, facts, admission).await?
         {
+            if let Some(entry) = entry {
+                entry.decision(POLICY_ANSWER);
+            }
             return Ok(policy_answer(status, request_id));
         }
+        let calls = entry.map(|entry| entry.aggregate_calls(aggregate.call_names.clone()));
         let inputs = Arc::new(Inputs {
+            calls,
             params: routed.params,
             query: parts.uri.query().map(str::to_owned),
             client_headers: parts.headers,
@@ -507,6 +608,22 @@ fn preflight_lookup<'a>(
             Some(matched)
         }
         _ => None,
+    }
+}
+
+/// What the access log names a policy's own answer: a CORS preflight is the only one.
+const POLICY_ANSWER: &str = "cors_preflight";
+
+/// The response, carrying its request's access-log line (when it has one) to the end
+/// of its body.
+#[inline]
+fn logged(response: Response<ResponseBody>, entry: Option<Box<Entry>>) -> Response<ResponseBody> {
+    match entry {
+        None => response,
+        Some(mut entry) => {
+            entry.status(response.status());
+            response.map(|body| ResponseBody::logged(body, entry))
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::websocket::WebSockets;
+use crate::access_log::{self, AccessLog};
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
@@ -16,6 +17,8 @@ use crate::upstream::{Hedge, Upstream};
 /// A route as the proxy uses it.
 pub struct RouteRuntime {
     pub metrics: RouteMetrics,
+    /// The route's requests go to the listener's access log (`access_log: off`: not).
+    pub access_log: bool,
     /// What runs between route and limit, in order.
     pub policies: Policies,
     pub handler: RouteHandler,
@@ -53,6 +56,9 @@ pub struct Snapshot {
     /// Every policy's rate limits and their stores, which routes share and a reload
     /// carries over (see [`RateLimits::build`]).
     pub rate_limits: RateLimits,
+    /// Each listener's access log, indexed like `config.listeners`; a destination a
+    /// reload keeps keeps its writer (see [`access_log::build`]).
+    pub access_logs: Vec<Option<Arc<AccessLog>>>,
 }
 
 impl Snapshot {
@@ -110,6 +116,7 @@ impl Snapshot {
                 let latency = route_metrics.duration.clone();
                 RouteRuntime {
                     metrics: route_metrics,
+                    access_log: route.access_log,
                     policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
                     handler: match &route.target {
                         RouteTarget::Proxy {
@@ -150,7 +157,13 @@ impl Snapshot {
                 }
             })
             .collect();
+        let access_logs = access_log::build(
+            &config.access_logs,
+            previous.map_or(&[], |p| &p.access_logs),
+            metrics,
+        );
         Snapshot {
+            access_logs,
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,

@@ -51,6 +51,10 @@ pub struct ConnectionContext {
     pub peer_ip: HeaderValue,
     /// The TCP peer's address, or the client's from a PROXY protocol header.
     pub peer: IpAddr,
+    /// `peer`'s port, for the access log.
+    pub peer_port: u16,
+    /// The TLS version of a TLS connection (`TLSv1.3`), for the access log.
+    pub tls_version: Option<&'static str>,
     /// Turns true when the gateway closes what is left after its shutdown drain: ends
     /// this connection's upgraded (WebSocket) tunnels.
     pub close: watch::Receiver<bool>,
@@ -77,6 +81,32 @@ impl ConnectionContext {
         proxy::count_refused(&snapshot, &self.listener.name, method, status);
     }
 
+    /// Counts a refused request (see [`ConnectionContext::count_refused`]) and writes
+    /// its access-log line: `code` is the error's, `request_id` the answer's.
+    pub fn refused(
+        &self,
+        method: Option<&Method>,
+        status: StatusCode,
+        code: &'static str,
+        request_id: &HeaderValue,
+    ) {
+        let snapshot = self.listener.state.load();
+        proxy::count_refused(&snapshot, &self.listener.name, method, status);
+        proxy::log_refused(
+            &snapshot,
+            crate::access_log::RefusedFacts {
+                request_id,
+                listener: &self.listener.name,
+                peer: self.peer,
+                peer_port: self.peer_port,
+                tls: self.tls_version,
+                method,
+                status,
+                code,
+            },
+        );
+    }
+
     /// The proxy's view of this connection.
     #[inline(always)]
     fn client(&self) -> proxy::Client<'_> {
@@ -90,6 +120,8 @@ impl ConnectionContext {
             header_fields_dropped: &listener.header_fields_dropped,
             peer_ip: &self.peer_ip,
             peer: self.peer,
+            peer_port: self.peer_port,
+            tls_version: self.tls_version,
             trusted_proxies: &listener.trusted_proxies,
             close: &self.close,
             drain: &self.drain,

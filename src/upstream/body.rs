@@ -14,7 +14,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Body, Frame, SizeHint};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use super::{Exchange, ReceivedBody};
+use crate::access_log::Entry;
 use crate::body::{BodyError, BoxError, ClientBody};
 
 /// The body of a request sent upstream.
@@ -27,6 +31,8 @@ pub enum UpstreamBody {
         inner: ClientBody,
         limit: u64,
         seen: u64,
+        /// Told the bytes seen, for the access log (only when the request is logged).
+        counted: Option<Arc<AtomicU64>>,
     },
 }
 
@@ -49,6 +55,17 @@ impl UpstreamBody {
             inner,
             limit,
             seen: 0,
+            counted: None,
+        }
+    }
+
+    /// Like [`UpstreamBody::client`], telling `counted` the bytes as they pass.
+    pub fn counted(inner: ClientBody, limit: u64, counted: Option<Arc<AtomicU64>>) -> Self {
+        UpstreamBody::Client {
+            inner,
+            limit,
+            seen: 0,
+            counted,
         }
     }
 }
@@ -64,23 +81,27 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            UpstreamBody::Client { inner, limit, seen } => {
-                match ready!(Pin::new(inner).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            *seen += data.len() as u64;
-                            if *seen > *limit {
-                                return Poll::Ready(Some(Err(BodyError::TooLarge {
-                                    limit: *limit,
-                                })));
-                            }
+            UpstreamBody::Client {
+                inner,
+                limit,
+                seen,
+                counted,
+            } => match ready!(Pin::new(inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        *seen += data.len() as u64;
+                        if let Some(counted) = counted {
+                            counted.store(*seen, Ordering::Relaxed);
                         }
-                        Poll::Ready(Some(Ok(frame)))
+                        if *seen > *limit {
+                            return Poll::Ready(Some(Err(BodyError::TooLarge { limit: *limit })));
+                        }
                     }
-                    Some(Err(error)) => Poll::Ready(Some(Err(BodyError::Client(error)))),
-                    None => Poll::Ready(None),
+                    Poll::Ready(Some(Ok(frame)))
                 }
-            }
+                Some(Err(error)) => Poll::Ready(Some(Err(BodyError::Client(error)))),
+                None => Poll::Ready(None),
+            },
         }
     }
 
@@ -114,6 +135,23 @@ pub enum ResponseBody {
     },
     /// Chunks the gateway produces as it goes (aggregate NDJSON).
     Stream(Pin<Box<dyn Stream<Item = Bytes> + Send>>),
+    /// A body whose request is in the access log: its line is emitted when the body
+    /// ends or is dropped.
+    Logged(Box<Logged>),
+}
+
+/// A response body and its request's access-log line.
+pub struct Logged {
+    inner: ResponseBody,
+    entry: Box<Entry>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.entry.completed();
+        }
+    }
 }
 
 impl ResponseBody {
@@ -127,6 +165,11 @@ impl ResponseBody {
 
     pub fn stream(chunks: impl Stream<Item = Bytes> + Send + 'static) -> Self {
         ResponseBody::Stream(Box::pin(chunks))
+    }
+
+    /// `inner`, counted and ended in `entry`'s line.
+    pub fn logged(inner: ResponseBody, entry: Box<Entry>) -> Self {
+        ResponseBody::Logged(Box::new(Logged { inner, entry }))
     }
 
     pub fn upstream(inner: ReceivedBody, guard: Exchange) -> Self {
@@ -156,6 +199,19 @@ impl Body for ResponseBody {
                 .as_mut()
                 .poll_next(cx)
                 .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
+            ResponseBody::Logged(logged) => {
+                let polled = ready!(Pin::new(&mut logged.inner).poll_frame(cx));
+                match &polled {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            logged.entry.sent(data.len());
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => logged.entry.completed(),
+                }
+                Poll::Ready(polled)
+            }
             ResponseBody::Upstream { inner, guard } => {
                 let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 match polled {
@@ -198,6 +254,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
             ResponseBody::Upstream { inner, .. } => inner.is_end_stream(),
             ResponseBody::Stream(_) => false,
+            ResponseBody::Logged(logged) => logged.inner.is_end_stream(),
         }
     }
 
@@ -208,6 +265,7 @@ impl Body for ResponseBody {
             }
             ResponseBody::Upstream { inner, .. } => inner.size_hint(),
             ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Logged(logged) => logged.inner.size_hint(),
         }
     }
 }

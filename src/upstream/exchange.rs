@@ -661,7 +661,11 @@ pub struct Exchange {
     upstream: Arc<Upstream>,
     endpoint: usize,
     timer: Option<(Histogram, Instant)>,
-    _permit: Permit,
+    /// Tries before this one (a retry policy's).
+    pub(super) retries: u32,
+    /// Endpoints the request moved away from because they could not be reached.
+    redispatches: u32,
+    permit: Permit,
 }
 
 impl Exchange {
@@ -671,7 +675,9 @@ impl Exchange {
             upstream,
             endpoint,
             timer: None,
-            _permit: permit,
+            retries: 0,
+            redispatches: 0,
+            permit,
         }
     }
 
@@ -681,6 +687,27 @@ impl Exchange {
         endpoints[self.endpoint].end();
         endpoints[endpoint].begin();
         self.endpoint = endpoint;
+        self.redispatches += 1;
+    }
+
+    /// The endpoint the request went to last, as metrics and logs name it.
+    pub fn endpoint_label(&self) -> &str {
+        &self.upstream.endpoints()[self.endpoint].address.label
+    }
+
+    /// How long the request waited for its permit.
+    pub fn queue_wait(&self) -> Duration {
+        self.permit.waited
+    }
+
+    /// Tries before the one that answered (a retry policy's).
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Endpoints the request was moved away from (they could not be reached).
+    pub fn redispatches(&self) -> u32 {
+        self.redispatches
     }
 
     /// Observes `started.elapsed()` into `histogram` when the exchange ends.

@@ -47,6 +47,8 @@ pub struct Limiter {
 /// The right to have one request in flight; released when dropped.
 pub struct Permit {
     limiter: Arc<Limiter>,
+    /// How long the request waited in the queue for it (zero when one was free).
+    pub waited: Duration,
 }
 
 impl Drop for Permit {
@@ -188,7 +190,7 @@ impl Limiter {
         match self.semaphore.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                return Ok(self.grant());
+                return Ok(self.grant(Duration::ZERO));
             }
             Err(TryAcquireError::NoPermits) => {}
             Err(TryAcquireError::Closed) => return Err(self.queue_full()),
@@ -207,14 +209,13 @@ impl Limiter {
         let _slot = QueueSlot { limiter: self };
         let queue_timeout = Duration::from_nanos(self.queue_timeout_nanos.load(Ordering::Acquire));
         let waiting_since = Instant::now();
-        let waited = tokio::time::timeout(queue_timeout, self.semaphore.acquire()).await;
-        self.metrics
-            .queue_wait
-            .observe(waiting_since.elapsed().as_secs_f64());
-        match waited {
+        let acquired = tokio::time::timeout(queue_timeout, self.semaphore.acquire()).await;
+        let waited = waiting_since.elapsed();
+        self.metrics.queue_wait.observe(waited.as_secs_f64());
+        match acquired {
             Ok(Ok(permit)) => {
                 permit.forget();
-                Ok(self.grant())
+                Ok(self.grant(waited))
             }
             Ok(Err(_closed)) => Err(self.queue_full()),
             Err(_elapsed) => {
@@ -225,11 +226,12 @@ impl Limiter {
     }
 
     /// Counts a permit taken from the semaphore (and forgotten there) as in flight.
-    fn grant(self: &Arc<Self>) -> Permit {
+    fn grant(self: &Arc<Self>, waited: Duration) -> Permit {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.metrics.in_flight.inc();
         Permit {
             limiter: self.clone(),
+            waited,
         }
     }
 

@@ -141,7 +141,10 @@ impl Upstream {
                 timeout: per_try,
                 deadline: wait.deadline,
             };
-            let (result, endpoint) = self.attempt(this_try, &mut tried, Each(&mut build)).await;
+            let (mut result, endpoint) = self.attempt(this_try, &mut tried, Each(&mut build)).await;
+            if let Ok((_, exchange)) = &mut result {
+                exchange.retries = tries - 1;
+            }
             let Some(reason) = reason(policy, &result) else {
                 return result;
             };

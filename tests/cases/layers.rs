@@ -28,10 +28,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls", &["metrics", "routing", "shutdown"]),
     // Configuration: data, checked and compiled; no runtime module.
     ("config", &["http1", "routing", "template", "tls"]),
+    // The access log: lines formatted per request, written by a thread per destination.
+    ("access_log", &["config", "metrics"]),
     // The request path, top to bottom.
     (
         "upstream",
         &[
+            "access_log",
             "body",
             "config",
             "http1",
@@ -47,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "aggregate",
         &[
+            "access_log",
             "body",
             "config",
             "interim",
@@ -72,6 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "proxy",
         &[
+            "access_log",
             "aggregate",
             "body",
             "config",
@@ -89,6 +94,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
+            "access_log",
             "body",
             "config",
             "http1",

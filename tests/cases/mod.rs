@@ -1,3 +1,4 @@
+mod access_log;
 mod aggregate;
 mod check;
 mod cli;

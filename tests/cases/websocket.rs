@@ -26,7 +26,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Echoes WebSocket messages on any path but `/refuse` (403) and requests without
 /// `Upgrade` (200 `plain`).
-async fn websocket_backend() -> Backend {
+/// Also the access log's WebSocket test's upstream.
+pub(super) async fn websocket_backend() -> Backend {
     websocket_backend_noting_closes(None).await
 }
 

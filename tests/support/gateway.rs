@@ -229,12 +229,21 @@ impl Listener {
         Listener::named("public")
     }
 
-    /// A listener on `127.0.0.1:0`.
+    /// A listener on `127.0.0.1:0`, its access log off (the gateway's default is on,
+    /// to stdout, which would only add noise to the tests' output): tests of the
+    /// access log turn it on with [`Listener::access_log`].
     pub fn named(name: &str) -> Listener {
         let mut map = Map::default();
         map.set("name", name);
         map.set("address", "127.0.0.1:0");
+        map.set("access_log", "off");
         Listener { map }
+    }
+
+    /// `access_log`, from a YAML fragment (`on`, `{ path: ..., sample: 0.1 }`).
+    pub fn access_log(mut self, yaml: &str) -> Listener {
+        self.map.raw("access_log", yaml);
+        self
     }
 
     pub fn address(mut self, address: SocketAddr) -> Listener {

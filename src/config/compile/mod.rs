@@ -9,6 +9,7 @@
 //! (matchers, targets, rewrites, WebSocket limits) and [`stores`] (shared rate-limit
 //! stores).
 
+mod access_log;
 mod cors;
 mod durations;
 mod header_transforms;
@@ -113,6 +114,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     // Relative certificate paths are relative to the configuration file.
     let base = Path::new(file).parent().unwrap_or(Path::new(""));
     let listeners = compile_listeners(&raw.listeners, base, &mut problems);
+    let access_logs = access_log::compile_access_logs(&raw.listeners, base, &mut problems);
     let upstream_names: Vec<&str> = raw.upstreams.keys().map(String::as_str).collect();
     let upstreams: Vec<UpstreamConfig> = raw
         .upstreams
@@ -171,6 +173,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
                 warnings.sort_by_key(|w| (w.line, w.column));
                 warnings
             },
+            access_logs,
             reload: ReloadConfig {
                 watch: raw.reload.watch.unwrap_or(true),
                 poll_interval: raw

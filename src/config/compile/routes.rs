@@ -73,6 +73,7 @@ pub(super) fn compile_routes(
         if let (Some(path), Some(target)) = (path, target) {
             routes.push(RouteConfig {
                 policies: resolved,
+                access_log: route.access_log.is_none_or(|on| on.0),
                 name: route.name.clone(),
                 spec: RouteSpec {
                     host,

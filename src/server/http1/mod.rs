@@ -744,7 +744,7 @@ where
             "refused a request: {}",
             rescued.detail
         );
-        context.count_refused(method, rescued.status);
+        context.refused(method, rescued.status, rescued.code, &request_id);
         let response = respond::response(
             &refusal,
             &rescued,
