@@ -12,10 +12,11 @@
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
-//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections), [`auth`] (auth decisions, credential caches) and [`config`] (reloads, the configuration in
 //! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
+mod auth;
 mod config;
 mod edge;
 mod listeners;
@@ -32,6 +33,7 @@ use prometheus::{
 };
 
 pub use aggregate::{CallMetrics, CallOutcome};
+pub use auth::{AuthCounters, AuthResult, CacheCounters};
 pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
@@ -48,6 +50,7 @@ pub use upstreams::{
 pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use aggregate::AggregateFamilies;
+use auth::AuthFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
@@ -80,6 +83,7 @@ pub struct Metrics {
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
+    auth: AuthFamilies,
 }
 
 impl Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
+            auth: AuthFamilies::register(&r),
             registry,
         }
     }

@@ -9,6 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::auth::Authenticators;
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
 use crate::upstream::Upstream;
@@ -100,12 +101,19 @@ impl Snapshot {
             metrics,
             previous.map(|p| &p.rate_limits),
         );
+        let authenticators = Authenticators::build(&config, metrics);
         let routes = config
             .routes
             .iter()
             .map(|route| RouteRuntime {
                 metrics: metrics.route(&route.name, &listener_names),
-                policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
+                policies: Policies::for_route(
+                    route,
+                    &config.policies,
+                    &rate_limits,
+                    &authenticators,
+                    metrics,
+                ),
                 handler: match &route.target {
                     RouteTarget::Proxy {
                         upstream,

@@ -1,4 +1,5 @@
 mod aggregate;
+mod auth;
 mod check;
 mod cli;
 mod connections;

@@ -514,6 +514,7 @@ mod tests {
             cors: None,
             headers: None,
             rate_limits: limits,
+            auth: None,
         }
     }
 
@@ -526,6 +527,7 @@ mod tests {
             headers: &headers,
             query: None,
             params: &[],
+            consumer: None,
         };
         let result = limits.admit(source, &mut admission).await;
         let mut answer = HeaderMap::new();
