@@ -289,3 +289,87 @@ async fn keys_read_from_the_environment_and_a_file_at_load() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// An argon2 PHC string of `password` (a fixed salt: tests only).
+fn argon2_hash(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").expect("salt");
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("hashes")
+        .to_string()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[tokio::test]
+async fn basic_credentials_against_argon2_and_bcrypt_hashes_with_a_cache() {
+    let backend = Backend::echo().await;
+    let bcrypt = bcrypt::hash_with_salt("bcrypt-pw", 4, [7; 16])
+        .expect("hashes")
+        .format_for_version(bcrypt::Version::TwoB);
+    let consumers = format!(
+        "{{ partner-x: {{ basic: {{ user: partner, password_hash: {:?} }} }}, old: {{ basic: {{ user: old, password_hash: {:?} }} }} }}",
+        argon2_hash("argon-pw"),
+        bcrypt
+    );
+    let gw = Gateway::new()
+        .admin()
+        .raw("consumers", &consumers)
+        .raw(
+            "policies",
+            "{ users: { auth: { basic: { realm: api } }, headers: { request: { set: { x-consumer: \"{consumer}\" } } } } }",
+        )
+        .upstream("app", &backend)
+        .route_with(Route::prefix("/x").named("basic").policies(&["users"]).to("app"))
+        .start()
+        .await;
+
+    let missing = get(&gw, "/x", &[]).await;
+    assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Basic realm=\"api\", charset=\"UTF-8\"")
+    );
+    for wrong in [
+        basic("partner", "nope"),
+        basic("nobody", "argon-pw"),
+        "Basic %%%".to_owned(),
+    ] {
+        let refused = get(&gw, "/x", &[("authorization", &wrong)]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    for _ in 0..3 {
+        let admitted = get(
+            &gw,
+            "/x",
+            &[("authorization", &basic("partner", "argon-pw"))],
+        )
+        .await;
+        assert_eq!(admitted.status, StatusCode::OK);
+    }
+    let seen = backend.state.last_seen();
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "credentials removed"
+    );
+    assert_eq!(seen.headers["x-consumer"], "partner-x");
+    let old = get(&gw, "/x", &[("authorization", &basic("old", "bcrypt-pw"))]).await;
+    assert_eq!(old.status, StatusCode::OK);
+    assert_eq!(backend.state.last_seen().headers["x-consumer"], "old");
+
+    let text = metrics_text(&gw).await;
+    let cache = |result: &str| {
+        metric(
+            &text,
+            &format!("portcullis_auth_cache_lookups_total{{method=\"basic\",policy=\"users\",result=\"{result}\"}}"),
+        )
+    };
+    // Two wrong passwords and the first of each right one missed; two repeats hit.
+    assert_eq!(cache("hit"), Some(2.0), "{text}");
+    assert_eq!(cache("miss"), Some(4.0), "{text}");
+}

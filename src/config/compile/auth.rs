@@ -226,7 +226,6 @@ pub(super) fn compile_auth(
         }
         RawAuth::Basic(basic) => {
             let at = format!("{key}.basic");
-            problems.add(&at, "basic auth is not available in this build yet");
             let consumers = consumer_list(&at, basic.consumers.as_deref(), names, problems);
             let realm = basic.realm.as_deref().unwrap_or(policy);
             let cache = compile_cache(&format!("{at}.cache"), basic.cache.as_ref(), problems);

@@ -27,6 +27,7 @@
 //! `401`.
 
 pub mod api_key;
+pub mod basic;
 pub mod credentials;
 
 use std::future::Future;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method as HttpMethod};
 
-use crate::config::auth::AuthConfig;
+use crate::config::auth::{AuthConfig, CredentialSource};
 use crate::config::Config;
 use crate::metrics::{AuthResult, Metrics};
 use credentials::Strip;
@@ -139,6 +140,7 @@ pub struct AuthRequest<'a> {
 #[derive(Debug)]
 pub enum Method {
     ApiKey(api_key::ApiKey),
+    Basic(basic::Basic),
     AnyOf(Box<[Method]>),
     AllOf(Box<[Method]>),
 }
@@ -163,9 +165,21 @@ impl Method {
             AuthConfig::AllOf(list) => {
                 Method::AllOf(list.iter().map(|m| Method::new(m, shared, strip)).collect())
             }
-            // Basic and forward auth are refused by the configuration until they are
-            // built (config::compile::auth).
-            AuthConfig::Basic(_) | AuthConfig::Forward(_) => Method::AnyOf(Box::new([])),
+            AuthConfig::Basic(config) => {
+                if !config.keep_credentials {
+                    strip.add(&CredentialSource::Header(http::header::AUTHORIZATION));
+                }
+                Method::Basic(basic::Basic::new(
+                    config,
+                    shared.consumers,
+                    shared.names.clone(),
+                    shared.verifying.clone(),
+                    shared.metrics.auth_cache(shared.policy, "basic"),
+                ))
+            }
+            // Forward auth is refused by the configuration until it is built
+            // (config::compile::auth).
+            AuthConfig::Forward(_) => Method::AnyOf(Box::new([])),
         }
     }
 
@@ -173,6 +187,7 @@ impl Method {
     pub async fn authenticate(&self, request: &AuthRequest<'_>) -> Result<Identity, Failure> {
         match self {
             Method::ApiKey(api_key) => api_key.authenticate(request),
+            Method::Basic(basic) => basic.authenticate(request).await,
             Method::AnyOf(list) => any_of(list, request).await,
             Method::AllOf(list) => all_of(list, request).await,
         }
@@ -254,6 +269,10 @@ impl Authenticator {
 struct Shared<'a> {
     consumers: &'a [crate::config::auth::ConsumerConfig],
     names: Arc<[Arc<str>]>,
+    /// Password verifications in flight, for every `basic` method of the configuration.
+    verifying: Arc<tokio::sync::Semaphore>,
+    metrics: &'a Metrics,
+    policy: &'a str,
 }
 
 /// Every policy's `auth`, indexed like `Config::policies` (`None` for a policy
@@ -265,8 +284,12 @@ pub struct Authenticators {
 
 impl Authenticators {
     /// Compiles every policy's `auth` of `config`.
-    pub fn build(config: &Config, _metrics: &Metrics) -> Authenticators {
-        let shared = Shared {
+    pub fn build(config: &Config, metrics: &Metrics) -> Authenticators {
+        let verifying = Arc::new(tokio::sync::Semaphore::new(basic::MAX_VERIFYING));
+        let mut shared = Shared {
+            verifying,
+            metrics,
+            policy: "",
             consumers: &config.consumers,
             names: config
                 .consumers
@@ -279,6 +302,7 @@ impl Authenticators {
             .iter()
             .map(|policy| {
                 let auth = policy.auth.as_ref()?;
+                shared.policy = &policy.name;
                 let mut strip = Strip::default();
                 let method = Method::new(auth, &shared, &mut strip);
                 let strip_query = (!strip.query.is_empty()).then(|| strip.query.clone().into());
