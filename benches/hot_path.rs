@@ -287,8 +287,20 @@ routes:
     let config = portcullis::Config::from_yaml(yaml, "bench.yaml").expect("valid");
     let metrics = portcullis::metrics::Metrics::new();
     let limits = RateLimits::build(&config.policies, &[], &metrics, None);
-    let plain = Policies::for_route(&config.routes[0], &config.policies, &limits, &metrics);
-    let limited = Policies::for_route(&config.routes[1], &config.policies, &limits, &metrics);
+    let plain = Policies::for_route(
+        &config.routes[0],
+        &config.policies,
+        &limits,
+        &Default::default(),
+        &metrics,
+    );
+    let limited = Policies::for_route(
+        &config.routes[1],
+        &config.policies,
+        &limits,
+        &Default::default(),
+        &metrics,
+    );
     let mut original = browser_headers();
     original.insert("x-api-key", HeaderValue::from_static("k-0123456789abcdef"));
     let (peer_ip, proto, id) = (

@@ -547,6 +547,9 @@ fn policy_details(policy: &portcullis::config::PolicyConfig) -> Vec<String> {
         }
         lines.push(format!("ip: {}", parts.join(", ")));
     }
+    if let Some(auth) = &policy.auth {
+        lines.push(format!("auth: {}", auth.kind()));
+    }
     if let Some(cors) = &policy.cors {
         let origins = match &cors.origins {
             portcullis::config::cors::Origins::Any => "any origin".to_owned(),

@@ -4,7 +4,8 @@
 //!
 //! Placeholders are read with the tokenizer rewrites and aggregate calls share
 //! (`crate::template`): `{client_ip}`, `{request_id}`, `{route}`, or a path parameter
-//! of the route (`{id}` for `/users/{id}`), checked against every route that names the
+//! of the route (`{id}` for `/users/{id}`), `{consumer}` (the consumer an auth policy
+//! identified), checked against every route that names the
 //! policy. Answer (`response`) values are fixed per route: only `{route}` may appear.
 //!
 //! Fields that frame the message or describe one connection can be neither set, added
@@ -17,7 +18,7 @@ use crate::http1::fields::is_hop_by_hop;
 use crate::template::{tokenize, Token};
 
 /// The placeholders every request has.
-pub const BUILT_IN_PLACEHOLDERS: [&str; 3] = ["client_ip", "request_id", "route"];
+pub const BUILT_IN_PLACEHOLDERS: [&str; 4] = ["client_ip", "request_id", "route", "consumer"];
 
 /// A policy's `headers`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +62,8 @@ pub enum Piece {
     ClientIp,
     RequestId,
     Route,
+    /// The consumer an auth policy identified (the field is left out when none did).
+    Consumer,
     /// A path parameter of the route, by name.
     Param(String),
 }
@@ -85,6 +88,7 @@ impl ValueTemplate {
                 Token::Placeholder("client_ip") => Piece::ClientIp,
                 Token::Placeholder("request_id") => Piece::RequestId,
                 Token::Placeholder("route") => Piece::Route,
+                Token::Placeholder("consumer") => Piece::Consumer,
                 Token::Placeholder(name) => {
                     if name.is_empty()
                         || !name

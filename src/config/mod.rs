@@ -6,6 +6,7 @@
 //! immutable; the gateway turns it into a runtime snapshot (see `crate::gateway`).
 
 mod aggregate;
+pub mod auth;
 mod compile;
 pub mod cors;
 pub mod descriptors;
@@ -50,6 +51,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Sorted by name.
     pub policies: Vec<PolicyConfig>,
+    /// The named identities, sorted by name; auth policies refer to them by index.
+    pub consumers: Vec<auth::ConsumerConfig>,
     /// The shared rate-limit stores, sorted by name (see [`Config::rate_limit_store`]).
     pub rate_limit_stores: Vec<RateLimitStoreConfig>,
     pub router: RouteTable,
@@ -161,6 +164,8 @@ pub struct PolicyConfig {
     pub headers: Option<header_transforms::HeaderTransformsConfig>,
     /// `rate_limit`: every entry is checked; the most restrictive answer wins.
     pub rate_limits: Vec<RateLimitConfig>,
+    /// `auth`: how a request proves who it is.
+    pub auth: Option<auth::AuthConfig>,
 }
 
 /// One entry of a policy's `rate_limit`, compiled.
@@ -202,6 +207,9 @@ pub enum RateLimitKeyPart {
     Query(String),
     /// A path parameter of the route, percent-decoded.
     Param(String),
+    /// The consumer an auth policy of the route identified (requests without one share
+    /// one bucket).
+    Consumer,
 }
 
 /// The part as the file writes it (`client_ip`, `header.x-api-key`, ...).
@@ -210,6 +218,7 @@ impl std::fmt::Display for RateLimitKeyPart {
         match self {
             RateLimitKeyPart::ClientIp => f.write_str("client_ip"),
             RateLimitKeyPart::Route => f.write_str("route"),
+            RateLimitKeyPart::Consumer => f.write_str("consumer"),
             RateLimitKeyPart::Header(name) => write!(f, "header.{name}"),
             RateLimitKeyPart::Query(name) => write!(f, "query.{name}"),
             RateLimitKeyPart::Param(name) => write!(f, "param.{name}"),
@@ -566,4 +575,12 @@ pub mod defaults {
     /// The largest `pool` a shared store may ask for.
     pub const RATE_LIMIT_STORE_MAX_POOL: usize = 1024;
     pub const REDIS_PORT: u16 = 6379;
+    /// Entries of a cache of verified credentials (basic auth, forward auth).
+    pub const AUTH_CACHE_MAX_ENTRIES: usize = 10_000;
+    /// How long a verified basic credential is believed (forward auth: at most).
+    pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
+    /// A forward-auth sub-request's limit, from its start to its body's end.
+    pub const FORWARD_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The largest body of a forward-auth refusal relayed to the client.
+    pub const FORWARD_AUTH_MAX_BODY: u64 = 64 * 1024;
 }

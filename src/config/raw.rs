@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// own and is not listed here).
     #[serde(default)]
     pub rate_limit_stores: BTreeMap<String, RawRateLimitStore>,
+    /// Named identities that authentication policies recognise.
+    #[serde(default)]
+    pub consumers: super::auth::RawConsumers,
 }
 
 /// A shared rate-limit store: where its state lives and what a failure to reach it means.
@@ -88,6 +91,8 @@ pub struct RawPolicy {
     pub headers: Option<RawHeaderTransforms>,
     /// Rate limits, each checked on every request of the routes that list the policy.
     pub rate_limit: Option<Vec<RawRateLimit>>,
+    /// How a request proves who it is (one method, or `any_of` / `all_of`).
+    pub auth: Option<super::auth::RawAuth>,
 }
 
 /// Which browser origins may read a route's answers, and what their preflights may ask.

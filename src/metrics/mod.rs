@@ -13,12 +13,14 @@
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
 //! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections),
-//! [`access_log`] (lines written, dropped, write errors) and [`config`] (reloads, the
-//! configuration in use, the build); [`totals`] reads request counts back for the status
-//! page. Everything is re-exported here: `crate::metrics::X` is the path.
+//! [`access_log`] (lines written, dropped, write errors), [`auth`] (auth decisions,
+//! credential caches) and [`config`] (reloads, the configuration in use, the build);
+//! [`totals`] reads request counts back for the status page. Everything is re-exported
+//! here: `crate::metrics::X` is the path.
 
 mod access_log;
 mod aggregate;
+mod auth;
 mod config;
 mod edge;
 mod listeners;
@@ -37,6 +39,7 @@ use prometheus::{
 
 pub use access_log::AccessLogMetrics;
 pub use aggregate::{CallMetrics, CallOutcome};
+pub use auth::{AuthCounters, AuthResult, CacheCounters};
 pub use edge::{CorsCounters, CORS_RESULTS};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
@@ -55,6 +58,7 @@ pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 
 use access_log::AccessLogFamilies;
 use aggregate::AggregateFamilies;
+use auth::AuthFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
 use listeners::ListenerFamilies;
@@ -88,6 +92,7 @@ pub struct Metrics {
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
     access_log: AccessLogFamilies,
+    auth: AuthFamilies,
 }
 
 impl Metrics {
@@ -109,6 +114,7 @@ impl Metrics {
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
             access_log: AccessLogFamilies::register(&r),
+            auth: AuthFamilies::register(&r),
             registry,
         }
     }

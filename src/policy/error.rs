@@ -3,6 +3,10 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
+
+use super::auth::Failure;
+
 /// A refusal by one of a route's policies.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
@@ -24,4 +28,31 @@ pub enum PolicyError {
         limit: Arc<str>,
         error: super::rate_limit::StoreError,
     },
+    /// An auth policy found no credentials or wrong ones (401; which of the two is not
+    /// said). `challenges` go in `WWW-Authenticate`.
+    #[error("the request did not authenticate (policy {policy:?})")]
+    Unauthorized {
+        policy: Arc<str>,
+        challenges: Vec<HeaderValue>,
+    },
+    /// A valid identity that an auth policy does not admit (403).
+    #[error("the authenticated identity is not admitted on this route (policy {policy:?})")]
+    Forbidden { policy: Arc<str> },
+    /// An auth policy could not decide in time (503, fail closed).
+    #[error("authentication could not be decided (policy {policy:?}): {reason}")]
+    AuthUnavailable { policy: Arc<str>, reason: Arc<str> },
+}
+
+impl PolicyError {
+    /// The refusal of auth policy `policy` for `failure`.
+    pub fn from_auth(policy: &Arc<str>, failure: Failure) -> PolicyError {
+        let policy = policy.clone();
+        match failure {
+            Failure::Unauthorized { challenges, .. } => {
+                PolicyError::Unauthorized { policy, challenges }
+            }
+            Failure::Forbidden => PolicyError::Forbidden { policy },
+            Failure::Unavailable { reason } => PolicyError::AuthUnavailable { policy, reason },
+        }
+    }
 }

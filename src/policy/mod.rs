@@ -22,16 +22,18 @@
 //! memorise ordering rules: first the route's CORS policy ([`cors`]: a preflight is
 //! answered before anything else runs, so an IP list or a rate limit never refuses
 //! one), then every IP access list of the policies a route names (in the order the
-//! route names them), then their rate limits (all of them, as one step:
+//! route names them), then their `auth` (same order), then their rate limits (all of them, as one step:
 //! [`rate_limit::RouteLimits`]; a request an IP list refuses never counts against a
 //! limit), then the gateway's own header rules (`X-Forwarded-*`, `X-Request-Id`), then
 //! the header transforms ([`transform`], in the order the route names their policies).
-//! Authentication takes its place before the rate limits as it is added (so that limits
-//! can be keyed by the consumer).
+//! The `auth` of each policy the route names ([`auth`]) runs between the IP lists and the
+//! rate limits, so that limits can be keyed by the consumer it finds (and a request an IP
+//! list refuses never costs a password check).
 //!
 //! [`Policies::finish`] adds, in order: the headers the admission noted, the CORS
 //! policy's, then the header transforms' answer edits.
 
+pub mod auth;
 pub mod client_ip;
 pub mod cors;
 mod error;
@@ -45,6 +47,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use prometheus::IntCounter;
+
+use crate::metrics::{AuthCounters, AuthResult};
 
 pub use error::PolicyError;
 
@@ -62,6 +66,11 @@ pub enum Policy {
         policy: Arc<str>,
         list: Arc<IpListConfig>,
         rejected: IntCounter,
+    },
+    /// A named policy's `auth` (401, 403 or 503 when it refuses).
+    Auth {
+        auth: Arc<auth::Authenticator>,
+        counters: AuthCounters,
     },
     /// The rate limits of every policy the route names (429 when one is exhausted).
     RateLimit(Box<RouteLimits>),
@@ -115,6 +124,10 @@ pub struct Admission {
     response_headers: Vec<ResponseHeader>,
     /// What the route's CORS policy made of the request.
     cors: Option<cors::Seen>,
+    /// Who the route's auth policies found the request to be.
+    identity: Option<auth::Identity>,
+    /// Query parameters an auth policy read, to be cut out of the upstream target.
+    strip_query: Option<Arc<[Box<str>]>>,
 }
 
 #[derive(Debug)]
@@ -126,6 +139,17 @@ enum ResponseHeader {
 }
 
 impl Admission {
+    /// Who the route's auth policies found the request to be (for the log).
+    pub fn identity(&self) -> Option<&auth::Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Query parameters an auth policy read (credentials), which the upstream target
+    /// must not carry: see [`auth::credentials::strip_query`].
+    pub fn strip_query(&self) -> Option<&[Box<str>]> {
+        self.strip_query.as_deref()
+    }
+
     /// The answer gets `name: value`, replacing a field of that name it may have.
     pub fn set_response_header(&mut self, name: HeaderName, value: HeaderValue) {
         self.response_headers.push(ResponseHeader::Set(name, value));
@@ -155,6 +179,7 @@ impl Policies {
         route: &RouteConfig,
         policies: &[PolicyConfig],
         rate_limits: &RateLimits,
+        authenticators: &auth::Authenticators,
         metrics: &Metrics,
     ) -> Self {
         let named: Vec<&PolicyConfig> = route
@@ -179,6 +204,15 @@ impl Policies {
                     policy: policy.name.as_str().into(),
                     list: Arc::new(ip.clone()),
                     rejected: metrics.policy_rejections(&route.name, &policy.name, "ip_denied"),
+                });
+            }
+        }
+        for &index in &route.policies {
+            if let Some(auth) = authenticators.of_policy(index) {
+                let counters = metrics.auth_decisions(&route.name, &auth.policy, auth.kind);
+                list.push(Policy::Auth {
+                    auth: auth.clone(),
+                    counters,
                 });
             }
         }
@@ -251,8 +285,52 @@ impl Policies {
         admission: &mut Admission,
     ) -> Result<Verdict, PolicyError> {
         let mut client_host = facts.client_host;
+        let mut identity: Option<auth::Identity> = None;
         for policy in self.iter() {
             match policy {
+                Policy::Auth { auth, counters } => {
+                    let request = auth::AuthRequest {
+                        headers: facts.client_headers.unwrap_or(headers),
+                        method: facts.method,
+                        path: facts.path,
+                        query: facts.query,
+                    };
+                    match auth.method.authenticate(&request).await {
+                        Ok(found) => {
+                            let joined = match identity.take() {
+                                None => Some(found),
+                                Some(before) => before.join(found),
+                            };
+                            let Some(joined) = joined else {
+                                counters.inc(AuthResult::Invalid);
+                                return Err(PolicyError::Unauthorized {
+                                    policy: auth.policy.clone(),
+                                    challenges: Vec::new(),
+                                });
+                            };
+                            counters.inc(AuthResult::Allowed);
+                            auth.admitted(headers, &joined);
+                            if let Some(names) = &auth.strip_query {
+                                admission.strip_query = Some(match admission.strip_query.take() {
+                                    None => names.clone(),
+                                    Some(before) => {
+                                        before.iter().chain(names.iter()).cloned().collect()
+                                    }
+                                });
+                            }
+                            identity = Some(joined);
+                        }
+                        Err(failure) => {
+                            counters.inc(failure.result());
+                            tracing::debug!(
+                                policy = &*auth.policy,
+                                result = failure.result().label(),
+                                "refused by the policy's auth"
+                            );
+                            return Err(PolicyError::from_auth(&auth.policy, failure));
+                        }
+                    }
+                }
                 Policy::IpList {
                     policy,
                     list,
@@ -276,6 +354,7 @@ impl Policies {
                         headers,
                         query: facts.query,
                         params: facts.params,
+                        consumer: identity.as_ref().and_then(auth::Identity::name),
                     };
                     limits.admit(source, admission).await?;
                 }
@@ -304,11 +383,13 @@ impl Policies {
                         client_ip: facts.client_ip,
                         request_id: facts.request_id,
                         params: facts.params,
+                        consumer: identity.as_ref().and_then(auth::Identity::name),
                     };
                     transform.apply_to_request(headers, &inputs);
                 }
             }
         }
+        admission.identity = identity;
         Ok(Verdict::Forward)
     }
 

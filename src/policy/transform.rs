@@ -56,6 +56,7 @@ enum Part {
     Literal(Box<[u8]>),
     ClientIp,
     RequestId,
+    Consumer,
     Param(Box<str>),
 }
 
@@ -64,6 +65,8 @@ pub struct Inputs<'a> {
     pub client_ip: IpAddr,
     pub request_id: &'a HeaderValue,
     pub params: &'a [(String, String)],
+    /// The consumer an auth policy identified, if one did.
+    pub consumer: Option<&'a str>,
 }
 
 impl Transform {
@@ -163,6 +166,7 @@ fn render(parts: &[Part], inputs: &Inputs<'_>) -> Option<HeaderValue> {
             Part::Literal(bytes) => out.extend_from_slice(bytes),
             Part::RequestId => out.extend_from_slice(inputs.request_id.as_bytes()),
             Part::ClientIp => write!(out, "{}", inputs.client_ip).ok()?,
+            Part::Consumer => out.extend_from_slice(inputs.consumer?.as_bytes()),
             Part::Param(name) => {
                 let (_, value) = inputs.params.iter().find(|(n, _)| **n == **name)?;
                 out.extend_from_slice(value.as_bytes());
@@ -213,6 +217,7 @@ impl Value {
                 }
                 Piece::ClientIp => Part::ClientIp,
                 Piece::RequestId => Part::RequestId,
+                Piece::Consumer => Part::Consumer,
                 Piece::Param(name) => Part::Param(name.as_str().into()),
             };
             if !literal.is_empty() {
@@ -282,6 +287,7 @@ mod tests {
             client_ip: IpAddr::from([192, 0, 2, 7]),
             request_id: &id,
             params: &params,
+            consumer: None,
         };
         policy.apply_to_request(&mut headers, &inputs);
         assert!(!headers.contains_key("x-internal"));
@@ -314,6 +320,7 @@ mod tests {
             client_ip: IpAddr::from([192, 0, 2, 7]),
             request_id: &id,
             params: &params,
+            consumer: None,
         };
         policy.apply_to_request(&mut headers, &inputs);
         assert!(

@@ -477,6 +477,10 @@ impl Client<'_> {
                 .path_and_query
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
+        let path = match admission.strip_query() {
+            Some(names) => without_credentials(path, names)?,
+            None => path,
+        };
         Ok(Ok(Prepared {
             method,
             path,
@@ -625,6 +629,23 @@ fn logged(response: Response<ResponseBody>, entry: Option<Box<Entry>>) -> Respon
             response.map(|body| ResponseBody::logged(body, entry))
         }
     }
+}
+
+/// `path` without the query parameters an auth policy read (its credentials).
+fn without_credentials(path: PathAndQuery, names: &[Box<str>]) -> Result<PathAndQuery, ProxyError> {
+    let Some(query) = path.query() else {
+        return Ok(path);
+    };
+    let Some(kept) = crate::policy::auth::credentials::strip_query(query, names) else {
+        return Ok(path);
+    };
+    let target = if kept.is_empty() {
+        path.path().to_owned()
+    } else {
+        format!("{}?{kept}", path.path())
+    };
+    PathAndQuery::from_maybe_shared(Bytes::from(target))
+        .map_err(|_| ProxyError::BadRequest("the request target is not a valid URI"))
 }
 
 /// A policy's own answer ([`Verdict::Answer`]): its status, no body, the request id;

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
 
 use super::error::ProxyError;
@@ -184,6 +184,11 @@ pub fn response(
         }) => {
             headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
+        ProxyError::Policy(PolicyError::Unauthorized { challenges, .. }) => {
+            for challenge in challenges {
+                headers.append(WWW_AUTHENTICATE, challenge.clone());
+            }
+        }
         _ => {}
     }
     if rescued.close {
@@ -217,6 +222,7 @@ fn grpc_status(rescued: &Rescued) -> u8 {
     const INTERNAL: u8 = 13;
     const UNAVAILABLE: u8 = 14;
     const UNKNOWN: u8 = 2;
+    const UNAUTHENTICATED: u8 = 16;
     match rescued.code {
         "no_route" | "method_not_allowed" | "unsupported_transfer_coding" => UNIMPLEMENTED,
         "uri_too_long" | "bad_request" | "client_body_error" => INVALID_ARGUMENT,
@@ -224,7 +230,8 @@ fn grpc_status(rescued: &Rescued) -> u8 {
             RESOURCE_EXHAUSTED
         }
         "expectation_failed" => FAILED_PRECONDITION,
-        "ip_denied" => PERMISSION_DENIED,
+        "ip_denied" | "forbidden" => PERMISSION_DENIED,
+        "unauthorized" => UNAUTHENTICATED,
         "upstream_timeout" | "upstream_connect_timeout" | "aggregate_timeout" | "timeout" => {
             DEADLINE_EXCEEDED
         }
@@ -234,7 +241,8 @@ fn grpc_status(rescued: &Rescued) -> u8 {
         | "gateway_out_of_descriptors"
         | "upstream_connect_failed"
         | "upstream_bad_response"
-        | "rate_limit_store_unavailable" => UNAVAILABLE,
+        | "rate_limit_store_unavailable"
+        | "auth_unavailable" => UNAVAILABLE,
         _ if rescued.status.is_server_error() => INTERNAL,
         _ => UNKNOWN,
     }
@@ -269,6 +277,16 @@ fn public_message(error: &ProxyError) -> Cow<'static, str> {
         )
         .into(),
         ProxyError::BadRequest(text) => Cow::Borrowed(*text),
+        // Which check failed is not said; the cause of an auth failure is for the log.
+        ProxyError::Policy(PolicyError::Unauthorized { .. }) => {
+            "authentication is required (the credentials are missing or not valid)".into()
+        }
+        ProxyError::Policy(PolicyError::Forbidden { .. }) => {
+            "the authenticated identity may not use this route".into()
+        }
+        ProxyError::Policy(PolicyError::AuthUnavailable { .. }) => {
+            "authentication could not be decided; try again later".into()
+        }
         // The store's error names its address: for the log only.
         ProxyError::Policy(PolicyError::RateLimitStoreFailed { policy, limit, .. }) => {
             format!("rate limit {limit:?} of policy {policy:?} could not be decided").into()
@@ -318,6 +336,11 @@ fn policy_status(error: &PolicyError) -> (StatusCode, &'static str) {
             StatusCode::SERVICE_UNAVAILABLE,
             "rate_limit_store_unavailable",
         ),
+        PolicyError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        PolicyError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        PolicyError::AuthUnavailable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "auth_unavailable")
+        }
     }
 }
 

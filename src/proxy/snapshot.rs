@@ -10,6 +10,7 @@ use crate::access_log::{self, AccessLog};
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::auth::Authenticators;
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
 use crate::upstream::{Hedge, Upstream};
@@ -108,6 +109,7 @@ impl Snapshot {
             metrics,
             previous.map(|p| &p.rate_limits),
         );
+        let authenticators = Authenticators::build(&config, metrics);
         let routes = config
             .routes
             .iter()
@@ -117,7 +119,13 @@ impl Snapshot {
                 RouteRuntime {
                     metrics: route_metrics,
                     access_log: route.access_log,
-                    policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
+                    policies: Policies::for_route(
+                        route,
+                        &config.policies,
+                        &rate_limits,
+                        &authenticators,
+                        metrics,
+                    ),
                     handler: match &route.target {
                         RouteTarget::Proxy {
                             upstream,

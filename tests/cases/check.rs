@@ -303,3 +303,43 @@ fn an_empty_file_says_only_listeners_are_required() {
          `routes` to forward anything)",
     );
 }
+
+/// Auth: consumers' keys and hashes, references to consumers, and where keys are read.
+const AUTH_BASE: &str = "listeners:
+  - name: public
+    address: 127.0.0.1:8080
+upstreams:
+  u:
+    endpoints: [\"http://127.0.0.1:9101\"]
+consumers:
+  mobile-app:
+    api_keys: [{ sha256: \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" }]
+";
+
+#[test]
+fn auth_mistakes_are_located_and_named() {
+    refused_with(
+        &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ api_key: {{ consumers: [mobile-ap] }} }}\n"),
+        "FILE:12:36: policies.p.auth.api_key.consumers[0]: unknown consumer \"mobile-ap\" (did you mean \"mobile-app\"?)",
+    );
+    refused_with(
+        &AUTH_BASE.replace("9f86d0", "zz86d0"),
+        "FILE:9:26: consumers.mobile-app.api_keys[0].sha256: is not hexadecimal; must be a SHA-256 digest: 64 hex digits (e.g. `printf %s \"$KEY\" | sha256sum`)",
+    );
+    refused_with(
+        &format!("{AUTH_BASE}  other:\n    api_keys: [{{ env: PORTCULLIS_CHECK_UNSET_VARIABLE }}]\n"),
+        "FILE:11:23: consumers.other.api_keys[0].env: environment variable PORTCULLIS_CHECK_UNSET_VARIABLE is not set",
+    );
+    refused_with(
+        &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ api_key: {{ from: heder.x-key }} }}\n"),
+        "FILE:12:30: policies.p.auth.api_key.from: unknown credential source \"heder.x-key\" (did you mean \"header.NAME\"?); use header.NAME, query.NAME or cookie.NAME",
+    );
+    refused_with(
+        &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ api_kye: {{}} }}\n"),
+        "FILE:12:13: policies.p.auth: unknown field `api_kye` (did you mean `api_key`?), expected one of `api_key`, `basic`, `forward`, `any_of`, `all_of`",
+    );
+    refused_with(
+        &format!("{AUTH_BASE}policies:\n  p:\n    rate_limit: [{{ key: consumr, rate: 1/s }}]\n"),
+        "FILE:12:25: policies.p.rate_limit[0].key: unknown key part \"consumr\" (did you mean \"consumer\"?); use client_ip, route, consumer, header.NAME, query.NAME or param.NAME",
+    );
+}

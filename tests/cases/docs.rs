@@ -79,8 +79,16 @@ fn struct_keys(steps: &[Step]) -> Option<Vec<String>> {
     )
 }
 
-/// Every key path the parser accepts below `steps`, into `found`.
-fn collect_keys(steps: &[Step], keys: &[String], found: &mut BTreeSet<String>) {
+/// Every key path the parser accepts below `steps`, into `found`. `enclosing` holds the
+/// keys of each struct on the way: a struct with the same keys as one that encloses it
+/// is that struct again (a recursive type, such as `auth.any_of[]`), documented once.
+fn collect_keys(
+    steps: &[Step],
+    keys: &[String],
+    enclosing: &mut Vec<Vec<String>>,
+    found: &mut BTreeSet<String>,
+) {
+    enclosing.push(keys.to_vec());
     for key in keys {
         let mut at = steps.to_vec();
         at.push(Step::Key(key.clone()));
@@ -89,17 +97,20 @@ fn collect_keys(steps: &[Step], keys: &[String], found: &mut BTreeSet<String>) {
             let mut inner = at.clone();
             inner.extend(shape);
             if let Some(keys) = struct_keys(&inner) {
-                collect_keys(&inner, &keys, found);
+                if !enclosing.contains(&keys) {
+                    collect_keys(&inner, &keys, enclosing, found);
+                }
                 break;
             }
         }
     }
+    enclosing.pop();
 }
 
 fn accepted_keys() -> BTreeSet<String> {
     let top = struct_keys(&[]).expect("the top level is a struct");
     let mut found = BTreeSet::new();
-    collect_keys(&[], &top, &mut found);
+    collect_keys(&[], &top, &mut Vec::new(), &mut found);
     found
 }
 

@@ -1,5 +1,6 @@
 mod access_log;
 mod aggregate;
+mod auth;
 mod check;
 mod cli;
 mod connections;

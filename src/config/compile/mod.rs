@@ -10,6 +10,7 @@
 //! stores).
 
 mod access_log;
+mod auth;
 mod cors;
 mod durations;
 mod header_transforms;
@@ -130,7 +131,13 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
         .map(String::as_str)
         .filter(|name| *name != crate::config::LOCAL_STORE)
         .collect();
-    let policies = compile_policies(&raw.policies, &store_names, &mut problems);
+    let consumers = auth::compile_consumers(&raw.consumers, base, &mut problems);
+    let consumer_names: Vec<&str> = raw.consumers.keys().map(String::as_str).collect();
+    let auth_names = auth::AuthNames {
+        consumers: &consumer_names,
+        upstreams: &upstream_names,
+    };
+    let policies = compile_policies(&raw.policies, &store_names, &auth_names, &mut problems);
     let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();
     let routes = compile_routes(
         &raw.routes,
@@ -159,6 +166,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
             upstreams,
             routes,
             policies,
+            consumers,
             rate_limit_stores,
             router,
             shutdown_timeout: raw

@@ -18,6 +18,7 @@ use crate::config::{
 pub(super) fn compile_policies(
     raw: &BTreeMap<String, RawPolicy>,
     stores: &[&str],
+    auth_names: &super::auth::AuthNames,
     problems: &mut Problems,
 ) -> Vec<PolicyConfig> {
     raw.iter()
@@ -45,10 +46,18 @@ pub(super) fn compile_policies(
                 .map_or_else(Vec::new, |limits| {
                     compile_rate_limits(name, &key("rate_limit"), limits, stores, problems)
                 });
-            if ip.is_none() && cors.is_none() && headers.is_none() && policy.rate_limit.is_none() {
+            let auth = policy.auth.as_ref().and_then(|auth| {
+                super::auth::compile_auth(name, &key("auth"), auth, auth_names, problems)
+            });
+            if ip.is_none()
+                && cors.is_none()
+                && headers.is_none()
+                && policy.rate_limit.is_none()
+                && policy.auth.is_none()
+            {
                 problems.warn(
                     format!("policies.{name}"),
-                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`, `rate_limit`)",
+                    "has no effect: it sets no check (e.g. `ip`, `cors`, `headers`, `rate_limit`, `auth`)",
                 );
             }
             PolicyConfig {
@@ -57,6 +66,7 @@ pub(super) fn compile_policies(
                 cors,
                 headers,
                 rate_limits,
+                auth,
             }
         })
         .collect()
@@ -201,7 +211,14 @@ pub fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
 }
 
 /// The kinds of key part, as written (`header.`, `query.`, `param.` take a name).
-const KEY_KINDS: &[&str] = &["client_ip", "route", "header.", "query.", "param."];
+const KEY_KINDS: &[&str] = &[
+    "client_ip",
+    "route",
+    "consumer",
+    "header.",
+    "query.",
+    "param.",
+];
 
 fn compile_key(
     key: &str,
@@ -219,7 +236,7 @@ fn compile_key(
     if parts.is_empty() {
         problems.add(
             key,
-            "list at least one key part (client_ip, route, header.NAME, query.NAME, param.NAME)",
+            "list at least one key part (client_ip, route, consumer, header.NAME, query.NAME, param.NAME)",
         );
         return None;
     }
@@ -246,10 +263,10 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
     match text {
         "client_ip" => return Ok(RateLimitKeyPart::ClientIp),
         "route" => return Ok(RateLimitKeyPart::Route),
+        "consumer" => return Ok(RateLimitKeyPart::Consumer),
         _ => {}
     }
-    // The authenticated consumer and JWT claims (`consumer`, `jwt.CLAIM`) join here
-    // once authentication runs before rate limits.
+    // JWT claims (`jwt.CLAIM`) join here.
     if let Some((kind, name)) = text.split_once('.') {
         let named = |what: &str| {
             if name.is_empty() {
@@ -281,7 +298,7 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
         })
         .filter(|(distance, _)| *distance <= 2)
         .min();
-    let kinds = "client_ip, route, header.NAME, query.NAME or param.NAME";
+    let kinds = "client_ip, route, consumer, header.NAME, query.NAME or param.NAME";
     Err(match suggestion {
         Some((_, k)) if k.ends_with('.') => {
             format!("unknown key part {text:?} (did you mean \"{k}NAME\"?); use {kinds}")
@@ -454,7 +471,7 @@ mod tests {
         assert!(typo.contains("did you mean \"header.NAME\""), "{typo}");
         assert!(parse_key_part("header.").is_err());
         assert!(parse_key_part("header.bad name").is_err());
-        assert!(parse_key_part("consumer").is_err());
+        assert_eq!(parse_key_part("consumer"), Ok(RateLimitKeyPart::Consumer));
     }
 
     #[test]

@@ -46,6 +46,7 @@ enum Part {
     Header(HeaderName),
     Query(Box<str>),
     Param(Box<str>),
+    Consumer,
 }
 
 /// What a key is built from, besides the spec.
@@ -55,6 +56,8 @@ pub struct KeySource<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub params: &'a [(String, String)],
+    /// The consumer an auth policy identified, if one did.
+    pub consumer: Option<&'a str>,
 }
 
 // Tags: which part, present or absent.
@@ -63,6 +66,7 @@ const ROUTE: u8 = 2;
 const HEADER: u8 = 3;
 const QUERY: u8 = 4;
 const PARAM: u8 = 5;
+const CONSUMER: u8 = 6;
 const ABSENT: u8 = 0x80;
 
 impl KeySpec {
@@ -76,6 +80,7 @@ impl KeySpec {
                 RateLimitKeyPart::Header(name) => Part::Header(name.clone()),
                 RateLimitKeyPart::Query(name) => Part::Query(name.as_str().into()),
                 RateLimitKeyPart::Param(name) => Part::Param(name.as_str().into()),
+                RateLimitKeyPart::Consumer => Part::Consumer,
             })
             .collect();
         KeySpec { parts }
@@ -103,6 +108,10 @@ impl KeySpec {
                 Part::Query(name) => match source.query.and_then(|q| query_value(q, name)) {
                     Some(value) => key.decoded(QUERY, value.as_bytes(), true),
                     None => key.absent(QUERY),
+                },
+                Part::Consumer => match source.consumer {
+                    Some(name) => key.raw(CONSUMER, name.as_bytes()),
+                    None => key.absent(CONSUMER),
                 },
                 Part::Param(name) => {
                     let value = source.params.iter().find(|(n, _)| **n == **name);
@@ -239,6 +248,7 @@ mod tests {
                 headers,
                 query,
                 params: &[("id".into(), "a%2Fb".into())],
+                consumer: None,
             },
             DefaultHasher::new(),
         )
@@ -317,6 +327,7 @@ mod tests {
                 headers: &map,
                 query: None,
                 params: &[("id".into(), "a/b".into())],
+                consumer: None,
             },
             DefaultHasher::new(),
         );

@@ -549,6 +549,7 @@ mod tests {
             cors: None,
             headers: None,
             rate_limits: limits,
+            auth: None,
         }
     }
 
@@ -561,6 +562,7 @@ mod tests {
             headers: &headers,
             query: None,
             params: &[],
+            consumer: None,
         };
         let result = limits.admit(source, &mut admission).await;
         let mut answer = HeaderMap::new();
