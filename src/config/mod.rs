@@ -10,6 +10,7 @@ mod compile;
 pub mod cors;
 mod error;
 pub mod header_transforms;
+pub mod jwt;
 mod locate;
 pub mod raw;
 mod stores;

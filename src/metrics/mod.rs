@@ -12,12 +12,13 @@
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
-//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! store keys), [`jwt`] (JWT refusals, the verified-token cache, JWKS key sets), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
 //! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
 mod config;
 mod edge;
+mod jwt;
 mod listeners;
 mod policies;
 mod proxy_protocol;
@@ -33,6 +34,7 @@ use prometheus::{
 
 pub use aggregate::{CallMetrics, CallOutcome};
 pub use edge::{CorsCounters, CORS_RESULTS};
+pub use jwt::{JwksMetrics, JwtMetrics, JwtRejection, UnknownKeyOutcome};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
@@ -50,6 +52,7 @@ pub use websocket::{CloseReason, UpgradeOutcome, WebSocketMetrics};
 use aggregate::AggregateFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
+use jwt::JwtFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
@@ -80,6 +83,7 @@ pub struct Metrics {
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
+    jwt: JwtFamilies,
 }
 
 impl Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
+            jwt: JwtFamilies::register(&r),
             registry,
         }
     }

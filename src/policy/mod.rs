@@ -32,6 +32,7 @@
 //! [`Policies::finish`] adds, in order: the headers the admission noted, the CORS
 //! policy's, then the header transforms' answer edits.
 
+pub mod auth;
 pub mod client_ip;
 pub mod cors;
 mod error;

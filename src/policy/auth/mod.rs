@@ -1,0 +1,3 @@
+//! Authentication (placeholder until the auth framework lands).
+
+pub mod jwt;
