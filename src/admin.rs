@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::LoadError;
 use crate::metrics::Metrics;
-use crate::proxy::ResponseBody;
+use crate::proxy::{ResponseBody, Snapshot};
 use crate::reload::{Outcome, ReloadError, Reloader, Trigger};
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present when the gateway was started from a file.
     pub reloader: Option<Arc<Reloader>>,
+    /// The configuration serving now (`/ready` names its JWT issuers without keys).
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 /// Serves the admin endpoints until `stop` turns true.
@@ -87,13 +90,34 @@ async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<Res
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/ready" if ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" if ready.load(Ordering::Acquire) => ready_text(&state.snapshot.load()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         _ => text(
             StatusCode::NOT_FOUND,
             "admin endpoints: /metrics /healthz /ready /config, POST /reload\n",
         ),
     }
+}
+
+/// `ready`, then a line for each JWT issuer that has no keys yet: the gateway serves
+/// (its other routes and issuers work), but that issuer's tokens are answered 503.
+fn ready_text(snapshot: &Snapshot) -> Response<ResponseBody> {
+    let missing = snapshot.jwt.issuers_without_keys();
+    if missing.is_empty() {
+        return text(StatusCode::OK, "ready\n");
+    }
+    let mut body = String::from("ready\n");
+    for (policy, issuer) in missing {
+        body.push_str(&format!(
+            "jwt issuer without keys: policy={policy} issuer={issuer}\n"
+        ));
+    }
+    let mut response = Response::new(ResponseBody::full(body));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 async fn reload(reloader: Option<&Reloader>) -> Response<ResponseBody> {

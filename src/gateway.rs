@@ -152,6 +152,7 @@ async fn launch(
                 metrics: metrics.clone(),
                 ready: ready.clone(),
                 reloader: reloader.clone(),
+                snapshot: state.clone(),
             },
             close_rx.clone(),
         ))

@@ -9,6 +9,7 @@ use super::websocket::WebSockets;
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::auth::jwt::JwtKeySets;
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
 use crate::upstream::Upstream;
@@ -51,6 +52,10 @@ pub struct Snapshot {
     /// Every policy's rate limits and their stores, which routes share and a reload
     /// carries over (see [`RateLimits::build`]).
     pub rate_limits: RateLimits,
+    /// Every policy's JWT verifiers with their JWKS key sets and tasks, which routes
+    /// share; a reload seeds them from the previous configuration's and stops those
+    /// (see [`JwtKeySets::build`]).
+    pub jwt: JwtKeySets,
 }
 
 impl Snapshot {
@@ -100,6 +105,12 @@ impl Snapshot {
             metrics,
             previous.map(|p| &p.rate_limits),
         );
+        let jwt = JwtKeySets::build(
+            std::iter::empty(),
+            &upstreams,
+            metrics,
+            previous.map(|p| &p.jwt),
+        );
         let routes = config
             .routes
             .iter()
@@ -146,6 +157,7 @@ impl Snapshot {
             upstreams,
             rate_limits,
             rate_limit_stores,
+            jwt,
             config,
         }
     }
