@@ -600,6 +600,116 @@ mod tests {
         assert_eq!(find_token(&from[..1], &headers), None);
     }
 
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn hmac_verifier(require: Vec<(String, Vec<String>)>) -> JwtVerifier {
+        let config = JwtConfig {
+            issuers: vec![crate::config::jwt::JwtIssuerConfig {
+                issuer: "https://issuer/".into(),
+                audiences: vec!["api".into()],
+                algorithms: vec![crate::config::jwt::JwtAlgorithm::HS256],
+                keys: IssuerKeys::Secret(crate::config::jwt::JwtSecret::new(SECRET.to_vec())),
+            }],
+            from: vec![TokenSource::Bearer],
+            leeway: std::time::Duration::from_secs(5),
+            claims_to_headers: vec![("sub".into(), HeaderName::from_static("x-user"))],
+            require,
+            token_cache: Some(100),
+        };
+        JwtVerifier::new("p", &config, &[], &Metrics::new(), None)
+    }
+
+    fn bearer(alg: Algorithm, secret: &[u8], claims: Value) -> HeaderMap {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret).expect("a key"),
+        )
+        .expect("signs");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header value"),
+        );
+        headers
+    }
+
+    fn claims(extra: Value) -> Value {
+        let mut claims = serde_json::json!({
+            "iss": "https://issuer/", "aud": "api", "sub": "alice",
+            "exp": unix_now() + 60, "scope": "read write",
+        });
+        if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+            claims.extend(extra);
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn hmac_tokens_are_verified_cached_and_checked() {
+        let verifier = hmac_verifier(vec![("scope".into(), vec!["write".into()])]);
+        let headers = bearer(Algorithm::HS256, SECRET, claims(serde_json::json!({})));
+        let verified = verifier.verify(&headers).await.expect("valid");
+        assert_eq!(verified.subject.as_deref(), Some("alice"));
+        verifier.verify(&headers).await.expect("valid again");
+        assert_eq!(verifier.metrics.cache_hits.get(), 1);
+        let mut upstream = HeaderMap::new();
+        upstream.insert("x-user", HeaderValue::from_static("spoofed"));
+        verifier.copy_claims(&verified, &mut upstream);
+        assert_eq!(upstream["x-user"], "alice");
+
+        let refused = |extra: Value| bearer(Algorithm::HS256, SECRET, claims(extra));
+        let cases = [
+            (
+                refused(serde_json::json!({"exp": unix_now() - 60})),
+                JwtRejection::Expired,
+            ),
+            (
+                refused(serde_json::json!({"nbf": unix_now() + 60})),
+                JwtRejection::NotYetValid,
+            ),
+            (
+                refused(serde_json::json!({"aud": "other"})),
+                JwtRejection::Audience,
+            ),
+            (
+                refused(serde_json::json!({"iss": "https://other/"})),
+                JwtRejection::Issuer,
+            ),
+            (
+                bearer(
+                    Algorithm::HS256,
+                    b"another secret, long enough to sign",
+                    claims(serde_json::json!({})),
+                ),
+                JwtRejection::Signature,
+            ),
+            (
+                bearer(Algorithm::HS512, SECRET, claims(serde_json::json!({}))),
+                JwtRejection::Algorithm,
+            ),
+        ];
+        for (headers, reason) in cases {
+            assert_eq!(
+                verifier.verify(&headers).await.map(|_| ()),
+                Err(JwtError::Invalid(reason))
+            );
+        }
+        let reader = bearer(
+            Algorithm::HS256,
+            SECRET,
+            claims(serde_json::json!({"scope": "read"})),
+        );
+        assert_eq!(
+            verifier.verify(&reader).await.map(|_| ()),
+            Err(JwtError::Forbidden)
+        );
+        assert_eq!(
+            verifier.verify(&HeaderMap::new()).await.map(|_| ()),
+            Err(JwtError::NoToken)
+        );
+    }
+
     #[test]
     fn claims_match_values_words_and_items() {
         let scope = Value::from("read:users write:users");
