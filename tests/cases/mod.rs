@@ -17,6 +17,7 @@ mod h2c;
 mod header_transforms;
 mod headers;
 mod health;
+mod jwks;
 mod layers;
 mod limits;
 mod metrics;

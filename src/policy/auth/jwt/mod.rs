@@ -77,9 +77,20 @@ pub enum JwtError {
 /// One issuer, ready to verify.
 struct Issuer {
     name: String,
-    algorithms: Vec<Algorithm>,
-    validation: Validation,
+    /// One validation per configured algorithm: the crate wants every algorithm of a
+    /// validation to be of the key's family, and the token's is the one that counts.
+    validations: Vec<(Algorithm, Validation)>,
     keys: IssuerKeyRuntime,
+}
+
+impl Issuer {
+    /// The validation for tokens signed with `alg`; `None`: not an algorithm of this
+    /// issuer.
+    fn validation(&self, alg: Algorithm) -> Option<&Validation> {
+        self.validations
+            .iter()
+            .find_map(|(a, validation)| (*a == alg).then_some(validation))
+    }
 }
 
 enum IssuerKeyRuntime {
@@ -127,19 +138,24 @@ impl JwtVerifier {
                     .iter()
                     .map(|a| keys::algorithm(*a))
                     .collect();
-                let mut validation = Validation::new(algorithms[0]);
-                validation.algorithms = algorithms.clone();
-                validation.leeway = config.leeway.as_secs();
-                validation.validate_nbf = true;
-                validation.set_issuer(&[&issuer.issuer]);
-                let mut required = vec!["exp", "iss"];
-                if issuer.audiences.is_empty() {
-                    validation.validate_aud = false;
-                } else {
-                    validation.set_audience(&issuer.audiences);
-                    required.push("aud");
-                }
-                validation.set_required_spec_claims(&required);
+                let validations = algorithms
+                    .iter()
+                    .map(|&alg| {
+                        let mut validation = Validation::new(alg);
+                        validation.leeway = config.leeway.as_secs();
+                        validation.validate_nbf = true;
+                        validation.set_issuer(&[&issuer.issuer]);
+                        let mut required = vec!["exp", "iss"];
+                        if issuer.audiences.is_empty() {
+                            validation.validate_aud = false;
+                        } else {
+                            validation.set_audience(&issuer.audiences);
+                            required.push("aud");
+                        }
+                        validation.set_required_spec_claims(&required);
+                        (alg, validation)
+                    })
+                    .collect();
                 let keys = match &issuer.keys {
                     IssuerKeys::Secret(secret) => {
                         IssuerKeyRuntime::Secret(DecodingKey::from_secret(secret.bytes()).ok())
@@ -179,8 +195,7 @@ impl JwtVerifier {
                 };
                 Issuer {
                     name: issuer.issuer.clone(),
-                    algorithms,
-                    validation,
+                    validations,
                     keys,
                 }
             })
@@ -276,14 +291,15 @@ impl JwtVerifier {
             .map_err(|_| JwtError::Invalid(JwtRejection::Malformed))?;
         let index = self.issuer_of(token)?;
         let issuer = &self.issuers[index];
-        if !issuer.algorithms.contains(&header.alg) {
-            return Err(JwtError::Invalid(JwtRejection::Algorithm));
-        }
+        let validation = issuer
+            .validation(header.alg)
+            .ok_or(JwtError::Invalid(JwtRejection::Algorithm))?;
         let (claims, generation) = match &issuer.keys {
-            IssuerKeyRuntime::Secret(Some(key)) => (decode(token, key, &issuer.validation)?, 0),
+            IssuerKeyRuntime::Secret(Some(key)) => (decode(token, key, validation)?, 0),
             IssuerKeyRuntime::Secret(None) => return Err(JwtError::Unavailable),
             IssuerKeyRuntime::Jwks(set) => {
-                self.verify_with_set(token, &header, issuer, set).await?
+                self.verify_with_set(token, &header, validation, set)
+                    .await?
             }
         };
         let expires = claims
@@ -306,35 +322,21 @@ impl JwtVerifier {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-        issuer: &Issuer,
+        validation: &Validation,
         set: &KeySet,
-    ) -> Result<(Map<String, Value>, u64), JwtError> {
+    ) -> Result<Checked, JwtError> {
         let mut refetched = false;
         loop {
-            let keys = set.keys();
-            let mut candidates = keys
-                .keys
-                .iter()
-                .filter(|key| header.kid.is_none() || key.kid == header.kid)
-                .peekable();
-            if candidates.peek().is_some() {
-                let mut last = JwtError::Invalid(JwtRejection::Algorithm);
-                for key in candidates.filter(|key| key.verifies(header.alg)) {
-                    match decode(token, &key.key, &issuer.validation) {
-                        Ok(claims) => return Ok((claims, keys.generation)),
-                        Err(error) => last = error,
-                    }
-                }
-                return Err(last);
+            if let Some(result) = try_keys(token, header, validation, &set.keys()) {
+                return result;
             }
             if refetched {
-                return Err(if keys.keys.is_empty() {
+                return Err(if set.is_empty() {
                     JwtError::Unavailable
                 } else {
                     JwtError::Invalid(JwtRejection::UnknownKey)
                 });
             }
-            drop(keys);
             // `TooSoon` and `GaveUp` still look again: a fetch may have just ended.
             let _: Refetch = set.refetch().await;
             refetched = true;
@@ -405,6 +407,33 @@ impl JwtVerifier {
     pub fn claim_headers(&self) -> impl Iterator<Item = &HeaderName> + '_ {
         self.config.claims_to_headers.iter().map(|(_, h)| h)
     }
+}
+
+/// A token's verified claims and the key-set generation that verified them.
+type Checked = (Map<String, Value>, u64);
+
+/// The claims of `token` verified with the key of `keys` that its `kid` names (each
+/// that fits its algorithm, without a `kid`); `None` when the set has no such key.
+fn try_keys(
+    token: &str,
+    header: &jsonwebtoken::Header,
+    validation: &Validation,
+    keys: &jwks::KeyList,
+) -> Option<Result<Checked, JwtError>> {
+    let mut candidates = keys
+        .keys
+        .iter()
+        .filter(|key| header.kid.is_none() || key.kid == header.kid)
+        .peekable();
+    candidates.peek()?;
+    let mut last = JwtError::Invalid(JwtRejection::Algorithm);
+    for key in candidates.filter(|key| key.verifies(header.alg)) {
+        match decode(token, &key.key, validation) {
+            Ok(claims) => return Some(Ok((claims, keys.generation))),
+            Err(error) => last = error,
+        }
+    }
+    Some(Err(last))
 }
 
 fn decode(
@@ -554,6 +583,11 @@ impl JwtKeySets {
             }
         }
         JwtKeySets { verifiers }
+    }
+
+    /// Every verifier, in the order they were built.
+    pub fn verifiers(&self) -> impl Iterator<Item = &Arc<JwtVerifier>> + '_ {
+        self.verifiers.iter()
     }
 
     /// The verifier built for `config` in `policy`.
