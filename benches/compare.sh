@@ -9,7 +9,7 @@
 #
 #   --quick        3 rounds of 3 s runs (a few minutes); default: 7 rounds of 10 s
 #   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50
-#                  redislimit-c50 accesslog-c50
+#                  redislimit-c50 accesslog-c50 jwt-c50 jwt-nocache-c50
 #                  small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k
 #                  (default: all)
 #   --no-build     use target/release/portcullis as it is
@@ -50,7 +50,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 accesslog-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 accesslog-c50 jwt-c50 jwt-nocache-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -101,7 +101,7 @@ rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
 proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "accesslog-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "accesslog-c50", "jwt-c50", "jwt-nocache-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
     "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
@@ -109,6 +109,8 @@ titles = {
     "ratelimit-quiet-c50": "the same, the limit with advertise: false (no RateLimit fields; nginx, HAProxy: as ratelimit-c50), 50 conns",
     "redislimit-c50": "small GET under a Redis-backed rate limit (nginx, HAProxy: no limit), 50 conns",
     "accesslog-c50": "small GET with the access log to a file (HAProxy: no log), 50 conns",
+    "jwt-c50": "small GET with an RS256 JWT, verified-token cache on (nginx, HAProxy: no JWT), 50 conns",
+    "jwt-nocache-c50": "small GET with an RS256 JWT, a signature check per request (nginx, HAProxy: no JWT), 50 conns",
     "small-c1000": "small GET, keep-alive, 1,000 conns",
     "64k-c50": "64 KiB response, 50 conns",
     "newconn-c50": "new connection per request, 50 conns",
@@ -349,6 +351,7 @@ start_backend() {
     local dir=$WORK/backend
     mkdir -p "$dir/www"
     head -c 65536 /dev/urandom >"$dir/www/64k"
+    jwt_setup "$dir/www"
     chmod 755 "$dir" "$dir/www" && chmod 644 "$dir/www/64k"
     cat >"$dir/nginx.conf" <<EOF
 load_module $ECHO_MODULE;
@@ -372,6 +375,9 @@ $(nginx_temp_paths "$dir")
         location = /rls/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /rlq/small { default_type text/plain; return 200 "hello, world\n"; }
         location = /log/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /jwt/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /jwtn/small { default_type text/plain; return 200 "hello, world\n"; }
+        location = /jwks.json { default_type application/json; alias $dir/www/jwks.json; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
     }
@@ -445,6 +451,47 @@ access_log_routes_yaml() { # BINARY
         printf '  - name: logged\n    match: { path_prefix: /log }\n    upstream: backend\n'
     fi
 }
+# The JWT scenarios: the backend serves a JWKS document with the test RSA key, and wrk
+# sends one fixed RS256 token (valid for ten years) signed here with openssl.
+JWT_KEY=tests/fixtures/jwt/rsa-old.pem
+JWT_TOKEN=
+jwt_setup() { # WWW_DIR
+    runs jwt-c50 || runs jwt-nocache-c50 || return 0
+    local modulus
+    modulus=$(openssl rsa -in "$JWT_KEY" -noout -modulus | cut -d= -f2)
+    python3 - "$modulus" >"$1/jwks.json" <<'PY'
+import base64, json, sys
+n = bytes.fromhex(sys.argv[1])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+print(json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256", "n": b64(n), "e": "AQAB"}]}))
+PY
+    chmod 644 "$1/jwks.json"
+    local signing_input signature
+    signing_input=$(python3 -c '
+import base64, json, time
+b64 = lambda d: base64.urlsafe_b64encode(json.dumps(d, separators=(",", ":")).encode()).rstrip(b"=").decode()
+print(b64({"alg": "RS256", "typ": "JWT", "kid": "bench"}) + "." + b64({"iss": "bench", "sub": "user-1", "exp": int(time.time()) + 10 * 365 * 86400}))')
+    signature=$(printf '%s' "$signing_input" | openssl dgst -sha256 -sign "$JWT_KEY" -binary |
+        python3 -c 'import base64, sys; print(base64.urlsafe_b64encode(sys.stdin.buffer.read()).rstrip(b"=").decode())')
+    JWT_TOKEN="$signing_input.$signature"
+}
+jwt_policies_yaml() {
+    local jwt='{ issuers: [{ issuer: bench, jwks: { upstream: backend, path: /jwks.json }, algorithms: [RS256] }]'
+    if runs jwt-c50; then
+        printf '  jwt:\n    auth: { jwt: %s }\n' "$jwt }"
+    fi
+    if runs jwt-nocache-c50; then
+        printf '  jwt-nocache:\n    auth: { jwt: %s, token_cache: { enabled: false } } }\n' "$jwt"
+    fi
+}
+jwt_routes_yaml() {
+    if runs jwt-c50; then
+        printf '  - name: jwt\n    match: { path_prefix: /jwt/ }\n    upstream: backend\n    policies: [jwt]\n'
+    fi
+    if runs jwt-nocache-c50; then
+        printf '  - name: jwt-nocache\n    match: { path_prefix: /jwtn/ }\n    upstream: backend\n    policies: [jwt-nocache]\n'
+    fi
+}
 runs() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # A Redis for redislimit-c50, on the load CPUs, no persistence.
@@ -496,6 +543,7 @@ policies:
   acl:
     ip: { allow: [127.0.0.0/8], deny: [203.0.113.0/24] }
 $(rate_limit_policies_yaml)
+$(jwt_policies_yaml)
 routes:
   - name: acl
     match: { path_prefix: /acl }
@@ -504,6 +552,7 @@ routes:
 $(route_access_log_yaml "$bin")
 $(rate_limit_routes_yaml)
 $(access_log_routes_yaml "$bin")
+$(jwt_routes_yaml)
   - name: all
     match: { path_prefix: / }
     upstream: backend
@@ -931,6 +980,8 @@ run_one() { # SCENARIO WHO ROUND
             esac ;;
         redislimit-c50) run_wrk "$2" 50 /rls/small ;;
         accesslog-c50) run_wrk "$2" 50 /log/small ;;
+        jwt-c50) run_wrk "$2" 50 /jwt/small -H "Authorization: Bearer $JWT_TOKEN" ;;
+        jwt-nocache-c50) run_wrk "$2" 50 /jwtn/small -H "Authorization: Bearer $JWT_TOKEN" ;;
         small-c1000) run_wrk "$2" 1000 /small ;;
         64k-c50) run_wrk "$2" 50 /64k ;;
         newconn-c50) run_wrk "$2" 50 /small -H "Connection: close" ;;

@@ -129,7 +129,7 @@ async fn answer(request: &Request<Incoming>, state: &AdminState) -> Response<Res
             response
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/ready" if ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+        "/ready" if ready.load(Ordering::Acquire) => ready_text(&state.snapshot.load()),
         "/ready" => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -148,6 +148,27 @@ fn take_status(state: &AdminState) -> status::Status {
         reload: state.reloader.as_ref().map(|reloader| reloader.status()),
         totals: state.metrics.totals(),
     })
+}
+
+/// `ready`, then a line for each JWT issuer that has no keys yet: the gateway serves
+/// (its other routes and issuers work), but that issuer's tokens are answered 503.
+fn ready_text(snapshot: &Snapshot) -> Response<ResponseBody> {
+    let missing = snapshot.jwt.issuers_without_keys();
+    if missing.is_empty() {
+        return text(StatusCode::OK, "ready\n");
+    }
+    let mut body = String::from("ready\n");
+    for (policy, issuer) in missing {
+        body.push_str(&format!(
+            "jwt issuer without keys: policy={policy} issuer={issuer}\n"
+        ));
+    }
+    let mut response = Response::new(ResponseBody::full(body));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 async fn reload(reloader: Option<&Reloader>) -> Response<ResponseBody> {

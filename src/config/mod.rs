@@ -12,6 +12,7 @@ pub mod cors;
 pub mod descriptors;
 mod error;
 pub mod header_transforms;
+pub mod jwt;
 mod locate;
 pub mod raw;
 mod stores;

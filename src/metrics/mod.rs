@@ -14,15 +14,17 @@
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
 //! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections),
 //! [`access_log`] (lines written, dropped, write errors), [`auth`] (auth decisions,
-//! credential caches) and [`config`] (reloads, the configuration in use, the build);
-//! [`totals`] reads request counts back for the status page. Everything is re-exported
-//! here: `crate::metrics::X` is the path.
+//! credential caches), [`jwt`] (JWT refusals, the verified-token cache, JWKS key sets)
+//! and [`config`] (reloads, the configuration in use, the build); [`totals`] reads
+//! request counts back for the status page. Everything is re-exported here:
+//! `crate::metrics::X` is the path.
 
 mod access_log;
 mod aggregate;
 mod auth;
 mod config;
 mod edge;
+mod jwt;
 mod listeners;
 mod policies;
 mod proxy_protocol;
@@ -41,6 +43,7 @@ pub use access_log::AccessLogMetrics;
 pub use aggregate::{CallMetrics, CallOutcome};
 pub use auth::{AuthCounters, AuthResult, CacheCounters};
 pub use edge::{CorsCounters, CORS_RESULTS};
+pub use jwt::{JwksMetrics, JwtMetrics, JwtRejection, UnknownKeyOutcome};
 pub use listeners::{
     ClientTimeouts, HandshakeFailure, ListenerMetrics, TlsMetrics, WorkerConnections, TLS_ALPNS,
     TLS_VERSIONS,
@@ -61,6 +64,7 @@ use aggregate::AggregateFamilies;
 use auth::AuthFamilies;
 use config::ConfigFamilies;
 use edge::EdgeFamilies;
+use jwt::JwtFamilies;
 use listeners::ListenerFamilies;
 use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
@@ -93,6 +97,7 @@ pub struct Metrics {
     rate_limit: RateLimitFamilies,
     access_log: AccessLogFamilies,
     auth: AuthFamilies,
+    jwt: JwtFamilies,
 }
 
 impl Metrics {
@@ -115,6 +120,7 @@ impl Metrics {
             rate_limit: RateLimitFamilies::register(&r),
             access_log: AccessLogFamilies::register(&r),
             auth: AuthFamilies::register(&r),
+            jwt: JwtFamilies::register(&r),
             registry,
         }
     }

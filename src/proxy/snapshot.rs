@@ -10,6 +10,7 @@ use crate::access_log::{self, AccessLog};
 use crate::aggregate::AggregateRuntime;
 use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::policy::auth::jwt::JwtKeySets;
 use crate::policy::auth::Authenticators;
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
@@ -60,6 +61,10 @@ pub struct Snapshot {
     /// Each listener's access log, indexed like `config.listeners`; a destination a
     /// reload keeps keeps its writer (see [`access_log::build`]).
     pub access_logs: Vec<Option<Arc<AccessLog>>>,
+    /// Every policy's JWT verifiers with their JWKS key sets and tasks, which routes
+    /// share; a reload seeds them from the previous configuration's and stops those
+    /// (see [`JwtKeySets::build`]).
+    pub jwt: JwtKeySets,
 }
 
 impl Snapshot {
@@ -110,6 +115,12 @@ impl Snapshot {
             previous.map(|p| &p.rate_limits),
         );
         let authenticators = Authenticators::build(&config, metrics);
+        let jwt = JwtKeySets::build(
+            std::iter::empty(),
+            &upstreams,
+            metrics,
+            previous.map(|p| &p.jwt),
+        );
         let routes = config
             .routes
             .iter()
@@ -177,6 +188,7 @@ impl Snapshot {
             upstreams,
             rate_limits,
             rate_limit_stores,
+            jwt,
             config,
         }
     }

@@ -21,6 +21,7 @@ mod header_transforms;
 mod headers;
 mod health;
 mod hedging;
+mod jwks;
 mod layers;
 mod limits;
 mod metrics;

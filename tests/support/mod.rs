@@ -10,6 +10,7 @@ pub mod chromium;
 pub mod client;
 pub mod gateway;
 pub mod h2;
+pub mod idp;
 pub mod pki;
 pub mod prometheus;
 pub mod redis;

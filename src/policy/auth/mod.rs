@@ -29,6 +29,8 @@
 pub mod api_key;
 pub mod basic;
 pub mod credentials;
+/// The JWT verifier and JWKS key sets (built and tested; not yet a `Method`).
+pub mod jwt;
 
 use std::future::Future;
 use std::pin::Pin;
