@@ -46,6 +46,7 @@ pub mod server;
 pub mod shutdown;
 pub mod template;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod workers;
 

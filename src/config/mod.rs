@@ -23,6 +23,7 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 pub use crate::tls::{ListenerTls, UpstreamTls};
+pub use crate::trace::{TracingSettings, TrustIncoming};
 #[cfg(test)]
 pub(crate) use compile::parse_key_part;
 pub use error::{ConfigError, LoadError};
@@ -61,6 +62,8 @@ pub struct Config {
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
     pub reload: ReloadConfig,
+    /// Distributed tracing; `None`: off.
+    pub tracing: Option<TracingSettings>,
 }
 
 /// How the gateway notices that its configuration file changed.

@@ -12,7 +12,7 @@
 //! [`aggregate`] (calls of aggregate routes), [`policies`] (requests refused by a
 //! route's policies), [`edge`] (CORS results, header transforms), [`proxy_protocol`]
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
-//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections) and [`config`] (reloads, the configuration in
+//! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections), [`spans`] (traces: spans exported and dropped) and [`config`] (reloads, the configuration in
 //! use, the build). Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod aggregate;
@@ -23,6 +23,7 @@ mod policies;
 mod proxy_protocol;
 mod rate_limit;
 mod requests;
+mod spans;
 mod stores;
 mod upstreams;
 mod websocket;
@@ -40,6 +41,7 @@ pub use listeners::{
 pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use spans::TracingMetrics;
 pub use stores::{StoreErrorKind, StoreMetrics};
 pub use upstreams::{
     EndpointHealthMetrics, EndpointMetrics, PoolMetrics, Redispatch, UpstreamMetrics,
@@ -55,6 +57,7 @@ use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
 use rate_limit::RateLimitFamilies;
 use requests::RequestFamilies;
+use spans::TracingFamilies;
 use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
@@ -80,6 +83,7 @@ pub struct Metrics {
     proxy_protocol: ProxyProtocolFamilies,
     stores: StoreFamilies,
     rate_limit: RateLimitFamilies,
+    tracing: TracingFamilies,
 }
 
 impl Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
             proxy_protocol: ProxyProtocolFamilies::register(&r),
             stores: StoreFamilies::register(&r),
             rate_limit: RateLimitFamilies::register(&r),
+            tracing: TracingFamilies::register(&r),
             registry,
         }
     }

@@ -11,6 +11,8 @@ use crate::config::{Config, RetryConfig, RouteTarget};
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
+use crate::routing::PathPattern;
+use crate::trace::Tracer;
 use crate::upstream::Upstream;
 
 /// A route as the proxy uses it.
@@ -19,6 +21,8 @@ pub struct RouteRuntime {
     /// What runs between route and limit, in order.
     pub policies: Policies,
     pub handler: RouteHandler,
+    /// The route's path pattern as traces name it (`http.route`): `/api/users/{id}`.
+    pub http_route: String,
 }
 
 /// What answers a route, ready to serve.
@@ -51,6 +55,9 @@ pub struct Snapshot {
     /// Every policy's rate limits and their stores, which routes share and a reload
     /// carries over (see [`RateLimits::build`]).
     pub rate_limits: RateLimits,
+    /// The tracer, when `tracing` is configured; a reload that leaves `tracing`
+    /// unchanged keeps it (and its exporter's queue).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Snapshot {
@@ -104,6 +111,10 @@ impl Snapshot {
             .routes
             .iter()
             .map(|route| RouteRuntime {
+                http_route: match &route.spec.path {
+                    PathPattern::Exact(path) | PathPattern::Template(path) => path.clone(),
+                    PathPattern::Prefix(prefix) => format!("{prefix}/*"),
+                },
                 metrics: metrics.route(&route.name, &listener_names),
                 policies: Policies::for_route(route, &config.policies, &rate_limits, metrics),
                 handler: match &route.target {
@@ -140,7 +151,19 @@ impl Snapshot {
                 },
             })
             .collect();
+        let tracer = config.tracing.as_ref().and_then(|settings| {
+            let before = previous
+                .and_then(|p| p.tracer.as_ref())
+                .filter(|t| t.settings == *settings);
+            match before {
+                Some(tracer) => Some(tracer.clone()),
+                None => Tracer::start(settings.clone(), metrics.tracing())
+                    .map_err(|e| tracing::error!("tracing is off: its exporter did not start: {e}"))
+                    .ok(),
+            }
+        });
         Snapshot {
+            tracer,
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,

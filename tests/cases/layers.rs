@@ -25,8 +25,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("body", &["http1"]),
     ("routing", &["template"]),
     ("tls", &["metrics", "routing", "shutdown"]),
+    ("trace", &["metrics"]),
     // Configuration: data, checked and compiled; no runtime module.
-    ("config", &["http1", "routing", "template", "tls"]),
+    ("config", &["http1", "routing", "template", "tls", "trace"]),
     // The request path, top to bottom.
     (
         "upstream",
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "request_id",
             "shutdown",
             "tls",
+            "trace",
             "workers",
         ],
     ),
@@ -52,6 +54,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "request_id",
             "template",
+            "trace",
             "upstream",
         ],
     ),
@@ -82,6 +85,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "request_id",
             "routing",
             "shutdown",
+            "trace",
             "upstream",
         ],
     ),

@@ -31,6 +31,7 @@ mod retries;
 mod routing;
 mod streaming;
 mod tls;
+mod tracing;
 mod upstream_h2;
 mod upstream_pool;
 mod upstream_tls;

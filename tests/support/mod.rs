@@ -9,6 +9,7 @@ pub mod browser;
 pub mod client;
 pub mod gateway;
 pub mod h2;
+pub mod otlp;
 pub mod pki;
 pub mod prometheus;
 pub mod redis;
