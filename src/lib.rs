@@ -12,7 +12,8 @@
 //!   client settings), [`metrics`], [`interim`] (`103 Early Hints` passed from the
 //!   upstream client to the client's connection), [`request_id`], [`template`] (the
 //!   placeholder tokenizer), [`routing`] (the route table and path rewrites), [`workers`]
-//!   (one single-threaded runtime per core);
+//!   (one single-threaded runtime per core), [`trace`] (W3C trace context, spans, their
+//!   OTLP/HTTP export);
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
 //!   runtime module;
 //! - down the request path: [`server`] (listeners' connections, their PROXY protocol

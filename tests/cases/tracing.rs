@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::support::otlp::{attribute, hex, span_attribute, OtlpReceiver, Span};
 use crate::support::{
-    eventually, metric, metrics_text, url, Aggregate, Backend, Call, Client, Gateway, Reply, Retry,
-    Route, Upstream,
+    eventually, metric, metrics_text, url, Aggregate, Backend, Call, Client, Gateway, Listener,
+    Reply, Retry, Route, Upstream,
 };
 
 const PARENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -364,6 +364,38 @@ async fn an_unsampled_caller_is_followed_and_an_invalid_traceparent_starts_a_tra
             .all(|s| hex(&s.trace_id) != PARENT_TRACE),
         "the unsampled caller's request exported nothing"
     );
+}
+
+#[tokio::test]
+async fn trusted_proxies_only_continues_the_traces_of_trusted_peers() {
+    let receiver = OtlpReceiver::start().await;
+    let backend = Backend::echo().await;
+    let settings = format!(
+        "{{ otlp: {{ endpoint: \"{}\" }}, sample: 1, export_interval: 20ms, trust_incoming: trusted_proxies }}",
+        receiver.endpoint()
+    );
+    // The test's client (127.0.0.1) is not among the trusted proxies.
+    let gw = Gateway::new()
+        .listener(Listener::public().trusted_proxies(&["10.0.0.0/8"]))
+        .upstream("app", &backend)
+        .route("/", "app")
+        .raw("tracing", &settings)
+        .start()
+        .await;
+    let parent = format!("00-{PARENT_TRACE}-{PARENT_SPAN}-01");
+    assert_eq!(
+        get(&gw, "/", &[("traceparent", &parent)]).await,
+        StatusCode::OK
+    );
+    let (trace, _, _) = traceparent_seen(&backend);
+    assert_ne!(
+        trace, PARENT_TRACE,
+        "an untrusted peer's traceparent starts a new trace"
+    );
+    let spans = receiver.trace(&hex_bytes(&trace), 2).await;
+    assert!(of_kind(&spans, SpanKind::Server)[0]
+        .parent_span_id
+        .is_empty());
 }
 
 #[tokio::test]
