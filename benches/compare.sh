@@ -11,7 +11,12 @@
 #   --scenarios    comma-separated subset of: small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50
 #                  redislimit-c50 accesslog-c50 jwt-c50 jwt-nocache-c50
 #                  small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k
-#                  (default: all)
+#                  tracing1-c50 tracing100-c50 (default: all)
+#                  tracing1-c50 / tracing100-c50: small GET through portcullis-t1 /
+#                  portcullis-t100 (tracing at 1% / 100% sampling, exporting OTLP/HTTP to
+#                  the backend nginx, which answers 200 on /v1/traces and discards the
+#                  body), alternating with plain portcullis (tracing off) in the same
+#                  scenario
 #   --no-build     use target/release/portcullis as it is
 #   --raw FILE     also write every run as CSV to FILE
 #   --report FILE  print the tables from such a CSV again, without measuring
@@ -35,7 +40,7 @@
 # one CPU is marked load-side-limited: its req/s says more about wrk and the backend
 # than about the proxy.
 #
-# Everything started here is stopped on exit, by PID. Ports: 18081-18095 on 127.0.0.1.
+# Everything started here is stopped on exit, by PID. Ports: 18081-18097 on 127.0.0.1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -50,7 +55,7 @@ RAW=
 REPORT=
 WORKERS=1
 AB_BIN=
-ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 accesslog-c50 jwt-c50 jwt-nocache-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k"
+ALL_SCENARIOS="small-c50 iplist-c50 ratelimit-c50 ratelimit-quiet-c50 redislimit-c50 accesslog-c50 jwt-c50 jwt-nocache-c50 small-c1000 64k-c50 newconn-c50 h2c-c50x10 rate-half delay-c1000 idle-10k tracing1-c50 tracing100-c50"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -100,8 +105,8 @@ timed = [r for r in rows if r["scenario"] != "idle-10k"] or rows
 rounds = max(int(r["round"]) for r in timed)
 duration = round(statistics.median(float(r["wall_s"]) for r in timed))
 DISTURBED_PCT = 5
-proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
-throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "accesslog-c50", "jwt-c50", "jwt-nocache-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10"]
+proxies = [p for p in ["portcullis", "portcullis-b", "portcullis-ws", "portcullis-t1", "portcullis-t100", "nginx", "haproxy"] if any(r["proxy"] == p for r in rows)]
+throughput = ["small-c50", "iplist-c50", "ratelimit-c50", "ratelimit-quiet-c50", "redislimit-c50", "accesslog-c50", "jwt-c50", "jwt-nocache-c50", "small-c1000", "64k-c50", "newconn-c50", "h2c-c50x10", "tracing1-c50", "tracing100-c50"]
 titles = {
     "small-c50": "small GET, keep-alive, 50 conns",
     "iplist-c50": "small GET through an IP allow/deny list, 50 conns",
@@ -117,6 +122,8 @@ titles = {
     "h2c-c50x10": "h2c, 50 conns x 10 streams (h2load)",
     "rate-half": "fixed rate of half nginx's max" + (f" ({rate_offered:,} req/s)" if rate_offered else "") + ", small GET",
     "delay-c1000": "100 ms upstream, 1,000 conns (ideal 10,000 req/s)",
+    "tracing1-c50": "small GET, tracing at 1% (portcullis: off), 50 conns",
+    "tracing100-c50": "small GET, tracing at 100% (portcullis: off), 50 conns",
 }
 
 def med(values):
@@ -189,6 +196,18 @@ for scenario in throughput + ["delay-c1000"]:
               f"| {num(s['cpu_us'], '.2f')} | {ratio(s['cpu_us'], base and base['cpu_us'])} "
               f"| {num(s['busy'], '.0f')}% | {limited} | {s['used']} | {s['errors']} |")
 
+traced = [(sc, p) for sc, p in [("tracing1-c50", "portcullis-t1"), ("tracing100-c50", "portcullis-t100")]
+          if stats(sc, p) and stats(sc, "portcullis")]
+if traced:
+    print("\nTracing against off, in the same scenario (alternating runs): CPU µs/req and req/s of "
+          "the traced gateway divided by those of plain portcullis.\n")
+    print("| scenario | CPU µs/req off | CPU µs/req traced | CPU × off | req/s × off | p99 × off |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for sc, p in traced:
+        off, on = stats(sc, "portcullis"), stats(sc, p)
+        print(f"| {titles[sc]} | {num(off['cpu_us'], '.2f')} | {num(on['cpu_us'], '.2f')} "
+              f"| {ratio(on['cpu_us'], off['cpu_us'])} | {ratio(on['rps'], off['rps'])} | {ratio(on['p99'], off['p99'])} |")
+
 if any(r["scenario"] == "rate-half" for r in rows):
     base = stats("rate-half", "nginx")
     print(f"\n**{titles['rate-half']}** (open-loop schedule in wrk's Lua `delay()`; latency counted from each request's send)\n")
@@ -254,11 +273,11 @@ if [ -n "$AB_BIN" ]; then
     CONTESTANTS="portcullis portcullis-b nginx"
 fi
 BACKEND_PORT=18081
-declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws]=18087 [portcullis-b]=18088)
+declare -A PORT=([portcullis]=18082 [nginx]=18083 [haproxy]=18084 [portcullis-ws]=18087 [portcullis-b]=18088 [portcullis-t1]=18089 [portcullis-t100]=18090)
 # h2c (prior knowledge): Portcullis serves HTTP/1.1 and HTTP/2 on one port; nginx 1.22
 # and HAProxy need a port of their own for it.
 declare -A H2_PORT=([portcullis]=18082 [nginx]=18085 [haproxy]=18086 [portcullis-ws]=18087 [portcullis-b]=18088)
-declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093 [portcullis-b]=18094)
+declare -A ADMIN=([portcullis]=18092 [portcullis-ws]=18093 [portcullis-b]=18094 [portcullis-t1]=18096 [portcullis-t100]=18097)
 IDLE_CONNS=${IDLE_CONNS:-10000}
 REDIS_PORT=18095
 
@@ -380,6 +399,9 @@ $(nginx_temp_paths "$dir")
         location = /jwks.json { default_type application/json; alias $dir/www/jwks.json; }
         location = /64k { default_type application/octet-stream; alias $dir/www/64k; }
         location = /delay { default_type text/plain; echo_sleep 0.1; echo "slept 100 ms"; }
+        # The OTLP/HTTP receiver of the tracing scenarios: every export accepted, its
+        # body read and discarded.
+        location = /v1/traces { client_max_body_size 64m; return 200; }
     }
 }
 EOF
@@ -494,6 +516,28 @@ jwt_routes_yaml() {
 }
 runs() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
+# The tracing contestants' `tracing` section (portcullis-t1: 1%, portcullis-t100: 100%),
+# exporting to the backend nginx's /v1/traces.
+tracing_yaml() { # CONTESTANT
+    local sample
+    case "$1" in
+        portcullis-t1) sample=0.01 ;;
+        portcullis-t100) sample=1 ;;
+        *) return 0 ;;
+    esac
+    printf 'tracing:\n  otlp: { endpoint: "http://127.0.0.1:%s/v1/traces", timeout: 2s }\n  sample: %s\n' "$BACKEND_PORT" "$sample"
+}
+
+# Who runs SCENARIO: a tracing scenario alternates plain portcullis (off) with its traced
+# contestant; every other scenario, the contestants.
+contestants_of() { # SCENARIO
+    case "$1" in
+        tracing1-c50) echo "portcullis portcullis-t1" ;;
+        tracing100-c50) echo "portcullis portcullis-t100" ;;
+        *) echo "$CONTESTANTS" ;;
+    esac
+}
+
 # A Redis for redislimit-c50, on the load CPUs, no persistence.
 start_redis() {
     runs redislimit-c50 || return 0
@@ -513,6 +557,7 @@ start_redis() {
 start_portcullis() { # [WORKER_MODEL [CONTESTANT BINARY]]
     local model=${1:-per_core} who=${2:-portcullis} bin=${3:-$BIN}
     [ "$model" = per_core ] || who=portcullis-ws
+    [ -n "$bin" ] || bin=$BIN
     local dir=$WORK/$who
     mkdir -p "$dir"
     # Configured as users run it: metrics on (admin listener), request ids, limits set
@@ -539,6 +584,7 @@ upstreams:
     timeout: 30s
     pool: { max_idle_per_endpoint: 1024, idle_timeout: 75s }
 $(rate_limit_stores_yaml)
+$(tracing_yaml "$who")
 policies:
   acl:
     ip: { allow: [127.0.0.0/8], deny: [203.0.113.0/24] }
@@ -570,6 +616,14 @@ EOF
 
 start_portcullis-ws() {
     start_portcullis work_stealing
+}
+
+start_portcullis-t1() {
+    start_portcullis per_core portcullis-t1 ""
+}
+
+start_portcullis-t100() {
+    start_portcullis per_core portcullis-t100 ""
 }
 
 start_portcullis-b() {
@@ -990,6 +1044,7 @@ run_one() { # SCENARIO WHO ROUND
         rate-half) WRK_RATE=$((RATE / LOAD_THREADS)) run_wrk "$2" "$RATE_CONNS" /small ;;
         delay-c1000) run_wrk "$2" 1000 /delay ;;
         idle-10k) run_idle "$2" "$3"; return ;;
+        tracing1-c50 | tracing100-c50) run_wrk "$2" 50 /small ;;
     esac
     record "$1" "$2" "$3"
 }
@@ -997,12 +1052,16 @@ run_one() { # SCENARIO WHO ROUND
 log "work dir $WORK; $ROUNDS rounds of ${DURATION}s; proxies on CPU $PROXY_CPU, wrk and backend on CPU $LOAD_CPU"
 start_backend
 start_redis
-for who in $CONTESTANTS; do
+# The tracing contestants, only when their scenarios run.
+EXTRA=
+runs tracing1-c50 && EXTRA="$EXTRA portcullis-t1"
+runs tracing100-c50 && EXTRA="$EXTRA portcullis-t100"
+for who in $CONTESTANTS $EXTRA; do
     "start_$who"
 done
 
 log "warm-up"
-for who in $CONTESTANTS; do
+for who in $CONTESTANTS $EXTRA; do
     saved=$DURATION; DURATION=1; run_wrk "$who" 50 /small; DURATION=$saved
 done
 
@@ -1023,7 +1082,7 @@ for scenario in $SCENARIOS; do
     # Memory per idle connection barely varies; in --quick mode measure it once.
     [ "$scenario" = idle-10k ] && [ "$QUICK" = 1 ] && rounds=1
     for round in $(seq "$rounds"); do
-        for who in $CONTESTANTS; do
+        for who in $(contestants_of "$scenario"); do
             run_one "$scenario" "$who" "$round"
         done
     done

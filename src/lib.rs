@@ -13,7 +13,8 @@
 //!   upstream client to the client's connection), [`request_id`], [`template`] (the
 //!   placeholder tokenizer), [`routing`] (the route table and path rewrites), [`workers`]
 //!   (one single-threaded runtime per core), [`upgrade`] (listening sockets handed to a new
-//!   process in a binary upgrade);
+//!   process in a binary upgrade), [`trace`] (W3C trace context, spans, their OTLP/HTTP
+//!   export);
 //! - [`config`]: `gateway.yaml` → a validated, compiled [`config::Config`]; imports no
 //!   runtime module;
 //! - [`access_log`]: one JSON line per request, formatted as the request goes and
@@ -51,6 +52,7 @@ pub mod server;
 pub mod shutdown;
 pub mod template;
 pub mod tls;
+pub mod trace;
 pub mod upgrade;
 pub mod upstream;
 pub mod workers;

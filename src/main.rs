@@ -463,6 +463,19 @@ fn print_summary(path: &Path, config: &Config) {
             );
         }
     }
+    if let Some(tracing) = &config.tracing {
+        println!(
+            "\ntracing: OTLP/HTTP to {} (timeout {}), sample {}, service {}, trust_incoming {}, queue {}, batch {}, export_interval {}",
+            tracing.endpoint,
+            human(tracing.timeout),
+            tracing.sample,
+            tracing.service_name,
+            tracing.trust_incoming.as_str(),
+            tracing.queue,
+            tracing.batch,
+            human(tracing.export_interval)
+        );
+    }
     if !config.policies.is_empty() {
         let policy_width = config
             .policies

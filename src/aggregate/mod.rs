@@ -167,6 +167,8 @@ pub struct Inputs {
     pub base_headers: HeaderMap,
     /// How a failed call is described in a partial answer.
     pub describe: Describe,
+    /// The request's trace, when tracing is on: each call is a span of it.
+    pub trace: Option<crate::trace::SendContext>,
 }
 
 type CallFuture = Pin<Box<dyn Future<Output = (usize, Result<Value, CallError>)> + Send>>;
@@ -264,12 +266,13 @@ impl Execution {
             &self.runtime.names,
         );
         let future: CallFuture = match path {
-            Ok(path) => Box::pin(run_call(
-                self.runtime.clone(),
-                self.inputs.clone(),
-                call,
-                path,
-            )),
+            Ok(path) => {
+                let run = run_call(self.runtime.clone(), self.inputs.clone(), call, path);
+                match &self.inputs.trace {
+                    None => Box::pin(run),
+                    Some(trace) => Box::pin(traced_call(trace.child(), self.runtime.clone(), run)),
+                }
+            }
             Err(missing) => {
                 let error = CallError::Missing(missing);
                 self.record(call, error.outcome());
@@ -292,6 +295,42 @@ impl Drop for Tally<'_> {
             self.metrics.record(CallOutcome::Cancelled);
         }
     }
+}
+
+/// A call as a span of the request's trace (an internal span named after the call,
+/// its upstream sends its children); the calls it waited for are in
+/// `portcullis.aggregate.depends_on`, and it starts once they have ended.
+async fn traced_call(
+    span: crate::trace::OpenSpan,
+    runtime: Arc<AggregateRuntime>,
+    run: impl Future<Output = (usize, Result<Value, CallError>)>,
+) -> (usize, Result<Value, CallError>) {
+    use crate::trace::AttrValue;
+    let (call, result) = crate::trace::in_context(span.context().clone(), run).await;
+    span.end(crate::trace::SpanKind::Internal, || {
+        let config = &runtime.config.calls[call];
+        let mut attributes: Vec<(&'static str, AttrValue)> = vec![
+            ("portcullis.aggregate.call", config.name.as_str().into()),
+            ("portcullis.route", runtime.route.as_str().into()),
+            (
+                "portcullis.upstream",
+                runtime.calls[call].upstream.name.as_str().into(),
+            ),
+        ];
+        if !config.depends_on.is_empty() {
+            let names = config
+                .depends_on
+                .iter()
+                .map(|&d| runtime.names[d].to_string())
+                .collect();
+            attributes.push(("portcullis.aggregate.depends_on", AttrValue::StrList(names)));
+        }
+        if let Err(error) = &result {
+            attributes.push(("error.type", error.outcome().label().into()));
+        }
+        (config.name.clone(), attributes, result.is_err())
+    });
+    (call, result)
 }
 
 async fn run_call(

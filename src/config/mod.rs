@@ -26,6 +26,7 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 
 pub use crate::tls::{ListenerTls, UpstreamTls};
+pub use crate::trace::{TracingSettings, TrustIncoming};
 #[cfg(test)]
 pub(crate) use compile::parse_key_part;
 pub use error::{ConfigError, LoadError};
@@ -66,6 +67,8 @@ pub struct Config {
     /// Things that are valid but probably not what the author meant.
     pub warnings: Vec<ConfigError>,
     pub reload: ReloadConfig,
+    /// Distributed tracing; `None`: off.
+    pub tracing: Option<TracingSettings>,
     /// Each listener's access log (`None`: off), indexed like `listeners`. Kept apart
     /// from [`ListenerConfig`] so that a reload changing only the log does not restart
     /// the listener.

@@ -39,6 +39,31 @@ pub struct RawConfig {
     /// Named identities that authentication policies recognise.
     #[serde(default)]
     pub consumers: super::auth::RawConsumers,
+    /// Distributed tracing (OpenTelemetry); absent: off.
+    pub tracing: Option<RawTracing>,
+}
+
+/// `tracing`: where spans go and which requests are traced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp: RawOtlp,
+    /// The share of new traces sampled, 0 to 1.
+    pub sample: Option<f64>,
+    pub service_name: Option<String>,
+    pub trust_incoming: Option<crate::trace::TrustIncoming>,
+    pub queue: Option<usize>,
+    pub batch: Option<usize>,
+    pub export_interval: Option<HumanDuration>,
+}
+
+/// `tracing.otlp`: the OTLP/HTTP collector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtlp {
+    /// `http://host:port/v1/traces`.
+    pub endpoint: String,
+    pub timeout: Option<HumanDuration>,
 }
 
 /// A shared rate-limit store: where its state lives and what a failure to reach it means.

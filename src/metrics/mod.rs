@@ -14,10 +14,10 @@
 //! (the PROXY headers of listeners behind L4 balancers), [`rate_limit`] (rate-limit decisions, local
 //! store keys), [`stores`] (shared rate-limit stores: errors, latency, connections),
 //! [`access_log`] (lines written, dropped, write errors), [`auth`] (auth decisions,
-//! credential caches), [`jwt`] (JWT refusals, the verified-token cache, JWKS key sets)
-//! and [`config`] (reloads, the configuration in use, the build); [`totals`] reads
-//! request counts back for the status page. Everything is re-exported here:
-//! `crate::metrics::X` is the path.
+//! credential caches), [`jwt`] (JWT refusals, the verified-token cache, JWKS key sets),
+//! [`spans`] (traces: spans exported and dropped) and [`config`] (reloads, the
+//! configuration in use, the build); [`totals`] reads request counts back for the status
+//! page. Everything is re-exported here: `crate::metrics::X` is the path.
 
 mod access_log;
 mod aggregate;
@@ -30,6 +30,7 @@ mod policies;
 mod proxy_protocol;
 mod rate_limit;
 mod requests;
+mod spans;
 mod stores;
 mod totals;
 mod upstreams;
@@ -51,6 +52,7 @@ pub use listeners::{
 pub use proxy_protocol::{ProxyProtocolMetrics, ProxyProtocolOutcome};
 pub use rate_limit::{RateLimitCounters, RateLimitDecision};
 pub use requests::{RequestCounters, RouteMetrics, UNMATCHED_ROUTE};
+pub use spans::TracingMetrics;
 pub use stores::{StoreErrorKind, StoreMetrics};
 pub use totals::{Count, Totals};
 pub use upstreams::{
@@ -70,6 +72,7 @@ use policies::PolicyFamilies;
 use proxy_protocol::ProxyProtocolFamilies;
 use rate_limit::RateLimitFamilies;
 use requests::RequestFamilies;
+use spans::TracingFamilies;
 use stores::StoreFamilies;
 use upstreams::UpstreamFamilies;
 use websocket::WebSocketFamilies;
@@ -98,6 +101,7 @@ pub struct Metrics {
     access_log: AccessLogFamilies,
     auth: AuthFamilies,
     jwt: JwtFamilies,
+    tracing: TracingFamilies,
 }
 
 impl Metrics {
@@ -121,6 +125,7 @@ impl Metrics {
             access_log: AccessLogFamilies::register(&r),
             auth: AuthFamilies::register(&r),
             jwt: JwtFamilies::register(&r),
+            tracing: TracingFamilies::register(&r),
             registry,
         }
     }

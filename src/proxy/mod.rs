@@ -211,64 +211,67 @@ impl Client<'_> {
             method: request.method().clone(),
             answered: false,
         };
-        let route = routed
-            .as_ref()
-            .ok()
-            .map(|routed| &snapshot.routes[routed.route]);
+        let route_index = routed.as_ref().ok().map(|routed| routed.route);
+        let route = route_index.map(|index| &snapshot.routes[index]);
         let mut admission = Admission::default();
-        let result = match routed {
-            Ok(routed) => match &snapshot.routes[routed.route].handler {
-                RouteHandler::Proxy {
-                    upstream,
-                    timeout,
-                    retry,
-                    websocket,
-                    hedge,
-                } => {
-                    let target = Forward {
-                        route: &snapshot.routes[routed.route],
-                        upstream,
-                        timeout: *timeout,
-                        retry: retry.as_deref(),
-                        websocket: websocket.as_ref(),
-                        hedge: hedge.as_deref(),
-                    };
-                    self.forward(
-                        target,
-                        routed,
-                        request,
-                        &request_id,
-                        started,
-                        &mut admission,
-                        entry.as_deref_mut(),
-                    )
-                    .await
-                }
-                RouteHandler::Aggregate(aggregate) => {
-                    let policies = &snapshot.routes[routed.route].policies;
-                    self.aggregate(
-                        aggregate,
-                        policies,
-                        routed,
-                        request,
-                        &request_id,
-                        &mut admission,
-                        entry.as_deref_mut(),
-                    )
-                    .await
-                }
-            },
-            Err(error) => Err(error),
+        // The server span, when tracing is on; what it says of the request is taken
+        // only when it is sampled.
+        let trace = snapshot.tracer.as_ref().map(|tracer| {
+            let peer = client_ip::canonical(self.peer);
+            let trusted = self.trusted_proxies.iter().any(|net| net.contains(&peer));
+            tracer.begin(request.headers(), trusted)
+        });
+        let traced = trace
+            .as_ref()
+            .filter(|span| span.sampled())
+            .map(|_| TracedRequest::of(&request, self.peer));
+        let result = match &trace {
+            None => {
+                self.dispatch(
+                    snapshot,
+                    routed,
+                    request,
+                    &request_id,
+                    started,
+                    &mut admission,
+                    entry.as_deref_mut(),
+                )
+                .await
+            }
+            // Boxed: an untraced request's future stays the size it was.
+            Some(span) => {
+                let work = self.dispatch(
+                    snapshot,
+                    routed,
+                    request,
+                    &request_id,
+                    started,
+                    &mut admission,
+                    entry.as_deref_mut(),
+                );
+                Box::pin(crate::trace::in_context(span.context().clone(), work)).await
+            }
         };
+        let mut error_type = None;
         let (status, mut response) = match result {
             Ok(response) => (response.status(), response),
             Err(error) => {
                 route_metrics
                     .duration
                     .observe(started.elapsed().as_secs_f64());
+                if traced.is_some() {
+                    error_type = Some(respond::rescue(&error).code);
+                }
                 self.fail(&error, &request_id, dialect, entry.as_deref_mut())
             }
         };
+        if let (Some(span), Some(traced)) = (trace, traced) {
+            let http_route = route.map(|route| route.http_route.as_str());
+            let route_name = route_index.map(|index| snapshot.config.routes[index].name.as_str());
+            span.end(crate::trace::SpanKind::Server, || {
+                traced.describe(http_route, route_name, status, error_type, &request_id)
+            });
+        }
         if let Some(route) = route {
             route.policies.finish(admission, response.headers_mut());
         }
@@ -325,6 +328,51 @@ impl Client<'_> {
             route: route.map(|route| snapshot.config.routes[route].name.as_str()),
             upstream,
         })
+    }
+
+    /// Phases 3 to 6 for a routed request: its route's proxy or aggregate.
+    // The request's parts as `forward` and `aggregate` take them (see their allows).
+    #[allow(clippy::too_many_arguments)]
+    async fn dispatch(
+        &self,
+        snapshot: &Snapshot,
+        routed: Result<Routed, ProxyError>,
+        request: Request<ClientBody>,
+        request_id: &HeaderValue,
+        started: Instant,
+        admission: &mut Admission,
+        entry: Option<&mut Entry>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let routed = routed?;
+        match &snapshot.routes[routed.route].handler {
+            RouteHandler::Proxy {
+                upstream,
+                timeout,
+                retry,
+                websocket,
+                hedge,
+            } => {
+                let target = Forward {
+                    route: &snapshot.routes[routed.route],
+                    upstream,
+                    timeout: *timeout,
+                    retry: retry.as_deref(),
+                    websocket: websocket.as_ref(),
+                    hedge: hedge.as_deref(),
+                };
+                self.forward(
+                    target, routed, request, request_id, started, admission, entry,
+                )
+                .await
+            }
+            RouteHandler::Aggregate(aggregate) => {
+                let policies = &snapshot.routes[routed.route].policies;
+                self.aggregate(
+                    aggregate, policies, routed, request, request_id, admission, entry,
+                )
+                .await
+            }
+        }
     }
 
     /// The answer to a failed request, logged, as [`respond`] decides it; and the
@@ -391,6 +439,7 @@ impl Client<'_> {
             client_headers: parts.headers,
             base_headers,
             describe: respond::describe_calls(self.error_detail),
+            trace: crate::trace::current(),
         });
         let mut response = if crate::aggregate::streams(&aggregate.config) {
             crate::aggregate::stream(aggregate.clone(), inputs)
@@ -792,6 +841,70 @@ fn log_failure(rescued: &Rescued, request_id: &HeaderValue) {
         tracing::debug!(request_id = id, status, code = rescued.code, "{detail}");
     }
 }
+
+/// What a sampled request's server span says of it, taken before the request is
+/// forwarded.
+struct TracedRequest {
+    method: Method,
+    path: String,
+    version: Version,
+    peer: IpAddr,
+}
+
+impl TracedRequest {
+    fn of(request: &Request<ClientBody>, peer: IpAddr) -> Self {
+        TracedRequest {
+            method: request.method().clone(),
+            path: request.uri().path().to_owned(),
+            version: request.version(),
+            peer,
+        }
+    }
+
+    /// The span's name (the route's pattern, never the raw path), attributes (OTel HTTP
+    /// semantic conventions) and whether it failed (a 5xx answer).
+    fn describe(
+        self,
+        http_route: Option<&str>,
+        route_name: Option<&str>,
+        status: StatusCode,
+        error_type: Option<&'static str>,
+        request_id: &HeaderValue,
+    ) -> (String, Vec<(&'static str, crate::trace::AttrValue)>, bool) {
+        use crate::trace::AttrValue;
+        let name = match http_route {
+            Some(pattern) => format!("{} {pattern}", self.method),
+            None => UNMATCHED_SPAN.to_owned(),
+        };
+        let mut attributes: Vec<(&'static str, AttrValue)> = Vec::with_capacity(10);
+        attributes.push(("http.request.method", self.method.as_str().into()));
+        attributes.push(("url.path", self.path.into()));
+        if let Some(pattern) = http_route {
+            attributes.push(("http.route", pattern.into()));
+        }
+        if let Some(route) = route_name {
+            attributes.push(("portcullis.route", route.into()));
+        }
+        attributes.push(("http.response.status_code", status.as_u16().into()));
+        attributes.push(("network.peer.address", self.peer.to_string().into()));
+        let version = match self.version {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        attributes.push(("network.protocol.version", version.into()));
+        if let Some(code) = error_type {
+            attributes.push(("error.type", code.into()));
+        }
+        if let Ok(id) = request_id.to_str() {
+            attributes.push(("portcullis.request_id", id.into()));
+        }
+        (name, attributes, status.is_server_error())
+    }
+}
+
+/// The name of the server span of a request that matched no route.
+const UNMATCHED_SPAN: &str = "unmatched route";
 
 /// Counts the request once answered; a request dropped before (the client went away)
 /// counts as 499, as nginx does.

@@ -14,6 +14,8 @@ use crate::policy::auth::jwt::JwtKeySets;
 use crate::policy::auth::Authenticators;
 use crate::policy::rate_limit::{RateLimits, RedisStore};
 use crate::policy::Policies;
+use crate::routing::PathPattern;
+use crate::trace::Tracer;
 use crate::upstream::{Hedge, Upstream};
 
 /// A route as the proxy uses it.
@@ -24,6 +26,8 @@ pub struct RouteRuntime {
     /// What runs between route and limit, in order.
     pub policies: Policies,
     pub handler: RouteHandler,
+    /// The route's path pattern as traces name it (`http.route`): `/api/users/{id}`.
+    pub http_route: String,
 }
 
 /// What answers a route, ready to serve.
@@ -65,6 +69,9 @@ pub struct Snapshot {
     /// share; a reload seeds them from the previous configuration's and stops those
     /// (see [`JwtKeySets::build`]).
     pub jwt: JwtKeySets,
+    /// The tracer, when `tracing` is configured; a reload that leaves `tracing`
+    /// unchanged keeps it (and its exporter's queue).
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 impl Snapshot {
@@ -128,6 +135,10 @@ impl Snapshot {
                 let route_metrics = metrics.route(&route.name, &listener_names);
                 let latency = route_metrics.duration.clone();
                 RouteRuntime {
+                    http_route: match &route.spec.path {
+                        PathPattern::Exact(path) | PathPattern::Template(path) => path.clone(),
+                        PathPattern::Prefix(prefix) => format!("{prefix}/*"),
+                    },
                     metrics: route_metrics,
                     access_log: route.access_log,
                     policies: Policies::for_route(
@@ -181,8 +192,20 @@ impl Snapshot {
             previous.map_or(&[], |p| &p.access_logs),
             metrics,
         );
+        let tracer = config.tracing.as_ref().and_then(|settings| {
+            let before = previous
+                .and_then(|p| p.tracer.as_ref())
+                .filter(|t| t.settings == *settings);
+            match before {
+                Some(tracer) => Some(tracer.clone()),
+                None => Tracer::start(settings.clone(), metrics.tracing())
+                    .map_err(|e| tracing::error!("tracing is off: its exporter did not start: {e}"))
+                    .ok(),
+            }
+        });
         Snapshot {
             access_logs,
+            tracer,
             unmatched: metrics.route(UNMATCHED_ROUTE, &listener_names),
             routes,
             upstreams,

@@ -359,10 +359,13 @@ impl Upstream {
     async fn send_recorded(
         &self,
         index: usize,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         until: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<Response<ReceivedBody>, SendFailure> {
+        // Under a trace, this send is a client span of its own, and says so upstream.
+        let traced = crate::trace::client_send(request.headers_mut())
+            .map(|span| (span, request.method().clone()));
         let sent = Instant::now();
         let mut pending = PendingSend {
             upstream: self,
@@ -373,6 +376,19 @@ impl Upstream {
         let result = self.pool.send_until(index, request, until, timeout).await;
         pending.ended = true;
         self.record_send(index, &result, sent);
+        if let Some((span, method)) = traced {
+            let address = &self.endpoints()[index].address.authority;
+            let outcome = match &result {
+                Ok(response) => Ok(response.status().as_u16()),
+                Err(failure) => Err(failure.error.code()),
+            };
+            span.end(
+                &method,
+                &self.name,
+                (address.host(), address.port_u16()),
+                outcome,
+            );
+        }
         result
     }
 

@@ -26,8 +26,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("body", &["http1"]),
     ("routing", &["template"]),
     ("tls", &["metrics", "routing", "shutdown"]),
+    ("trace", &["metrics"]),
     // Configuration: data, checked and compiled; no runtime module.
-    ("config", &["http1", "routing", "template", "tls"]),
+    ("config", &["http1", "routing", "template", "tls", "trace"]),
     // The access log: lines formatted per request, written by a thread per destination.
     ("access_log", &["config", "metrics"]),
     // The request path, top to bottom.
@@ -44,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "request_id",
             "shutdown",
             "tls",
+            "trace",
             "workers",
         ],
     ),
@@ -57,6 +59,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "request_id",
             "template",
+            "trace",
             "upstream",
         ],
     ),
@@ -88,6 +91,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "request_id",
             "routing",
             "shutdown",
+            "trace",
             "upstream",
         ],
     ),

@@ -36,6 +36,7 @@ mod routing;
 mod status_page;
 mod streaming;
 mod tls;
+mod tracing;
 mod upstream_h2;
 mod upstream_pool;
 mod upstream_tls;

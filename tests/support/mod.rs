@@ -11,6 +11,7 @@ pub mod client;
 pub mod gateway;
 pub mod h2;
 pub mod idp;
+pub mod otlp;
 pub mod pki;
 pub mod prometheus;
 pub mod redis;

@@ -27,6 +27,8 @@ pub(super) fn max_for(key: &str) -> Duration {
             MINUTE
         }
         "timeout" if key.contains(".health_check.") || key.contains(".redis.") => MINUTE,
+        "timeout" if key.starts_with("tracing.") => MINUTE,
+        "export_interval" => MINUTE,
         "timeout" | "per_try_timeout" | "shutdown_timeout" => HOUR,
         "interval" | "poll_interval" | "reload_interval" => HOUR,
         "idle_timeout" if key.contains(".websocket.") => DAY,
@@ -45,6 +47,13 @@ pub(super) fn check_duration_bounds(raw: &RawConfig, problems: &mut Problems) {
     };
     at("shutdown_timeout".to_owned(), raw.shutdown_timeout);
     at("reload.poll_interval".to_owned(), raw.reload.poll_interval);
+    if let Some(tracing) = &raw.tracing {
+        at("tracing.otlp.timeout".to_owned(), tracing.otlp.timeout);
+        at(
+            "tracing.export_interval".to_owned(),
+            tracing.export_interval,
+        );
+    }
     for (i, listener) in raw.listeners.iter().enumerate() {
         let key = |field: &str| format!("listeners[{i}].{field}");
         at(key("idle_timeout"), listener.idle_timeout);

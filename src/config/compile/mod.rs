@@ -23,6 +23,7 @@ mod retry;
 mod routes;
 mod stores;
 mod tls;
+mod tracing;
 mod upstreams;
 
 use std::path::Path;
@@ -152,6 +153,10 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     );
 
     check_top_level(&raw, &listeners, &mut problems);
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| tracing::compile_tracing(t, &mut problems));
     durations::check_duration_bounds(&raw, &mut problems);
     check_route_params(&routes, &policies, &mut problems);
 
@@ -192,6 +197,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
                     .poll_interval
                     .map_or(defaults::RELOAD_POLL_INTERVAL, |d| d.0),
             },
+            tracing,
         }),
         _ => {
             let mut found = problems.found;
