@@ -253,6 +253,18 @@ async fn launch(
         if drained.is_err() {
             tracing::warn!("shutdown timeout elapsed; closing the connections still open");
         }
+        // WebSocket tunnels said Going Away when the drain began: their peers get the
+        // proxy's grace to answer (within what is left of the shutdown timeout) before
+        // what is still open is closed.
+        let grace_ends = tokio::time::Instant::now()
+            + crate::proxy::websocket::GOING_AWAY_GRACE
+            + std::time::Duration::from_millis(100);
+        while drained.is_ok()
+            && state.load().open_tunnels() > 0
+            && tokio::time::Instant::now() < grace_ends
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let _ = close_tx.send(true);
         while serving.join_next().await.is_some() {}
         if let Some(admin) = admin_task {

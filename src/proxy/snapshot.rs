@@ -219,6 +219,18 @@ impl Snapshot {
 
 impl Snapshot {
     /// The WebSocket state of the route called `name`, if it has one.
+    /// WebSocket tunnels open on this configuration's routes.
+    pub fn open_tunnels(&self) -> usize {
+        self.routes
+            .iter()
+            .filter_map(|route| match &route.handler {
+                RouteHandler::Proxy { websocket, .. } => websocket.as_ref(),
+                RouteHandler::Aggregate(_) => None,
+            })
+            .map(|websockets| websockets.open())
+            .sum()
+    }
+
     fn websockets_of(&self, name: &str) -> Option<&Arc<WebSockets>> {
         self.config
             .routes

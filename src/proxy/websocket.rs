@@ -88,6 +88,13 @@ impl WebSockets {
         }
     }
 
+    /// Upgraded connections (and upgrades under way) holding a slot now.
+    pub fn open(&self) -> usize {
+        self.config
+            .max_connections
+            .saturating_sub(self.slots.available_permits())
+    }
+
     /// A slot for one more upgraded connection, or `None` (counted) at the cap.
     pub fn admit(self: &Arc<Self>) -> Option<Upgrading> {
         match self.slots.clone().try_acquire_owned() {
@@ -289,7 +296,15 @@ where
                     return CloseReason::Error;
                 }
             }
-            () = signalled(close) => return CloseReason::Shutdown,
+            () = signalled(close) => {
+                // The end of a drain can come at once after its start (the tunnels do
+                // not hold it up): a goodbye not said yet is said now, at boundaries.
+                if going_away.is_none() && *drain.borrow() {
+                    let _ = to_upstream.relay(&[], true, &mut upstream_write).await;
+                    let _ = to_client.relay(&[], true, &mut client_write).await;
+                }
+                return CloseReason::Shutdown;
+            }
         }
     }
 }
