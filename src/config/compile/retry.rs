@@ -37,13 +37,7 @@ pub(super) fn compile_retry(
     }
     let methods = match &raw.methods {
         Some(methods) => methods.iter().map(|m| m.to_method()).collect(),
-        None => vec![
-            http::Method::GET,
-            http::Method::HEAD,
-            http::Method::OPTIONS,
-            http::Method::PUT,
-            http::Method::DELETE,
-        ],
+        None => idempotent_methods(),
     };
     if raw.attempts == 1 {
         problems.warn(
@@ -277,13 +271,7 @@ pub(super) fn compile_hedge(
     let budget_percent = compile_budget(key, raw.budget.as_ref(), problems);
     let methods = match &raw.methods {
         Some(methods) => methods.iter().map(|m| m.to_method()).collect(),
-        None => vec![
-            http::Method::GET,
-            http::Method::HEAD,
-            http::Method::OPTIONS,
-            http::Method::PUT,
-            http::Method::DELETE,
-        ],
+        None => idempotent_methods(),
     };
     Some(HedgeConfig {
         after: after?,
@@ -291,4 +279,16 @@ pub(super) fn compile_hedge(
         budget_percent: budget_percent?,
         methods,
     })
+}
+
+/// The methods retried and hedged unless a policy lists its own: the idempotent ones
+/// (RFC 9110 § 9.2.2) but TRACE.
+fn idempotent_methods() -> Vec<http::Method> {
+    vec![
+        http::Method::GET,
+        http::Method::HEAD,
+        http::Method::OPTIONS,
+        http::Method::PUT,
+        http::Method::DELETE,
+    ]
 }
