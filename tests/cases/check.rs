@@ -336,7 +336,7 @@ fn auth_mistakes_are_located_and_named() {
     );
     refused_with(
         &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ api_kye: {{}} }}\n"),
-        "FILE:12:13: policies.p.auth: unknown field `api_kye` (did you mean `api_key`?), expected one of `api_key`, `basic`, `forward`, `any_of`, `all_of`",
+        "FILE:12:13: policies.p.auth: unknown field `api_kye` (did you mean `api_key`?), expected one of `api_key`, `basic`, `jwt`, `forward`, `any_of`, `all_of`",
     );
     refused_with(
         &format!("{AUTH_BASE}policies:\n  p:\n    rate_limit: [{{ key: consumr, rate: 1/s }}]\n"),

@@ -218,6 +218,7 @@ const KEY_KINDS: &[&str] = &[
     "header.",
     "query.",
     "param.",
+    "jwt.",
 ];
 
 fn compile_key(
@@ -266,7 +267,6 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
         "consumer" => return Ok(RateLimitKeyPart::Consumer),
         _ => {}
     }
-    // JWT claims (`jwt.CLAIM`) join here.
     if let Some((kind, name)) = text.split_once('.') {
         let named = |what: &str| {
             if name.is_empty() {
@@ -284,6 +284,7 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
             }
             "query" => return named("query parameter").map(|n| RateLimitKeyPart::Query(n.into())),
             "param" => return named("path parameter").map(|n| RateLimitKeyPart::Param(n.into())),
+            "jwt" => return named("claim").map(|n| RateLimitKeyPart::JwtClaim(n.into())),
             _ => {}
         }
     }
@@ -472,6 +473,11 @@ mod tests {
         assert!(parse_key_part("header.").is_err());
         assert!(parse_key_part("header.bad name").is_err());
         assert_eq!(parse_key_part("consumer"), Ok(RateLimitKeyPart::Consumer));
+        assert_eq!(
+            parse_key_part("jwt.sub"),
+            Ok(RateLimitKeyPart::JwtClaim("sub".into()))
+        );
+        assert!(parse_key_part("jwt.").is_err());
     }
 
     #[test]
