@@ -237,7 +237,7 @@ fn compile_key(
     if parts.is_empty() {
         problems.add(
             key,
-            "list at least one key part (client_ip, route, consumer, header.NAME, query.NAME, param.NAME)",
+            "list at least one key part (client_ip, route, consumer, header.NAME, query.NAME, param.NAME, jwt.CLAIM)",
         );
         return None;
     }
@@ -299,7 +299,7 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
         })
         .filter(|(distance, _)| *distance <= 2)
         .min();
-    let kinds = "client_ip, route, consumer, header.NAME, query.NAME or param.NAME";
+    let kinds = "client_ip, route, consumer, header.NAME, query.NAME, param.NAME or jwt.CLAIM";
     Err(match suggestion {
         Some((_, k)) if k.ends_with('.') => {
             format!("unknown key part {text:?} (did you mean \"{k}NAME\"?); use {kinds}")

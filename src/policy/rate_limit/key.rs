@@ -355,6 +355,44 @@ mod tests {
     }
 
     #[test]
+    fn jwt_claims_key_by_their_value_and_absent_ones_share_a_bucket() {
+        let spec = KeySpec::new(&parts(&["jwt.sub"]), "r");
+        let map = HeaderMap::new();
+        let key_with = |claims: Option<&serde_json::Map<String, serde_json::Value>>| {
+            spec.key(
+                &KeySource {
+                    client_ip: IpAddr::from([192, 0, 2, 1]),
+                    headers: &map,
+                    query: None,
+                    params: &[],
+                    consumer: None,
+                    claims,
+                },
+                DefaultHasher::new(),
+            )
+        };
+        let claims = |value: serde_json::Value| match serde_json::json!({ "sub": value }) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (alice, bob) = (claims("alice".into()), claims("bob".into()));
+        assert_eq!(
+            key_with(Some(&alice)),
+            key_with(Some(&claims("alice".into())))
+        );
+        assert_ne!(key_with(Some(&alice)), key_with(Some(&bob)));
+        // A number is keyed as written; no token, no claim and an object share one.
+        assert_eq!(
+            key_with(Some(&claims(7.into()))),
+            key_with(Some(&claims("7".into())))
+        );
+        let absent = key_with(None);
+        assert_eq!(absent, key_with(Some(&serde_json::Map::new())));
+        assert_eq!(absent, key_with(Some(&claims(serde_json::json!({"a": 1})))));
+        assert_ne!(absent, key_with(Some(&claims("".into()))));
+    }
+
+    #[test]
     fn values_are_bounded() {
         let spec = KeySpec::new(&parts(&["header.x-api-key"]), "r");
         let long = "k".repeat(MAX_PART_BYTES);
