@@ -94,6 +94,8 @@ pub enum RawAuth {
     ApiKey(RawApiKeyAuth),
     Basic(RawBasicAuth),
     Forward(RawForwardAuth),
+    /// A bearer token (JWT) verified against its issuer's keys.
+    Jwt(super::jwt::RawJwt),
     /// The first method that admits the request decides.
     AnyOf(Vec<RawAuth>),
     /// Every method must admit the request.
@@ -106,6 +108,7 @@ pub enum RawAuth {
 struct RawAuthMap {
     api_key: Option<RawApiKeyAuth>,
     basic: Option<RawBasicAuth>,
+    jwt: Option<super::jwt::RawJwt>,
     forward: Option<RawForwardAuth>,
     any_of: Option<Vec<RawAuth>>,
     all_of: Option<Vec<RawAuth>>,
@@ -119,13 +122,14 @@ impl TryFrom<RawAuthMap> for RawAuth {
             map.api_key.map(RawAuth::ApiKey),
             map.basic.map(RawAuth::Basic),
             map.forward.map(RawAuth::Forward),
+            map.jwt.map(RawAuth::Jwt),
             map.any_of.map(RawAuth::AnyOf),
             map.all_of.map(RawAuth::AllOf),
         ];
         let mut set = methods.into_iter().flatten();
         match (set.next(), set.next()) {
             (Some(method), None) => Ok(method),
-            _ => Err("write exactly one method: `api_key`, `basic`, `forward`, `any_of` or `all_of` (combine several with `any_of` or `all_of`)"),
+            _ => Err("write exactly one method: `api_key`, `basic`, `jwt`, `forward`, `any_of` or `all_of` (combine several with `any_of` or `all_of`)"),
         }
     }
 }
@@ -250,6 +254,7 @@ pub enum AuthConfig {
     ApiKey(ApiKeyConfig),
     Basic(BasicConfig),
     Forward(ForwardAuthConfig),
+    Jwt(super::jwt::JwtConfig),
     AnyOf(Vec<AuthConfig>),
     AllOf(Vec<AuthConfig>),
 }
@@ -261,6 +266,7 @@ impl AuthConfig {
             AuthConfig::ApiKey(_) => "api_key",
             AuthConfig::Basic(_) => "basic",
             AuthConfig::Forward(_) => "forward",
+            AuthConfig::Jwt(_) => "jwt",
             AuthConfig::AnyOf(_) => "any_of",
             AuthConfig::AllOf(_) => "all_of",
         }

@@ -64,6 +64,8 @@ pub enum Piece {
     Route,
     /// The consumer an auth policy identified (the field is left out when none did).
     Consumer,
+    /// `{jwt.CLAIM}`: a claim of the token a `jwt` auth method verified.
+    JwtClaim(String),
     /// A path parameter of the route, by name.
     Param(String),
 }
@@ -89,6 +91,13 @@ impl ValueTemplate {
                 Token::Placeholder("request_id") => Piece::RequestId,
                 Token::Placeholder("route") => Piece::Route,
                 Token::Placeholder("consumer") => Piece::Consumer,
+                Token::Placeholder(name) if name.starts_with("jwt.") => {
+                    let claim = &name["jwt.".len()..];
+                    if claim.is_empty() {
+                        return Err(format!("`{{{name}}}` in {text:?} needs a claim name after `jwt.`"));
+                    }
+                    Piece::JwtClaim(claim.to_owned())
+                }
                 Token::Placeholder(name) => {
                     if name.is_empty()
                         || !name

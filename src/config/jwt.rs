@@ -35,6 +35,9 @@ pub struct RawJwt {
     pub require: BTreeMap<String, RawOneOrMany<ScalarString>>,
     /// The verified-token cache; on by default.
     pub token_cache: Option<RawTokenCache>,
+    /// Forward the token upstream instead of removing it from where it was read.
+    #[serde(default)]
+    pub keep_credentials: bool,
 }
 
 /// One value or a list of them.
@@ -166,6 +169,8 @@ pub struct JwtConfig {
     pub require: Vec<(String, Vec<String>)>,
     /// Verified tokens cached at most (`None`: no cache).
     pub token_cache: Option<usize>,
+    /// The token stays where it was read when the request goes upstream.
+    pub keep_credentials: bool,
 }
 
 /// Where a token is looked for.

@@ -214,6 +214,9 @@ pub enum RateLimitKeyPart {
     /// The consumer an auth policy of the route identified (requests without one share
     /// one bucket).
     Consumer,
+    /// A claim of the token a `jwt` auth method verified (`jwt.sub`); requests without
+    /// the claim (or without a token) share one bucket.
+    JwtClaim(String),
 }
 
 /// The part as the file writes it (`client_ip`, `header.x-api-key`, ...).
@@ -226,6 +229,7 @@ impl std::fmt::Display for RateLimitKeyPart {
             RateLimitKeyPart::Header(name) => write!(f, "header.{name}"),
             RateLimitKeyPart::Query(name) => write!(f, "query.{name}"),
             RateLimitKeyPart::Param(name) => write!(f, "param.{name}"),
+            RateLimitKeyPart::JwtClaim(name) => write!(f, "jwt.{name}"),
         }
     }
 }

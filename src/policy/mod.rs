@@ -355,6 +355,10 @@ impl Policies {
                         query: facts.query,
                         params: facts.params,
                         consumer: identity.as_ref().and_then(auth::Identity::name),
+                        claims: identity
+                            .as_ref()
+                            .and_then(|i| i.token.as_deref())
+                            .map(|token| &token.claims),
                     };
                     limits.admit(source, admission).await?;
                 }
@@ -384,6 +388,10 @@ impl Policies {
                         request_id: facts.request_id,
                         params: facts.params,
                         consumer: identity.as_ref().and_then(auth::Identity::name),
+                        claims: identity
+                            .as_ref()
+                            .and_then(|i| i.token.as_deref())
+                            .map(|token| &token.claims),
                     };
                     transform.apply_to_request(headers, &inputs);
                 }

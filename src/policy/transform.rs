@@ -57,6 +57,7 @@ enum Part {
     ClientIp,
     RequestId,
     Consumer,
+    JwtClaim(Box<str>),
     Param(Box<str>),
 }
 
@@ -67,6 +68,8 @@ pub struct Inputs<'a> {
     pub params: &'a [(String, String)],
     /// The consumer an auth policy identified, if one did.
     pub consumer: Option<&'a str>,
+    /// The claims of the token a `jwt` method verified, if one did.
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Transform {
@@ -167,6 +170,15 @@ fn render(parts: &[Part], inputs: &Inputs<'_>) -> Option<HeaderValue> {
             Part::RequestId => out.extend_from_slice(inputs.request_id.as_bytes()),
             Part::ClientIp => write!(out, "{}", inputs.client_ip).ok()?,
             Part::Consumer => out.extend_from_slice(inputs.consumer?.as_bytes()),
+            // A string claim as it is, a number or boolean written out; other claims
+            // (and a request without the claim) leave the field out.
+            Part::JwtClaim(name) => match inputs.claims?.get(&**name)? {
+                serde_json::Value::String(text) => out.extend_from_slice(text.as_bytes()),
+                value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                    write!(out, "{value}").ok()?
+                }
+                _ => return None,
+            },
             Part::Param(name) => {
                 let (_, value) = inputs.params.iter().find(|(n, _)| **n == **name)?;
                 out.extend_from_slice(value.as_bytes());
@@ -218,6 +230,7 @@ impl Value {
                 Piece::ClientIp => Part::ClientIp,
                 Piece::RequestId => Part::RequestId,
                 Piece::Consumer => Part::Consumer,
+                Piece::JwtClaim(name) => Part::JwtClaim(name.as_str().into()),
                 Piece::Param(name) => Part::Param(name.as_str().into()),
             };
             if !literal.is_empty() {
@@ -288,6 +301,7 @@ mod tests {
             request_id: &id,
             params: &params,
             consumer: None,
+            claims: None,
         };
         policy.apply_to_request(&mut headers, &inputs);
         assert!(!headers.contains_key("x-internal"));
@@ -298,6 +312,43 @@ mod tests {
         assert_eq!(headers["x-route"], "r=users");
         let tags: Vec<_> = headers.get_all("x-tag").iter().collect();
         assert_eq!(tags, ["a", "b"]);
+    }
+
+    #[test]
+    fn jwt_claims_fill_their_placeholders_and_a_missing_claim_leaves_the_field_out() {
+        let metrics = Metrics::new();
+        let config = HeaderTransformsConfig {
+            request: HeaderEdits {
+                set: vec![
+                    (name("x-user"), template("u={jwt.sub}")),
+                    (name("x-level"), template("{jwt.level}")),
+                    (name("x-tenant"), template("{jwt.tenant}")),
+                ],
+                ..HeaderEdits::default()
+            },
+            response: HeaderEdits::default(),
+        };
+        let skipped = metrics.header_transform_skipped("users", "p");
+        let policy = Transform::new("p", "users", &config, skipped);
+        let claims = match serde_json::json!({"sub": "alice", "level": 3}) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", HeaderValue::from_static("spoofed"));
+        let id = HeaderValue::from_static("req-1");
+        let inputs = Inputs {
+            client_ip: IpAddr::from([192, 0, 2, 7]),
+            request_id: &id,
+            params: &[],
+            consumer: None,
+            claims: Some(&claims),
+        };
+        policy.apply_to_request(&mut headers, &inputs);
+        assert_eq!(headers["x-user"], "u=alice");
+        assert_eq!(headers["x-level"], "3");
+        assert!(!headers.contains_key("x-tenant"), "no such claim: left out");
+        assert!(ValueTemplate::parse("{jwt.}").is_err());
     }
 
     #[test]
@@ -321,6 +372,7 @@ mod tests {
             request_id: &id,
             params: &params,
             consumer: None,
+            claims: None,
         };
         policy.apply_to_request(&mut headers, &inputs);
         assert!(

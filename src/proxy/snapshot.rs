@@ -121,13 +121,13 @@ impl Snapshot {
             metrics,
             previous.map(|p| &p.rate_limits),
         );
-        let authenticators = Authenticators::build(&config, metrics);
         let jwt = JwtKeySets::build(
-            std::iter::empty(),
+            crate::policy::auth::jwt_methods(&config),
             &upstreams,
             metrics,
             previous.map(|p| &p.jwt),
         );
+        let authenticators = Authenticators::build(&config, metrics, &jwt);
         let routes = config
             .routes
             .iter()

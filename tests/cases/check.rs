@@ -336,10 +336,14 @@ fn auth_mistakes_are_located_and_named() {
     );
     refused_with(
         &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ api_kye: {{}} }}\n"),
-        "FILE:12:13: policies.p.auth: unknown field `api_kye` (did you mean `api_key`?), expected one of `api_key`, `basic`, `forward`, `any_of`, `all_of`",
+        "FILE:12:13: policies.p.auth: unknown field `api_kye` (did you mean `api_key`?), expected one of `api_key`, `basic`, `jwt`, `forward`, `any_of`, `all_of`",
     );
     refused_with(
         &format!("{AUTH_BASE}policies:\n  p:\n    rate_limit: [{{ key: consumr, rate: 1/s }}]\n"),
-        "FILE:12:25: policies.p.rate_limit[0].key: unknown key part \"consumr\" (did you mean \"consumer\"?); use client_ip, route, consumer, header.NAME, query.NAME or param.NAME",
+        "FILE:12:25: policies.p.rate_limit[0].key: unknown key part \"consumr\" (did you mean \"consumer\"?); use client_ip, route, consumer, header.NAME, query.NAME, param.NAME or jwt.CLAIM",
+    );
+    refused_with(
+        &format!("{AUTH_BASE}policies:\n  p:\n    auth: {{ jwt: {{ issuers: [{{ issuer: https://idp/, algorithms: [RS256], jwks: {{ upstream: idp, path: /jwks }} }}] }} }}\n"),
+        "FILE:12:93: policies.p.auth.jwt.issuers[0].jwks.upstream: unknown upstream \"idp\"; defined upstreams: u",
     );
 }

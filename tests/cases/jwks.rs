@@ -72,6 +72,7 @@ routes:
             claims_to_headers: Vec::new(),
             require: Vec::new(),
             token_cache: Some(1000),
+            keep_credentials: false,
         };
         let sets = JwtKeySets::build([("users", &jwt)], &snapshot.upstreams, &metrics, None);
         Verifying {

@@ -22,6 +22,7 @@ mod headers;
 mod health;
 mod hedging;
 mod jwks;
+mod jwt;
 mod layers;
 mod limits;
 mod metrics;

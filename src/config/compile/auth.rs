@@ -20,6 +20,8 @@ use crate::config::defaults;
 pub(super) struct AuthNames<'a> {
     pub consumers: &'a [&'a str],
     pub upstreams: &'a [&'a str],
+    /// The configuration file's directory (secret files are relative to it).
+    pub base: &'a Path,
 }
 
 /// The consumers, sorted by name (as the map is).
@@ -288,6 +290,14 @@ pub(super) fn compile_auth(
                 keep_credentials: forward.keep_credentials,
             }))
         }
+        RawAuth::Jwt(jwt) => super::jwt::compile_jwt(
+            &format!("{key}.jwt"),
+            jwt,
+            names.upstreams,
+            names.base,
+            problems,
+        )
+        .map(AuthConfig::Jwt),
         RawAuth::AnyOf(list) | RawAuth::AllOf(list) => {
             let (word, any) = match raw {
                 RawAuth::AnyOf(_) => ("any_of", true),

@@ -93,6 +93,7 @@ pub(crate) fn compile_jwt(
         claims_to_headers,
         require,
         token_cache,
+        keep_credentials: raw.keep_credentials,
     })
 }
 

@@ -14,8 +14,6 @@ mod auth;
 mod cors;
 mod durations;
 mod header_transforms;
-// Called from `policies` once the auth framework (`policies.NAME.auth`) is merged.
-#[allow(dead_code)]
 pub(crate) mod jwt;
 mod listeners;
 mod policies;
@@ -140,6 +138,7 @@ pub(super) fn compile(text: &str, file: &str) -> Result<Config, Vec<ConfigError>
     let auth_names = auth::AuthNames {
         consumers: &consumer_names,
         upstreams: &upstream_names,
+        base,
     };
     let policies = compile_policies(&raw.policies, &store_names, &auth_names, &mut problems);
     let policy_names: Vec<&str> = raw.policies.keys().map(String::as_str).collect();

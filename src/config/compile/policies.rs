@@ -218,6 +218,7 @@ const KEY_KINDS: &[&str] = &[
     "header.",
     "query.",
     "param.",
+    "jwt.",
 ];
 
 fn compile_key(
@@ -236,7 +237,7 @@ fn compile_key(
     if parts.is_empty() {
         problems.add(
             key,
-            "list at least one key part (client_ip, route, consumer, header.NAME, query.NAME, param.NAME)",
+            "list at least one key part (client_ip, route, consumer, header.NAME, query.NAME, param.NAME, jwt.CLAIM)",
         );
         return None;
     }
@@ -266,7 +267,6 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
         "consumer" => return Ok(RateLimitKeyPart::Consumer),
         _ => {}
     }
-    // JWT claims (`jwt.CLAIM`) join here.
     if let Some((kind, name)) = text.split_once('.') {
         let named = |what: &str| {
             if name.is_empty() {
@@ -284,6 +284,7 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
             }
             "query" => return named("query parameter").map(|n| RateLimitKeyPart::Query(n.into())),
             "param" => return named("path parameter").map(|n| RateLimitKeyPart::Param(n.into())),
+            "jwt" => return named("claim").map(|n| RateLimitKeyPart::JwtClaim(n.into())),
             _ => {}
         }
     }
@@ -298,7 +299,7 @@ pub fn parse_key_part(text: &str) -> Result<RateLimitKeyPart, String> {
         })
         .filter(|(distance, _)| *distance <= 2)
         .min();
-    let kinds = "client_ip, route, consumer, header.NAME, query.NAME or param.NAME";
+    let kinds = "client_ip, route, consumer, header.NAME, query.NAME, param.NAME or jwt.CLAIM";
     Err(match suggestion {
         Some((_, k)) if k.ends_with('.') => {
             format!("unknown key part {text:?} (did you mean \"{k}NAME\"?); use {kinds}")
@@ -472,6 +473,11 @@ mod tests {
         assert!(parse_key_part("header.").is_err());
         assert!(parse_key_part("header.bad name").is_err());
         assert_eq!(parse_key_part("consumer"), Ok(RateLimitKeyPart::Consumer));
+        assert_eq!(
+            parse_key_part("jwt.sub"),
+            Ok(RateLimitKeyPart::JwtClaim("sub".into()))
+        );
+        assert!(parse_key_part("jwt.").is_err());
     }
 
     #[test]

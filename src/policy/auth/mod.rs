@@ -5,7 +5,7 @@
 //! - [`Authenticators`]: every policy's `auth`, compiled once per configuration and
 //!   shared by the routes that name the policy (caches and the bound on password
 //!   verifications are the policy's, not a route's);
-//! - [`Method`]: one method ([`api_key`], `any_of`, `all_of`, ...) and its async
+//! - [`Method`]: one method ([`api_key`], [`basic`], [`jwt`], `any_of`, `all_of`) and its async
 //!   [`Method::authenticate`];
 //! - [`credentials`]: where credentials sit in a request, and how they are removed
 //!   before the request goes upstream.
@@ -29,7 +29,6 @@
 pub mod api_key;
 pub mod basic;
 pub mod credentials;
-/// The JWT verifier and JWKS key sets (built and tested; not yet a `Method`).
 pub mod jwt;
 
 use std::future::Future;
@@ -39,6 +38,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method as HttpMethod};
 
 use crate::config::auth::{AuthConfig, CredentialSource};
+use crate::config::jwt::{JwtConfig, TokenSource};
 use crate::config::Config;
 use crate::metrics::{AuthResult, Metrics};
 use credentials::Strip;
@@ -51,8 +51,10 @@ pub struct Identity {
     /// A subject without a consumer (a forward-auth service's user, a token's `sub`).
     pub subject: Option<Arc<str>>,
     /// Header fields the method sets on the upstream request (forward auth's
-    /// `copy_headers`), after the credentials are removed.
+    /// `copy_headers`, a token's `claims_to_headers`), after the credentials are removed.
     pub upstream_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The verified token of a `jwt` method: its claims, for `jwt.CLAIM` keys.
+    pub token: Option<Arc<jwt::Verified>>,
 }
 
 impl Identity {
@@ -81,6 +83,9 @@ impl Identity {
             self.subject = other.subject;
         }
         self.upstream_headers.extend(other.upstream_headers);
+        if self.token.is_none() {
+            self.token = other.token;
+        }
         Some(self)
     }
 }
@@ -143,6 +148,7 @@ pub struct AuthRequest<'a> {
 pub enum Method {
     ApiKey(api_key::ApiKey),
     Basic(basic::Basic),
+    Jwt(Arc<jwt::JwtVerifier>),
     AnyOf(Box<[Method]>),
     AllOf(Box<[Method]>),
 }
@@ -179,6 +185,30 @@ impl Method {
                     shared.metrics.auth_cache(shared.policy, "basic"),
                 ))
             }
+            AuthConfig::Jwt(config) => {
+                // The claim headers are the gateway's to set: a client's own never pass,
+                // whatever `keep_credentials` says.
+                for (_, header) in &config.claims_to_headers {
+                    strip.add(&CredentialSource::Header(header.clone()));
+                }
+                if !config.keep_credentials {
+                    for source in &config.from {
+                        strip.add(&match source {
+                            TokenSource::Bearer => {
+                                CredentialSource::Header(http::header::AUTHORIZATION)
+                            }
+                            TokenSource::Header(name) => CredentialSource::Header(name.clone()),
+                            TokenSource::Cookie(name) => CredentialSource::Cookie(name.clone()),
+                        });
+                    }
+                }
+                match shared.jwt.get(shared.policy, config) {
+                    Some(verifier) => Method::Jwt(verifier),
+                    // Every `jwt` of the configuration has a verifier (`Snapshot::build`
+                    // builds them from the same tree); one missing admits nobody.
+                    None => Method::AnyOf(Box::new([])),
+                }
+            }
             // Forward auth is refused by the configuration until it is built
             // (config::compile::auth).
             AuthConfig::Forward(_) => Method::AnyOf(Box::new([])),
@@ -190,9 +220,37 @@ impl Method {
         match self {
             Method::ApiKey(api_key) => api_key.authenticate(request),
             Method::Basic(basic) => basic.authenticate(request).await,
+            Method::Jwt(verifier) => jwt_identity(verifier, request).await,
             Method::AnyOf(list) => any_of(list, request).await,
             Method::AllOf(list) => all_of(list, request).await,
         }
+    }
+}
+
+/// The challenge of a request without a token.
+const BEARER: HeaderValue = HeaderValue::from_static("Bearer");
+/// The challenge of a request with a token that is not valid (RFC 6750 section 3.1).
+const BEARER_INVALID: HeaderValue = HeaderValue::from_static("Bearer error=\"invalid_token\"");
+
+/// A `jwt` method's verdict as an identity (subject `sub`, the claims, the
+/// `claims_to_headers` fields) or a refusal.
+async fn jwt_identity(
+    verifier: &jwt::JwtVerifier,
+    request: &AuthRequest<'_>,
+) -> Result<Identity, Failure> {
+    match verifier.verify(request.headers).await {
+        Ok(verified) => Ok(Identity {
+            consumer: None,
+            subject: verified.subject.as_deref().map(Arc::from),
+            upstream_headers: verifier.claim_fields(&verified),
+            token: Some(verified),
+        }),
+        Err(jwt::JwtError::NoToken) => Err(Failure::unauthorized(BEARER, true)),
+        Err(jwt::JwtError::Invalid(_)) => Err(Failure::unauthorized(BEARER_INVALID, false)),
+        Err(jwt::JwtError::Forbidden) => Err(Failure::Forbidden),
+        Err(error @ jwt::JwtError::Unavailable) => Err(Failure::Unavailable {
+            reason: error.to_string().into(),
+        }),
     }
 }
 
@@ -275,6 +333,8 @@ struct Shared<'a> {
     verifying: Arc<tokio::sync::Semaphore>,
     metrics: &'a Metrics,
     policy: &'a str,
+    /// The configuration's JWT verifiers, built before the methods.
+    jwt: &'a jwt::JwtKeySets,
 }
 
 /// Every policy's `auth`, indexed like `Config::policies` (`None` for a policy
@@ -285,12 +345,14 @@ pub struct Authenticators {
 }
 
 impl Authenticators {
-    /// Compiles every policy's `auth` of `config`.
-    pub fn build(config: &Config, metrics: &Metrics) -> Authenticators {
+    /// Compiles every policy's `auth` of `config`; its `jwt` methods use the verifiers
+    /// of `jwt` (built from [`jwt_methods`]).
+    pub fn build(config: &Config, metrics: &Metrics, jwt: &jwt::JwtKeySets) -> Authenticators {
         let verifying = Arc::new(tokio::sync::Semaphore::new(basic::MAX_VERIFYING));
         let mut shared = Shared {
             verifying,
             metrics,
+            jwt,
             policy: "",
             consumers: &config.consumers,
             names: config
@@ -324,4 +386,28 @@ impl Authenticators {
     pub fn of_policy(&self, index: usize) -> Option<&Arc<Authenticator>> {
         self.by_policy.get(index).and_then(Option::as_ref)
     }
+}
+
+/// Every `jwt` method of `config`'s policies, with its policy's name, in a stable order
+/// (the policies', then depth first): what [`jwt::JwtKeySets::build`] builds verifiers
+/// for.
+pub fn jwt_methods(config: &Config) -> Vec<(&str, &JwtConfig)> {
+    fn walk<'a>(policy: &'a str, auth: &'a AuthConfig, out: &mut Vec<(&'a str, &'a JwtConfig)>) {
+        match auth {
+            AuthConfig::Jwt(jwt) => out.push((policy, jwt)),
+            AuthConfig::AnyOf(list) | AuthConfig::AllOf(list) => {
+                for method in list {
+                    walk(policy, method, out);
+                }
+            }
+            AuthConfig::ApiKey(_) | AuthConfig::Basic(_) | AuthConfig::Forward(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    for policy in &config.policies {
+        if let Some(auth) = &policy.auth {
+            walk(&policy.name, auth, &mut out);
+        }
+    }
+    out
 }

@@ -47,6 +47,7 @@ enum Part {
     Query(Box<str>),
     Param(Box<str>),
     Consumer,
+    JwtClaim(Box<str>),
 }
 
 /// What a key is built from, besides the spec.
@@ -58,6 +59,8 @@ pub struct KeySource<'a> {
     pub params: &'a [(String, String)],
     /// The consumer an auth policy identified, if one did.
     pub consumer: Option<&'a str>,
+    /// The claims of the token a `jwt` method verified, if one did.
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 // Tags: which part, present or absent.
@@ -67,6 +70,7 @@ const HEADER: u8 = 3;
 const QUERY: u8 = 4;
 const PARAM: u8 = 5;
 const CONSUMER: u8 = 6;
+const JWT_CLAIM: u8 = 7;
 const ABSENT: u8 = 0x80;
 
 impl KeySpec {
@@ -81,6 +85,7 @@ impl KeySpec {
                 RateLimitKeyPart::Query(name) => Part::Query(name.as_str().into()),
                 RateLimitKeyPart::Param(name) => Part::Param(name.as_str().into()),
                 RateLimitKeyPart::Consumer => Part::Consumer,
+                RateLimitKeyPart::JwtClaim(name) => Part::JwtClaim(name.as_str().into()),
             })
             .collect();
         KeySpec { parts }
@@ -113,6 +118,19 @@ impl KeySpec {
                     Some(name) => key.raw(CONSUMER, name.as_bytes()),
                     None => key.absent(CONSUMER),
                 },
+                Part::JwtClaim(name) => {
+                    match source.claims.and_then(|claims| claims.get(&**name)) {
+                        Some(serde_json::Value::String(text)) => {
+                            key.raw(JWT_CLAIM, text.as_bytes())
+                        }
+                        // Numbers and booleans as written; arrays, objects and nulls
+                        // are no key, and share the absent bucket.
+                        Some(
+                            value @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)),
+                        ) => key.raw(JWT_CLAIM, value.to_string().as_bytes()),
+                        _ => key.absent(JWT_CLAIM),
+                    }
+                }
                 Part::Param(name) => {
                     let value = source.params.iter().find(|(n, _)| **n == **name);
                     match value {
@@ -249,6 +267,7 @@ mod tests {
                 query,
                 params: &[("id".into(), "a%2Fb".into())],
                 consumer: None,
+                claims: None,
             },
             DefaultHasher::new(),
         )
@@ -328,10 +347,49 @@ mod tests {
                 query: None,
                 params: &[("id".into(), "a/b".into())],
                 consumer: None,
+                claims: None,
             },
             DefaultHasher::new(),
         );
         assert_eq!(encoded, decoded);
+    }
+
+    #[test]
+    fn jwt_claims_key_by_their_value_and_absent_ones_share_a_bucket() {
+        let spec = KeySpec::new(&parts(&["jwt.sub"]), "r");
+        let map = HeaderMap::new();
+        let key_with = |claims: Option<&serde_json::Map<String, serde_json::Value>>| {
+            spec.key(
+                &KeySource {
+                    client_ip: IpAddr::from([192, 0, 2, 1]),
+                    headers: &map,
+                    query: None,
+                    params: &[],
+                    consumer: None,
+                    claims,
+                },
+                DefaultHasher::new(),
+            )
+        };
+        let claims = |value: serde_json::Value| match serde_json::json!({ "sub": value }) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (alice, bob) = (claims("alice".into()), claims("bob".into()));
+        assert_eq!(
+            key_with(Some(&alice)),
+            key_with(Some(&claims("alice".into())))
+        );
+        assert_ne!(key_with(Some(&alice)), key_with(Some(&bob)));
+        // A number is keyed as written; no token, no claim and an object share one.
+        assert_eq!(
+            key_with(Some(&claims(7.into()))),
+            key_with(Some(&claims("7".into())))
+        );
+        let absent = key_with(None);
+        assert_eq!(absent, key_with(Some(&serde_json::Map::new())));
+        assert_eq!(absent, key_with(Some(&claims(serde_json::json!({"a": 1})))));
+        assert_ne!(absent, key_with(Some(&claims("".into()))));
     }
 
     #[test]

@@ -563,6 +563,7 @@ mod tests {
             query: None,
             params: &[],
             consumer: None,
+            claims: None,
         };
         let result = limits.admit(source, &mut admission).await;
         let mut answer = HeaderMap::new();

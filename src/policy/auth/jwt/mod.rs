@@ -403,6 +403,23 @@ impl JwtVerifier {
         }
     }
 
+    /// The `claims_to_headers` fields of `verified`: a claim the token lacks, or whose
+    /// value cannot be a header value, sets nothing.
+    pub fn claim_fields(&self, verified: &Verified) -> Vec<(HeaderName, HeaderValue)> {
+        self.config
+            .claims_to_headers
+            .iter()
+            .filter_map(|(claim, header)| {
+                let text = verified.claim_text(claim)?;
+                if text.len() > MAX_CLAIM_HEADER_LEN {
+                    return None;
+                }
+                let value = HeaderValue::from_str(&text).ok()?;
+                Some((header.clone(), value))
+            })
+            .collect()
+    }
+
     /// The headers `claims_to_headers` sets.
     pub fn claim_headers(&self) -> impl Iterator<Item = &HeaderName> + '_ {
         self.config.claims_to_headers.iter().map(|(_, h)| h)
@@ -649,6 +666,7 @@ mod tests {
             claims_to_headers: vec![("sub".into(), HeaderName::from_static("x-user"))],
             require,
             token_cache: Some(100),
+            keep_credentials: false,
         };
         JwtVerifier::new("p", &config, &[], &Metrics::new(), None)
     }
