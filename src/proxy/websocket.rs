@@ -254,32 +254,18 @@ where
         let grace_deadline = going_away.map_or(idle_deadline, |since| since + GOING_AWAY_GRACE);
         tokio::select! {
             read = client_read.read(&mut from_client) => {
-                let n = match read {
-                    Ok(0) => {
-                        let _ = upstream_write.shutdown().await;
-                        return CloseReason::Closed;
-                    }
-                    Ok(n) => n,
-                    Err(_) => return CloseReason::Error,
-                };
-                last_activity = Instant::now();
-                if to_upstream.relay(&from_client[..n], going_away.is_some(), &mut upstream_write).await.is_err() {
-                    return CloseReason::Error;
+                let passed = to_upstream.pass_on(read, &from_client, going_away.is_some(), &mut upstream_write);
+                if let Err(reason) = passed.await {
+                    return reason;
                 }
+                last_activity = Instant::now();
             }
             read = upstream_read.read(&mut from_upstream) => {
-                let n = match read {
-                    Ok(0) => {
-                        let _ = client_write.shutdown().await;
-                        return CloseReason::Closed;
-                    }
-                    Ok(n) => n,
-                    Err(_) => return CloseReason::Error,
-                };
-                last_activity = Instant::now();
-                if to_client.relay(&from_upstream[..n], going_away.is_some(), &mut client_write).await.is_err() {
-                    return CloseReason::Error;
+                let passed = to_client.pass_on(read, &from_upstream, going_away.is_some(), &mut client_write);
+                if let Err(reason) = passed.await {
+                    return reason;
                 }
+                last_activity = Instant::now();
             }
             () = tokio::time::sleep_until(idle_deadline.min(grace_deadline)) => {
                 if going_away.is_none() && last_activity + idle_timeout <= Instant::now() {
@@ -341,6 +327,29 @@ impl Direction {
             goodbye,
             said_goodbye: false,
             answered: false,
+        }
+    }
+
+    /// What one read from this direction's sender brought (`read` of `buffer`), passed
+    /// on to `write`; `Err` ends the tunnel: the sender closed (its end of file passed
+    /// on) or a side failed.
+    async fn pass_on<W: AsyncWrite + Unpin>(
+        &mut self,
+        read: std::io::Result<usize>,
+        buffer: &[u8],
+        going_away: bool,
+        write: &mut W,
+    ) -> Result<(), CloseReason> {
+        match read {
+            Ok(0) => {
+                let _ = write.shutdown().await;
+                Err(CloseReason::Closed)
+            }
+            Ok(n) => self
+                .relay(&buffer[..n], going_away, write)
+                .await
+                .map_err(|_| CloseReason::Error),
+            Err(_) => Err(CloseReason::Error),
         }
     }
 
